@@ -1,0 +1,152 @@
+"""Timing, peak-memory and table helpers shared by the benchmark scripts.
+
+Timing on CUDA uses CUDA events around each run and synchronizes before reading them; on the CPU it
+uses :func:`time.perf_counter`. Every measurement runs the callable a few times first (warm-up) and
+reports the median of the repeats.
+"""
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable, Sequence
+
+import torch
+
+MIB = 2 ** 20
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for all queued work on ``device`` (a no-op on the CPU).
+
+    Parameters
+    ----------
+    device
+        The device whose queue is drained.
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_once_ms(fn: Callable[[], Any], device: torch.device) -> float:
+    """Run ``fn`` once and return its wall time in milliseconds, measured as the device sees it."""
+    if device.type == "cuda":
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize(device)
+        return start.elapsed_time(end)
+    begin = time.perf_counter()
+    fn()
+    return (time.perf_counter() - begin) * 1e3
+
+
+def time_ms(fn: Callable[[], Any], device: torch.device, warmup: int = 3, repeats: int = 10) -> float:
+    """Median wall time of ``fn`` in milliseconds after ``warmup`` untimed runs.
+
+    Parameters
+    ----------
+    fn
+        The work to time; its return value is discarded after each run.
+    device
+        Where the work runs: CUDA devices are timed with CUDA events, anything else with
+        :func:`time.perf_counter`.
+    warmup
+        Untimed runs before the measurement (allocator, cuDNN autotuning, lazy initialisation).
+    repeats
+        Timed runs; the median is returned.
+
+    Returns
+    -------
+    float
+        Median milliseconds per run.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    synchronize(device)
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    return statistics.median(_time_once_ms(fn, device) for _ in range(repeats))
+
+
+def peak_memory_bytes(fn: Callable[[], Any], device: torch.device) -> int | None:
+    """Peak CUDA memory allocated while ``fn`` runs once, or ``None`` off CUDA.
+
+    The figure is :func:`torch.cuda.max_memory_allocated` after resetting the peak statistics, so it
+    includes everything already resident (model weights, inputs) plus what ``fn`` allocates at its
+    high-water mark; the return value of ``fn`` is dropped before the next measurement.
+
+    Parameters
+    ----------
+    fn
+        The work to measure.
+    device
+        The device to measure; non-CUDA devices give ``None``.
+
+    Returns
+    -------
+    int or None
+        Peak allocated bytes on ``device``.
+    """
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device)
+
+
+def machine_description(device: torch.device) -> str:
+    """One line naming the machine, the torch version, the thread count and the UTC date.
+
+    Parameters
+    ----------
+    device
+        The device the benchmark runs on.
+
+    Returns
+    -------
+    str
+        A description suitable for the head of a results table.
+    """
+    if device.type == "cuda":
+        hardware = f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    else:
+        hardware = f"CPU {platform.processor() or platform.machine()}"
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"{hardware}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+            f"python {platform.python_version()}, {date}")
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Render rows as an aligned Markdown (pipe) table.
+
+    Parameters
+    ----------
+    headers
+        Column titles.
+    rows
+        One sequence of cells per row, as many as ``headers``; cells are rendered with ``str``.
+
+    Returns
+    -------
+    str
+        The table, one line per row, without a trailing newline.
+    """
+    cells = [[str(cell) for cell in row] for row in rows]
+    for row in cells:
+        if len(row) != len(headers):
+            raise ValueError(f"row has {len(row)} cells, expected {len(headers)}: {row}")
+    widths = [max([len(str(title)), *(len(row[i]) for row in cells)]) for i, title in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        return "| " + " | ".join(value.ljust(width) for value, width in zip(values, widths)) + " |"
+
+    separator = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
+    return "\n".join([line([str(title) for title in headers]), separator, *(line(row) for row in cells)])
