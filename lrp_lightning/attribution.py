@@ -1,0 +1,548 @@
+"""Attributors: gradient-based explanations of a model, with or without an LRP composite.
+
+An attributor wraps a model and an optional :class:`~lrp_lightning.core.Composite`. Used as a context
+manager it registers the composite on entry and removes it on exit; calling it returns the model
+output and the relevance (the attribution, shaped like the input)::
+
+    with Gradient(model, composite) as attributor:
+        output, relevance = attributor(inputs, target)
+
+``target`` selects what is explained (see :func:`grad_outputs`): class indices ``(N,)``, a single
+class ``int``, an output-shaped tensor used as the output gradient (e.g. a one-hot), a callable
+``output -> target``, or ``None`` for the predicted class.
+
+Every attributor leaves what the user owns as it was: parameters, buffers (also when a forward in
+training mode would update BatchNorm statistics), ``training`` and ``requires_grad`` flags, ``.grad``
+of the parameters, hooks, and the global random state (torch CPU/CUDA, numpy, :mod:`random`).
+Randomness (SmoothGrad noise) comes only from a :class:`torch.Generator` seeded per call.
+SmoothGrad, IntegratedGradients and Occlusion push all their model evaluations through the model in
+large chunks of at most ``batch_size`` samples.
+"""
+from __future__ import annotations
+
+import contextlib
+import random
+from typing import Any, Callable, Iterator, Optional, Sequence, Type, TypeVar, Union
+
+import numpy as np
+import torch
+
+Target = Union[None, int, torch.Tensor, Callable[[torch.Tensor], Any]]
+Baseline = Union[None, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
+WindowSpec = Union[int, Sequence[int]]
+
+DEFAULT_BATCH_SIZE = 64
+
+ATTRIBUTORS: dict[str, Type["Attributor"]] = {}
+
+AttributorType = TypeVar("AttributorType", bound=Type["Attributor"])
+
+
+def register_attributor(name: str) -> Callable[[AttributorType], AttributorType]:
+    """Return a class decorator that registers an attributor class in :data:`ATTRIBUTORS`.
+
+    Parameters
+    ----------
+    name : str
+        Registry name, e.g. ``"gradient"``.
+
+    Returns
+    -------
+    callable
+        Decorator returning the class unchanged.
+    """
+    def decorator(cls: AttributorType) -> AttributorType:
+        ATTRIBUTORS[name] = cls
+        return cls
+
+    return decorator
+
+
+def get_attributor(name: str) -> Type["Attributor"]:
+    """Return the attributor class registered under ``name``.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`ATTRIBUTORS`.
+
+    Returns
+    -------
+    type
+        The attributor class.
+
+    Raises
+    ------
+    KeyError
+        If no attributor is registered under ``name``; the message lists the known names.
+    """
+    try:
+        return ATTRIBUTORS[name]
+    except KeyError:
+        known = ", ".join(sorted(ATTRIBUTORS))
+        raise KeyError(f"unknown attributor {name!r}; registered attributors: {known}") from None
+
+
+def grad_outputs(target: Target, output: torch.Tensor) -> torch.Tensor:
+    """Turn a target specification into the gradient fed back at the model output.
+
+    Parameters
+    ----------
+    target : None, int, torch.Tensor or callable
+        ``None``: the predicted class (argmax over dim 1). ``int`` or a 0-d integer tensor: that
+        class for every sample. Integer tensor ``(N,)``: one class per sample. Floating tensor
+        broadcastable to ``output.shape``: used as the output gradient as is. Callable: called on the
+        detached output; its result is resolved by the same rules.
+    output : torch.Tensor
+        Model output ``(N, K, ...)``; class indices select along dim 1 (and every position of any
+        further dims).
+
+    Returns
+    -------
+    torch.Tensor
+        Tensor of ``output``'s shape, dtype and device.
+
+    Raises
+    ------
+    ValueError
+        If class indices are out of range, their number does not match the batch, the output has no
+        class dimension, or a tensor target does not broadcast to the output.
+    TypeError
+        If ``target`` is none of the above.
+    """
+    output = output.detach()
+    if callable(target) and not isinstance(target, torch.Tensor):
+        target = target(output)
+        if callable(target) and not isinstance(target, torch.Tensor):
+            raise TypeError("a callable target must return a target, not another callable")
+    if target is None:
+        if output.ndim < 2:
+            raise ValueError(f"target=None needs an output with a class dimension, got shape "
+                             f"{tuple(output.shape)}")
+        target = output.argmax(dim=1).reshape(output.shape[0], -1)[:, 0]
+    if isinstance(target, bool) or not isinstance(target, (int, torch.Tensor)):
+        raise TypeError(f"target must be None, an int, a tensor or a callable, got "
+                        f"{type(target).__name__}")
+    if isinstance(target, torch.Tensor) and target.is_floating_point():
+        try:
+            return torch.broadcast_to(target.to(output), output.shape).clone()
+        except RuntimeError:
+            raise ValueError(f"target of shape {tuple(target.shape)} does not broadcast to the "
+                             f"output shape {tuple(output.shape)}") from None
+    return _one_hot(torch.as_tensor(target, device=output.device), output)
+
+
+def _one_hot(indices: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    """Return an output-shaped tensor with ones at class ``indices`` along dim 1."""
+    if output.ndim < 2:
+        raise ValueError(f"class indices need an output with a class dimension, got shape "
+                         f"{tuple(output.shape)}")
+    batch, classes = output.shape[:2]
+    indices = indices.reshape(-1).long()
+    if indices.numel() == 1:
+        indices = indices.expand(batch)
+    if indices.numel() != batch:
+        raise ValueError(f"got {indices.numel()} class indices for a batch of {batch}")
+    if bool(((indices < 0) | (indices >= classes)).any()):
+        raise ValueError(f"class indices must lie in [0, {classes}), got {indices.tolist()}")
+    selected = torch.zeros(batch, classes, dtype=output.dtype, device=output.device)
+    selected[torch.arange(batch, device=output.device), indices] = 1
+    return selected.reshape(batch, classes, *([1] * (output.ndim - 2))).expand(output.shape).clone()
+
+
+@contextlib.contextmanager
+def preserved_random_state(device: torch.device) -> Iterator[None]:
+    """Restore the global random state (torch CPU and ``device``'s CUDA, numpy, random) on exit.
+
+    Parameters
+    ----------
+    device : torch.device
+        Device whose CUDA generator is saved too, if it is a CUDA device.
+
+    Yields
+    ------
+    None
+    """
+    cuda_devices = []
+    if device.type == "cuda":
+        cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=cuda_devices, device_type="cuda"):
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+@contextlib.contextmanager
+def _preserved_buffers(model: Any) -> Iterator[None]:
+    """Copy a module's buffer values back on exit (a training-mode forward may update them)."""
+    if not isinstance(model, torch.nn.Module):
+        yield
+        return
+    saved = [(buffer, buffer.detach().clone()) for buffer in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
+
+
+def _chunks(total: int, size: int) -> Iterator[torch.Tensor]:
+    """Yield consecutive index ranges ``arange(start, stop)`` of at most ``size`` covering ``total``."""
+    for start in range(0, total, size):
+        yield torch.arange(start, min(start + size, total))
+
+
+class Attributor:
+    """Base class: a model plus an optional composite, used as a context manager and called.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model to explain.
+    composite : Composite, optional
+        A composite registered on the model while the attributor is entered; ``None`` gives plain
+        gradients.
+
+    Notes
+    -----
+    Subclasses implement :meth:`forward`. Calling an attributor outside ``with`` enters and exits
+    around the call.
+    """
+
+    def __init__(self, model: torch.nn.Module, composite: Optional[Any] = None) -> None:
+        self.model = model
+        self.composite = composite
+        self._stack: Optional[contextlib.ExitStack] = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(composite={self.composite!r})"
+
+    def _uses_composite(self) -> bool:
+        """Whether the composite is registered while entered."""
+        return self.composite is not None
+
+    def __enter__(self) -> "Attributor":
+        if self._stack is not None:
+            raise RuntimeError(f"{type(self).__name__} is already entered")
+        stack = contextlib.ExitStack()
+        try:
+            stack.enter_context(_preserved_buffers(self.model))
+            if self._uses_composite():
+                stack.enter_context(self.composite.context(self.model))
+        except BaseException:
+            stack.close()
+            raise
+        self._stack = stack
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()
+
+    def __call__(self, inputs: torch.Tensor, target: Target = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Explain ``inputs``.
+
+        Parameters
+        ----------
+        inputs : torch.Tensor
+            Input batch ``(N, ...)``.
+        target : None, int, torch.Tensor or callable, optional
+            What to explain, see :func:`grad_outputs`; ``None`` explains the predicted class.
+
+        Returns
+        -------
+        output : torch.Tensor
+            The model output for ``inputs`` (detached).
+        relevance : torch.Tensor
+            The attribution, with the shape of ``inputs``.
+        """
+        entered_here = self._stack is None
+        with contextlib.ExitStack() as stack:
+            if entered_here:
+                stack.enter_context(self)
+            stack.enter_context(preserved_random_state(inputs.device))
+            stack.enter_context(torch.inference_mode(False))
+            stack.enter_context(torch.enable_grad())
+            inputs = inputs.detach().clone()
+            output, relevance = self.forward(inputs, target)
+        return output.detach(), relevance.detach()
+
+    def forward(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
+        """Compute output and relevance; called by :meth:`__call__` with gradients enabled.
+
+        Parameters
+        ----------
+        inputs : torch.Tensor
+            A detached copy of the input batch.
+        target : None, int, torch.Tensor or callable
+            What to explain.
+
+        Returns
+        -------
+        output, relevance : torch.Tensor
+            Model output and attribution.
+        """
+        raise NotImplementedError
+
+    def _gradient(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the model output and the (composite-modified) gradient of the target output."""
+        inputs = inputs.detach().requires_grad_(True)
+        output = self.model(inputs)
+        gradient, = torch.autograd.grad(output, inputs, grad_outputs(target, output))
+        return output.detach(), gradient
+
+
+@register_attributor("gradient")
+class Gradient(Attributor):
+    """The gradient of the target output with respect to the input; with a composite, LRP.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model to explain.
+    composite : Composite, optional
+        Composite modifying the backward pass (``None``: the plain gradient).
+    """
+
+    def forward(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the output and the gradient of the target output, see :meth:`Attributor.forward`."""
+        return self._gradient(inputs, target)
+
+
+class _PathAttributor(Attributor):
+    """Averages gradients over ``n_iter`` perturbed copies of each input, in chunked batches.
+
+    Row ``k * N + i`` of the virtual batch is copy ``k`` of sample ``i``; :meth:`_perturbed` builds
+    the rows of one chunk.
+    """
+
+    def __init__(self, model: torch.nn.Module, composite: Optional[Any] = None, n_iter: int = 20,
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        super().__init__(model, composite)
+        if n_iter < 1:
+            raise ValueError(f"n_iter must be at least 1, got {n_iter}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.n_iter = n_iter
+        self.batch_size = batch_size
+
+    def _perturbed(self, inputs: torch.Tensor, iteration: torch.Tensor, sample: torch.Tensor,
+                   context: Any) -> torch.Tensor:
+        """Return the perturbed rows for the given (iteration, sample) index pairs."""
+        raise NotImplementedError
+
+    def _mean_gradient(self, inputs: torch.Tensor, target: Target,
+                       context: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the clean output and the gradient averaged over all perturbed copies."""
+        output = self.model(inputs).detach()
+        weights = grad_outputs(target, output)
+        total = torch.zeros_like(inputs)
+        batch = inputs.shape[0]
+        for rows in _chunks(self.n_iter * batch, self.batch_size):
+            rows = rows.to(inputs.device)
+            sample = rows % batch
+            perturbed = self._perturbed(inputs, rows // batch, sample, context).requires_grad_(True)
+            gradient, = torch.autograd.grad(self.model(perturbed), perturbed, weights[sample])
+            total.index_add_(0, sample, gradient)
+        return output, total / self.n_iter
+
+
+@register_attributor("smoothgrad")
+class SmoothGrad(_PathAttributor):
+    """SmoothGrad (Smilkov et al., 2017): the gradient averaged over noisy copies of the input.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model to explain.
+    composite : Composite, optional
+        Composite modifying the backward pass (``None``: plain gradients).
+    noise_level : float, optional
+        Noise standard deviation as a fraction of each sample's value range (max - min).
+    n_iter : int, optional
+        Number of noisy copies per sample.
+    seed : int, optional
+        Seed of the noise generator, used afresh on every call (same inputs, same result);
+        ``None`` draws a fresh seed per call, without touching the global random state.
+    batch_size : int, optional
+        Most samples per forward pass.
+    """
+
+    def __init__(self, model: torch.nn.Module, composite: Optional[Any] = None,
+                 noise_level: float = 0.1, n_iter: int = 20, seed: Optional[int] = None,
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        super().__init__(model, composite, n_iter=n_iter, batch_size=batch_size)
+        if noise_level < 0:
+            raise ValueError(f"noise_level must be non-negative, got {noise_level}")
+        self.noise_level = noise_level
+        self.seed = seed
+
+    def forward(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the output and the mean gradient over noisy inputs."""
+        generator = torch.Generator(device=inputs.device)
+        if self.seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(self.seed)
+        flat = inputs.detach().reshape(inputs.shape[0], -1)
+        value_range = flat.amax(dim=1) - flat.amin(dim=1)
+        std = (self.noise_level * value_range).reshape(-1, *([1] * (inputs.ndim - 1)))
+        return self._mean_gradient(inputs, target, (generator, std))
+
+    def _perturbed(self, inputs: torch.Tensor, iteration: torch.Tensor, sample: torch.Tensor,
+                   context: tuple[torch.Generator, torch.Tensor]) -> torch.Tensor:
+        generator, std = context
+        rows = inputs[sample]
+        noise = torch.randn(rows.shape, generator=generator, device=rows.device, dtype=rows.dtype)
+        return rows + noise * std[sample]
+
+
+@register_attributor("integrated_gradients")
+class IntegratedGradients(_PathAttributor):
+    """Integrated Gradients (Sundararajan et al., 2017) with a right Riemann sum.
+
+    The relevance is ``(x - b) * mean_k grad f(b + k/n_iter * (x - b))`` for ``k = 1..n_iter``;
+    it sums to ``f(x) - f(b)`` in the limit (completeness).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model to explain.
+    composite : Composite, optional
+        Composite modifying the backward pass (``None``: plain gradients).
+    baseline : torch.Tensor or callable, optional
+        Baseline ``b``: zeros when ``None``; a tensor broadcastable to the input; or a callable
+        ``inputs -> tensor``.
+    n_iter : int, optional
+        Number of points on the straight path from the baseline to the input.
+    batch_size : int, optional
+        Most samples per forward pass.
+    """
+
+    def __init__(self, model: torch.nn.Module, composite: Optional[Any] = None,
+                 baseline: Baseline = None, n_iter: int = 20,
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        super().__init__(model, composite, n_iter=n_iter, batch_size=batch_size)
+        self.baseline = baseline
+
+    def _baseline_for(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Return the baseline broadcast to the shape of ``inputs``."""
+        if self.baseline is None:
+            return torch.zeros_like(inputs)
+        baseline = self.baseline(inputs) if callable(self.baseline) else self.baseline
+        try:
+            return torch.broadcast_to(baseline.to(inputs).detach(), inputs.shape)
+        except RuntimeError:
+            raise ValueError(f"baseline of shape {tuple(baseline.shape)} does not broadcast to the "
+                             f"input shape {tuple(inputs.shape)}") from None
+
+    def forward(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the output and the integrated gradients."""
+        baseline = self._baseline_for(inputs)
+        output, mean_gradient = self._mean_gradient(inputs, target, baseline)
+        return output, (inputs - baseline) * mean_gradient
+
+    def _perturbed(self, inputs: torch.Tensor, iteration: torch.Tensor, sample: torch.Tensor,
+                   context: torch.Tensor) -> torch.Tensor:
+        baseline = context[sample]
+        alpha = ((iteration + 1).to(inputs.dtype) / self.n_iter).reshape(-1, *([1] * (inputs.ndim - 1)))
+        return baseline + alpha * (inputs[sample] - baseline)
+
+
+@register_attributor("occlusion")
+class Occlusion(Attributor):
+    """Occlusion (Zeiler and Fergus, 2014): the drop of the target score when a window is filled.
+
+    Every window position gets ``score(x) - score(x with the window set to fill)``, where
+    ``score = sum(output * grad_outputs(target, output(x)))`` per sample; each input element receives
+    the mean drop of the windows covering it. Windows are placed every ``stride`` elements, plus one
+    flush with the end where the stride leaves a remainder, so every element is covered.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model to explain.
+    composite : Composite, optional
+        Accepted for a uniform call signature and ignored (occlusion needs no backward pass).
+    window : int or sequence of int, optional
+        Window size. A sequence applies to the last ``len(window)`` dims (earlier non-batch dims are
+        covered whole). An int applies to every dim after the channel dim ``1`` for inputs with
+        three or more dims (``(N, C, H, W)``: ``window x window`` patches over all channels) and to
+        dim 1 of ``(N, D)`` inputs. Clipped to the dim's length.
+    stride : int or sequence of int, optional
+        Step between windows, given like ``window``.
+    fill : float or torch.Tensor, optional
+        Value written into the window; a tensor must broadcast to the input.
+    batch_size : int, optional
+        Most samples per forward pass.
+    """
+
+    def __init__(self, model: torch.nn.Module, composite: Optional[Any] = None,
+                 window: WindowSpec = 8, stride: WindowSpec = 8,
+                 fill: Union[float, torch.Tensor] = 0.0, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        super().__init__(model, composite)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.window = window
+        self.stride = stride
+        self.fill = fill
+        self.batch_size = batch_size
+
+    def _uses_composite(self) -> bool:
+        return False
+
+    def _window_masks(self, shape: torch.Size, device: torch.device) -> torch.Tensor:
+        """Return boolean masks ``(P, *shape[1:])`` (size-1 dims where covered whole), one per window."""
+        sample_shape = shape[1:]
+        if isinstance(self.window, int):
+            count = len(sample_shape) - 1 if len(sample_shape) > 1 else 1
+        else:
+            count = len(self.window)
+        windows = [self.window] * count if isinstance(self.window, int) else list(self.window)
+        strides = [self.stride] * count if isinstance(self.stride, int) else list(self.stride)
+        if not 1 <= count <= len(sample_shape) or len(strides) != count:
+            raise ValueError(f"window {self.window!r} / stride {self.stride!r} do not fit input "
+                             f"shape {tuple(shape)}")
+        if min(windows) < 1 or min(strides) < 1:
+            raise ValueError(f"window and stride must be positive, got {self.window!r}, {self.stride!r}")
+        masks = torch.ones(1, *([1] * (len(sample_shape) - count)), dtype=torch.bool, device=device)
+        for length, size, step in zip(sample_shape[-count:], windows, strides):
+            size = min(size, length)
+            starts = list(range(0, length - size + 1, step))
+            if starts[-1] != length - size:
+                starts.append(length - size)
+            start = torch.tensor(starts, device=device).unsqueeze(1)
+            position = torch.arange(length, device=device)
+            dim_masks = (position >= start) & (position < start + size)
+            dim_masks = dim_masks.reshape(1, len(starts), *([1] * (masks.ndim - 1)), length)
+            masks = (masks.unsqueeze(1).unsqueeze(-1) & dim_masks).flatten(0, 1)
+        return masks
+
+    def forward(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the output and the occlusion relevance."""
+        with torch.no_grad():
+            output = self.model(inputs)
+            weights = grad_outputs(target, output)
+            clean_score = (output * weights).reshape(len(inputs), -1).sum(dim=1)
+            masks = self._window_masks(inputs.shape, inputs.device)
+            fill = torch.as_tensor(self.fill, dtype=inputs.dtype, device=inputs.device)
+            if fill.ndim:
+                fill = torch.broadcast_to(fill, inputs.shape)
+            batch = inputs.shape[0]
+            flat_masks = masks.flatten(1)
+            relevance = torch.zeros(batch, flat_masks.shape[1], dtype=inputs.dtype, device=inputs.device)
+            for rows in _chunks(len(masks) * batch, self.batch_size):
+                rows = rows.to(inputs.device)
+                window, sample = rows // batch, rows % batch
+                occluded = torch.where(masks[window], fill[sample] if fill.ndim else fill, inputs[sample])
+                score = (self.model(occluded) * weights[sample]).reshape(len(rows), -1).sum(dim=1)
+                drop = (clean_score[sample] - score).unsqueeze(1)
+                relevance.index_add_(0, sample, drop * flat_masks[window].to(inputs.dtype))
+            coverage = flat_masks.sum(dim=0).to(inputs.dtype)
+            relevance = (relevance / coverage).reshape(batch, *masks.shape[1:])
+        return output, relevance.expand(inputs.shape).clone()
