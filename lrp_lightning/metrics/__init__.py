@@ -1,0 +1,30 @@
+"""Explanation-quality metrics as ``torchmetrics.Metric``s, batched on the device of their inputs.
+
+Faithfulness (model, inputs, attributions, target): ``RegionPerturbation``, ``PixelFlipping``,
+``Deletion``, ``Insertion``, ``FaithfulnessCorrelation``. Localisation (attributions, mask):
+``RelevanceMassAccuracy``, ``RelevanceRankAccuracy``. Attributions alone: ``Sparseness``,
+``Complexity``. LRP health check (input and output relevance): ``Conservation``.
+"""
+from lrp_lightning.metrics.complexity import Complexity
+from lrp_lightning.metrics.conservation import Conservation
+from lrp_lightning.metrics.deletion import Deletion
+from lrp_lightning.metrics.faithfulness_correlation import FaithfulnessCorrelation
+from lrp_lightning.metrics.insertion import Insertion
+from lrp_lightning.metrics.pixel_flipping import PixelFlipping
+from lrp_lightning.metrics.region_perturbation import RegionPerturbation
+from lrp_lightning.metrics.relevance_mass_accuracy import RelevanceMassAccuracy
+from lrp_lightning.metrics.relevance_rank_accuracy import RelevanceRankAccuracy
+from lrp_lightning.metrics.sparseness import Sparseness
+
+__all__ = [
+    "Complexity",
+    "Conservation",
+    "Deletion",
+    "FaithfulnessCorrelation",
+    "Insertion",
+    "PixelFlipping",
+    "RegionPerturbation",
+    "RelevanceMassAccuracy",
+    "RelevanceRankAccuracy",
+    "Sparseness",
+]

@@ -1,0 +1,115 @@
+"""Validation of the arguments the metrics receive; every failure is a ``ValueError`` naming the problem."""
+from typing import Any, Callable, Union
+
+import torch
+from torch import Tensor
+
+Baseline = Union[float, str, Callable[[Tensor], Tensor]]
+BASELINE_NAMES = ("mean", "blur")
+ORDERS = ("morf", "lerf", "random")
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """Return ``value`` if it is an int >= 1, else raise ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_order(order: Any) -> str:
+    """Return ``order`` if it is one of ``ORDERS``, else raise ``ValueError``."""
+    if order not in ORDERS:
+        raise ValueError(f"unknown order {order!r}; expected one of {ORDERS}")
+    return order
+
+
+def check_baseline(baseline: Any) -> Baseline:
+    """Return ``baseline`` if it is a number, a name in ``BASELINE_NAMES`` or a callable, else raise."""
+    if callable(baseline) or baseline in BASELINE_NAMES:
+        return baseline
+    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+        return float(baseline)
+    raise ValueError(
+        f"unknown baseline {baseline!r}; expected a number, one of {BASELINE_NAMES} or a callable (x) -> fill"
+    )
+
+
+def check_inputs(inputs: Any) -> Tensor:
+    """Check that ``inputs`` is a floating tensor of images (N, C, H, W) or vectors (N, D)."""
+    if not isinstance(inputs, Tensor) or inputs.ndim not in (2, 4) or not inputs.is_floating_point():
+        shape = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
+        raise ValueError(f"inputs must be a floating tensor (N, C, H, W) or (N, D), got {shape}")
+    if inputs.shape[0] == 0:
+        raise ValueError("inputs must hold at least one sample")
+    return inputs
+
+
+def location_relevance(inputs: Tensor, attributions: Tensor) -> Tensor:
+    """Relevance per input location (channels summed): (N, H, W) for images, (N, D) for vectors.
+
+    Accepted attribution shapes: the inputs' shape, or for images (N, 1, H, W) or (N, H, W).
+    """
+    n = inputs.shape[0]
+    if inputs.ndim == 4:
+        height_width = tuple(inputs.shape[2:])
+        allowed = [tuple(inputs.shape), (n, 1) + height_width, (n,) + height_width]
+    else:
+        allowed = [tuple(inputs.shape)]
+    if not isinstance(attributions, Tensor) or tuple(attributions.shape) not in allowed:
+        shape = tuple(attributions.shape) if isinstance(attributions, Tensor) else type(attributions).__name__
+        raise ValueError(
+            f"attributions of shape {shape} fit neither the inputs {tuple(inputs.shape)} nor a "
+            f"channel-reduced form; expected one of {allowed}"
+        )
+    relevance = attributions.to(device=inputs.device)
+    if relevance.ndim == 4:
+        relevance = relevance.sum(dim=1)
+    return relevance
+
+
+def check_target(target: Any, num_samples: int, device: torch.device) -> Tensor:
+    """Check that ``target`` is (N,) non-negative class indices and return it on ``device``."""
+    if isinstance(target, int):
+        target = torch.full((num_samples,), target)
+    if not isinstance(target, Tensor) or target.dtype.is_floating_point or target.dtype == torch.bool:
+        raise ValueError(f"target must be an integer tensor of class indices, got {target!r}")
+    if target.ndim != 1 or target.shape[0] != num_samples:
+        raise ValueError(f"target must have shape ({num_samples},), got {tuple(target.shape)}")
+    if bool((target < 0).any()):
+        raise ValueError(f"target holds negative class indices: {target.tolist()}")
+    return target.to(device=device, dtype=torch.long)
+
+
+def check_same_batch(name: str, tensor: Any, num_samples: int) -> Tensor:
+    """Check that ``tensor`` is a tensor with ``num_samples`` rows."""
+    if not isinstance(tensor, Tensor) or tensor.ndim == 0 or tensor.shape[0] != num_samples:
+        shape = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
+        raise ValueError(f"{name} must be a tensor with {num_samples} samples along dim 0, got {shape}")
+    return tensor
+
+
+def flat_attributions(attributions: Any) -> Tensor:
+    """Attributions (N, ...) as (N, F), one row per sample."""
+    if not isinstance(attributions, Tensor) or attributions.ndim < 2 or attributions.shape[0] == 0:
+        shape = tuple(attributions.shape) if isinstance(attributions, Tensor) else type(attributions).__name__
+        raise ValueError(f"attributions must be a tensor (N, ...) with at least one sample and one value, got {shape}")
+    if attributions[0].numel() == 0:
+        raise ValueError(f"attributions hold no values per sample: shape {tuple(attributions.shape)}")
+    return attributions.reshape(attributions.shape[0], -1)
+
+
+def flat_mask(mask: Any, attributions: Tensor) -> Tensor:
+    """The mask broadcast to the attributions' shape as bool (N, F); each sample needs a True entry."""
+    if not isinstance(mask, Tensor):
+        raise ValueError(f"mask must be a tensor, got {type(mask).__name__}")
+    try:
+        mask = torch.broadcast_to(mask.to(device=attributions.device, dtype=torch.bool), attributions.shape)
+    except RuntimeError as error:
+        raise ValueError(
+            f"mask of shape {tuple(mask.shape)} is not broadcastable to the attributions {tuple(attributions.shape)}"
+        ) from error
+    mask = mask.reshape(attributions.shape[0], -1)
+    empty = (~mask.any(dim=1)).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"empty mask (no True entry) for samples {empty}")
+    return mask

@@ -1,0 +1,132 @@
+"""Base class of the metrics that replace input locations cumulatively, most relevant first."""
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lrp_lightning.metrics._base import CurveMeanMetric, SeededGenerators
+from lrp_lightning.metrics._checks import (
+    Baseline,
+    check_baseline,
+    check_inputs,
+    check_order,
+    check_positive_int,
+    check_target,
+    location_relevance,
+)
+from lrp_lightning.metrics._model import Model
+from lrp_lightning.metrics._perturbation import cumulative_masks, perturbed_scores, region_ranks, resolve_fill
+
+
+class CumulativePerturbationMetric(CurveMeanMetric):
+    """Replaces locations step by step in a relevance order and records the target score per step.
+
+    Subclasses define the schedule (``_schedule``: rank of each location and the number of ranks
+    replaced at each step) and turn the scores of steps 0..S into the curve they average
+    (``_curves``). With ``insert = True`` the sequence starts from the baseline image and inserts
+    the input's values instead.
+    """
+
+    insert = False
+
+    def __init__(
+        self,
+        order: str,
+        baseline: Baseline,
+        softmax: bool,
+        max_batch_size: int,
+        seed: int,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.order = check_order(order)
+        self.baseline = check_baseline(baseline)
+        self.softmax = bool(softmax)
+        self.max_batch_size = check_positive_int("max_batch_size", max_batch_size)
+        self._generators = SeededGenerators(seed)
+
+    def _schedule(self, relevance: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def _curves(self, scores: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def update(self, model: Model, inputs: Tensor, attributions: Tensor, target: Tensor) -> None:
+        """Perturb ``inputs`` in the order given by ``attributions`` and accumulate the curves.
+
+        Parameters
+        ----------
+        model : callable
+            Maps a batch of inputs to class scores (B, classes); an ``nn.Module`` runs in eval mode
+            under ``torch.no_grad()`` and gets its training flags back afterwards.
+        inputs : Tensor
+            Images (N, C, H, W) or vectors (N, D).
+        attributions : Tensor
+            The inputs' shape, or for images (N, 1, H, W) / (N, H, W); channels are summed.
+        target : Tensor
+            Class indices (N,).
+        """
+        inputs = check_inputs(inputs)
+        self._follow_device(inputs)
+        relevance = location_relevance(inputs, attributions)
+        target = check_target(target, inputs.shape[0], inputs.device)
+        ranks, counts = self._schedule(relevance, self._generators.get(inputs.device))
+        scores = perturbed_scores(
+            model,
+            inputs,
+            resolve_fill(self.baseline, inputs),
+            target,
+            cumulative_masks(ranks, counts),
+            counts.shape[0],
+            self.softmax,
+            self.max_batch_size,
+            insert=self.insert,
+        )
+        self._accumulate(self._curves(scores))
+
+    def reset(self) -> None:
+        """Clear the accumulated curves and re-seed the random order."""
+        super().reset()
+        self._generators.reset()
+
+
+class ScoreDropMetric(CumulativePerturbationMetric):
+    """Averages the score drop f(x) - f(x after k steps) and reports its mean as the AOPC."""
+
+    higher_is_better = True
+
+    def _curves(self, scores: Tensor) -> Tensor:
+        return scores[:, :1] - scores
+
+    def compute(self) -> dict[str, Tensor]:
+        """``{"aopc": tensor(), "curve": tensor(steps + 1)}``, means over all samples seen."""
+        curve = self._mean_curve()
+        return {"aopc": curve.mean(), "curve": curve}
+
+
+class FractionCurveMetric(CumulativePerturbationMetric):
+    """Averages the score after each of ``steps`` equal fractions of locations (most relevant first)
+    and reports the area under that curve over the fraction axis [0, 1] (trapezoidal rule).
+
+    At step k the first ``(k * L) // steps`` of the L locations are changed.
+    """
+
+    def __init__(
+        self, steps: int, baseline: Baseline, softmax: bool, max_batch_size: int, **kwargs: Any
+    ) -> None:
+        super().__init__("morf", baseline, softmax, max_batch_size, seed=0, **kwargs)
+        self.steps = check_positive_int("steps", steps)
+
+    def _schedule(self, relevance: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        ranks, num_locations = region_ranks(relevance, 1, self.order, generator)
+        if self.steps > num_locations:
+            raise ValueError(f"steps={self.steps} is larger than the number of locations ({num_locations})")
+        return ranks, torch.arange(self.steps + 1, device=relevance.device) * num_locations // self.steps
+
+    def _curves(self, scores: Tensor) -> Tensor:
+        return scores
+
+    def compute(self) -> dict[str, Tensor]:
+        """``{"auc": tensor(), "curve": tensor(steps + 1)}``, means over all samples seen."""
+        curve = self._mean_curve()
+        return {"auc": torch.trapezoid(curve, dx=1.0 / self.steps), "curve": curve}

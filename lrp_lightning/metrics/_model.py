@@ -1,0 +1,40 @@
+"""Running the user's model: eval mode without autograd, user state restored, target scores read off."""
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+Model = Callable[[Tensor], Tensor]
+
+
+@contextmanager
+def evaluation_mode(model: Model) -> Iterator[None]:
+    """Put ``model`` (if an ``nn.Module``) in eval mode under ``torch.no_grad()``; restore every
+    submodule's ``training`` flag on exit, also when the body raises."""
+    modules = list(model.modules()) if isinstance(model, nn.Module) else []
+    flags = [module.training for module in modules]
+    try:
+        for module in modules:
+            module.training = False
+        with torch.no_grad():
+            yield
+    finally:
+        for module, flag in zip(modules, flags):
+            module.training = flag
+
+
+def target_scores(outputs: Tensor, target: Tensor, softmax: bool) -> Tensor:
+    """Score of each row's target class: the logit, or the softmax probability with ``softmax=True``.
+
+    Raises ``ValueError`` when ``outputs`` is not (B, classes) or a target is not a valid class.
+    """
+    if not isinstance(outputs, Tensor) or outputs.ndim != 2 or outputs.shape[0] != target.shape[0]:
+        shape = tuple(outputs.shape) if isinstance(outputs, Tensor) else type(outputs).__name__
+        raise ValueError(f"the model must return scores of shape ({target.shape[0]}, classes), got {shape}")
+    num_classes = outputs.shape[1]
+    if bool((target >= num_classes).any()):
+        raise ValueError(f"target out of range: the model has {num_classes} classes, got {target.tolist()}")
+    if softmax:
+        outputs = outputs.softmax(dim=1)
+    return outputs.gather(1, target[:, None])[:, 0]

@@ -1,0 +1,167 @@
+"""Batched perturbation engine shared by the faithfulness metrics.
+
+All (sample, variant) pairs of an update go through the model in chunks of at most
+``max_batch_size`` images; each chunk is built from boolean location masks with one ``torch.where``.
+"""
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lrp_lightning.metrics._checks import Baseline
+from lrp_lightning.metrics._model import Model, evaluation_mode, target_scores
+
+BLUR_KERNEL_SIZE = 11
+BLUR_SIGMA = 5.0
+
+MaskFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def gaussian_blur(images: Tensor, kernel_size: int = BLUR_KERNEL_SIZE, sigma: float = BLUR_SIGMA) -> Tensor:
+    """Blur images (N, C, H, W) per channel with a separable Gaussian kernel, borders replicated."""
+    offsets = torch.arange(kernel_size, device=images.device, dtype=images.dtype) - (kernel_size - 1) / 2
+    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    channels = images.shape[1]
+    half = kernel_size // 2
+    padded = F.pad(images, (half, half, half, half), mode="replicate")
+    rows = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1).contiguous(), groups=channels)
+    return F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1).contiguous(), groups=channels)
+
+
+def resolve_fill(baseline: Baseline, inputs: Tensor) -> Tensor:
+    """The replacement values for ``inputs``, broadcast to the inputs' shape.
+
+    A number fills with that value, ``"mean"`` with each sample's mean over all its values,
+    ``"blur"`` with a Gaussian-blurred copy of the image, a callable ``(x) -> fill`` with its result.
+    """
+    if callable(baseline):
+        fill = baseline(inputs)
+        if not isinstance(fill, Tensor):
+            raise ValueError(f"a baseline callable must return a tensor, got {type(fill).__name__}")
+        try:
+            return torch.broadcast_to(fill.to(device=inputs.device, dtype=inputs.dtype), inputs.shape)
+        except RuntimeError as error:
+            raise ValueError(
+                f"the baseline callable returned shape {tuple(fill.shape)}, not broadcastable to "
+                f"the inputs {tuple(inputs.shape)}"
+            ) from error
+    if baseline == "mean":
+        fill = inputs.mean(dim=tuple(range(1, inputs.ndim)), keepdim=True)
+    elif baseline == "blur":
+        if inputs.ndim != 4:
+            raise ValueError("baseline 'blur' needs images (N, C, H, W); give a number, 'mean' or a callable")
+        fill = gaussian_blur(inputs)
+    else:
+        fill = torch.tensor(baseline, device=inputs.device, dtype=inputs.dtype)
+    return torch.broadcast_to(fill, inputs.shape)
+
+
+def region_ranks(relevance: Tensor, patch_size: int, order: str, generator: torch.Generator) -> tuple[Tensor, int]:
+    """Rank of each location's patch in the removal order, and the number of patches.
+
+    ``relevance`` is (N, *spatial) with one or two spatial dims. Patches are non-overlapping
+    ``patch_size`` blocks (smaller at the far borders when the size does not divide), ranked by summed
+    relevance: ``"morf"`` highest first, ``"lerf"`` lowest first (ties keep grid order), ``"random"``
+    a uniform permutation drawn from ``generator``. Returns ``(ranks, num_patches)``, ``ranks`` of
+    the shape of ``relevance``.
+    """
+    num_samples, spatial = relevance.shape[0], tuple(relevance.shape[1:])
+    grid = tuple(-(-size // patch_size) for size in spatial)
+    padding = []
+    for size, cells in zip(reversed(spatial), reversed(grid)):
+        padding += [0, cells * patch_size - size]
+    padded = F.pad(relevance, padding)
+    blocks = padded.reshape((num_samples,) + sum(((cells, patch_size) for cells in grid), ()))
+    patch_relevance = blocks.sum(dim=tuple(range(2, 2 + 2 * len(grid), 2))).reshape(num_samples, -1)
+    num_patches = patch_relevance.shape[1]
+    if order == "random":
+        keys = torch.rand(patch_relevance.shape, generator=generator, device=generator.device)
+        removal = keys.to(relevance.device).argsort(dim=1)
+    else:
+        removal = patch_relevance.argsort(dim=1, descending=order == "morf", stable=True)
+    patch_rank = torch.empty_like(removal)
+    positions = torch.arange(num_patches, device=relevance.device).expand(num_samples, -1)
+    patch_rank.scatter_(1, removal, positions)
+    ranks = patch_rank.reshape((num_samples,) + grid)
+    for dim, size in enumerate(spatial, start=1):
+        ranks = ranks.repeat_interleave(patch_size, dim=dim).narrow(dim, 0, size)
+    return ranks, num_patches
+
+
+def cumulative_masks(ranks: Tensor, counts: Tensor) -> MaskFn:
+    """Mask function for cumulative removal: at variant ``k`` the locations with rank < ``counts[k]``."""
+    extra_dims = (1,) * (ranks.ndim - 1)
+
+    def masks(samples: Tensor, variants: Tensor) -> Tensor:
+        return ranks[samples] < counts[variants].view(-1, *extra_dims)
+
+    return masks
+
+
+def perturbed_scores(
+    model: Model,
+    inputs: Tensor,
+    fill: Tensor,
+    target: Tensor,
+    masks: MaskFn,
+    num_variants: int,
+    softmax: bool,
+    max_batch_size: int,
+    insert: bool = False,
+) -> Tensor:
+    """Target score of every (sample, variant) pair, shape (N, num_variants).
+
+    ``masks(samples, variants)`` returns bool (B, *spatial): the locations (all channels) that take the
+    ``fill`` value (with ``insert=True``: that keep the input value while all others take ``fill``).
+    Pairs are enumerated sample-major and sent through ``model`` in chunks of ``max_batch_size``.
+    """
+    num_pairs = inputs.shape[0] * num_variants
+    scores = torch.empty(num_pairs, device=inputs.device, dtype=torch.float64)
+    with evaluation_mode(model):
+        for start in range(0, num_pairs, max_batch_size):
+            pairs = torch.arange(start, min(start + max_batch_size, num_pairs), device=inputs.device)
+            samples, variants = pairs // num_variants, pairs % num_variants
+            mask = masks(samples, variants)
+            if inputs.ndim == 4:
+                mask = mask.unsqueeze(1)
+            replaced, kept = (inputs, fill) if insert else (fill, inputs)
+            batch = torch.where(mask, replaced[samples], kept[samples])
+            scores[start : start + pairs.shape[0]] = target_scores(model(batch), target[samples], softmax).double()
+    return scores.view(inputs.shape[0], num_variants)
+
+
+def random_subsets(
+    num_samples: int, num_subsets: int, num_locations: int, subset_size: int, generator: torch.Generator
+) -> Tensor:
+    """Random location subsets (num_samples, num_subsets, subset_size), without repetition inside a subset.
+
+    For each sample in turn, ``keys = torch.rand(num_subsets, num_locations, generator=generator)``
+    and each subset is the set of the ``subset_size`` locations with the smallest keys in its row.
+    """
+    subsets = [
+        torch.rand(num_subsets, num_locations, generator=generator, device=generator.device)
+        .topk(subset_size, dim=1, largest=False)
+        .indices
+        for _ in range(num_samples)
+    ]
+    return torch.stack(subsets)
+
+
+def subset_masks(subsets: Tensor, spatial: tuple[int, ...]) -> MaskFn:
+    """Mask function for independent subsets: variant 0 changes nothing, variant j the subset j - 1.
+
+    ``subsets`` is (N, R, S) flat location indices into ``spatial``.
+    """
+    num_samples, _, subset_size = subsets.shape
+    num_locations = subsets.new_tensor(spatial).prod().item()
+    untouched = subsets.new_full((num_samples, 1, subset_size), num_locations)
+    indices = torch.cat([untouched, subsets], dim=1)
+
+    def masks(samples: Tensor, variants: Tensor) -> Tensor:
+        flat = torch.zeros(samples.shape[0], num_locations + 1, dtype=torch.bool, device=subsets.device)
+        flat.scatter_(1, indices[samples, variants], True)
+        return flat[:, :num_locations].reshape((samples.shape[0],) + spatial)
+
+    return masks

@@ -1,0 +1,39 @@
+"""Deletion (Petsiuk et al. 2018): score while the most relevant locations are removed."""
+from typing import Any
+
+from lrp_lightning.metrics._checks import Baseline
+from lrp_lightning.metrics._cumulative import FractionCurveMetric
+
+
+class Deletion(FractionCurveMetric):
+    """Area under the target-score curve while locations are deleted, most relevant first.
+
+    At step k = 0..steps the ``(k * L) // steps`` most relevant of the L locations (all channels)
+    take the ``baseline`` value. ``curve[k]`` is the mean target score after step k and ``auc`` the
+    area under it over the deleted fraction [0, 1]; lower is better (Petsiuk et al. 2018).
+
+    Parameters
+    ----------
+    steps : int
+        Number of deletion steps, at most the number of locations.
+    baseline : float, str or callable
+        A number, ``"mean"``, ``"blur"`` or a callable ``(x) -> fill``.
+    softmax : bool
+        Score the target softmax probability (as in the paper) instead of the target logit.
+    max_batch_size : int
+        Largest number of images sent through the model at once.
+    **kwargs
+        Passed to ``torchmetrics.Metric``.
+    """
+
+    higher_is_better = False
+
+    def __init__(
+        self,
+        steps: int = 100,
+        baseline: Baseline = 0.0,
+        softmax: bool = False,
+        max_batch_size: int = 256,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(steps, baseline, softmax, max_batch_size, **kwargs)
