@@ -1,0 +1,248 @@
+"""What the callback explains with: registry names and composites turned into attributors.
+
+The user's ``composite`` argument — a registry name (an LRP composite such as
+``"epsilon_gamma_box"`` or an attributor such as ``"smoothgrad"``), a
+:class:`~lrp_lightning.core.Composite` instance, a list of these, or a dict from display name to
+one of these — is checked at construction by :func:`parse_explainers` and turned into
+:class:`Explainer` objects at fit start by :func:`build_explainer`, once the model and the samples
+are known (EpsilonGammaBox's bounds come from the samples, ``canonizers="auto"`` from the model).
+"""
+from __future__ import annotations
+
+import inspect
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from lrp_lightning.attribution import ATTRIBUTORS, Attributor, Gradient
+from lrp_lightning.callbacks.canonizer_choice import auto_canonizers
+from lrp_lightning.composites import COMPOSITES
+from lrp_lightning.core import Composite
+
+ExplainerSpec = Union[str, Composite]
+CompositeArg = Union[ExplainerSpec, Sequence[ExplainerSpec], Mapping[str, ExplainerSpec]]
+Bound = Union[None, float, Sequence[float], torch.Tensor]
+CanonizerArg = Union[str, None, Sequence[Any]]
+
+# deterministic settings for attributors built by name (same noise every epoch)
+ATTRIBUTOR_DEFAULTS: dict = {"seed": 0}
+
+
+def known_names() -> list[str]:
+    """Every registry name the callback accepts: LRP composites, then attributors.
+
+    Returns
+    -------
+    list of str
+        Sorted composite names followed by sorted attributor names.
+    """
+    return sorted(COMPOSITES) + sorted(ATTRIBUTORS)
+
+
+def _snake_case(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+def _default_name(spec: ExplainerSpec) -> str:
+    if isinstance(spec, str):
+        return spec
+    registered = [name for name, cls in COMPOSITES.items() if type(spec) is cls]
+    return registered[0] if registered else _snake_case(type(spec).__name__)
+
+
+def _check_spec(spec: Any) -> None:
+    if isinstance(spec, str):
+        if spec not in COMPOSITES and spec not in ATTRIBUTORS:
+            raise KeyError(f"unknown composite {spec!r}; known names: {', '.join(known_names())}")
+    elif not isinstance(spec, Composite):
+        raise TypeError(
+            f"composite must be a registry name or a Composite instance, got {type(spec).__name__}"
+        )
+
+
+def parse_explainers(composite: CompositeArg) -> list[tuple[str, ExplainerSpec]]:
+    """Check the user's ``composite`` argument and name each entry.
+
+    Parameters
+    ----------
+    composite : str, Composite, list of them, or dict of name to them
+        What to explain with.
+
+    Returns
+    -------
+    list of (str, str or Composite)
+        Unique display names (``"name_2"`` for repeats) and their specifications.
+
+    Raises
+    ------
+    KeyError
+        For an unknown registry name; the message lists the known ones.
+    TypeError
+        For an entry that is neither a name nor a Composite.
+    ValueError
+        For an empty list or dict, or a display name that is not a valid tag component.
+    """
+    if isinstance(composite, Mapping):
+        entries = [(str(name), spec) for name, spec in composite.items()]
+    elif isinstance(composite, (str, Composite)):
+        entries = [(None, composite)]
+    else:
+        entries = [(None, spec) for spec in composite]
+    if not entries:
+        raise ValueError("composite must name at least one composite or attributor")
+    named: list = []
+    for name, spec in entries:
+        _check_spec(spec)
+        base = name if name is not None else _default_name(spec)
+        if not base or "/" in base:
+            raise ValueError(f"explainer name {base!r} must be non-empty and contain no '/'")
+        unique, count = base, 1
+        while unique in [existing for existing, _ in named]:
+            count += 1
+            unique = f"{base}_{count}"
+        named.append((unique, spec))
+    return named
+
+
+@dataclass
+class Explainer:
+    """One way of explaining: an attributor class, its composite (None: not LRP) and settings.
+
+    Attributes
+    ----------
+    name : str
+        Display name, used in log tags.
+    composite : Composite or None
+        The LRP composite, or None for attributors without one.
+    attributor_class : type
+        An :class:`~lrp_lightning.attribution.Attributor` subclass.
+    attributor_kwargs : dict
+        Extra constructor arguments.
+    """
+
+    name: str
+    composite: Optional[Composite]
+    attributor_class: type = Gradient
+    attributor_kwargs: dict = field(default_factory=dict)
+
+    @property
+    def is_lrp(self) -> bool:
+        """Whether relevance is propagated by an LRP composite (so conservation applies)."""
+        return self.composite is not None
+
+    def attributor(self, model: nn.Module) -> Attributor:
+        """A fresh attributor for ``model``.
+
+        Parameters
+        ----------
+        model : torch.nn.Module
+            The explained model.
+
+        Returns
+        -------
+        Attributor
+            Not yet entered.
+        """
+        return self.attributor_class(model, self.composite, **self.attributor_kwargs)
+
+
+def channel_bounds(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel min and max of ``inputs`` (dim 1), shaped to broadcast: (1, C, 1, ...).
+
+    Parameters
+    ----------
+    inputs : torch.Tensor
+        Samples, shape (N, C, ...).
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        ``(low, high)``.
+    """
+    dims = [0] + list(range(2, inputs.ndim))
+    return inputs.amin(dim=dims, keepdim=True), inputs.amax(dim=dims, keepdim=True)
+
+
+def _as_bound(value: Bound, inferred: torch.Tensor, what: str) -> torch.Tensor:
+    if value is None:
+        bound = inferred
+    else:
+        bound = torch.as_tensor(value, dtype=torch.float32, device=inferred.device)
+        if bound.ndim == 1 and bound.numel() == inferred.shape[1] and inferred.ndim > 1:
+            bound = bound.reshape(inferred.shape)
+    if not torch.isfinite(bound).all():
+        raise ValueError(f"{what} bound for the box rule must be finite, got {bound.flatten().tolist()}")
+    return bound
+
+
+def _canonizers(canonizers: CanonizerArg, model: nn.Module) -> Optional[list]:
+    if canonizers == "auto":
+        return auto_canonizers(model)
+    if isinstance(canonizers, str):
+        raise ValueError(f"canonizers must be 'auto', None or a list of canonizers, got {canonizers!r}")
+    return None if canonizers is None else list(canonizers)
+
+
+def build_explainer(
+    name: str,
+    spec: ExplainerSpec,
+    model: nn.Module,
+    inputs: torch.Tensor,
+    low: Bound = None,
+    high: Bound = None,
+    canonizers: CanonizerArg = "auto",
+) -> Explainer:
+    """Turn one parsed specification into an :class:`Explainer` for ``model``.
+
+    Composites built by name get ``canonizers`` (``"auto"``: chosen from ``model``) and, if their
+    constructor takes ``low``/``high``, the user's bounds or the per-channel min/max of ``inputs``.
+    Attributors built by name get a fixed seed where they take one.
+
+    Parameters
+    ----------
+    name : str
+        Display name.
+    spec : str or Composite
+        A registry name or a Composite instance (used as given).
+    model : torch.nn.Module
+        The explained model.
+    inputs : torch.Tensor
+        The samples, on the device the attribution runs on.
+    low, high : float, sequence of float, tensor, optional
+        Box-rule bounds; inferred from ``inputs`` when None.
+    canonizers : "auto", None or list of Canonizer
+        Canonizers for composites built by name.
+
+    Returns
+    -------
+    Explainer
+        Ready to produce attributors.
+
+    Raises
+    ------
+    ValueError
+        If a box bound is not finite or ``low > high`` somewhere.
+    """
+    if isinstance(spec, Composite):
+        explainer = Explainer(name, spec)
+    elif spec in COMPOSITES:
+        cls = COMPOSITES[spec]
+        kwargs: dict = {"canonizers": _canonizers(canonizers, model)}
+        if {"low", "high"} <= set(inspect.signature(cls).parameters):
+            inferred_low, inferred_high = channel_bounds(inputs)
+            kwargs["low"] = _as_bound(low, inferred_low, "low")
+            kwargs["high"] = _as_bound(high, inferred_high, "high")
+            if (kwargs["low"] > kwargs["high"]).any():
+                raise ValueError("low must not exceed high for the box rule")
+        explainer = Explainer(name, cls(**kwargs))
+    else:
+        cls = ATTRIBUTORS[spec]
+        parameters = inspect.signature(cls).parameters
+        kwargs = {key: value for key, value in ATTRIBUTOR_DEFAULTS.items() if key in parameters}
+        explainer = Explainer(name, None, cls, kwargs)
+    if explainer.composite is not None and hasattr(explainer.composite, "warn_uncovered"):
+        explainer.composite.warn_uncovered = False
+    return explainer

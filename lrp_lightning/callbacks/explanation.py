@@ -1,0 +1,191 @@
+"""One explanation pass: attributions, metrics and images for fixed samples, model left untouched.
+
+:func:`explain` runs every explainer on the samples inside
+:func:`~lrp_lightning.callbacks.hygiene.preserved_state` (everything the user owns is restored,
+also on error) and :func:`~lrp_lightning.callbacks.hygiene.attribution_mode` (autograd on, out of
+inference mode, autocast off), on the model in eval mode and float32.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lrp_lightning import image
+from lrp_lightning.callbacks.explainers import Explainer
+from lrp_lightning.callbacks.hygiene import attribution_mode, preserved_state
+from lrp_lightning.callbacks.metric_set import MetricResults, MetricSet
+from lrp_lightning.callbacks.rule_map_text import rule_map_markdown
+from lrp_lightning.callbacks.samples import Samples
+from lrp_lightning.callbacks.targets import TargetSpec, resolve_targets
+
+
+@dataclass
+class ExplainerReport:
+    """What one explainer produced for the samples.
+
+    Attributes
+    ----------
+    name : str
+        The explainer's display name.
+    results : MetricResults
+        Metric scalars and perturbation curves.
+    relevance : torch.Tensor
+        The attributions (CPU), shaped like the inputs.
+    picture : torch.Tensor or None
+        uint8 (3, H, W): the input | heatmap | overlay grid for images, heat strips for
+        (N, D)/(N, T, D) inputs, None otherwise or when images are off.
+    rule_map : str or None
+        Markdown rule map (LRP composites, when asked for).
+    uncovered : list of str
+        Layers no rule covers.
+    error : Exception or None
+        Set when this explainer failed (the other fields are then empty).
+    """
+
+    name: str
+    results: MetricResults = field(default_factory=MetricResults)
+    relevance: Optional[torch.Tensor] = None
+    picture: Optional[torch.Tensor] = None
+    rule_map: Optional[str] = None
+    uncovered: list = field(default_factory=list)
+    error: Optional[Exception] = None
+
+
+def _float32(model: nn.Module) -> None:
+    """Cast floating parameters and buffers to float32 (undone by ``preserved_state``)."""
+    if any(t.is_floating_point() and t.dtype != torch.float32 for t in list(model.parameters()) + list(model.buffers())):
+        model.float()
+
+
+def model_outputs(model: nn.Module, samples: Samples, device: torch.device) -> torch.Tensor:
+    """The model's outputs for the samples, computed like :func:`explain` computes them.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The explained model.
+    samples : Samples
+        The samples.
+    device : torch.device
+        Where to compute.
+
+    Returns
+    -------
+    torch.Tensor
+        Detached outputs.
+    """
+    with preserved_state(model), attribution_mode(device), torch.no_grad():
+        model.eval()
+        _float32(model)
+        return model(samples.inputs.to(device)).detach()
+
+
+def _picture(inputs: torch.Tensor, relevance: torch.Tensor, cmap: str) -> Optional[torch.Tensor]:
+    if image.is_image_batch(inputs):
+        return image.attribution_grid(inputs, relevance, cmap=cmap).cpu()
+    if relevance.ndim in (2, 3):
+        strips = image.strip(relevance, cmap=cmap).cpu()
+        return torch.cat(list(strips), dim=1)
+    return None
+
+
+def _explain_one(
+    explainer: Explainer,
+    metric_set: MetricSet,
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    masks: Optional[torch.Tensor],
+    cmap: Optional[str],
+    with_rule_map: bool,
+) -> ExplainerReport:
+    report = ExplainerReport(explainer.name)
+    with explainer.attributor(model) as attributor:
+        output, relevance = attributor(inputs, targets)
+        composite = explainer.composite
+        if composite is not None:
+            report.uncovered = list(getattr(composite, "uncovered", []))
+            if with_rule_map:
+                report.rule_map = rule_map_markdown(
+                    explainer.name, model, getattr(composite, "rule_map", {}), report.uncovered, composite.canonizers
+                )
+    output_relevance = F.one_hot(targets, output.shape[1]).to(relevance.dtype)
+    arguments = {
+        "model": model,
+        "inputs": inputs,
+        "attributions": relevance,
+        "target": targets,
+        "input_relevance": relevance,
+        "output_relevance": output_relevance,
+        "mask": masks,
+    }
+    report.results = metric_set.evaluate(arguments)
+    report.relevance = relevance.detach().cpu()
+    report.picture = None if cmap is None else _picture(inputs, relevance, cmap)
+    return report
+
+
+def explain(
+    model: nn.Module,
+    samples: Samples,
+    target: TargetSpec,
+    explainers: Sequence[Explainer],
+    metric_sets: Sequence[MetricSet],
+    device: torch.device,
+    cmap: Optional[str],
+    with_rule_map: Callable[[str], bool],
+) -> list[ExplainerReport]:
+    """Explain the samples with every explainer and evaluate its metrics.
+
+    A failing explainer yields a report with ``error`` set; the others still run. Errors outside
+    the explainers (e.g. the model rejecting the samples) propagate. Either way the model and the
+    global RNGs are restored.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The explained model (the bare LightningModule or one of its submodules).
+    samples : Samples
+        The fixed samples.
+    target : str, int or callable
+        See :mod:`lrp_lightning.callbacks.targets`.
+    explainers : sequence of Explainer
+        What to explain with.
+    metric_sets : sequence of MetricSet
+        One per explainer.
+    device : torch.device
+        Where to compute.
+    cmap : str or None
+        Colour map of the pictures; None skips them.
+    with_rule_map : callable
+        ``explainer name -> bool``: whether to render that explainer's rule map.
+
+    Returns
+    -------
+    list of ExplainerReport
+        One per explainer, in order.
+    """
+    reports = []
+    with preserved_state(model), attribution_mode(device):
+        model.eval()
+        _float32(model)
+        inputs = samples.inputs.to(device)
+        masks = None if samples.masks is None else samples.masks.to(device)
+        with torch.no_grad():
+            outputs = model(inputs)
+        labels = None if samples.labels is None else samples.labels.to(device)
+        targets = resolve_targets(target, outputs, labels)
+        for explainer, metric_set in zip(explainers, metric_sets):
+            try:
+                reports.append(
+                    _explain_one(
+                        explainer, metric_set, model, inputs, targets, masks, cmap, with_rule_map(explainer.name)
+                    )
+                )
+            except Exception as error:  # reported as a warning by the callback; training goes on
+                reports.append(ExplainerReport(explainer.name, error=error))
+    return reports

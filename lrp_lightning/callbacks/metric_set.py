@@ -1,0 +1,211 @@
+"""The explanation-quality metrics the callback computes, and how each one is fed.
+
+A metric is any ``torchmetrics.Metric`` whose ``update`` takes some of the arguments in
+:data:`METRIC_ARGUMENTS` by name (all metrics of :mod:`lrp_lightning.metrics` do). Each explainer
+gets its own copies, reset before every evaluation and never synchronized across processes (every
+rank explains the same samples, so there is nothing to reduce and no collective call to hang on).
+"""
+from __future__ import annotations
+
+import inspect
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import torch
+from torchmetrics import Metric
+
+from lrp_lightning.metrics import Complexity, Conservation, RegionPerturbation, Sparseness
+
+METRIC_ARGUMENTS = ("model", "inputs", "attributions", "target", "input_relevance", "output_relevance", "mask")
+MetricsArg = Union[None, Mapping[str, Metric], Sequence[Metric]]
+CONSERVATION = "conservation"
+# default region perturbation: patches of 1/8 of the image side, the 16 most relevant replaced
+DEFAULT_PATCHES_PER_SIDE = 8
+DEFAULT_PERTURBATION_STEPS = 16
+
+
+def update_arguments(metric: Metric) -> list[str]:
+    """Names of the arguments ``metric.update`` takes.
+
+    Parameters
+    ----------
+    metric : torchmetrics.Metric
+        The metric.
+
+    Returns
+    -------
+    list of str
+        In signature order.
+
+    Raises
+    ------
+    ValueError
+        If ``update`` takes an argument the callback cannot provide.
+    """
+    names = [
+        name
+        for name, parameter in inspect.signature(metric.update).parameters.items()
+        if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+    ]
+    unknown = [name for name in names if name not in METRIC_ARGUMENTS]
+    if unknown:
+        raise ValueError(
+            f"{type(metric).__name__}.update takes {unknown}, which the callback cannot provide; "
+            f"it provides {list(METRIC_ARGUMENTS)}"
+        )
+    return names
+
+
+def _snake_case(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+def parse_metrics(metrics: MetricsArg) -> Optional[dict]:
+    """Check the user's ``metrics`` argument and name each metric.
+
+    Parameters
+    ----------
+    metrics : dict of str to Metric, list of Metric, or None
+        None selects the default set (built later by :func:`default_metrics`).
+
+    Returns
+    -------
+    dict of str to Metric, or None
+        None for the default set.
+
+    Raises
+    ------
+    TypeError
+        If an entry is not a ``torchmetrics.Metric``.
+    ValueError
+        If a name contains ``/`` or repeats, or an ``update`` needs an argument the callback lacks.
+    """
+    if metrics is None:
+        return None
+    items = list(metrics.items()) if isinstance(metrics, Mapping) else [
+        (_snake_case(type(metric).__name__), metric) for metric in metrics
+    ]
+    named: dict = {}
+    for name, metric in items:
+        if not isinstance(metric, Metric):
+            raise TypeError(f"metric {name!r} must be a torchmetrics.Metric, got {type(metric).__name__}")
+        if "/" in name or not name or name in named:
+            raise ValueError(f"metric name {name!r} must be non-empty, unique and contain no '/'")
+        update_arguments(metric)
+        named[name] = metric
+    return named
+
+
+def default_metrics(inputs: torch.Tensor) -> dict[str, Metric]:
+    """The cheap default set for samples like ``inputs``.
+
+    Sparseness and Complexity always; for images (N, C, H, W) and vectors (N, D) also a short
+    region-perturbation curve (MoRF, zero baseline): patches of 1/8 of each side (segments of 1/8
+    of the length), the 16 most relevant replaced, logged as ``aopc_morf``.
+
+    Parameters
+    ----------
+    inputs : torch.Tensor
+        The samples.
+
+    Returns
+    -------
+    dict of str to Metric
+        Fresh metric instances.
+    """
+    metrics: dict = {"sparseness": Sparseness(), "complexity": Complexity()}
+    if inputs.ndim in (2, 4):
+        sides = inputs.shape[2:] if inputs.ndim == 4 else inputs.shape[1:]
+        patch_size = max(1, min(sides) // DEFAULT_PATCHES_PER_SIDE)
+        num_patches = 1
+        for side in sides:
+            num_patches *= -(-side // patch_size)
+        steps = min(DEFAULT_PERTURBATION_STEPS, num_patches)
+        metrics["aopc_morf"] = RegionPerturbation(patch_size=patch_size, steps=steps, order="morf")
+    return metrics
+
+
+def _local_copy(metric: Metric, device: torch.device) -> Metric:
+    copy = metric.clone().to(device)
+    copy.sync_on_compute = False
+    copy._to_sync = False
+    return copy
+
+
+@dataclass
+class MetricResults:
+    """What one evaluation produced for one explainer.
+
+    Attributes
+    ----------
+    scalars : dict of str to float
+        Metric name (``<metric>`` or ``<metric>_<key>`` for multi-valued results) to value.
+    curves : dict of str to torch.Tensor
+        Metric name to its mean perturbation curve (CPU).
+    """
+
+    scalars: dict = field(default_factory=dict)
+    curves: dict = field(default_factory=dict)
+
+
+class MetricSet:
+    """Per-explainer copies of the metrics, evaluated on one set of attributions.
+
+    Parameters
+    ----------
+    metrics : dict of str to Metric
+        Prototypes; each is cloned onto ``device``.
+    device : torch.device
+        Where the metrics compute.
+    conservation : bool
+        Also compute :class:`~lrp_lightning.metrics.Conservation` (for LRP explainers).
+    """
+
+    def __init__(self, metrics: Mapping[str, Metric], device: torch.device, conservation: bool) -> None:
+        self.metrics = {name: _local_copy(metric, device) for name, metric in metrics.items()}
+        if conservation and CONSERVATION not in self.metrics:
+            self.metrics[CONSERVATION] = _local_copy(Conservation(), device)
+        self.arguments = {name: update_arguments(metric) for name, metric in self.metrics.items()}
+
+    def needed(self) -> set:
+        """Every argument name some metric's ``update`` takes.
+
+        Returns
+        -------
+        set of str
+        """
+        return {name for names in self.arguments.values() for name in names}
+
+    def evaluate(self, arguments: Mapping[str, Any]) -> MetricResults:
+        """Reset, update once and compute every metric.
+
+        Parameters
+        ----------
+        arguments : mapping
+            Values for the names in :data:`METRIC_ARGUMENTS` (``mask`` may be absent when unused).
+
+        Returns
+        -------
+        MetricResults
+            Scalars and curves.
+        """
+        results = MetricResults()
+        with torch.no_grad():
+            for name, metric in self.metrics.items():
+                metric.reset()
+                metric.update(*(arguments[argument] for argument in self.arguments[name]))
+                _collect(name, metric.compute(), results)
+                metric.reset()
+        return results
+
+
+def _collect(name: str, value: Any, results: MetricResults) -> None:
+    if isinstance(value, Mapping):
+        scalars = {key: item for key, item in value.items() if torch.as_tensor(item).numel() == 1}
+        for key, item in scalars.items():
+            results.scalars[name if len(scalars) == 1 else f"{name}_{key}"] = float(item)
+        if "curve" in value:
+            results.curves[name] = torch.as_tensor(value["curve"]).detach().float().cpu()
+    else:
+        results.scalars[name] = float(value)

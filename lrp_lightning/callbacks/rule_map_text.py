@@ -1,0 +1,51 @@
+"""The rule map (which rule every layer got) as a Markdown table for text logs."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+from torch import nn
+
+ROOT_NAME = "(model)"
+
+
+def _layer_type(model: nn.Module, name: str) -> str:
+    try:
+        return type(model.get_submodule(name)).__name__
+    except AttributeError:
+        return "?"
+
+
+def rule_map_markdown(
+    explainer: str,
+    model: nn.Module,
+    rule_map: Mapping[str, object],
+    uncovered: Sequence[str],
+    canonizers: Sequence[object],
+) -> str:
+    """A Markdown description of the rules a composite attached.
+
+    Parameters
+    ----------
+    explainer : str
+        Display name of the composite.
+    model : torch.nn.Module
+        The explained model (for the layer types).
+    rule_map : mapping of str to rule
+        Module name to rule instance, as ``Composite.rule_map`` holds it while registered.
+    uncovered : sequence of str
+        Leaf modules with parameters that no rule covers.
+    canonizers : sequence
+        The composite's canonizers.
+
+    Returns
+    -------
+    str
+        A heading line, the canonizers, a ``| layer | type | rule |`` table and the uncovered layers.
+    """
+    names = ", ".join(type(canonizer).__name__ for canonizer in canonizers) or "none"
+    lines = [f"**{explainer}** — canonizers: {names}", "", "| layer | type | rule |", "|---|---|---|"]
+    for name, rule in rule_map.items():
+        lines.append(f"| {name or ROOT_NAME} | {_layer_type(model, name)} | {rule!r} |")
+    if uncovered:
+        lines += ["", f"No rule (plain gradient): {', '.join(uncovered)}"]
+    return "\n".join(lines)

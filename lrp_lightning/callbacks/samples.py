@@ -1,0 +1,251 @@
+"""The fixed samples the callback explains: taking them from a batch or a dataloader.
+
+A batch is split into inputs, labels and masks by :func:`split_batch`: ``(x, y, ...)``
+tuples/lists, dicts with an input key (``x``, ``input``, ``inputs``, ``image``, ``images``,
+``data``), an optional label key (``y``, ``label``, ``labels``, ``target``, ``targets``) and an
+optional ground-truth mask key (``mask``, ``masks``), a bare tensor, or anything a user
+``batch_to_input`` callable maps to ``x``, ``(x, y)`` or ``(x, y, mask)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from lrp_lightning.callbacks.hygiene import preserved_rng
+
+BatchToInput = Callable[[Any], Any]
+
+INPUT_KEYS = ("x", "input", "inputs", "image", "images", "data")
+LABEL_KEYS = ("y", "label", "labels", "target", "targets")
+MASK_KEYS = ("mask", "masks")
+
+
+@dataclass
+class Samples:
+    """Inputs to explain and, when known, their labels and ground-truth masks.
+
+    Attributes
+    ----------
+    inputs : torch.Tensor
+        Shape (N, ...), float32, on the CPU, outside autograd.
+    labels : torch.Tensor or None
+        Integer class labels, shape (N,), or None when the data has none.
+    masks : torch.Tensor or None
+        Ground-truth masks (N, ...) for localisation metrics, or None.
+    """
+
+    inputs: torch.Tensor
+    labels: Optional[torch.Tensor] = None
+    masks: Optional[torch.Tensor] = None
+
+    def __post_init__(self) -> None:
+        self.inputs = _detached_cpu(self.inputs, "inputs")
+        if not torch.is_floating_point(self.inputs):
+            raise TypeError(f"sample inputs must be floating point, got dtype {self.inputs.dtype}")
+        self.inputs = self.inputs.float()
+        if self.inputs.ndim < 2 or self.inputs.shape[0] == 0:
+            raise ValueError(f"sample inputs must have shape (N, ...) with N >= 1, got {tuple(self.inputs.shape)}")
+        if self.labels is not None:
+            self.labels = _detached_cpu(self.labels, "labels").reshape(-1)
+            if self.labels.shape[0] != self.inputs.shape[0]:
+                raise ValueError(
+                    f"got {self.inputs.shape[0]} sample inputs but {self.labels.shape[0]} labels"
+                )
+            if torch.is_floating_point(self.labels) or self.labels.dtype == torch.bool:
+                raise TypeError(f"sample labels must be integer class indices, got dtype {self.labels.dtype}")
+            self.labels = self.labels.long()
+        if self.masks is not None:
+            self.masks = _detached_cpu(self.masks, "masks")
+            if self.masks.shape[0] != self.inputs.shape[0]:
+                raise ValueError(f"got {self.inputs.shape[0]} sample inputs but {self.masks.shape[0]} masks")
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+    def state_dict(self) -> dict:
+        """Tensors to store in a checkpoint.
+
+        Returns
+        -------
+        dict
+            ``{"inputs": tensor, "labels": tensor or None, "masks": tensor or None}``.
+        """
+        return {"inputs": self.inputs, "labels": self.labels, "masks": self.masks}
+
+
+def _detached_cpu(tensor: Any, what: str) -> torch.Tensor:
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"sample {what} must be a torch.Tensor, got {type(tensor).__name__}")
+    with torch.inference_mode(False):
+        return tensor.detach().to("cpu").clone()
+
+
+def _first_key(batch: Mapping, keys: Sequence[str]) -> Optional[Any]:
+    for key in keys:
+        if key in batch:
+            return batch[key]
+    return None
+
+
+def split_batch(batch: Any, batch_to_input: Optional[BatchToInput] = None) -> tuple:
+    """Split one batch into ``(inputs, labels, masks)``; labels and masks may be None.
+
+    Parameters
+    ----------
+    batch : Any
+        A batch as the dataloader yields it.
+    batch_to_input : callable, optional
+        Maps a batch to ``inputs``, ``(inputs, labels)`` or ``(inputs, labels, masks)``; replaces
+        the built-in rules.
+
+    Returns
+    -------
+    tuple
+        ``(inputs, labels, masks)``.
+
+    Raises
+    ------
+    TypeError
+        If the batch has a form the built-in rules do not know; pass ``batch_to_input``.
+    """
+    if batch_to_input is not None:
+        batch = batch_to_input(batch)
+        if isinstance(batch, torch.Tensor):
+            return batch, None, None
+        parts = tuple(batch)
+        if len(parts) not in (2, 3):
+            raise ValueError(f"batch_to_input must return x, (x, y) or (x, y, mask), got {len(parts)} items")
+        return parts + (None,) * (3 - len(parts))
+    if isinstance(batch, torch.Tensor):
+        return batch, None, None
+    if isinstance(batch, Mapping):
+        inputs = _first_key(batch, INPUT_KEYS)
+        if inputs is None:
+            raise TypeError(
+                f"cannot find the inputs in a batch with keys {list(batch)}; expected one of {INPUT_KEYS} "
+                "or pass batch_to_input"
+            )
+        return inputs, _first_key(batch, LABEL_KEYS), _first_key(batch, MASK_KEYS)
+    if isinstance(batch, Sequence) and len(batch) > 0 and isinstance(batch[0], torch.Tensor):
+        labels = batch[1] if len(batch) > 1 and isinstance(batch[1], torch.Tensor) else None
+        return batch[0], labels, None
+    raise TypeError(f"cannot split a batch of type {type(batch).__name__} into inputs and labels; pass batch_to_input")
+
+
+def _single_process(loader: Iterable) -> Iterable:
+    """A worker-free copy of a multi-process DataLoader (same dataset, order and collation)."""
+    if not isinstance(loader, DataLoader) or loader.num_workers == 0:
+        return loader
+    if isinstance(loader.dataset, IterableDataset):
+        return DataLoader(
+            loader.dataset, batch_size=loader.batch_size, drop_last=loader.drop_last, collate_fn=loader.collate_fn
+        )
+    if loader.batch_sampler is not None:
+        return DataLoader(loader.dataset, batch_sampler=loader.batch_sampler, collate_fn=loader.collate_fn)
+    return DataLoader(loader.dataset, sampler=loader.sampler, batch_size=None, collate_fn=loader.collate_fn)
+
+
+def _loader_generators(loader: Iterable) -> list:
+    """The user's torch.Generators that iterating ``loader`` would advance."""
+    owners = [loader, getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)]
+    owners.append(getattr(owners[-1], "sampler", None))
+    generators = {id(g): g for g in (getattr(o, "generator", None) for o in owners) if isinstance(g, torch.Generator)}
+    return list(generators.values())
+
+
+def _batches(loader: Iterable) -> Iterator:
+    generators = _loader_generators(loader)
+    states = [generator.get_state() for generator in generators]
+    try:
+        with preserved_rng():
+            yield from iter(_single_process(loader))
+    finally:
+        for generator, state in zip(generators, states):
+            generator.set_state(state)
+
+
+def collect_samples(loader: Iterable, num_samples: int, batch_to_input: Optional[BatchToInput] = None) -> Samples:
+    """The first ``num_samples`` samples of ``loader``, leaving every RNG as it was.
+
+    Multi-process DataLoaders are read through a worker-free copy; the global RNGs and the
+    loader's own generators are restored afterwards.
+
+    Parameters
+    ----------
+    loader : iterable
+        Yields batches (a DataLoader or any iterable).
+    num_samples : int
+        How many samples to take (fewer if the loader has fewer).
+    batch_to_input : callable, optional
+        See :func:`split_batch`.
+
+    Returns
+    -------
+    Samples
+        The samples on the CPU.
+
+    Raises
+    ------
+    ValueError
+        If the loader yields no samples.
+    """
+    inputs, labels, masks = [], [], []
+    taken = 0
+    batches = _batches(loader)
+    try:
+        for batch in batches:
+            x, y, mask = split_batch(batch, batch_to_input)
+            wanted = num_samples - taken
+            inputs.append(x[:wanted])
+            labels.append(None if y is None else y[:wanted])
+            masks.append(None if mask is None else mask[:wanted])
+            taken += inputs[-1].shape[0]
+            if taken >= num_samples:
+                break
+    finally:
+        batches.close()
+    if taken == 0:
+        raise ValueError("the validation dataloader yielded no samples to explain; pass samples=...")
+    return Samples(torch.cat(inputs), _cat_or_none(labels), _cat_or_none(masks))
+
+
+def _cat_or_none(parts: list) -> Optional[torch.Tensor]:
+    return None if any(part is None for part in parts) else torch.cat(parts)
+
+
+def _first_loader(loaders: Any) -> Any:
+    flattened = getattr(loaders, "flattened", None)
+    if flattened is not None:
+        loaders = flattened
+    if isinstance(loaders, Mapping):
+        loaders = list(loaders.values())
+    if isinstance(loaders, (list, tuple)):
+        return loaders[0] if loaders else None
+    return loaders
+
+
+def first_dataloader(trainer: Any, stage: str) -> Optional[Iterable]:
+    """The user's first ``"val"`` or ``"test"`` dataloader, as defined (no distributed sampler).
+
+    Parameters
+    ----------
+    trainer : lightning.pytorch.Trainer
+        The running trainer.
+    stage : str
+        ``"val"`` or ``"test"``.
+
+    Returns
+    -------
+    iterable or None
+        The first dataloader, or None when the trainer has none for ``stage``.
+    """
+    loop = trainer.fit_loop.epoch_loop.val_loop if stage == "val" else trainer.test_loop
+    source = getattr(loop, "_data_source", None)
+    if source is not None and source.is_defined():
+        return _first_loader(source.dataloader())
+    holder = trainer.datamodule if trainer.datamodule is not None else trainer.lightning_module
+    hook = getattr(holder, f"{stage}_dataloader", None)
+    return None if hook is None else _first_loader(hook())
