@@ -62,16 +62,18 @@ def region_ranks(relevance: Tensor, patch_size: int, order: str, generator: torc
     """Rank of each location's patch in the removal order, and the number of patches.
 
     ``relevance`` is (N, *spatial) with one or two spatial dims. Patches are non-overlapping
-    ``patch_size`` blocks (smaller at the far borders when the size does not divide), ranked by summed
-    relevance: ``"morf"`` highest first, ``"lerf"`` lowest first (ties keep grid order), ``"random"``
-    a uniform permutation drawn from ``generator``. Returns ``(ranks, num_patches)``, ``ranks`` of
-    the shape of ``relevance``.
+    ``patch_size`` blocks on a grid centred on the input: when the size does not divide, the patches
+    at both borders are cut, the far one by the larger half of the excess (Quantus 0.6.0's grid).
+    They are ranked by summed relevance: ``"morf"`` highest first, ``"lerf"`` lowest first (ties
+    keep grid order), ``"random"`` a uniform permutation drawn from ``generator``. Returns
+    ``(ranks, num_patches)``, ``ranks`` of the shape of ``relevance``.
     """
     num_samples, spatial = relevance.shape[0], tuple(relevance.shape[1:])
     grid = tuple(-(-size // patch_size) for size in spatial)
+    cut_before = [(cells * patch_size - size) // 2 for size, cells in zip(spatial, grid)]
     padding = []
-    for size, cells in zip(reversed(spatial), reversed(grid)):
-        padding += [0, cells * patch_size - size]
+    for size, cells, before in zip(reversed(spatial), reversed(grid), reversed(cut_before)):
+        padding += [before, cells * patch_size - size - before]
     padded = F.pad(relevance, padding)
     blocks = padded.reshape((num_samples,) + sum(((cells, patch_size) for cells in grid), ()))
     patch_relevance = blocks.sum(dim=tuple(range(2, 2 + 2 * len(grid), 2))).reshape(num_samples, -1)
@@ -85,8 +87,8 @@ def region_ranks(relevance: Tensor, patch_size: int, order: str, generator: torc
     positions = torch.arange(num_patches, device=relevance.device).expand(num_samples, -1)
     patch_rank.scatter_(1, removal, positions)
     ranks = patch_rank.reshape((num_samples,) + grid)
-    for dim, size in enumerate(spatial, start=1):
-        ranks = ranks.repeat_interleave(patch_size, dim=dim).narrow(dim, 0, size)
+    for dim, (size, before) in enumerate(zip(spatial, cut_before), start=1):
+        ranks = ranks.repeat_interleave(patch_size, dim=dim).narrow(dim, before, size)
     return ranks, num_patches
 
 

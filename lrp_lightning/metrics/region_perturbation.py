@@ -12,8 +12,9 @@ from lrp_lightning.metrics._perturbation import region_ranks
 class RegionPerturbation(ScoreDropMetric):
     """Area over the perturbation curve of patch-wise replacement (Samek et al. 2017).
 
-    The input is split into non-overlapping ``patch_size`` x ``patch_size`` patches (all channels;
-    border patches are smaller when the size does not divide). Patches are ranked by summed relevance
+    The input is split into non-overlapping ``patch_size`` x ``patch_size`` patches (all channels) on
+    a grid centred on the input: when the size does not divide, the border patches are smaller, the
+    far ones cut by the larger half of the excess (as in Quantus 0.6.0). Patches are ranked by summed relevance
     and replaced cumulatively by ``baseline``. With f the target score,
     ``curve[k]`` = mean over samples of f(x) - f(x with its first k patches replaced), ``curve[0] = 0``,
     and ``aopc`` = mean of the curve over k = 0..steps.
