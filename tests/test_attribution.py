@@ -415,3 +415,38 @@ def test_register_attributor_adds_a_class():
 def test_bad_settings_raise(cls, kwargs):
     with pytest.raises(ValueError):
         cls(smooth_cnn(), **kwargs)
+
+
+@pytest.mark.skipif(not HAS_LRP_COMPOSITES, reason="lrp_lightning.composites not in the tree yet")
+@pytest.mark.parametrize("name", sorted(ATTRIBUTORS))
+@pytest.mark.parametrize("train", [False, True])
+def test_lrp_lightning_composite_with_canonizer_leaves_model_unchanged(name, train):
+    from lrp_lightning.canonizers import SequentialMergeBatchNorm
+    from lrp_lightning.composites import get_composite
+
+    model, x = training_model().train(train), inputs()
+    composite = get_composite("epsilon_gamma_box")(low=x.min(), high=x.max(),
+                                                   canonizers=[SequentialMergeBatchNorm()])
+    model_before, random_before = module_state(model), random_state()
+    with make_attributor(name, model, composite) as attributor:
+        _, relevance = attributor(x, torch.tensor([0, 1, 2]))
+    assert relevance.shape == x.shape and torch.isfinite(relevance).all()
+    with pytest.raises(ValueError):
+        make_attributor(name, model, composite)(x, 9)
+    assert_same_module_state(model_before, module_state(model))
+    assert_same_random_state(random_before, random_state())
+
+
+@pytest.mark.skipif(not HAS_LRP_COMPOSITES, reason="lrp_lightning.composites not in the tree yet")
+def test_smoothgrad_without_noise_equals_lrp_with_an_lrp_lightning_composite():
+    from zennit.attribution import Gradient as ZennitGradient
+    from zennit.composites import EpsilonPlusFlat as ZennitEpsilonPlusFlat
+
+    from lrp_lightning.composites import get_composite
+
+    model, x, weights = relu_cnn(), inputs(), one_hot([3, 0, 1])
+    with ZennitGradient(model, ZennitEpsilonPlusFlat()) as attributor:
+        _, expected = attributor(x, weights)
+    _, relevance = SmoothGrad(model, get_composite("epsilon_plus_flat")(), noise_level=0.0, n_iter=3,
+                              batch_size=4)(x, torch.tensor([3, 0, 1]))
+    torch.testing.assert_close(relevance, expected, rtol=1e-4, atol=1e-6)
