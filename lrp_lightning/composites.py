@@ -1,0 +1,444 @@
+"""Composites, registered in a global composite dict.
+
+A composite maps a model's modules to rules. The built-in LRP composites start from
+:func:`layer_map_base` and add their own entries; a user ``layer_map``/``first_map`` is prepended,
+so it wins over the built-in entries. "First layer" is the first module, in ``model.modules()``
+order, that matches an entry of ``first_map``.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from lrp_lightning.core import Composite, Hook
+from lrp_lightning.layer import Sum
+from lrp_lightning.rules import (
+    AlphaBeta,
+    Epsilon,
+    Flat,
+    Gamma,
+    Norm,
+    Pass,
+    ReLUBetaSmooth,
+    ReLUDeconvNet,
+    ReLUGuidedBackprop,
+    ZBox,
+    ZPlus,
+)
+from lrp_lightning.types import Activation, AvgPool, BatchNorm, Convolution, Linear
+
+COMPOSITES: dict = {}
+
+LayerMap = Sequence[tuple]
+
+
+def register_composite(name: str) -> Callable[[type], type]:
+    """Register a composite in the global COMPOSITES dict under ``name`` (a class decorator)."""
+
+    def wrapped(composite: type) -> type:
+        COMPOSITES[name] = composite
+        return composite
+
+    return wrapped
+
+
+def get_composite(name: str) -> type:
+    """Return the composite class registered under ``name``.
+
+    Raises
+    ------
+    KeyError
+        If no composite is registered under ``name``; the message lists the registered names.
+    """
+    try:
+        return COMPOSITES[name]
+    except KeyError:
+        raise KeyError(f"unknown composite {name!r}; registered composites: {', '.join(sorted(COMPOSITES))}") from None
+
+
+def layer_map_base(stabilizer: float = 1e-6) -> list:
+    """Return a basic layer map (list of 2-tuples) shared by all built-in LayerMapComposites.
+
+    Activations and BatchNorm pass relevance through; sums and average pooling use the Norm rule.
+
+    Parameters
+    ----------
+    stabilizer : float or callable
+        Stabilizer of the Norm rule.
+    """
+    return [
+        (Activation, Pass()),
+        (Sum, Norm(stabilizer)),
+        (AvgPool, Norm(stabilizer)),
+        (BatchNorm, Pass()),
+    ]
+
+
+class LayerMapComposite(Composite):
+    """A Composite for which hooks are specified by a mapping from module types to hooks.
+
+    Parameters
+    ----------
+    layer_map : list of (tuple of types, Hook)
+        The first entry whose types match a module (``isinstance``) gives its hook.
+    canonizers : list of Canonizer, optional
+        Canonizers applied before the hooks.
+    """
+
+    def __init__(self, layer_map: LayerMap, canonizers: Optional[list] = None) -> None:
+        self.layer_map = list(layer_map)
+        super().__init__(self.mapping, canonizers)
+
+    def mapping(self, ctx: dict, name: str, module: torch.nn.Module) -> Optional[Hook]:
+        """Return the hook of the first ``layer_map`` entry matching ``module``, or None."""
+        return next((hook for module_types, hook in self.layer_map if isinstance(module, module_types)), None)
+
+
+class SpecialFirstLayerMapComposite(LayerMapComposite):
+    """A LayerMapComposite with a separate map for the first matching layer.
+
+    Parameters
+    ----------
+    layer_map : list of (tuple of types, Hook)
+        Mapping for all but the first layer.
+    first_map : list of (tuple of types, Hook)
+        Mapping for the first module (in ``model.modules()`` order) that matches one of its entries.
+    canonizers : list of Canonizer, optional
+        Canonizers applied before the hooks.
+    """
+
+    def __init__(self, layer_map: LayerMap, first_map: LayerMap, canonizers: Optional[list] = None) -> None:
+        self.first_map = list(first_map)
+        super().__init__(layer_map, canonizers)
+
+    def mapping(self, ctx: dict, name: str, module: torch.nn.Module) -> Optional[Hook]:
+        """Return the first-layer hook for the first match of ``first_map``, else the layer map's hook."""
+        if not ctx.get("first_layer_visited", False):
+            for module_types, hook in self.first_map:
+                if isinstance(module, module_types):
+                    ctx["first_layer_visited"] = True
+                    return hook
+        return super().mapping(ctx, name, module)
+
+
+class NameMapComposite(Composite):
+    """A Composite for which hooks are specified by a mapping from module names to hooks.
+
+    Parameters
+    ----------
+    name_map : list of (tuple of str, Hook)
+        Module names (as in ``model.named_modules()``) and the hook they get.
+    canonizers : list of Canonizer, optional
+        Canonizers applied before the hooks.
+    """
+
+    def __init__(self, name_map: Sequence[tuple], canonizers: Optional[list] = None) -> None:
+        self.name_map = list(name_map)
+        super().__init__(self.mapping, canonizers)
+
+    def mapping(self, ctx: dict, name: str, module: torch.nn.Module) -> Optional[Hook]:
+        """Return the hook of the first ``name_map`` entry listing ``name``, or None."""
+        return next((hook for names, hook in self.name_map if name in names), None)
+
+
+class MixedComposite(Composite):
+    """A Composite for which hooks are specified by a list of composites, matched in list order.
+
+    Parameters
+    ----------
+    composites : list of Composite
+        The first composite whose mapping returns a hook for a module decides.
+    canonizers : list of Canonizer, optional
+        Canonizers applied before the hooks (those of the listed composites are not used).
+    """
+
+    def __init__(self, composites: Sequence[Composite], canonizers: Optional[list] = None) -> None:
+        self.composites = list(composites)
+        super().__init__(self.mapping, canonizers)
+
+    def mapping(self, ctx: dict, name: str, module: torch.nn.Module) -> Optional[Hook]:
+        """Return the first hook any of the composites maps ``module`` to, or None."""
+        for index, composite in enumerate(self.composites):
+            hook = composite.module_map(ctx.setdefault(index, {}), name, module)
+            if hook is not None:
+                return hook
+        return None
+
+
+class NameLayerMapComposite(MixedComposite):
+    """A Composite whose hooks come from a name map first and a layer (type) map second.
+
+    Parameters
+    ----------
+    name_map : list of (tuple of str, Hook), optional
+        Mapping from module names to hooks; matched first.
+    layer_map : list of (tuple of types, Hook), optional
+        Mapping from module types to hooks.
+    canonizers : list of Canonizer, optional
+        Canonizers applied before the hooks.
+    """
+
+    def __init__(
+        self, name_map: Optional[Sequence[tuple]] = None, layer_map: Optional[LayerMap] = None, canonizers: Optional[list] = None
+    ) -> None:
+        super().__init__([NameMapComposite(name_map or []), LayerMapComposite(layer_map or [])], canonizers)
+
+
+def _lrp_layer_map(layer_map, stabilizer, own_entries) -> list:
+    return list(layer_map or []) + layer_map_base(stabilizer) + own_entries
+
+
+@register_composite("epsilon_gamma_box")
+class EpsilonGammaBox(SpecialFirstLayerMapComposite):
+    """ZBox for the first convolution, Gamma for the other convolutions, Epsilon for fully connected layers.
+
+    Parameters
+    ----------
+    low, high : torch.Tensor
+        Lowest and highest possible input values, broadcast to the input's shape.
+    epsilon : float or callable
+        Stabilizer of the Epsilon rule.
+    gamma : float
+        Gamma of the Gamma rule.
+    stabilizer : float or callable
+        Stabilizer of the other rules.
+    layer_map, first_map : list of (tuple of types, Hook), optional
+        Prepended to the composite's own maps.
+    zero_params : str or list of str, optional
+        Parameters set to zero in the rules' modified forward maps.
+    canonizers : list of Canonizer, optional
+        Canonizers applied before the hooks.
+    """
+
+    def __init__(
+        self,
+        low: torch.Tensor,
+        high: torch.Tensor,
+        epsilon: float = 1e-6,
+        gamma: float = 0.25,
+        stabilizer: float = 1e-6,
+        layer_map: Optional[LayerMap] = None,
+        first_map: Optional[LayerMap] = None,
+        zero_params=None,
+        canonizers: Optional[list] = None,
+    ) -> None:
+        layer_map = _lrp_layer_map(
+            layer_map,
+            stabilizer,
+            [
+                (Convolution, Gamma(gamma=gamma, stabilizer=stabilizer, zero_params=zero_params)),
+                (torch.nn.Linear, Epsilon(epsilon=epsilon, zero_params=zero_params)),
+            ],
+        )
+        first_map = list(first_map or []) + [
+            (Convolution, ZBox(low=low, high=high, stabilizer=stabilizer, zero_params=zero_params))
+        ]
+        super().__init__(layer_map, first_map, canonizers)
+
+
+def _epsilon_plus_map(layer_map, epsilon, stabilizer, zero_params) -> list:
+    return _lrp_layer_map(
+        layer_map,
+        stabilizer,
+        [
+            (Convolution, ZPlus(stabilizer=stabilizer, zero_params=zero_params)),
+            (torch.nn.Linear, Epsilon(epsilon=epsilon, zero_params=zero_params)),
+        ],
+    )
+
+
+def _epsilon_alpha2_beta1_map(layer_map, epsilon, stabilizer, zero_params) -> list:
+    return _lrp_layer_map(
+        layer_map,
+        stabilizer,
+        [
+            (Convolution, AlphaBeta(alpha=2.0, beta=1.0, stabilizer=stabilizer, zero_params=zero_params)),
+            (torch.nn.Linear, Epsilon(epsilon=epsilon, zero_params=zero_params)),
+        ],
+    )
+
+
+def _flat_first_map(first_map, stabilizer, zero_params) -> list:
+    return list(first_map or []) + [(Linear, Flat(stabilizer=stabilizer, zero_params=zero_params))]
+
+
+@register_composite("epsilon_plus")
+class EpsilonPlus(LayerMapComposite):
+    """ZPlus for all convolutions, Epsilon for all fully connected layers.
+
+    Parameters
+    ----------
+    epsilon : float or callable
+        Stabilizer of the Epsilon rule.
+    stabilizer : float or callable
+        Stabilizer of the other rules.
+    layer_map : list of (tuple of types, Hook), optional
+        Prepended to the composite's own map.
+    zero_params : str or list of str, optional
+        Parameters set to zero in the rules' modified forward maps.
+    canonizers : list of Canonizer, optional
+        Canonizers applied before the hooks.
+    """
+
+    def __init__(self, epsilon=1e-6, stabilizer=1e-6, layer_map=None, zero_params=None, canonizers=None) -> None:
+        super().__init__(_epsilon_plus_map(layer_map, epsilon, stabilizer, zero_params), canonizers)
+
+
+@register_composite("epsilon_plus_flat")
+class EpsilonPlusFlat(SpecialFirstLayerMapComposite):
+    """Flat for the first linear layer, ZPlus for the other convolutions, Epsilon for fully connected layers.
+
+    Parameters
+    ----------
+    epsilon : float or callable
+        Stabilizer of the Epsilon rule.
+    stabilizer : float or callable
+        Stabilizer of the other rules.
+    layer_map, first_map : list of (tuple of types, Hook), optional
+        Prepended to the composite's own maps.
+    zero_params : str or list of str, optional
+        Parameters set to zero in the rules' modified forward maps.
+    canonizers : list of Canonizer, optional
+        Canonizers applied before the hooks.
+    """
+
+    def __init__(
+        self, epsilon=1e-6, stabilizer=1e-6, layer_map=None, first_map=None, zero_params=None, canonizers=None
+    ) -> None:
+        super().__init__(
+            _epsilon_plus_map(layer_map, epsilon, stabilizer, zero_params),
+            _flat_first_map(first_map, stabilizer, zero_params),
+            canonizers,
+        )
+
+
+@register_composite("epsilon_alpha2_beta1")
+class EpsilonAlpha2Beta1(LayerMapComposite):
+    """AlphaBeta(2, 1) for all convolutions, Epsilon for all fully connected layers.
+
+    Parameters
+    ----------
+    epsilon : float or callable
+        Stabilizer of the Epsilon rule.
+    stabilizer : float or callable
+        Stabilizer of the other rules.
+    layer_map : list of (tuple of types, Hook), optional
+        Prepended to the composite's own map.
+    zero_params : str or list of str, optional
+        Parameters set to zero in the rules' modified forward maps.
+    canonizers : list of Canonizer, optional
+        Canonizers applied before the hooks.
+    """
+
+    def __init__(self, epsilon=1e-6, stabilizer=1e-6, layer_map=None, zero_params=None, canonizers=None) -> None:
+        super().__init__(_epsilon_alpha2_beta1_map(layer_map, epsilon, stabilizer, zero_params), canonizers)
+
+
+@register_composite("epsilon_alpha2_beta1_flat")
+class EpsilonAlpha2Beta1Flat(SpecialFirstLayerMapComposite):
+    """Flat for the first linear layer, AlphaBeta(2, 1) for the other convolutions, Epsilon for fully connected layers.
+
+    Parameters
+    ----------
+    epsilon : float or callable
+        Stabilizer of the Epsilon rule.
+    stabilizer : float or callable
+        Stabilizer of the other rules.
+    layer_map, first_map : list of (tuple of types, Hook), optional
+        Prepended to the composite's own maps.
+    zero_params : str or list of str, optional
+        Parameters set to zero in the rules' modified forward maps.
+    canonizers : list of Canonizer, optional
+        Canonizers applied before the hooks.
+    """
+
+    def __init__(
+        self, epsilon=1e-6, stabilizer=1e-6, layer_map=None, first_map=None, zero_params=None, canonizers=None
+    ) -> None:
+        super().__init__(
+            _epsilon_alpha2_beta1_map(layer_map, epsilon, stabilizer, zero_params),
+            _flat_first_map(first_map, stabilizer, zero_params),
+            canonizers,
+        )
+
+
+@register_composite("excitation_backprop")
+class ExcitationBackprop(LayerMapComposite):
+    """ExcitationBackprop (Zhang et al., 2016): ZPlus for all linear layers.
+
+    Parameters
+    ----------
+    stabilizer : float or callable
+        Stabilizer of the rules.
+    layer_map : list of (tuple of types, Hook), optional
+        Prepended to the composite's own map.
+    zero_params : str or list of str, optional
+        Parameters set to zero in the rules' modified forward maps.
+    canonizers : list of Canonizer, optional
+        Canonizers applied before the hooks.
+    """
+
+    def __init__(self, stabilizer=1e-6, layer_map=None, zero_params=None, canonizers=None) -> None:
+        super().__init__(
+            _lrp_layer_map(layer_map, stabilizer, [(Linear, ZPlus(stabilizer=stabilizer, zero_params=zero_params))]),
+            canonizers,
+        )
+
+
+class _ReLUComposite(LayerMapComposite):
+    """A composite that only changes the gradient of ReLUs (not an LRP composite)."""
+
+    warn_uncovered = False
+
+
+@register_composite("guided_backprop")
+class GuidedBackprop(_ReLUComposite):
+    """GuidedBackprop (Springenberg et al., 2015): ReLU gradients only pass positive incoming gradients.
+
+    Parameters
+    ----------
+    layer_map : list of (tuple of types, Hook), optional
+        Prepended to the composite's own map.
+    canonizers : list of Canonizer, optional
+        Canonizers applied before the hooks.
+    """
+
+    def __init__(self, layer_map=None, canonizers=None) -> None:
+        super().__init__(list(layer_map or []) + [(torch.nn.ReLU, ReLUGuidedBackprop())], canonizers)
+
+
+@register_composite("deconvnet")
+class DeconvNet(_ReLUComposite):
+    """DeconvNet (Zeiler and Fergus, 2014): ReLU gradients are the positive part of the incoming gradient.
+
+    Parameters
+    ----------
+    layer_map : list of (tuple of types, Hook), optional
+        Prepended to the composite's own map.
+    canonizers : list of Canonizer, optional
+        Canonizers applied before the hooks.
+    """
+
+    def __init__(self, layer_map=None, canonizers=None) -> None:
+        super().__init__(list(layer_map or []) + [(torch.nn.ReLU, ReLUDeconvNet())], canonizers)
+
+
+@register_composite("beta_smooth")
+class BetaSmooth(_ReLUComposite):
+    """ReLU gradients replaced by the softplus gradient ``sigmoid(beta x)`` (Dombrowski et al., 2019).
+
+    Parameters
+    ----------
+    beta_smooth : float
+        Sharpness of the softplus.
+    layer_map : list of (tuple of types, Hook), optional
+        Prepended to the composite's own map.
+    zero_params : str or list of str, optional
+        Accepted for a uniform signature; no rule of this composite has parameters.
+    canonizers : list of Canonizer, optional
+        Canonizers applied before the hooks.
+    """
+
+    def __init__(self, beta_smooth=10.0, layer_map=None, zero_params=None, canonizers=None) -> None:
+        super().__init__(list(layer_map or []) + [(torch.nn.ReLU, ReLUBetaSmooth(beta_smooth=beta_smooth))], canonizers)

@@ -1,0 +1,463 @@
+"""LRP rules.
+
+Notation: a layer with input ``x``, weight ``W``, bias ``b`` and output ``z = W x + b`` receives
+the relevance ``R`` at its output and returns ``R_x`` for its input. ``x+ = max(x, 0)``,
+``x- = min(x, 0)``, likewise ``W+``, ``W-``, ``b+``, ``b-``; ``W^T(.)`` is the layer's transposed
+map. ``stab(d) = d + eps * sign(d)`` with ``sign(0) = +1``.
+
+Rules for layers with parameters are :class:`~lrp_lightning.core.BasicHook` instances (a generic
+autograd formulation that works for any module) which also supply a closed-form backward for
+``nn.Linear`` and convolutions (see :mod:`lrp_lightning.closed_form`), used unless
+:func:`lrp_lightning.core.fast_path` is switched off.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+
+from lrp_lightning import closed_form
+from lrp_lightning.core import BasicHook, Hook, ParamMod, Stabilizer, _as_name_list, fast_path_enabled
+from lrp_lightning.core import _identity as _identity_input
+from lrp_lightning.core import _identity_param
+
+StabilizerLike = Union[float, Callable[[torch.Tensor], torch.Tensor]]
+ZeroParams = Union[None, str, Sequence[str]]
+
+
+def _with_bias_zeroed(zero_params: ZeroParams) -> list:
+    return _as_name_list(zero_params) + ["bias"]
+
+
+def _positive(param: torch.Tensor, name: str) -> torch.Tensor:
+    return param.clamp(min=0)
+
+
+def _negative(param: torch.Tensor, name: str) -> torch.Tensor:
+    return param.clamp(max=0)
+
+
+def _positive_input(input: torch.Tensor) -> torch.Tensor:
+    return input.clamp(min=0)
+
+
+def _negative_input(input: torch.Tensor) -> torch.Tensor:
+    return input.clamp(max=0)
+
+
+def _ones(input: torch.Tensor) -> torch.Tensor:
+    return torch.ones_like(input)
+
+
+class LinearRule(BasicHook):
+    """A :class:`BasicHook` that computes ``nn.Linear`` and convolutions in closed form when it can."""
+
+    saves_output = True
+
+    def backward(self, module, input, output, grad_output, args, kwargs):
+        """Return the relevance of the input: closed form where supported, else via autograd."""
+        if (
+            fast_path_enabled()
+            and not args
+            and not kwargs
+            and closed_form.supports(module)
+            and "weight" not in _as_name_list(getattr(self, "zero_params", None))
+        ):
+            result = self.closed_form(closed_form.LinearMap(module), input, output, grad_output)
+            if result is not None:
+                return result
+        return super().backward(module, input, output, grad_output, args, kwargs)
+
+    def closed_form(
+        self, layer: "closed_form.LinearMap", input: torch.Tensor, output: Optional[torch.Tensor], grad_output: torch.Tensor
+    ) -> Optional[torch.Tensor]:
+        """Return the relevance of ``input`` in closed form, or None to use the generic path."""
+        return None
+
+
+class Epsilon(LinearRule):
+    """LRP-epsilon: ``R_x = x * W^T(R / stab_eps(z))``; ``epsilon=0`` gives LRP-0.
+
+    Parameters
+    ----------
+    epsilon : float or callable
+        Stabilizer of the denominator ``z`` (a callable replaces ``stab`` wholesale).
+    zero_params : str or list of str, optional
+        Parameters (e.g. ``'bias'``) set to zero in the modified forward map.
+    """
+
+    def __init__(self, epsilon: StabilizerLike = 1e-6, zero_params: ZeroParams = None) -> None:
+        self.epsilon = epsilon
+        self.zero_params = zero_params
+        self.stabilizer = Stabilizer.ensure(epsilon)
+        super().__init__(
+            input_modifiers=[_identity_input],
+            param_modifiers=[ParamMod(_identity_param, zero_params=zero_params)],
+            output_modifiers=[_identity_input],
+            gradient_mapper=lambda grad, outputs: [grad / self.stabilizer(outputs[0])],
+            reducer=lambda inputs, gradients: inputs[0] * gradients[0],
+        )
+
+    def closed_form(self, layer, input, output, grad_output):
+        return closed_form.epsilon(layer, input, output, grad_output, self.stabilizer, self.zero_params)
+
+    def _repr_fields(self):
+        return {"epsilon": self.epsilon, "zero_params": self.zero_params}
+
+
+class ZPlus(LinearRule):
+    """LRP-z+: ``z+ = W+ x+ + b+ + W- x-``, ``R_x = x+ * W+^T s + x- * W-^T s`` with ``s = R / stab(z+)``.
+
+    Parameters
+    ----------
+    stabilizer : float or callable
+        Stabilizer of the denominator.
+    zero_params : str or list of str, optional
+        Parameters set to zero in the modified forward maps.
+    """
+
+    def __init__(self, stabilizer: StabilizerLike = 1e-6, zero_params: ZeroParams = None) -> None:
+        self.zero_params = zero_params
+        self.stabilizer = Stabilizer.ensure(stabilizer)
+        super().__init__(
+            input_modifiers=[_positive_input, _negative_input],
+            param_modifiers=[
+                ParamMod(_positive, zero_params=zero_params),
+                ParamMod(_negative, zero_params=_with_bias_zeroed(zero_params)),
+            ],
+            output_modifiers=[_identity_input] * 2,
+            gradient_mapper=lambda grad, outputs: [grad / self.stabilizer(outputs[0] + outputs[1])] * 2,
+            reducer=lambda inputs, gradients: inputs[0] * gradients[0] + inputs[1] * gradients[1],
+        )
+
+    def closed_form(self, layer, input, output, grad_output):
+        return closed_form.alpha_beta(layer, input, grad_output, 1.0, 0.0, self.stabilizer, self.zero_params)
+
+    def _repr_fields(self):
+        return {"stabilizer": self.stabilizer, "zero_params": self.zero_params}
+
+
+class AlphaBeta(LinearRule):
+    """LRP-alpha-beta with ``alpha - beta = 1``.
+
+    ``z_p = W+ x+ + b+ + W- x-``, ``z_n = W- x+ + b- + W+ x-``,
+    ``R_x = alpha (x+ * W+^T s_p + x- * W-^T s_p) - beta (x+ * W-^T s_n + x- * W+^T s_n)``
+    with ``s_p = R / stab(z_p)``, ``s_n = R / stab(z_n)``.
+
+    Parameters
+    ----------
+    alpha, beta : float
+        Weights of the positive and negative contributions; ``alpha - beta = 1``, both >= 0.
+    stabilizer : float or callable
+        Stabilizer of the denominators.
+    zero_params : str or list of str, optional
+        Parameters set to zero in the modified forward maps.
+
+    Raises
+    ------
+    ValueError
+        If ``alpha - beta != 1`` or either is negative.
+    """
+
+    def __init__(
+        self, alpha: float = 2.0, beta: float = 1.0, stabilizer: StabilizerLike = 1e-6, zero_params: ZeroParams = None
+    ) -> None:
+        if alpha < 0 or beta < 0:
+            raise ValueError(f"AlphaBeta needs alpha >= 0 and beta >= 0, got alpha={alpha}, beta={beta}")
+        if abs(alpha - beta - 1.0) > 1e-12:
+            raise ValueError(f"AlphaBeta needs alpha - beta = 1, got alpha={alpha}, beta={beta} (e.g. alpha=2, beta=1)")
+        self.alpha = alpha
+        self.beta = beta
+        self.zero_params = zero_params
+        self.stabilizer = Stabilizer.ensure(stabilizer)
+        bias_zeroed = _with_bias_zeroed(zero_params)
+        super().__init__(
+            input_modifiers=[_positive_input, _negative_input] * 2,
+            param_modifiers=[
+                ParamMod(_positive, zero_params=zero_params),
+                ParamMod(_negative, zero_params=bias_zeroed),
+                ParamMod(_negative, zero_params=zero_params),
+                ParamMod(_positive, zero_params=bias_zeroed),
+            ],
+            output_modifiers=[_identity_input] * 4,
+            gradient_mapper=lambda grad, outputs: (
+                [grad / self.stabilizer(outputs[0] + outputs[1])] * 2
+                + [grad / self.stabilizer(outputs[2] + outputs[3])] * 2
+            ),
+            reducer=lambda inputs, gradients: (
+                self.alpha * (inputs[0] * gradients[0] + inputs[1] * gradients[1])
+                - self.beta * (inputs[2] * gradients[2] + inputs[3] * gradients[3])
+            ),
+        )
+
+    def closed_form(self, layer, input, output, grad_output):
+        return closed_form.alpha_beta(layer, input, grad_output, self.alpha, self.beta, self.stabilizer, self.zero_params)
+
+    def _repr_fields(self):
+        return {"alpha": self.alpha, "beta": self.beta, "stabilizer": self.stabilizer, "zero_params": self.zero_params}
+
+
+class Gamma(LinearRule):
+    """LRP-gamma, generalized to signed inputs.
+
+    With ``A = W + gamma W+`` and ``B = W + gamma W-`` (biases ``b + gamma b+``, ``b + gamma b-``):
+    outputs with ``z > 0`` use ``z_p = A x+ + (b + gamma b+) + B x-``, outputs with ``z < 0`` use
+    ``z_n = B x+ + (b + gamma b-) + A x-``, outputs with ``z = 0`` pass nothing (``z`` is the
+    layer's actual output, also when ``zero_params`` zeroes the bias in ``z_p``, ``z_n``);
+    ``s_p = R [z > 0] / stab(z_p)``, ``s_n = R [z < 0] / stab(z_n)`` and
+    ``R_x = x+ * (A^T s_p + B^T s_n) + x- * (B^T s_p + A^T s_n)``.
+
+    Parameters
+    ----------
+    gamma : float
+        Weight of the positive (resp. negative) contributions added to the plain ones.
+    stabilizer : float or callable
+        Stabilizer of the denominators.
+    zero_params : str or list of str, optional
+        Parameters set to zero in the modified forward maps.
+    """
+
+    def __init__(self, gamma: float = 0.25, stabilizer: StabilizerLike = 1e-6, zero_params: ZeroParams = None) -> None:
+        self.gamma = gamma
+        self.zero_params = zero_params
+        self.stabilizer = Stabilizer.ensure(stabilizer)
+        bias_zeroed = _with_bias_zeroed(zero_params)
+
+        def boost_positive(param: torch.Tensor, name: str) -> torch.Tensor:
+            return param + gamma * param.clamp(min=0)
+
+        def boost_negative(param: torch.Tensor, name: str) -> torch.Tensor:
+            return param + gamma * param.clamp(max=0)
+
+        super().__init__(
+            input_modifiers=[_positive_input, _negative_input, _positive_input, _negative_input, _identity_input],
+            param_modifiers=[
+                ParamMod(boost_positive, zero_params=zero_params),
+                ParamMod(boost_negative, zero_params=bias_zeroed),
+                ParamMod(boost_negative, zero_params=zero_params),
+                ParamMod(boost_positive, zero_params=bias_zeroed),
+                ParamMod(_identity_param),
+            ],
+            output_modifiers=[_identity_input] * 5,
+            gradient_mapper=self._map_gradients,
+            reducer=lambda inputs, gradients: sum(inputs[k] * gradients[k] for k in range(4)),
+        )
+
+    def _map_gradients(self, grad: torch.Tensor, outputs: list) -> list:
+        positive = grad * (outputs[4] > 0) / self.stabilizer(outputs[0] + outputs[1])
+        negative = grad * (outputs[4] < 0) / self.stabilizer(outputs[2] + outputs[3])
+        return [positive, positive, negative, negative, torch.zeros_like(grad)]
+
+    def closed_form(self, layer, input, output, grad_output):
+        return closed_form.gamma(layer, input, output, grad_output, self.gamma, self.stabilizer, self.zero_params)
+
+    def _repr_fields(self):
+        return {"gamma": self.gamma, "stabilizer": self.stabilizer, "zero_params": self.zero_params}
+
+
+def _broadcast_bound(bound: torch.Tensor, input: torch.Tensor, name: str) -> torch.Tensor:
+    bound = torch.as_tensor(bound, dtype=input.dtype, device=input.device)
+    try:
+        return bound.expand_as(input) if bound.dim() <= input.dim() else bound.view_as(input)
+    except RuntimeError:
+        raise ValueError(
+            f"ZBox bound {name!r} of shape {tuple(bound.shape)} does not broadcast to the input of shape "
+            f"{tuple(input.shape)}; give a tensor of the input's shape or e.g. per-channel bounds of shape "
+            f"(1, {input.shape[1] if input.dim() > 1 else 1}, 1, 1)"
+        ) from None
+
+
+class ZBox(LinearRule):
+    """LRP-z^B for a first layer with bounded input ``low <= x <= high``.
+
+    ``d = W x + b - (W+ l + b+) - (W- h + b-)``, ``s = R / stab(d)``,
+    ``R_x = x * W^T s - l * W+^T s - h * W-^T s``.
+
+    Parameters
+    ----------
+    low, high : torch.Tensor
+        Lowest and highest input values; broadcast to the input's shape.
+    stabilizer : float or callable
+        Stabilizer of the denominator.
+    zero_params : str or list of str, optional
+        Parameters set to zero in the modified forward maps.
+
+    Raises
+    ------
+    ValueError
+        In the forward pass, if ``low`` or ``high`` does not broadcast to the input.
+    """
+
+    def __init__(
+        self, low: torch.Tensor, high: torch.Tensor, stabilizer: StabilizerLike = 1e-6, zero_params: ZeroParams = None
+    ) -> None:
+        self.low = torch.as_tensor(low)
+        self.high = torch.as_tensor(high)
+        self.zero_params = zero_params
+        self.stabilizer = Stabilizer.ensure(stabilizer)
+        super().__init__(
+            input_modifiers=[
+                _identity_input,
+                lambda input: _broadcast_bound(self.low, input, "low"),
+                lambda input: _broadcast_bound(self.high, input, "high"),
+            ],
+            param_modifiers=[
+                ParamMod(_identity_param, zero_params=zero_params),
+                ParamMod(_positive, zero_params=zero_params),
+                ParamMod(_negative, zero_params=zero_params),
+            ],
+            output_modifiers=[_identity_input] * 3,
+            gradient_mapper=lambda grad, outputs: [grad / self.stabilizer(outputs[0] - outputs[1] - outputs[2])] * 3,
+            reducer=lambda inputs, gradients: inputs[0] * gradients[0] - inputs[1] * gradients[1] - inputs[2] * gradients[2],
+        )
+
+    def _forward_hook(self, module, args, kwargs, output):
+        if self._applies(args):
+            _broadcast_bound(self.low, args[0], "low")
+            _broadcast_bound(self.high, args[0], "high")
+        return super()._forward_hook(module, args, kwargs, output)
+
+    def closed_form(self, layer, input, output, grad_output):
+        low = _broadcast_bound(self.low, input, "low")
+        high = _broadcast_bound(self.high, input, "high")
+        return closed_form.zbox(layer, input, output, grad_output, low, high, self.stabilizer, self.zero_params)
+
+    def _repr_fields(self):
+        return {"low": f"tensor{tuple(self.low.shape)}", "high": f"tensor{tuple(self.high.shape)}", "stabilizer": self.stabilizer}
+
+
+class WSquare(LinearRule):
+    """LRP-w^2: ``R_x = (W^2)^T (R / stab(W^2 1 + b^2))``; the relevance ignores the input values.
+
+    Parameters
+    ----------
+    stabilizer : float or callable
+        Stabilizer of the denominator.
+    zero_params : str or list of str, optional
+        Parameters set to zero in the modified forward map.
+    """
+
+    saves_output = False
+
+    def __init__(self, stabilizer: StabilizerLike = 1e-6, zero_params: ZeroParams = None) -> None:
+        self.zero_params = zero_params
+        self.stabilizer = Stabilizer.ensure(stabilizer)
+        super().__init__(
+            input_modifiers=[_ones],
+            param_modifiers=[ParamMod(lambda param, name: param**2, zero_params=zero_params)],
+            output_modifiers=[_identity_input],
+            gradient_mapper=lambda grad, outputs: [grad / self.stabilizer(outputs[0])],
+            reducer=lambda inputs, gradients: gradients[0],
+        )
+
+    def closed_form(self, layer, input, output, grad_output):
+        return closed_form.uniform_spread(layer, input, grad_output, self.stabilizer, self.zero_params, squared=True)
+
+    def _repr_fields(self):
+        return {"stabilizer": self.stabilizer, "zero_params": self.zero_params}
+
+
+class Flat(LinearRule):
+    """LRP-flat: WSquare with all weights 1 and no bias, ``R_x = 1^T (R / stab(1^T 1))`` (uniform spread).
+
+    Parameters
+    ----------
+    stabilizer : float or callable
+        Stabilizer of the denominator.
+    zero_params : str or list of str, optional
+        Accepted for a uniform signature; the bias is always zeroed.
+    """
+
+    saves_output = False
+
+    def __init__(self, stabilizer: StabilizerLike = 1e-6, zero_params: ZeroParams = None) -> None:
+        self.zero_params = zero_params
+        self.stabilizer = Stabilizer.ensure(stabilizer)
+        super().__init__(
+            input_modifiers=[_ones],
+            param_modifiers=[ParamMod(lambda param, name: torch.ones_like(param), zero_params=_with_bias_zeroed(zero_params))],
+            output_modifiers=[_identity_input],
+            gradient_mapper=lambda grad, outputs: [grad / self.stabilizer(outputs[0])],
+            reducer=lambda inputs, gradients: gradients[0],
+        )
+
+    def closed_form(self, layer, input, output, grad_output):
+        return closed_form.uniform_spread(layer, input, grad_output, self.stabilizer, self.zero_params, squared=False)
+
+    def _repr_fields(self):
+        return {"stabilizer": self.stabilizer}
+
+
+class Norm(BasicHook):
+    """Normalization rule for parameter-free linear layers (sum, average pooling).
+
+    ``R_x = x * J^T (R / stab(z))`` where ``J`` is the layer's (linear) map.
+
+    Parameters
+    ----------
+    stabilizer : float or callable
+        Stabilizer of the denominator.
+    """
+
+    def __init__(self, stabilizer: StabilizerLike = 1e-6) -> None:
+        self.stabilizer = Stabilizer.ensure(stabilizer)
+        super().__init__(
+            input_modifiers=[_identity_input],
+            param_modifiers=[ParamMod(_identity_param)],
+            output_modifiers=[_identity_input],
+            gradient_mapper=lambda grad, outputs: [grad / self.stabilizer(outputs[0])],
+            reducer=lambda inputs, gradients: inputs[0] * gradients[0],
+        )
+
+    def _repr_fields(self):
+        return {"stabilizer": self.stabilizer}
+
+
+class Pass(Hook):
+    """Pass the relevance through unchanged: ``R_x = R`` (activations, merged BatchNorm)."""
+
+    saves_input = False
+
+    def backward(self, module, input, output, grad_output, args, kwargs):
+        """Return ``grad_output`` unchanged."""
+        return grad_output
+
+
+class ReLUDeconvNet(Hook):
+    """DeconvNet ReLU: ``grad_in = max(grad_out, 0)`` (Zeiler and Fergus, 2014)."""
+
+    saves_input = False
+
+    def backward(self, module, input, output, grad_output, args, kwargs):
+        """Return ``grad_output.clamp(min=0)``."""
+        return grad_output.clamp(min=0)
+
+
+class ReLUGuidedBackprop(Hook):
+    """Guided backprop ReLU: ``grad_in = [x > 0] * grad_out * [grad_out > 0]`` (Springenberg et al., 2015)."""
+
+    def backward(self, module, input, output, grad_output, args, kwargs):
+        """Return the ReLU gradient restricted to positive incoming gradients."""
+        return grad_output * (input > 0) * (grad_output > 0)
+
+
+class ReLUBetaSmooth(Hook):
+    """Smooth ReLU gradient: ``grad_in = grad_out * sigmoid(beta * x)`` (Dombrowski et al., 2019).
+
+    Parameters
+    ----------
+    beta_smooth : float
+        Sharpness of the softplus whose gradient replaces the ReLU's.
+    """
+
+    def __init__(self, beta_smooth: float = 10.0) -> None:
+        super().__init__()
+        self.beta_smooth = beta_smooth
+
+    def backward(self, module, input, output, grad_output, args, kwargs):
+        """Return ``grad_output * sigmoid(beta_smooth * input)``."""
+        return grad_output * torch.sigmoid(self.beta_smooth * input)
+
+    def _repr_fields(self):
+        return {"beta_smooth": self.beta_smooth}
+
