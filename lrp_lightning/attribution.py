@@ -523,6 +523,15 @@ class Occlusion(Attributor):
             masks = (masks.unsqueeze(1).unsqueeze(-1) & dim_masks).flatten(0, 1)
         return masks
 
+    def _fill_for(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Return the fill value broadcast to the shape of ``inputs``."""
+        fill = torch.as_tensor(self.fill, dtype=inputs.dtype, device=inputs.device)
+        try:
+            return torch.broadcast_to(fill, inputs.shape)
+        except RuntimeError:
+            raise ValueError(f"fill of shape {tuple(fill.shape)} does not broadcast to the input "
+                             f"shape {tuple(inputs.shape)}") from None
+
     def forward(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the output and the occlusion relevance."""
         with torch.no_grad():
@@ -530,16 +539,14 @@ class Occlusion(Attributor):
             weights = grad_outputs(target, output)
             clean_score = (output * weights).reshape(len(inputs), -1).sum(dim=1)
             masks = self._window_masks(inputs.shape, inputs.device)
-            fill = torch.as_tensor(self.fill, dtype=inputs.dtype, device=inputs.device)
-            if fill.ndim:
-                fill = torch.broadcast_to(fill, inputs.shape)
+            fill = self._fill_for(inputs)
             batch = inputs.shape[0]
             flat_masks = masks.flatten(1)
             relevance = torch.zeros(batch, flat_masks.shape[1], dtype=inputs.dtype, device=inputs.device)
             for rows in _chunks(len(masks) * batch, self.batch_size):
                 rows = rows.to(inputs.device)
                 window, sample = rows // batch, rows % batch
-                occluded = torch.where(masks[window], fill[sample] if fill.ndim else fill, inputs[sample])
+                occluded = torch.where(masks[window], fill[sample], inputs[sample])
                 score = (self.model(occluded) * weights[sample]).reshape(len(rows), -1).sum(dim=1)
                 drop = (clean_score[sample] - score).unsqueeze(1)
                 relevance.index_add_(0, sample, drop * flat_masks[window].to(inputs.dtype))

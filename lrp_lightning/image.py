@@ -114,7 +114,10 @@ def normalize(relevance: torch.Tensor, symmetric: bool = True,
     flat = relevance.detach().to(torch.float32).reshape(relevance.shape[0], -1)
     if symmetric:
         magnitude = flat.abs()
-        scale = magnitude.amax(dim=1) if percentile_clip is None else row_percentile(magnitude, percentile_clip)
+        if percentile_clip is None:
+            scale = magnitude.amax(dim=1)
+        else:
+            scale = row_percentile(magnitude, percentile_clip)
         scale = torch.where(scale > 0, scale, torch.ones_like(scale)).unsqueeze(1)
         unit = (0.5 + 0.5 * flat / scale).clamp(0.0, 1.0)
     else:

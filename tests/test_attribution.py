@@ -276,9 +276,11 @@ def test_occlusion_on_tabular_inputs_and_tensor_fill():
     torch.testing.assert_close(relevance, pair_sums.repeat_interleave(2, dim=1))
 
 
-def test_occlusion_rejects_a_window_that_does_not_fit():
+def test_occlusion_rejects_a_window_or_fill_that_does_not_fit():
     with pytest.raises(ValueError, match="window"):
         Occlusion(linear_image_model(), window=(2, 2, 2, 2), stride=(2, 2, 2, 2))(inputs(), 0)
+    with pytest.raises(ValueError, match="fill"):
+        Occlusion(linear_image_model(), fill=torch.zeros(2, 2))(inputs(), 0)
 
 
 # --- composites ---------------------------------------------------------------------------------
