@@ -21,6 +21,7 @@ large chunks of at most ``batch_size`` samples.
 from __future__ import annotations
 
 import contextlib
+import numbers
 import random
 from typing import Any, Callable, Iterator, Optional, Sequence, Type, TypeVar, Union
 
@@ -92,7 +93,8 @@ def grad_outputs(target: Target, output: torch.Tensor) -> torch.Tensor:
         ``None``: the predicted class (argmax over dim 1). ``int`` or a 0-d integer tensor: that
         class for every sample. Integer tensor ``(N,)``: one class per sample. Floating tensor
         broadcastable to ``output.shape``: used as the output gradient as is. Callable: called on the
-        detached output; its result is resolved by the same rules.
+        detached output; its result is resolved by the same rules. Lists and numpy arrays are
+        read as tensors.
     output : torch.Tensor
         Model output ``(N, K, ...)``; class indices select along dim 1 (and every position of any
         further dims).
@@ -115,12 +117,14 @@ def grad_outputs(target: Target, output: torch.Tensor) -> torch.Tensor:
         target = target(output)
         if callable(target) and not isinstance(target, torch.Tensor):
             raise TypeError("a callable target must return a target, not another callable")
+    if isinstance(target, (list, tuple, np.ndarray)):
+        target = torch.as_tensor(np.asarray(target))
     if target is None:
         if output.ndim < 2:
             raise ValueError(f"target=None needs an output with a class dimension, got shape "
                              f"{tuple(output.shape)}")
         target = output.argmax(dim=1).reshape(output.shape[0], -1)[:, 0]
-    if isinstance(target, bool) or not isinstance(target, (int, torch.Tensor)):
+    if isinstance(target, bool) or not isinstance(target, (numbers.Integral, torch.Tensor)):
         raise TypeError(f"target must be None, an int, a tensor or a callable, got "
                         f"{type(target).__name__}")
     if isinstance(target, torch.Tensor) and target.is_floating_point():
@@ -129,7 +133,8 @@ def grad_outputs(target: Target, output: torch.Tensor) -> torch.Tensor:
         except RuntimeError:
             raise ValueError(f"target of shape {tuple(target.shape)} does not broadcast to the "
                              f"output shape {tuple(output.shape)}") from None
-    return _one_hot(torch.as_tensor(target, device=output.device), output)
+    return _one_hot(torch.as_tensor(int(target) if isinstance(target, numbers.Integral) else target,
+                                    device=output.device), output)
 
 
 def _one_hot(indices: torch.Tensor, output: torch.Tensor) -> torch.Tensor:

@@ -103,6 +103,9 @@ def make_attributor(name: str, model: nn.Module, composite=None) -> Attributor:
 @pytest.mark.parametrize("target, weights", [
     (torch.tensor([0, 3, 4]), one_hot([0, 3, 4])),
     (2, one_hot([2, 2, 2])),
+    (np.int64(3), one_hot([3, 3, 3])),
+    ([4, 0, 2], one_hot([4, 0, 2])),
+    (np.array([1, 1, 0]), one_hot([1, 1, 0])),
     (torch.tensor(1), one_hot([1, 1, 1])),
     (one_hot([4, 1, 0]) * 2.5, one_hot([4, 1, 0]) * 2.5),
     (torch.tensor([1.0, -1.0, 0.0, 0.0, 0.5]), torch.tensor([1.0, -1.0, 0.0, 0.0, 0.5]).expand(3, 5)),
