@@ -17,11 +17,11 @@ import copy
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Sequence
 
 import torch
 
-from benchmarks.common import MIB, format_table, machine_description, peak_memory_bytes, time_ms
+from benchmarks.common import MIB, format_table, machine_description, peak_memory_bytes, synchronize, time_ms
 
 COMPOSITE_NAMES = ("epsilon_gamma_box", "epsilon_plus_flat", "epsilon_alpha2_beta1")
 CANONIZER_BY_FAMILY = {"vgg": "VGGCanonizer", "resnet": "ResNetCanonizer"}
@@ -30,6 +30,7 @@ DEFAULTS = {
     "cuda": {"model": ["vgg16", "resnet50"], "batch": 32, "size": 224, "classes": 1000, "threads": None},
 }
 CHECK_SAMPLES = 2
+PROFILE_ROWS = 15
 
 
 @dataclass
@@ -256,12 +257,34 @@ def measure_gradient(model: torch.nn.Module, x: torch.Tensor, grad_output: torch
     return Measurement(time_ms(run, x.device, warmup, repeats), peak_memory_bytes(run, x.device))
 
 
+@contextlib.contextmanager
+def attributing(engine: Engine, name: str, model_name: str, model: torch.nn.Module,
+                x: torch.Tensor) -> Iterator[torch.nn.Module]:
+    """Open a fresh composite of ``engine`` on ``model`` in the engine's mode; yield the hooked model.
+
+    Parameters
+    ----------
+    engine, name, model_name, x
+        As for :func:`make_composite`.
+    model
+        The model to attach the composite to; restored on exit.
+
+    Yields
+    ------
+    torch.nn.Module
+        The model with the composite's canonizers and hooks registered.
+    """
+    composite = make_composite(engine, name, model_name, x)
+    with engine.mode(), composite.context(model) as modified:
+        yield modified
+
+
 def measure_composite(engine: Engine, name: str, model_name: str, model: torch.nn.Module,
                       x: torch.Tensor, grad_output: torch.Tensor, warmup: int, repeats: int) -> Measurement:
     """Time and measure one composite of one engine on one model.
 
-    The attribution is timed inside an open context (hooks registered once); entering and leaving
-    the context is timed separately.
+    The attribution is timed inside an open context (hooks registered once); building the
+    composite and entering and leaving its context is timed separately.
 
     Parameters
     ----------
@@ -281,19 +304,15 @@ def measure_composite(engine: Engine, name: str, model_name: str, model: torch.n
     Measurement
         Its timing, context cost and peak memory.
     """
-    composite = make_composite(engine, name, model_name, x)
-
-    def enter_and_leave() -> None:
-        with composite.context(model):
+    def set_up_and_tear_down() -> None:
+        with attributing(engine, name, model_name, model, x):
             pass
 
-    with engine.mode():
-        with composite.context(model) as modified:
-            run = lambda: input_gradient(modified, x, grad_output)  # noqa: E731
-            ms = time_ms(run, x.device, warmup, repeats)
-            peak = peak_memory_bytes(run, x.device)
-        context_ms = time_ms(enter_and_leave, x.device, 1, repeats)
-    return Measurement(ms, peak, context_ms)
+    with attributing(engine, name, model_name, model, x) as modified:
+        run = lambda: input_gradient(modified, x, grad_output)  # noqa: E731
+        ms = time_ms(run, x.device, warmup, repeats)
+        peak = peak_memory_bytes(run, x.device)
+    return Measurement(ms, peak, time_ms(set_up_and_tear_down, x.device, 1, repeats))
 
 
 def relevance(engine: Engine, name: str, model_name: str, model: torch.nn.Module, x: torch.Tensor,
@@ -312,9 +331,38 @@ def relevance(engine: Engine, name: str, model_name: str, model: torch.nn.Module
     torch.Tensor
         The relevance, shaped like ``x``.
     """
-    composite = make_composite(engine, name, model_name, x)
-    with engine.mode(), composite.context(model) as modified:
+    with attributing(engine, name, model_name, model, x) as modified:
         return input_gradient(modified, x, grad_output)
+
+
+def profile_table(run: Callable[[], Any], device: torch.device, rows: int = PROFILE_ROWS) -> str:
+    """Operator profile of one call of ``run`` (after one untimed call), sorted by self time.
+
+    Parameters
+    ----------
+    run
+        The work to profile.
+    device
+        Where it runs; on CUDA, kernels are recorded and sorted by self device time.
+    rows
+        Number of operators listed.
+
+    Returns
+    -------
+    str
+        torch.profiler's table of the most expensive operators.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    run()
+    synchronize(device)
+    with profile(activities=activities) as profiler:
+        run()
+        synchronize(device)
+    sort_by = "self_device_time_total" if cuda else "self_cpu_time_total"
+    return profiler.key_averages().table(sort_by=sort_by, row_limit=rows)
 
 
 def max_relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
@@ -364,14 +412,88 @@ def format_ratio(numerator: float | None, denominator: float | None) -> str:
     return f"{numerator / denominator:.2f}x"
 
 
-def format_optional(value: float | None, pattern: str) -> str:
-    """``value`` formatted with ``pattern``, or ``-`` when it is missing."""
-    return "-" if value is None else pattern.format(value)
+def table_row(method: str, measured: Measurement | str, gradient: Measurement, zennit: Measurement | str | None,
+              error: str, cuda: bool) -> list[str]:
+    """Cells of one table row.
+
+    Parameters
+    ----------
+    method
+        Row label.
+    measured
+        The row's measurement, or the text of its failure.
+    gradient
+        The plain gradient's measurement (denominator of the ratios).
+    zennit
+        zennit's measurement of the same composite, when there is one.
+    error
+        Text of the correctness column.
+    cuda
+        Whether the memory columns are shown.
+
+    Returns
+    -------
+    list of str
+        One cell per column of :func:`table_headers`.
+    """
+    if isinstance(measured, str):
+        return [method, measured, "-", "-", "-"] + (["-", "-"] if cuda else []) + [error]
+    zennit_ms = zennit.ms if isinstance(zennit, Measurement) else None
+    cells = [method, f"{measured.ms:.2f}", format_ratio(measured.ms, gradient.ms), format_ratio(measured.ms, zennit_ms),
+             "-" if measured.context_ms is None else f"{measured.context_ms:.2f}"]
+    if cuda:
+        cells += ["-" if measured.peak_bytes is None else f"{measured.peak_bytes / MIB:.0f}",
+                  format_ratio(measured.peak_bytes, gradient.peak_bytes)]
+    return cells + [error]
 
 
-def benchmark_model(model_name: str, args: argparse.Namespace, engines: Sequence[Engine],
-                    zennit: Engine | None) -> tuple[str, bool]:
-    """Measure one model with every composite and engine and render its table.
+def table_headers(cuda: bool) -> list[str]:
+    """Column titles of a model's table (memory columns only on CUDA)."""
+    memory = ["peak MiB", "peak x gradient"] if cuda else []
+    return ["method", "ms", "x gradient", "x zennit", "context ms", *memory, "max rel err vs zennit (fp64)"]
+
+
+def failure_text(error: Exception) -> str:
+    """Print the traceback of ``error`` to stderr and return a short cell text for it."""
+    traceback.print_exception(error)
+    return f"failed: {type(error).__name__}"
+
+
+def correctness(ours: Engine, zennit: Engine, name: str, model_name: str, model: torch.nn.Module,
+                x: torch.Tensor, grad_output: torch.Tensor) -> str:
+    """Max relative error of our relevance against zennit's, in float64 on the first few samples.
+
+    Parameters
+    ----------
+    ours, zennit
+        The engine under test and the reference.
+    name, model_name
+        Composite and model names.
+    model, x, grad_output
+        The float32 model and inputs; a float64 copy of each is used.
+
+    Returns
+    -------
+    str
+        The error in scientific notation, or the text of a failure.
+    """
+    model64 = copy.deepcopy(model).double()
+    x64 = x[:CHECK_SAMPLES].double()
+    grad_output64 = grad_output[:CHECK_SAMPLES].double()
+    try:
+        error = max_relative_error(relevance(ours, name, model_name, model64, x64, grad_output64),
+                                   relevance(zennit, name, model_name, model64, x64, grad_output64))
+    except Exception as failure:  # the table should still show the timings
+        return failure_text(failure)
+    return f"{error:.1e}"
+
+
+def benchmark_model(model_name: str, args: argparse.Namespace, ours: Engine, zennit: Engine | None) -> tuple[str, bool]:
+    """Measure one model with every composite and engine and render its table (and profiles).
+
+    All timings and memory peaks are taken before the float64 correctness check allocates its
+    model copy. A failing measurement is reported in its cell (traceback on stderr) and the run
+    goes on.
 
     Parameters
     ----------
@@ -379,76 +501,57 @@ def benchmark_model(model_name: str, args: argparse.Namespace, engines: Sequence
         torchvision model name.
     args
         Parsed command line.
-    engines
-        The engines to time (ours first, then zennit when present).
+    ours
+        The engine under test.
     zennit
-        The reference engine for the correctness column, or ``None``.
+        The reference engine, or ``None``.
 
     Returns
     -------
     tuple of (str, bool)
-        The table and whether every measurement succeeded.
+        The Markdown section and whether every measurement succeeded.
     """
     device = torch.device(args.device)
+    cuda = device.type == "cuda"
     torch.manual_seed(args.seed)
     model = build_model(model_name, args.classes).to(device)
     x = torch.randn(args.batch, 3, args.size, args.size, device=device)
     grad_output = one_hot_targets(args.batch, args.classes, device)
+    engines = [ours] + ([zennit] if zennit is not None else [])
 
     gradient = measure_gradient(model, x, grad_output, args.warmup, args.repeats)
-    cuda = device.type == "cuda"
-    headers = ["method", "ms", "x gradient", "x zennit", "context ms"]
-    headers += ["peak MiB", "peak x gradient"] if cuda else []
-    headers += ["max rel err vs zennit (fp64)"]
-
-    def row(method: str, measured: Measurement | None, reference: Measurement | None, error: str,
-            failure: str | None = None) -> list[str]:
-        if measured is None:
-            cells = [method, failure or "-", "-", "-", "-"] + (["-", "-"] if cuda else [])
-            return cells + [error]
-        cells = [method, f"{measured.ms:.2f}", format_ratio(measured.ms, gradient.ms),
-                 format_ratio(measured.ms, reference.ms if reference else None),
-                 format_optional(measured.context_ms, "{:.2f}")]
-        if cuda:
-            cells += [format_optional(measured.peak_bytes / MIB if measured.peak_bytes else None, "{:.0f}"),
-                      format_ratio(measured.peak_bytes, gradient.peak_bytes)]
-        return cells + [error]
-
-    rows = [row("gradient", gradient, None, "-")]
-    model64 = copy.deepcopy(model).double()
-    x64 = x[:CHECK_SAMPLES].double()
-    grad_output64 = grad_output[:CHECK_SAMPLES].double()
-    all_ok = True
+    measured: dict[tuple[str, str], Measurement | str] = {}
     for name in args.composite:
-        measured: dict[str, Measurement | None] = {}
-        failures: dict[str, str] = {}
         for engine in engines:
             try:
-                measured[engine.label] = measure_composite(engine, name, model_name, model, x, grad_output,
-                                                           args.warmup, args.repeats)
+                measured[engine.label, name] = measure_composite(engine, name, model_name, model, x, grad_output,
+                                                                 args.warmup, args.repeats)
             except Exception as error:  # one broken cell must not lose the rest of a GPU run
-                traceback.print_exc()
-                measured[engine.label] = None
-                failures[engine.label] = f"failed: {type(error).__name__}"
-                all_ok = False
-        error_text = "-"
+                measured[engine.label, name] = failure_text(error)
+
+    rows = [table_row("gradient", gradient, gradient, None, "-", cuda)]
+    for name in args.composite:
+        error = "-" if zennit is None else correctness(ours, zennit, name, model_name, model, x, grad_output)
+        reference = measured[zennit.label, name] if zennit is not None else None
+        rows.append(table_row(f"{ours.label} {name}", measured[ours.label, name], gradient, reference, error, cuda))
         if zennit is not None:
+            rows.append(table_row(f"{zennit.label} {name}", measured[zennit.label, name], gradient, None, "-", cuda))
+    all_ok = not any(cell.startswith("failed") for row in rows for cell in row)
+
+    sections = [f"### {model_name}: batch {args.batch}, {args.size}x{args.size}, {args.classes} classes, "
+                f"float32, {args.device}", format_table(table_headers(cuda), rows)]
+    if args.profile:
+        sections.append(f"#### profile: gradient\n\n```\n"
+                        f"{profile_table(lambda: input_gradient(model, x, grad_output), device)}```")
+        for name in args.composite:
             try:
-                ours64 = relevance(engines[0], name, model_name, model64, x64, grad_output64)
-                reference64 = relevance(zennit, name, model_name, model64, x64, grad_output64)
-                error_text = f"{max_relative_error(ours64, reference64):.1e}"
+                with attributing(ours, name, model_name, model, x) as modified:
+                    table = profile_table(lambda: input_gradient(modified, x, grad_output), device)
             except Exception as error:
-                traceback.print_exc()
-                error_text = f"failed: {type(error).__name__}"
+                table = failure_text(error) + "\n"
                 all_ok = False
-        reference = measured.get(zennit.label) if zennit is not None else None
-        for engine in engines:
-            is_ours = engine is engines[0]
-            rows.append(row(f"{engine.label} {name}", measured[engine.label], reference if is_ours else None,
-                            error_text if is_ours else "-", failures.get(engine.label)))
-    title = (f"### {model_name}: batch {args.batch}, {args.size}x{args.size}, {args.classes} classes, "
-             f"float32, {args.device}")
-    return f"{title}\n\n{format_table(headers, rows)}", all_ok
+            sections.append(f"#### profile: {ours.label} {name}\n\n```\n{table}```")
+    return "\n\n".join(sections), all_ok
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -477,6 +580,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: 2 on cpu, unchanged on cuda)")
     parser.add_argument("--seed", type=int, default=0, help="torch.manual_seed for weights and inputs")
     parser.add_argument("--no-zennit", action="store_true", help="skip zennit even when it is importable")
+    parser.add_argument("--profile", action="store_true",
+                        help="append torch.profiler operator tables of the gradient and of our composites")
     parser.add_argument("--generic", action="store_true",
                         help="force lrp_lightning's generic autograd path (lrp_lightning.core.fast_path(False))")
     args = parser.parse_args(argv)
@@ -512,19 +617,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = torch.device(args.device)
     ours = load_ours(args.generic)
     zennit = None if args.no_zennit else load_zennit()
-    engines = [ours] + ([zennit] if zennit is not None else [])
     print(f"# Attribution benchmark\n\n{machine_description(device)}")
     if device.type == "cuda":
         print(f"TF32: cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}, "
               f"cuda.matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32}")
-    print(f"median of {args.repeats} runs after {args.warmup} warm-up runs; 'context ms' = enter + leave the "
-          f"composite's context; error column: max|ours - zennit| / max|zennit| on {CHECK_SAMPLES} samples "
+    print(f"median of {args.repeats} runs after {args.warmup} warm-up runs; 'context ms' = build the composite, enter "
+          f"and leave its context; error column: max|ours - zennit| / max|zennit| on {CHECK_SAMPLES} samples "
           f"in float64\n")
     all_ok = True
     for model_name in args.model:
-        table, ok = benchmark_model(model_name, args, engines, zennit)
+        section, ok = benchmark_model(model_name, args, ours, zennit)
         all_ok &= ok
-        print(table + "\n", flush=True)
+        print(section + "\n", flush=True)
     return 0 if all_ok else 1
 
 
