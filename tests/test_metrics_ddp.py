@@ -1,0 +1,77 @@
+"""DDP: two CPU processes (gloo) each see part of the data; the synced value equals one process on all."""
+import socket
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from lrp_lightning.metrics import (
+    Conservation,
+    Deletion,
+    PixelFlipping,
+    RegionPerturbation,
+    RelevanceMassAccuracy,
+    Sparseness,
+)
+
+SHARDS = (slice(0, 3), slice(3, 5))  # uneven on purpose: the mean must weight by sample count
+
+
+def make_data():
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(5, 3, 6, 6, generator=generator, dtype=torch.float64)
+    attributions = torch.randn(5, 1, 6, 6, generator=generator, dtype=torch.float64)
+    target = torch.randint(0, 4, (5,), generator=generator)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(144, 4)).double()
+    return model, inputs, attributions, target
+
+
+def evaluate(shard: slice) -> dict:
+    """Update every metric with the shard of the data and return all computed values."""
+    model, inputs, attributions, target = make_data()
+    model_metrics = {
+        "region": RegionPerturbation(patch_size=2, steps=5),
+        "pixel": PixelFlipping(features_in_step=9, order="lerf"),
+        "deletion": Deletion(steps=4),
+    }
+    results = {}
+    for name, metric in model_metrics.items():
+        metric.update(model, inputs[shard], attributions[shard], target[shard])
+        results.update({f"{name}/{key}": value for key, value in metric.compute().items()})
+    sparseness, mass, conservation = Sparseness(), RelevanceMassAccuracy(), Conservation()
+    sparseness.update(attributions[shard])
+    mass.update(attributions[shard], attributions[shard] > -0.5)
+    conservation.update(attributions[shard], inputs[shard])
+    results.update(sparseness=sparseness.compute(), mass=mass.compute(), conservation=conservation.compute())
+    return results
+
+
+def worker(rank: int, port: int, result_path: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        results = evaluate(SHARDS[rank])
+        if rank == 0:
+            torch.save(results, result_path)
+    finally:
+        dist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_process_sync_equals_single_process(tmp_path):
+    result_path = str(tmp_path / "rank0.pt")
+    # fork: the children inherit the imported modules instead of re-importing torch and torchmetrics
+    mp.start_processes(worker, args=(free_port(), result_path), nprocs=2, join=True, start_method="fork")
+    synced = torch.load(result_path)
+    single = evaluate(slice(0, 5))
+    assert synced.keys() == single.keys()
+    for key, value in single.items():
+        torch.testing.assert_close(synced[key], value, msg=key)
+    only_first_shard = evaluate(SHARDS[0])
+    assert not torch.allclose(only_first_shard["region/curve"], single["region/curve"])
