@@ -230,6 +230,10 @@ def _first_loader(loaders: Any) -> Any:
 def first_dataloader(trainer: Any, stage: str) -> Optional[Iterable]:
     """The user's first ``"val"`` or ``"test"`` dataloader, as defined (no distributed sampler).
 
+    The loader comes from where the trainer takes it (the ``*_dataloaders`` passed to ``fit``/
+    ``test``, the datamodule or the LightningModule), before Lightning wraps it, so every rank
+    sees the same one.
+
     Parameters
     ----------
     trainer : lightning.pytorch.Trainer
@@ -243,9 +247,5 @@ def first_dataloader(trainer: Any, stage: str) -> Optional[Iterable]:
         The first dataloader, or None when the trainer has none for ``stage``.
     """
     loop = trainer.fit_loop.epoch_loop.val_loop if stage == "val" else trainer.test_loop
-    source = getattr(loop, "_data_source", None)
-    if source is not None and source.is_defined():
-        return _first_loader(source.dataloader())
-    holder = trainer.datamodule if trainer.datamodule is not None else trainer.lightning_module
-    hook = getattr(holder, f"{stage}_dataloader", None)
-    return None if hook is None else _first_loader(hook())
+    source = loop._data_source
+    return _first_loader(source.dataloader()) if source.is_defined() else None

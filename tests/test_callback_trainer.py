@@ -1,0 +1,223 @@
+"""AttributionCallback in real ``lightning.Trainer`` runs on the CPU, read back from the real logs."""
+from __future__ import annotations
+
+import copy
+import csv
+
+import pytest
+import torch
+import zennit.canonizers
+import zennit.composites
+from lightning.pytorch import seed_everything
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from tensorboard.plugins.custom_scalar import layout_pb2
+from torch.utils.data import DataLoader
+
+from lrp_lightning.callbacks import AttributionCallback
+from lrp_lightning.core import Composite
+from lrp_lightning.metrics import RelevanceMassAccuracy
+from test_callback_helpers import (
+    TinyClassifier,
+    TinyData,
+    assert_rng_equal,
+    image_data,
+    make_trainer,
+    read_events,
+    rng_states,
+)
+
+SEED = 1234
+
+
+def gini(values: torch.Tensor) -> torch.Tensor:
+    """Gini index of each row of |values| (Chalasani et al. 2020), written out independently."""
+    a = values.abs().flatten(1).double().sort(dim=1).values
+    n = a.shape[1]
+    i = torch.arange(1, n + 1, dtype=torch.float64)
+    return ((2 * i - n - 1) * a).sum(dim=1) / (n * a.sum(dim=1))
+
+
+def fit(tmp_path, callbacks, seed=SEED, **kwargs):
+    """Seeded fit of the tiny classifier; returns (trainer, model, rng states after fit)."""
+    seed_everything(seed)
+    model, data = TinyClassifier(), TinyData()
+    trainer = make_trainer(tmp_path, callbacks, **kwargs)
+    trainer.fit(model, datamodule=data)
+    return trainer, model, rng_states()
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    """Final weights and RNG states of a seeded fit without the callback."""
+    _, model, rng = fit(tmp_path_factory.mktemp("baseline"), [])
+    return {k: v.clone() for k, v in model.state_dict().items()}, rng
+
+
+def assert_same_weights(expected: dict, model: torch.nn.Module) -> None:
+    actual = model.state_dict()
+    assert expected.keys() == actual.keys()
+    for key, value in expected.items():
+        assert torch.equal(value, actual[key]), key
+
+
+def test_tensorboard_gets_images_scalars_text_and_dashboard_every_epoch(tmp_path):
+    callback = AttributionCallback(["epsilon_gamma_box", "gradient"], num_samples=4)
+    trainer, model, _ = fit(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"))
+    events = read_events(trainer.logger.log_dir)
+    steps = [trainer.num_training_batches * (epoch + 1) for epoch in range(2)]
+    tags = events.Tags()
+    for name in ("epsilon_gamma_box", "gradient"):
+        grid = events.Images(f"attribution/{name}/grid")
+        assert [event.step for event in grid] == steps
+        assert (grid[0].height, grid[0].width) == (4 * 8 + 3 * 2, 3 * 8 + 2 * 2)
+        for metric in ("sparseness", "complexity", "aopc_morf"):
+            assert len(events.Scalars(f"attribution/{name}/{metric}")) == 2  # one per epoch
+    assert len(events.Scalars("attribution/epsilon_gamma_box/conservation")) == 2
+    assert "attribution/gradient/conservation" not in tags["scalars"]
+    assert [event.step for event in events.Images("attribution/curves/aopc_morf")] == steps
+
+    rule_map = events.Tensors("attribution/epsilon_gamma_box/rule_map/text_summary")
+    assert len(rule_map) == 1
+    text = rule_map[0].tensor_proto.string_val[0].decode()
+    for layer, rule in (("net.0", "ZBox"), ("net.5", "Epsilon"), ("net.2", "Pass")):
+        assert any(layer in line and rule in line for line in text.splitlines()), (layer, rule, text)
+    assert "SequentialMergeBatchNorm" in text
+
+    layout = layout_pb2.Layout()
+    layout.ParseFromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
+    charts = {chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart}
+    assert set(charts) == {"sparseness", "complexity", "aopc_morf", "conservation"}
+    assert charts["sparseness"] == ["^attribution/epsilon_gamma_box/sparseness$", "^attribution/gradient/sparseness$"]
+
+    # the last epoch explained the final weights: recompute its sparseness with zennit as the oracle
+    samples = image_data(24, seed=1).tensors
+    x, y = samples[0][:4], samples[1][:4]
+    low = x.amin(dim=(0, 2, 3), keepdim=True)
+    high = x.amax(dim=(0, 2, 3), keepdim=True)
+    oracle = zennit.composites.EpsilonGammaBox(low=low, high=high, canonizers=[zennit.canonizers.SequentialMergeBatchNorm()])
+    net = copy.deepcopy(model.net).eval()
+    x = x.clone().requires_grad_(True)
+    with oracle.context(net) as modified:
+        relevance, = torch.autograd.grad(modified(x), x, torch.eye(3)[y])
+    logged = events.Scalars("attribution/epsilon_gamma_box/sparseness")[-1].value
+    assert logged == pytest.approx(float(gini(relevance).mean()), rel=1e-4)
+    assert float(trainer.callback_metrics["attribution/epsilon_gamma_box/sparseness"]) == pytest.approx(logged)
+
+
+def test_training_is_bitwise_untouched_and_the_global_rng_unchanged(tmp_path, baseline):
+    weights, rng = baseline
+    callback = AttributionCallback(
+        ["epsilon_gamma_box", "epsilon_plus_flat", "smoothgrad", "occlusion"], num_samples=3, on_sanity_check=True,
+        target="prediction",
+    )
+    trainer, model, rng_after = fit(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"))
+    assert trainer.callback_metrics["attribution/smoothgrad/sparseness"] > 0
+    assert_same_weights(weights, model)
+    assert_rng_equal(rng, rng_after)
+
+
+class ExplodingComposite(Composite):
+    """Changes the model, hooks a layer, then raises while registering."""
+
+    def register(self, module: torch.nn.Module) -> None:
+        """Sabotage the model and fail."""
+        with torch.no_grad():
+            module.net[0].weight.mul_(2)
+        module.net[0].register_forward_hook(lambda *args: None)
+        module.net[5].weight.requires_grad_(False)
+        module.train()
+        torch.rand(5)
+        raise RuntimeError("composite exploded")
+
+
+def test_a_failing_composite_warns_and_leaves_training_untouched(tmp_path, baseline):
+    weights, rng = baseline
+    callback = AttributionCallback({"exploding": ExplodingComposite(), "fine": "epsilon_plus"}, num_samples=2)
+    with pytest.warns(RuntimeWarning, match="exploding failed.*composite exploded"):
+        trainer, model, rng_after = fit(tmp_path, [callback])
+    assert "attribution/fine/sparseness" in trainer.callback_metrics
+    assert "attribution/exploding/sparseness" not in trainer.callback_metrics
+    assert_same_weights(weights, model)
+    assert_rng_equal(rng, rng_after)
+    assert not model.net[0]._forward_hooks
+
+
+def test_csv_and_tensorboard_loggers_each_get_what_they_support(tmp_path):
+    callback = AttributionCallback("epsilon_plus_flat", num_samples=2)
+    monitor = "attribution/epsilon_plus_flat/sparseness"
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor=monitor, mode="max")
+    loggers = [TensorBoardLogger(tmp_path, name="tb"), CSVLogger(tmp_path, name="csv")]
+    trainer, _, _ = fit(tmp_path, [callback, checkpoint], logger=loggers, enable_checkpointing=True)
+    csv_dir = loggers[1].log_dir
+    with open(f"{csv_dir}/metrics.csv") as handle:
+        rows = [row for row in csv.DictReader(handle) if row.get(monitor)]
+    assert len(rows) == 2
+    assert float(checkpoint.best_model_score) == pytest.approx(max(float(row[monitor]) for row in rows))
+    pngs = sorted(p.name for p in (tmp_path / "csv" / "version_0" / "attribution" / "epsilon_plus_flat" / "grid").iterdir())
+    assert pngs == [f"epoch={e:03d}-step={trainer.num_training_batches * (e + 1):06d}.png" for e in range(2)]
+    assert len(list((tmp_path / "csv/version_0/attribution/curves/aopc_morf").glob("*.png"))) == 2
+    assert len(list((tmp_path / "csv/version_0/attribution/epsilon_plus_flat/rule_map").glob("*.md"))) == 1
+    events = read_events(loggers[0].log_dir)
+    assert len(events.Images("attribution/epsilon_plus_flat/grid")) == 2
+
+
+def test_without_logger_pngs_go_under_default_root_dir_and_every_n_epochs_is_honoured(tmp_path):
+    callback = AttributionCallback("epsilon_plus", num_samples=2, every_n_epochs=2)
+    trainer, _, _ = fit(tmp_path, [callback], logger=False, max_epochs=3)
+    pngs = sorted(p.name for p in (tmp_path / "attribution" / "epsilon_plus" / "grid").iterdir())
+    assert pngs == [f"epoch=001-step={trainer.num_training_batches * 2:06d}.png"]
+
+
+def test_resume_from_checkpoint_explains_the_same_samples(tmp_path):
+    first = AttributionCallback("gradient", num_samples=3)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    fit(tmp_path, [first, checkpoint], max_epochs=1, enable_checkpointing=True)
+    resumed = AttributionCallback("gradient", num_samples=3)
+    seed_everything(SEED)
+    other_data = TinyData(seed=10)
+    trainer = make_trainer(tmp_path, [resumed], max_epochs=2)
+    trainer.fit(TinyClassifier(), datamodule=other_data, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    assert torch.equal(resumed.samples.inputs, first.samples.inputs)
+    assert torch.equal(resumed.samples.labels, first.samples.labels)
+    assert not torch.equal(resumed.samples.inputs, other_data.val_set.tensors[0][:3])
+    assert "attribution/gradient/sparseness" in trainer.callback_metrics
+
+
+def test_dict_batches_and_non_image_inputs(tmp_path):
+    callback = AttributionCallback(["epsilon_plus", "integrated_gradients"], num_samples=4,
+                                   batch_to_input=lambda batch: (batch[0], batch[1]))
+    seed_everything(SEED)
+    trainer = make_trainer(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"), max_epochs=1)
+    trainer.fit(TinyClassifier(in_channels=6, tabular=True), datamodule=TinyData(tabular=True))
+    for name in ("epsilon_plus", "integrated_gradients"):
+        for metric in ("sparseness", "complexity", "aopc_morf"):
+            assert f"attribution/{name}/{metric}" in trainer.callback_metrics
+    strip = read_events(trainer.logger.log_dir).Images("attribution/epsilon_plus/grid")
+    assert len(strip) == 1 and strip[0].height % 4 == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"samples": (torch.zeros(2, 5, 8, 8), torch.zeros(2, dtype=torch.long))}, "do not fit"),
+        ({"target": 7}, r"\[0, 3\)"),
+        ({"samples": (torch.zeros(2, 3, 8, 8), torch.tensor([0, 3]))}, r"\[0, 3\)"),
+        ({"module": "backbone"}, "names no submodule"),
+        ({"metrics": {"mass": RelevanceMassAccuracy()}}, "masks"),
+    ],
+)
+def test_bad_input_raises_at_fit_start(tmp_path, kwargs, message):
+    model = TinyClassifier()
+    trainer = make_trainer(tmp_path, [AttributionCallback("epsilon_plus", **kwargs)])
+    with pytest.raises(ValueError, match=message):
+        trainer.fit(model, datamodule=TinyData())
+    assert model.training_steps == 0
+
+
+def test_no_validation_data_and_no_samples_raises_at_fit_start(tmp_path):
+    model = TinyClassifier()
+    trainer = make_trainer(tmp_path, [AttributionCallback("gradient")], limit_val_batches=0)
+    with pytest.raises(ValueError, match="samples="):
+        trainer.fit(model, train_dataloaders=DataLoader(image_data(8), batch_size=4))
+    assert model.training_steps == 0
