@@ -24,17 +24,21 @@ def evaluation_mode(model: Model) -> Iterator[None]:
             module.training = flag
 
 
-def target_scores(outputs: Tensor, target: Tensor, softmax: bool) -> Tensor:
-    """Score of each row's target class: the logit, or the softmax probability with ``softmax=True``.
+def check_classes(outputs: Tensor, target: Tensor) -> None:
+    """Check that ``outputs`` are class scores (B, classes) and every index in ``target`` is a class.
 
-    Raises ``ValueError`` when ``outputs`` is not (B, classes) or a target is not a valid class.
+    Raises ``ValueError`` otherwise.
     """
-    if not isinstance(outputs, Tensor) or outputs.ndim != 2 or outputs.shape[0] != target.shape[0]:
+    if not isinstance(outputs, Tensor) or outputs.ndim != 2:
         shape = tuple(outputs.shape) if isinstance(outputs, Tensor) else type(outputs).__name__
-        raise ValueError(f"the model must return scores of shape ({target.shape[0]}, classes), got {shape}")
+        raise ValueError(f"the model must return scores of shape (batch, classes), got {shape}")
     num_classes = outputs.shape[1]
     if bool((target >= num_classes).any()):
         raise ValueError(f"target out of range: the model has {num_classes} classes, got {target.tolist()}")
+
+
+def target_scores(outputs: Tensor, target: Tensor, softmax: bool) -> Tensor:
+    """Score of each row's target class: the logit, or the softmax probability with ``softmax=True``."""
     if softmax:
         outputs = outputs.softmax(dim=1)
     return outputs.gather(1, target[:, None])[:, 0]

@@ -3,6 +3,7 @@
 All (sample, variant) pairs of an update go through the model in chunks of at most
 ``max_batch_size`` images; each chunk is built from boolean location masks with one ``torch.where``.
 """
+import math
 from typing import Callable
 
 import torch
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lrp_lightning.metrics._checks import Baseline
-from lrp_lightning.metrics._model import Model, evaluation_mode, target_scores
+from lrp_lightning.metrics._model import Model, check_classes, evaluation_mode, target_scores
 
 BLUR_KERNEL_SIZE = 11
 BLUR_SIGMA = 5.0
@@ -129,8 +130,10 @@ def perturbed_scores(
             if inputs.ndim == 4:
                 mask = mask.unsqueeze(1)
             replaced, kept = (inputs, fill) if insert else (fill, inputs)
-            batch = torch.where(mask, replaced[samples], kept[samples])
-            scores[start : start + pairs.shape[0]] = target_scores(model(batch), target[samples], softmax).double()
+            outputs = model(torch.where(mask, replaced[samples], kept[samples]))
+            if start == 0:
+                check_classes(outputs, target)
+            scores[start : start + pairs.shape[0]] = target_scores(outputs, target[samples], softmax).double()
     return scores.view(inputs.shape[0], num_variants)
 
 
@@ -157,7 +160,7 @@ def subset_masks(subsets: Tensor, spatial: tuple[int, ...]) -> MaskFn:
     ``subsets`` is (N, R, S) flat location indices into ``spatial``.
     """
     num_samples, _, subset_size = subsets.shape
-    num_locations = subsets.new_tensor(spatial).prod().item()
+    num_locations = math.prod(spatial)
     untouched = subsets.new_full((num_samples, 1, subset_size), num_locations)
     indices = torch.cat([untouched, subsets], dim=1)
 
