@@ -231,6 +231,9 @@ class AttributionCallback(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Take the samples (unless held or restored) and validate everything against the model."""
         self._prepare(trainer, pl_module, "val")
+        if trainer.world_size > 1:
+            # every rank logs the same values, deliberately without a cross-rank reduction
+            warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\('attribution/")
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """With ``on_test``: prepare as at fit start (samples from the test data if none are held)."""
