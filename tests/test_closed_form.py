@@ -1,0 +1,118 @@
+"""The closed-form backward of every rule agrees with its generic autograd formulation."""
+import pytest
+import torch
+
+from lrp_lightning import closed_form, composites, rules
+from lrp_lightning.core import fast_path
+
+from engine_models import attribute
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+LAYERS = {
+    "linear": (lambda: torch.nn.Linear(7, 5), (7,)),
+    "linear_nobias": (lambda: torch.nn.Linear(7, 5, bias=False), (7,)),
+    "linear_3d_input": (lambda: torch.nn.Linear(7, 5), (3, 7)),
+    "conv1d": (lambda: torch.nn.Conv1d(3, 4, 3, stride=2, padding=1), (3, 11)),
+    "conv2d": (lambda: torch.nn.Conv2d(3, 4, 3, padding=1), (3, 6, 6)),
+    "conv2d_strided_dilated": (lambda: torch.nn.Conv2d(3, 4, 3, stride=2, padding=2, dilation=2), (3, 9, 9)),
+    "conv2d_groups": (lambda: torch.nn.Conv2d(4, 6, 3, groups=2, bias=False), (4, 6, 6)),
+    "conv3d": (lambda: torch.nn.Conv3d(2, 3, 2), (2, 4, 4, 4)),
+    "conv_transpose1d": (lambda: torch.nn.ConvTranspose1d(3, 4, 3, stride=2), (3, 5)),
+    "conv_transpose2d": (lambda: torch.nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1, output_padding=1), (3, 4, 4)),
+    "conv_transpose2d_groups": (lambda: torch.nn.ConvTranspose2d(4, 2, 2, groups=2), (4, 3, 3)),
+    "conv_transpose3d": (lambda: torch.nn.ConvTranspose3d(2, 2, 2), (2, 3, 3, 3)),
+}
+
+
+def make_rules(shape):
+    low, high = -3 * torch.ones(1, *shape), 3 * torch.ones(1, *shape)
+    return {
+        "epsilon": lambda zp: rules.Epsilon(1e-6, zero_params=zp),
+        "zplus": lambda zp: rules.ZPlus(zero_params=zp),
+        "alpha2beta1": lambda zp: rules.AlphaBeta(2.0, 1.0, zero_params=zp),
+        "alpha1beta0": lambda zp: rules.AlphaBeta(1.0, 0.0, zero_params=zp),
+        "gamma": lambda zp: rules.Gamma(0.25, zero_params=zp),
+        "zbox": lambda zp: rules.ZBox(low, high, zero_params=zp),
+        "flat": lambda zp: rules.Flat(zero_params=zp),
+        "wsquare": lambda zp: rules.WSquare(zero_params=zp),
+    }
+
+
+RULE_NAMES = ["epsilon", "zplus", "alpha2beta1", "alpha1beta0", "gamma", "zbox", "flat", "wsquare"]
+
+
+def relevance(rule, layer, input, grad_output, fast, follow_inplace=False):
+    model = torch.nn.Sequential(layer, torch.nn.ReLU(inplace=True)) if follow_inplace else layer
+    composite = composites.NameMapComposite([(("0",) if follow_inplace else ("",), rule)])
+    leaf = input.clone().requires_grad_()
+    with fast_path(fast), composite.context(model):
+        output = model(leaf)
+        result, = torch.autograd.grad(output, leaf, grad_output)
+    return result
+
+
+@pytest.mark.parametrize("zero_params", [None, "bias"])
+@pytest.mark.parametrize("sign", ["mixed", "nonnegative"])
+@pytest.mark.parametrize("rule_name", RULE_NAMES)
+@pytest.mark.parametrize("layer_name", sorted(LAYERS))
+def test_closed_form_equals_generic(layer_name, rule_name, sign, zero_params):
+    build, shape = LAYERS[layer_name]
+    torch.manual_seed(0)
+    layer = build()
+    assert closed_form.supports(layer)
+    input = torch.randn(2, *shape)
+    if sign == "nonnegative":
+        input = input.clamp(min=0)
+    grad_output = torch.randn_like(layer(input))
+    rule = make_rules(shape)[rule_name](zero_params)
+    expected = relevance(rule, layer, input, grad_output, fast=False)
+    actual = relevance(rule, layer, input, grad_output, fast=True)
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-9 * expected.abs().max().item())
+
+
+@pytest.mark.parametrize("rule_name", ["epsilon", "gamma", "zbox"])
+def test_closed_form_recomputes_an_output_overwritten_in_place(rule_name):
+    torch.manual_seed(1)
+    layer = torch.nn.Conv2d(3, 4, 3, padding=1)
+    input = torch.randn(2, 3, 5, 5)
+    grad_output = torch.randn(2, 4, 5, 5)
+    rule = make_rules((3, 5, 5))[rule_name](None)
+    expected = relevance(rule, layer, input, grad_output, fast=False, follow_inplace=True)
+    actual = relevance(rule, layer, input, grad_output, fast=True, follow_inplace=True)
+    torch.testing.assert_close(actual, expected, rtol=1e-8, atol=1e-12)
+
+
+def test_unsupported_layers_take_the_generic_path():
+    reflect = torch.nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect")
+    assert not closed_form.supports(reflect)
+    torch.manual_seed(2)
+    input = torch.randn(1, 2, 4, 4)
+    grad_output = torch.randn(1, 2, 4, 4)
+    rule = rules.Gamma()
+    torch.testing.assert_close(
+        relevance(rule, reflect, input, grad_output, fast=True), relevance(rule, reflect, input, grad_output, fast=False)
+    )
+
+
+def test_composites_agree_between_paths_on_a_resnet():
+    from engine_models import resnet18
+    from lrp_lightning.torchvision import ResNetCanonizer
+
+    torch.manual_seed(3)
+    model = resnet18()
+    input = torch.rand(2, 3, 32, 32)
+    target = torch.tensor([0, 4])
+    for name in ["epsilon_gamma_box", "epsilon_plus_flat", "epsilon_alpha2_beta1"]:
+        kwargs = {"low": torch.zeros(1, 3, 1, 1), "high": torch.ones(1, 3, 1, 1)} if name == "epsilon_gamma_box" else {}
+        with fast_path(False):
+            expected = attribute(composites.COMPOSITES[name](canonizers=[ResNetCanonizer()], **kwargs), model, input, target)
+        actual = attribute(composites.COMPOSITES[name](canonizers=[ResNetCanonizer()], **kwargs), model, input, target)
+        torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-9 * expected.abs().max().item())
