@@ -33,14 +33,17 @@ class TinyClassifier(LightningModule):
     dropout : float
         Dropout probability (randomness in training).
     tabular : bool
-        Build a two-layer MLP on (N, in_channels) vectors instead.
+        Build a two-layer MLP on (N, in_channels) vectors instead, with a LayerNorm (a layer no
+        built-in rule covers) as ``net.1``.
     """
 
     def __init__(self, in_channels: int = 3, num_classes: int = NUM_CLASSES, dropout: float = 0.25,
                  tabular: bool = False) -> None:
         super().__init__()
         if tabular:
-            self.net = nn.Sequential(nn.Linear(in_channels, 8), nn.ReLU(), nn.Dropout(dropout), nn.Linear(8, num_classes))
+            self.net = nn.Sequential(
+                nn.Linear(in_channels, 8), nn.LayerNorm(8), nn.ReLU(), nn.Dropout(dropout), nn.Linear(8, num_classes)
+            )
         else:
             self.net = nn.Sequential(
                 nn.Conv2d(in_channels, 4, 3, padding=1),
@@ -66,6 +69,11 @@ class TinyClassifier(LightningModule):
         """Logs ``val_loss``."""
         inputs, labels = batch[0], batch[1]
         self.log("val_loss", F.cross_entropy(self(inputs), labels))
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        """Logs ``test_loss``."""
+        inputs, labels = batch[0], batch[1]
+        self.log("test_loss", F.cross_entropy(self(inputs), labels))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """SGD with momentum."""

@@ -189,12 +189,24 @@ def test_dict_batches_and_non_image_inputs(tmp_path):
                                    batch_to_input=lambda batch: (batch[0], batch[1]))
     seed_everything(SEED)
     trainer = make_trainer(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"), max_epochs=1)
-    trainer.fit(TinyClassifier(in_channels=6, tabular=True), datamodule=TinyData(tabular=True))
+    with pytest.warns(UserWarning, match=r"no rule of epsilon_plus covers these layers.*: net\.1$"):
+        trainer.fit(TinyClassifier(in_channels=6, tabular=True), datamodule=TinyData(tabular=True))
     for name in ("epsilon_plus", "integrated_gradients"):
         for metric in ("sparseness", "complexity", "aopc_morf"):
             assert f"attribution/{name}/{metric}" in trainer.callback_metrics
     strip = read_events(trainer.logger.log_dir).Images("attribution/epsilon_plus/grid")
     assert len(strip) == 1 and strip[0].height % 4 == 0
+
+
+def test_on_test_explains_a_submodule_with_samples_from_the_test_data(tmp_path):
+    callback = AttributionCallback("epsilon_plus_flat", num_samples=2, module="net", on_test=True)
+    trainer = make_trainer(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"))
+    test_data = image_data(6, seed=7)
+    trainer.test(TinyClassifier(), dataloaders=DataLoader(test_data, batch_size=4))
+    assert torch.equal(callback.samples.inputs, test_data.tensors[0][:2])
+    assert "attribution/epsilon_plus_flat/sparseness" in trainer.callback_metrics
+    text = read_events(trainer.logger.log_dir).Tensors("attribution/epsilon_plus_flat/rule_map/text_summary")
+    assert "| 0 | Conv2d |" in text[0].tensor_proto.string_val[0].decode()
 
 
 @pytest.mark.parametrize(

@@ -133,6 +133,17 @@ def test_collect_samples_from_dicts_and_worker_loaders():
         collect_samples([], 3)
 
 
+def test_first_of_several_dataloaders_and_lazy_top_level_import():
+    import lrp_lightning
+    from lrp_lightning.callbacks.samples import _first_loader
+
+    first, second = DataLoader(image_data(2)), DataLoader(image_data(3))
+    assert _first_loader([first, second]) is first
+    assert _first_loader({"a": first, "b": second}) is first
+    assert _first_loader(first) is first and _first_loader([]) is None
+    assert lrp_lightning.AttributionCallback is AttributionCallback
+
+
 def test_samples_validation_and_state():
     with pytest.raises(ValueError, match="labels"):
         Samples(torch.zeros(3, 2), torch.zeros(2, dtype=torch.long))
