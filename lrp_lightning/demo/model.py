@@ -1,0 +1,84 @@
+"""The demo's classifier: a small CNN with BatchNorm, as a LightningModule."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import lightning.pytorch as pl
+
+
+def conv_block(in_channels: int, out_channels: int) -> list[nn.Module]:
+    """Conv3x3 -> BatchNorm -> ReLU -> MaxPool(2), as a flat list for an ``nn.Sequential``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Channels of the convolution.
+
+    Returns
+    -------
+    list of nn.Module
+        The four layers of the block.
+    """
+    return [
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+    ]
+
+
+class ShapesCNN(pl.LightningModule):
+    """Three Conv-BN-ReLU-MaxPool blocks and a two-layer Linear head for 64x64 RGB images.
+
+    The layers live in one flat ``nn.Sequential`` (``self.net``), so
+    ``SequentialMergeBatchNorm`` finds every Conv->BatchNorm pair.
+
+    Parameters
+    ----------
+    num_classes : int
+        Output classes.
+    width : int
+        Channels of the first block (doubled in each following block).
+    lr : float
+        Adam learning rate.
+    """
+
+    def __init__(self, num_classes: int = 3, width: int = 16, lr: float = 3e-3) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = nn.Sequential(
+            *conv_block(3, width),
+            *conv_block(width, 2 * width),
+            *conv_block(2 * width, 4 * width),
+            nn.Flatten(),
+            nn.Linear(4 * width * 8 * 8, 64),
+            nn.ReLU(),
+            nn.Linear(64, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits, shape (N, num_classes), for images of shape (N, 3, 64, 64)."""
+        return self.net(x)
+
+    def _step(self, batch: tuple[torch.Tensor, ...], stage: str) -> torch.Tensor:
+        inputs, labels = batch[0], batch[1]
+        logits = self(inputs)
+        loss = F.cross_entropy(logits, labels)
+        accuracy = (logits.argmax(dim=1) == labels).float().mean()
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "val")
+        self.log(f"{stage}/acc", accuracy, prog_bar=True)
+        return loss
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        """Cross-entropy loss of one batch; logs ``train/loss`` and ``train/acc``."""
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        """Logs ``val/loss`` and ``val/acc``."""
+        self._step(batch, "val")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Adam with the configured learning rate."""
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
