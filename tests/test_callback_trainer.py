@@ -209,6 +209,15 @@ def test_on_test_explains_a_submodule_with_samples_from_the_test_data(tmp_path):
     assert "| 0 | Conv2d |" in text[0].tensor_proto.string_val[0].decode()
 
 
+def test_trainer_validate_explains_too(tmp_path):
+    callback = AttributionCallback("gradient", num_samples=2, every_n_epochs=3)
+    trainer = make_trainer(tmp_path, [callback])
+    val_data = image_data(6, seed=8)
+    trainer.validate(TinyClassifier(), dataloaders=DataLoader(val_data, batch_size=4))
+    assert torch.equal(callback.samples.inputs, val_data.tensors[0][:2])
+    assert "attribution/gradient/sparseness" in trainer.callback_metrics
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

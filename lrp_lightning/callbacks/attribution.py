@@ -6,6 +6,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import Metric
@@ -49,7 +50,8 @@ def _user_samples(samples: SampleArg) -> Optional[Samples]:
 class AttributionCallback(Callback):
     """Explain fixed validation samples at validation epoch end and log heatmaps and metrics.
 
-    Every ``every_n_epochs`` epochs (never during the sanity check unless asked) each explainer —
+    At the end of validation every ``every_n_epochs`` epochs (never during the sanity check unless
+    asked; also in ``trainer.validate``, and in ``trainer.test`` with ``on_test``) each explainer —
     an LRP composite or an attributor — explains the same samples on the LightningModule's device,
     in eval mode and float32 with autocast off, on the bare LightningModule (or ``module`` inside
     it). Parameters, buffers, ``.grad``, ``requires_grad`` and ``training`` flags, hooks and the
@@ -235,6 +237,11 @@ class AttributionCallback(Callback):
             # every rank logs the same values, deliberately without a cross-rank reduction
             warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\('attribution/")
 
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """In ``trainer.validate``: prepare as at fit start."""
+        if trainer.state.fn == TrainerFn.VALIDATING:
+            self._prepare(trainer, pl_module, "validate")
+
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """With ``on_test``: prepare as at fit start (samples from the test data if none are held)."""
         if self.on_test:
@@ -244,7 +251,8 @@ class AttributionCallback(Callback):
         """Explain, every ``every_n_epochs`` epochs (sanity check only with ``on_sanity_check``)."""
         if trainer.sanity_checking and not self.on_sanity_check:
             return
-        if (trainer.current_epoch + 1) % self.every_n_epochs != 0:
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        if fitting and (trainer.current_epoch + 1) % self.every_n_epochs != 0:
             return
         self._run(trainer, pl_module)
 

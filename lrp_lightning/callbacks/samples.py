@@ -228,7 +228,7 @@ def _first_loader(loaders: Any) -> Any:
 
 
 def first_dataloader(trainer: Any, stage: str) -> Optional[Iterable]:
-    """The user's first ``"val"`` or ``"test"`` dataloader, as defined (no distributed sampler).
+    """The user's first validation or test dataloader, as defined (no distributed sampler).
 
     The loader comes from where the trainer takes it (the ``*_dataloaders`` passed to ``fit``/
     ``test``, the datamodule or the LightningModule), before Lightning wraps it, so every rank
@@ -239,13 +239,13 @@ def first_dataloader(trainer: Any, stage: str) -> Optional[Iterable]:
     trainer : lightning.pytorch.Trainer
         The running trainer.
     stage : str
-        ``"val"`` or ``"test"``.
+        ``"val"`` (validation while fitting), ``"validate"`` (``trainer.validate``) or ``"test"``.
 
     Returns
     -------
     iterable or None
         The first dataloader, or None when the trainer has none for ``stage``.
     """
-    loop = trainer.fit_loop.epoch_loop.val_loop if stage == "val" else trainer.test_loop
-    source = loop._data_source
+    loops = {"val": trainer.fit_loop.epoch_loop.val_loop, "validate": trainer.validate_loop, "test": trainer.test_loop}
+    source = loops[stage]._data_source
     return _first_loader(source.dataloader()) if source.is_defined() else None
