@@ -30,7 +30,9 @@ def conv_block(in_channels: int, out_channels: int) -> list[nn.Module]:
 
 
 class ShapesCNN(pl.LightningModule):
-    """Three Conv-BN-ReLU-MaxPool blocks and a two-layer Linear head for 64x64 RGB images.
+    """Four Conv-BN-ReLU-MaxPool blocks, global average pooling and a Linear head.
+
+    Made for the demo's 64x64 RGB images but works for any image size and channel count.
 
     The layers live in one flat ``nn.Sequential`` (``self.net``), so
     ``SequentialMergeBatchNorm`` finds every Conv->BatchNorm pair.
@@ -39,27 +41,28 @@ class ShapesCNN(pl.LightningModule):
     ----------
     num_classes : int
         Output classes.
+    in_channels : int
+        Channels of the input images.
     width : int
         Channels of the first block (doubled in each following block).
     lr : float
         Adam learning rate.
     """
 
-    def __init__(self, num_classes: int = 3, width: int = 16, lr: float = 3e-3) -> None:
+    def __init__(self, num_classes: int = 3, in_channels: int = 3, width: int = 8, lr: float = 3e-3) -> None:
         super().__init__()
         self.save_hyperparameters()
+        channels = [in_channels, width, 2 * width, 4 * width, 8 * width]
+        blocks = [layer for c_in, c_out in zip(channels, channels[1:]) for layer in conv_block(c_in, c_out)]
         self.net = nn.Sequential(
-            *conv_block(3, width),
-            *conv_block(width, 2 * width),
-            *conv_block(2 * width, 4 * width),
+            *blocks,
+            nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
-            nn.Linear(4 * width * 8 * 8, 64),
-            nn.ReLU(),
-            nn.Linear(64, num_classes),
+            nn.Linear(channels[-1], num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits, shape (N, num_classes), for images of shape (N, 3, 64, 64)."""
+        """Class logits, shape (N, num_classes), for images of shape (N, in_channels, H, W)."""
         return self.net(x)
 
     def _step(self, batch: tuple[torch.Tensor, ...], stage: str) -> torch.Tensor:
