@@ -21,6 +21,7 @@ if [[ ${GPU_SH_SMOKE:-0} == 1 ]]; then
     OUT=${OUT:-$(mktemp -d /tmp/gpu-sh-smoke-out.XXXXXX)}
     SITE=${SITE:-$(mktemp -d /tmp/gpu-sh-smoke-site.XXXXXX)}
     DEVICE=cpu
+    LIMIT_SCALE=${LIMIT_SCALE:-5}  # a shared CPU is slow; the smoke run checks logic, not speed
     ATTRIBUTION_SIZES=(--model resnet18 vgg11_bn --batch 2 --size 32 --classes 10 --repeats 1 --warmup 1)
     METRICS_SIZES=(--model resnet18 --batch 2 --size 32 --classes 10 --steps 4 --patch 8 --repeats 1)
     CALLBACK_SIZES=(--epochs 1 --repeats 1)
@@ -29,6 +30,7 @@ else
     : "${OUT:?set OUT to the folder that receives the results}"
     SITE=${SITE:-/tmp/site}
     DEVICE=cuda
+    LIMIT_SCALE=${LIMIT_SCALE:-1}
     ATTRIBUTION_SIZES=(--model vgg16 resnet50 --batch 32 --size 224 --classes 1000)
     METRICS_SIZES=(--model resnet50 --batch 32 --size 224 --classes 1000 --steps 100 --patch 16)
     CALLBACK_SIZES=()
@@ -38,9 +40,9 @@ mkdir -p "$OUT"
 : > "$OUT/status.txt"
 failed=0
 
-# step NAME TIMEOUT_SECONDS COMMAND...: run COMMAND with logs in $OUT, record its status.
+# step NAME TIMEOUT_SECONDS COMMAND...: run COMMAND (limit scaled by LIMIT_SCALE) with logs in $OUT, record its status.
 step() {
-    local name=$1 limit=$2
+    local name=$1 limit=$(($2 * LIMIT_SCALE))
     shift 2
     local started=$SECONDS
     echo "== $name: $*" | tee "$OUT/$name.err"
