@@ -5,7 +5,7 @@ Run ``python -m benchmarks.attribution --device cpu`` (ResNet18 and VGG11-BN, ba
 For each model it prints one Markdown table: the median milliseconds of a plain input gradient
 (forward + backward to the input, parameters not requiring grad), of each composite of
 ``lrp_lightning`` and of the same composite of zennit 0.5.1 (when importable), their ratios, the
-cost of entering and leaving the composite's context, CUDA peak memory, and the largest deviation
+cost of building the composite and entering and leaving its context, CUDA peak memory, and the largest deviation
 of our relevance from zennit's, computed once per composite in float64 on a few samples so that a
 fast but wrong engine shows.
 """
@@ -68,7 +68,8 @@ class Measurement:
     peak_bytes
         CUDA peak allocated bytes during one attribution, ``None`` off CUDA.
     context_ms
-        Median milliseconds to enter and leave the composite's context (``None`` for the gradient).
+        Median milliseconds to build the composite and enter and leave its context (``None`` for
+        the gradient).
     """
 
     ms: float
@@ -140,7 +141,6 @@ def build_model(name: str, classes: int) -> torch.nn.Module:
     """
     import torchvision
 
-    canonizer_name(name)
     model = torchvision.models.get_model(name, weights=None, num_classes=classes)
     model.eval().requires_grad_(False)
     return model
@@ -627,6 +627,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     ours = load_ours(args.generic)
+    for name in args.composite:
+        ours.get_composite(name)  # an unknown name raises a KeyError listing the registered ones
     zennit = None if args.no_zennit else load_zennit()
     print(f"# Attribution benchmark\n\n{machine_description(device)}")
     if device.type == "cuda":
