@@ -97,10 +97,10 @@ class Stabilizer:
         if self.norm_scale:
             dim = tuple(range(1, input.dim())) if self.dim is None else tuple(self.dim)
             epsilon = epsilon * input.abs().mean(dim=dim, keepdim=True)
-        sign = torch.where(input >= 0, 1.0, -1.0).to(input.dtype)
         if self.clip:
-            return sign * torch.maximum(input.abs(), torch.as_tensor(epsilon, dtype=input.dtype))
-        return input + sign * epsilon
+            magnitude = torch.maximum(input.abs(), torch.as_tensor(epsilon, dtype=input.dtype, device=input.device))
+            return torch.where(input >= 0, magnitude, -magnitude)
+        return torch.where(input >= 0, input + epsilon, input - epsilon)
 
     def __repr__(self) -> str:
         return f"Stabilizer(epsilon={self.epsilon})"
@@ -208,12 +208,12 @@ class RemovableHandleList(list):
 class _CallState:
     """What one hooked call of a module leaves for its backward pass."""
 
-    __slots__ = ("hook", "module", "args", "kwargs", "output")
+    __slots__ = ("hook", "module", "extra_args", "kwargs", "output")
 
-    def __init__(self, hook: "Hook", module: torch.nn.Module, args: tuple, kwargs: dict, output: torch.Tensor):
+    def __init__(self, hook: "Hook", module: torch.nn.Module, extra_args: tuple, kwargs: dict, output: torch.Tensor):
         self.hook = hook
         self.module = module
-        self.args = args
+        self.extra_args = extra_args
         self.kwargs = kwargs
         self.output = output
 
@@ -240,7 +240,7 @@ class _RuleFunction(torch.autograd.Function):
         if output is not None and output._version != ctx.output_version:
             output = None
         with torch.enable_grad(), _hooks_suspended():
-            grad_input = state.hook.backward(state.module, input, output, grad_output, state.args[1:], state.kwargs)
+            grad_input = state.hook.backward(state.module, input, output, grad_output, state.extra_args, state.kwargs)
         return None, grad_input
 
 
@@ -310,7 +310,7 @@ class Hook:
         if input is None:
             input = args[0]
         # a detached alias is returned (never the input object itself, which autograd would treat as a view)
-        state = _CallState(self, module, args, kwargs, output.detach())
+        state = _CallState(self, module, tuple(args[1:]), kwargs, output.detach())
         return _RuleFunction.apply(state, input)
 
     def _applies(self, args: tuple) -> bool:

@@ -20,6 +20,7 @@ from lrp_lightning import closed_form
 from lrp_lightning.core import BasicHook, Hook, ParamMod, Stabilizer, _as_name_list, fast_path_enabled
 from lrp_lightning.core import _identity as _identity_input
 from lrp_lightning.core import _identity_param
+from lrp_lightning.layer import Sum
 
 StabilizerLike = Union[float, Callable[[torch.Tensor], torch.Tensor]]
 ZeroParams = Union[None, str, Sequence[str]]
@@ -391,13 +392,16 @@ class Flat(LinearRule):
 class Norm(BasicHook):
     """Normalization rule for parameter-free linear layers (sum, average pooling).
 
-    ``R_x = x * J^T (R / stab(z))`` where ``J`` is the layer's (linear) map.
+    ``R_x = x * J^T (R / stab(z))`` where ``J`` is the layer's (linear) map; for a
+    :class:`~lrp_lightning.layer.Sum` this is computed in closed form.
 
     Parameters
     ----------
     stabilizer : float or callable
         Stabilizer of the denominator.
     """
+
+    saves_output = True
 
     def __init__(self, stabilizer: StabilizerLike = 1e-6) -> None:
         self.stabilizer = Stabilizer.ensure(stabilizer)
@@ -408,6 +412,13 @@ class Norm(BasicHook):
             gradient_mapper=lambda grad, outputs: [grad / self.stabilizer(outputs[0])],
             reducer=lambda inputs, gradients: inputs[0] * gradients[0],
         )
+
+    def backward(self, module, input, output, grad_output, args, kwargs):
+        """Return the relevance of the input; a :class:`Sum` is split in proportion to its summands."""
+        if fast_path_enabled() and isinstance(module, Sum) and not args and not kwargs:
+            total = output if output is not None else module.forward(input)
+            return input * (grad_output / self.stabilizer(total)).unsqueeze(module.dim)
+        return super().backward(module, input, output, grad_output, args, kwargs)
 
     def _repr_fields(self):
         return {"stabilizer": self.stabilizer}
