@@ -1,0 +1,203 @@
+"""``python -m lrp_lightning.demo``: train the shapes CNN with AttributionCallback and TensorBoard.
+
+The model trains on the built-in shapes data (watermark confounder on by default), and at every
+validation epoch end ``AttributionCallback`` explains a fixed set of validation images with each
+chosen composite, logging heatmaps, the relevance mass on the object and on the watermark, and
+faithfulness metrics to TensorBoard. At the end the log location, the command that opens it and a
+per-epoch table of the metrics are printed. Run with ``--help`` for the options.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import lightning.pytorch as pl
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from lrp_lightning.callbacks import AttributionCallback
+from lrp_lightning.demo.data import WATERMARK_SIZE, IMAGE_SIZE, ShapesDataModule
+from lrp_lightning.demo.metrics import OBJECT, WATERMARK, RegionRelevanceMass, stack_masks
+from lrp_lightning.demo.model import ShapesCNN
+from lrp_lightning.demo.summary import epoch_table, read_scalars
+from lrp_lightning.metrics import RegionPerturbation, Sparseness
+
+DEFAULT_LOG_DIR = "demo_logs"
+DEFAULT_COMPOSITES = ("epsilon_gamma_box", "epsilon_plus_flat", "gradient")
+TABLE_METRICS = {"object_mass": "object", "watermark_mass": "watermark"}
+# Lightning's advice that does not apply to in-memory tensors on a small machine
+QUIET_WARNINGS = (r".*does not have many workers.*", r".*litlogger.*")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the demo's command line.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name; ``sys.argv[1:]`` when None.
+
+    Returns
+    -------
+    argparse.Namespace
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m lrp_lightning.demo",
+        description="Train a small CNN on built-in shapes data and watch its explanations in TensorBoard.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--epochs", type=int, default=6, help="training epochs")
+    parser.add_argument(
+        "--confounder",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="watermark corner encodes the class in the training split (a 'Clever Hans' shortcut)",
+    )
+    parser.add_argument(
+        "--confounder-strength", type=float, default=1.0, help="share of training images whose watermark marks the class"
+    )
+    parser.add_argument(
+        "--composites", nargs="+", default=list(DEFAULT_COMPOSITES), help="composites/attributors to compare"
+    )
+    parser.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu, ...")
+    parser.add_argument("--devices", default="auto", help="Lightning devices: auto, 1, 2, ...")
+    parser.add_argument("--log-dir", default=DEFAULT_LOG_DIR, help="TensorBoard log directory")
+    parser.add_argument("--name", default=None, help="run name under the log dir (default: from --confounder)")
+    parser.add_argument("--num-samples", type=int, default=8, help="validation images explained each epoch")
+    parser.add_argument("--target", default="label", choices=("label", "prediction"), help="class to explain")
+    parser.add_argument("--n-train", type=int, default=3000, help="training images")
+    parser.add_argument("--n-val", type=int, default=500, help="validation images")
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data and the model initialisation")
+    return parser.parse_args(argv)
+
+
+def build_callback(datamodule: ShapesDataModule, args: argparse.Namespace) -> AttributionCallback:
+    """The AttributionCallback of the demo, explaining the first validation images.
+
+    Parameters
+    ----------
+    datamodule : ShapesDataModule
+        Set up; its validation split gives the samples and their object/watermark masks.
+    args : argparse.Namespace
+        Parsed command line.
+
+    Returns
+    -------
+    AttributionCallback
+    """
+    split = datamodule.val_split
+    count = args.num_samples
+    val_inputs = datamodule.val_dataloader().dataset.inputs
+    samples = (
+        val_inputs[:count],
+        split.labels[:count],
+        stack_masks(split.object_masks[:count], split.watermark_masks[:count]),
+    )
+    metrics = {
+        "object_mass": RegionRelevanceMass(OBJECT),
+        "watermark_mass": RegionRelevanceMass(WATERMARK),
+        "sparseness": Sparseness(),
+        "aopc_morf": RegionPerturbation(patch_size=8, steps=16, order="morf"),
+    }
+    return AttributionCallback(args.composites, samples=samples, target=args.target, metrics=metrics)
+
+
+def run(args: argparse.Namespace) -> Path:
+    """Train with the callback on and return the run's log directory.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed command line.
+
+    Returns
+    -------
+    Path
+        Directory holding the run's TensorBoard event files.
+    """
+    for pattern in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    pl.seed_everything(args.seed, verbose=False)
+    datamodule = ShapesDataModule(
+        n_train=args.n_train,
+        n_val=args.n_val,
+        batch_size=args.batch_size,
+        confounder=args.confounder,
+        confounder_strength=args.confounder_strength,
+        seed=args.seed,
+    )
+    datamodule.setup()
+    callback = build_callback(datamodule, args)
+    name = args.name or ("confounder" if args.confounder else "no_confounder")
+    logger = TensorBoardLogger(args.log_dir, name=name)
+    trainer = pl.Trainer(
+        max_epochs=args.epochs,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        logger=logger,
+        callbacks=[callback],
+        enable_checkpointing=False,
+        log_every_n_steps=10,
+    )
+    trainer.fit(ShapesCNN(), datamodule=datamodule)
+    return Path(logger.log_dir)
+
+
+def report(log_dir: Path, args: argparse.Namespace) -> str:
+    """The closing message: where the logs are, how to open them, and the per-epoch table.
+
+    Parameters
+    ----------
+    log_dir : Path
+        The run's log directory.
+    args : argparse.Namespace
+        Parsed command line.
+
+    Returns
+    -------
+    str
+    """
+    if Path(args.log_dir).resolve() == Path(DEFAULT_LOG_DIR).resolve():
+        board = "make board   (or: tensorboard --logdir demo_logs --host 127.0.0.1 --port 6006)"
+    else:
+        board = f"tensorboard --logdir {shlex.quote(args.log_dir)} --host 127.0.0.1 --port 6006"
+    table = epoch_table(read_scalars(log_dir), args.composites, TABLE_METRICS)
+    watermark_share = WATERMARK_SIZE**2 / IMAGE_SIZE**2
+    return "\n".join(
+        [
+            "",
+            f"TensorBoard logs: {log_dir}",
+            f"Open them:        {board}  ->  http://127.0.0.1:6006",
+            "",
+            "Share of positive relevance on the object and on the watermark "
+            f"(the watermark covers {watermark_share:.1%} of each image; confounder "
+            f"{'on' if args.confounder else 'off'}):",
+            table,
+        ]
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """Entry point of ``python -m lrp_lightning.demo``.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Command-line arguments; ``sys.argv[1:]`` when None.
+
+    Returns
+    -------
+    Path
+        The run's log directory.
+    """
+    args = parse_args(argv)
+    log_dir = run(args)
+    print(report(log_dir, args))
+    return log_dir
+
+
+if __name__ == "__main__":
+    main()
