@@ -1,0 +1,114 @@
+"""The demo's model, mask metrics, event-file summary and command line (end to end, tiny)."""
+import io
+from contextlib import redirect_stdout
+
+import pytest
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+from lrp_lightning.demo.__main__ import DEFAULT_COMPOSITES, main, parse_args, report
+from lrp_lightning.demo.metrics import OBJECT, WATERMARK, RegionRelevanceMass, stack_masks
+from lrp_lightning.demo.model import ShapesCNN
+from lrp_lightning.demo.summary import epoch_table, read_scalars
+
+
+def test_cnn_maps_images_to_logits_and_pairs_every_conv_with_a_batchnorm():
+    model = ShapesCNN(num_classes=5, width=4)
+    assert model(torch.rand(2, 3, 64, 64)).shape == (2, 5)
+    layers = list(model.net)
+    conv_positions = [i for i, layer in enumerate(layers) if isinstance(layer, torch.nn.Conv2d)]
+    assert len(conv_positions) == 4
+    assert all(isinstance(layers[i + 1], torch.nn.BatchNorm2d) for i in conv_positions)
+
+
+def test_stack_masks_orders_object_then_watermark():
+    object_masks = torch.rand(3, 8, 8) > 0.5
+    watermark_masks = torch.rand(3, 8, 8) > 0.5
+    stacked = stack_masks(object_masks, watermark_masks)
+    assert torch.equal(stacked[:, OBJECT], object_masks) and torch.equal(stacked[:, WATERMARK], watermark_masks)
+
+
+def test_region_mass_is_the_positive_channel_summed_share_inside_the_region():
+    generator = torch.Generator().manual_seed(0)
+    attributions = torch.randn(4, 3, 8, 8, generator=generator)
+    masks = torch.rand(4, 2, 8, 8, generator=generator) > 0.5
+    metric = RegionRelevanceMass(WATERMARK)
+    metric.update(attributions, masks)
+    positive = attributions.sum(dim=1).clamp(min=0).double()
+    expected = ((positive * masks[:, WATERMARK]).sum(dim=(1, 2)) / positive.sum(dim=(1, 2))).mean()
+    assert float(metric.compute()) == pytest.approx(float(expected), rel=1e-9)
+
+
+def test_region_mass_of_uniform_relevance_is_the_area_share_and_ignores_negative_relevance():
+    mask = torch.zeros(1, 2, 8, 8, dtype=torch.bool)
+    mask[0, OBJECT, :2, :] = True  # a quarter of the image
+    uniform = torch.ones(1, 3, 8, 8)
+    metric = RegionRelevanceMass(OBJECT)
+    metric.update(uniform, mask)
+    assert float(metric.compute()) == pytest.approx(0.25)
+    outside_negative = uniform.clone()
+    outside_negative[:, :, 2:, :] = -5.0
+    metric.reset()
+    metric.update(outside_negative, mask)
+    assert float(metric.compute()) == pytest.approx(1.0)
+
+
+def test_read_scalars_returns_what_was_written(tmp_path):
+    writer = SummaryWriter(str(tmp_path))
+    for step, value in enumerate([0.5, 0.25, 0.125]):
+        writer.add_scalar("val/acc", value, step)
+    writer.close()
+    assert read_scalars(tmp_path) == {"val/acc": [0.5, 0.25, 0.125]}
+
+
+def test_epoch_table_has_one_row_per_epoch_and_marks_missing_values():
+    scalars = {
+        "val/acc": [0.5, 0.75],
+        "attribution/a/object_mass": [0.125, 0.25],
+        "attribution/b/object_mass": [0.375],
+    }
+    lines = epoch_table(scalars, ["a", "b"], {"object_mass": "object"}).splitlines()
+    assert len(lines) == 4
+    assert lines[2].split() == ["1", "0.500", "|", "0.125", "|", "0.375"]
+    assert lines[3].split() == ["2", "0.750", "|", "0.250", "|", "-"]
+
+
+def test_command_line_defaults_and_switches():
+    defaults = parse_args([])
+    assert defaults.confounder and defaults.composites == list(DEFAULT_COMPOSITES)
+    assert defaults.log_dir == "demo_logs" and defaults.accelerator == "auto"
+    changed = parse_args(["--no-confounder", "--epochs", "2", "--composites", "gradient", "--accelerator", "cpu"])
+    assert not changed.confounder and changed.epochs == 2 and changed.composites == ["gradient"]
+    assert changed.accelerator == "cpu"
+
+
+def test_report_points_to_make_board_only_for_the_default_log_dir(tmp_path):
+    writer = SummaryWriter(str(tmp_path))
+    writer.add_scalar("val/acc", 0.5, 0)
+    writer.close()
+    default = report(tmp_path, parse_args([]))
+    assert "make board" in default and str(tmp_path) in default
+    other = report(tmp_path, parse_args(["--log-dir", "elsewhere"]))
+    assert "make board" not in other and "tensorboard --logdir elsewhere --host 127.0.0.1" in other
+
+
+def test_demo_runs_end_to_end_and_logs_heatmaps_and_mask_metrics(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    output = io.StringIO()
+    with redirect_stdout(output):
+        log_dir = main(
+            ["--epochs", "2", "--n-train", "48", "--n-val", "16", "--batch-size", "16", "--num-samples", "2",
+             "--accelerator", "cpu", "--log-dir", str(tmp_path)]
+        )
+    assert log_dir.parent == tmp_path / "confounder"
+    accumulator = EventAccumulator(str(log_dir), size_guidance={"images": 0, "scalars": 0})
+    accumulator.Reload()
+    tags = accumulator.Tags()
+    for name in DEFAULT_COMPOSITES:
+        assert f"attribution/{name}/grid" in tags["images"]
+        for metric in ("object_mass", "watermark_mass", "sparseness", "aopc_morf"):
+            assert len(accumulator.Scalars(f"attribution/{name}/{metric}")) == 2
+    printed = output.getvalue()
+    assert str(log_dir) in printed
+    assert len([line for line in printed.splitlines() if line.split()[:1] in (["1"], ["2"])]) == 2
