@@ -8,6 +8,11 @@ from torch import nn
 ROOT_NAME = "(model)"
 
 
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
 def _layer_type(model: nn.Module, name: str) -> str:
     try:
         return type(model.get_submodule(name)).__name__
@@ -45,7 +50,7 @@ def rule_map_markdown(
     names = ", ".join(type(canonizer).__name__ for canonizer in canonizers) or "none"
     lines = [f"**{explainer}** — canonizers: {names}", "", "| layer | type | rule |", "|---|---|---|"]
     for name, rule in rule_map.items():
-        lines.append(f"| {name or ROOT_NAME} | {_layer_type(model, name)} | {rule!r} |")
+        lines.append(f"| {_cell(name or ROOT_NAME)} | {_layer_type(model, name)} | {_cell(repr(rule))} |")
     if uncovered:
         lines += ["", f"No rule (plain gradient): {', '.join(uncovered)}"]
     return "\n".join(lines)
