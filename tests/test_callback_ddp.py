@@ -51,7 +51,7 @@ SCRIPT = textwrap.dedent(
 def test_ddp_two_cpu_ranks_log_each_image_once_and_explain_the_same_samples(tmp_path):
     script = tmp_path / "ddp_fit.py"
     script.write_text(SCRIPT.format(tests_dir=str(TESTS_DIR)))
-    env = dict(os.environ, OMP_NUM_THREADS="1", PL_DISABLE_FORK="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(
         [sys.executable, str(script), str(tmp_path)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240
     )
