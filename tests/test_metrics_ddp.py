@@ -1,5 +1,8 @@
 """DDP: two CPU processes (gloo) each see part of the data; the synced value equals one process on all."""
 import socket
+import time
+
+import pytest
 
 import torch
 import torch.distributed as dist
@@ -15,6 +18,7 @@ from lrp_lightning.metrics import (
     Sparseness,
 )
 
+JOIN_TIMEOUT_S = 120
 SHARDS = (slice(0, 3), slice(3, 5))  # uneven on purpose: the mean must weight by sample count
 
 
@@ -49,6 +53,7 @@ def evaluate(shard: slice) -> dict:
 
 
 def worker(rank: int, port: int, result_path: str) -> None:
+    torch.set_num_threads(1)  # a forked child must not reuse the parent's OpenMP pool (it would deadlock)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
         results = evaluate(SHARDS[rank])
@@ -67,7 +72,13 @@ def free_port() -> int:
 def test_two_process_sync_equals_single_process(tmp_path):
     result_path = str(tmp_path / "rank0.pt")
     # fork: the children inherit the imported modules instead of re-importing torch and torchmetrics
-    mp.start_processes(worker, args=(free_port(), result_path), nprocs=2, join=True, start_method="fork")
+    context = mp.start_processes(worker, args=(free_port(), result_path), nprocs=2, join=False, start_method="fork")
+    deadline = time.monotonic() + JOIN_TIMEOUT_S
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"the two DDP workers did not finish within {JOIN_TIMEOUT_S} s")
     synced = torch.load(result_path)
     single = evaluate(slice(0, 5))
     assert synced.keys() == single.keys()
