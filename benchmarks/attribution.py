@@ -2,9 +2,10 @@
 
 Run ``python -m benchmarks.attribution --device cpu`` (ResNet18 and VGG11-BN, batch 8, 64x64,
 10 classes, 2 threads) or ``--device cuda`` (VGG16 and ResNet50, batch 32, 224x224, 1000 classes).
-For each model it prints one Markdown table: the median milliseconds of a plain input gradient
-(forward + backward to the input, parameters not requiring grad), of each composite of
-``lrp_lightning`` and of the same composite of zennit 0.5.1 (when importable), their ratios, the
+For each model it prints one Markdown table: the median milliseconds (all methods timed
+interleaved, so a changing machine load affects them alike) of a plain input gradient (forward +
+backward to the input, parameters not requiring grad), of each composite of ``lrp_lightning`` and
+of the same composite of zennit 0.5.1 (when importable), their ratios, the
 cost of building the composite and entering and leaving its context, CUDA peak memory, and the largest deviation
 of our relevance from zennit's, computed once per composite in float64 on a few samples so that a
 fast but wrong engine shows.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 import sys
 import traceback
 from dataclasses import dataclass
@@ -21,7 +23,8 @@ from typing import Any, Callable, ContextManager, Iterator, Sequence
 
 import torch
 
-from benchmarks.common import MIB, format_table, machine_description, peak_memory_bytes, synchronize, time_ms
+from benchmarks.common import (MIB, format_table, machine_description, peak_memory_bytes, synchronize,
+                               time_interleaved_ms, time_ms)
 
 COMPOSITE_NAMES = ("epsilon_gamma_box", "epsilon_plus_flat", "epsilon_alpha2_beta1")
 CANONIZER_BY_FAMILY = {"vgg": "VGGCanonizer", "resnet": "ResNetCanonizer"}
@@ -239,26 +242,6 @@ def input_gradient(model: torch.nn.Module, x: torch.Tensor, grad_output: torch.T
     return gradient
 
 
-def measure_gradient(model: torch.nn.Module, x: torch.Tensor, grad_output: torch.Tensor,
-                     warmup: int, repeats: int) -> Measurement:
-    """Time and measure the plain input gradient.
-
-    Parameters
-    ----------
-    model, x, grad_output
-        As for :func:`input_gradient`.
-    warmup, repeats
-        As for :func:`benchmarks.common.time_ms`.
-
-    Returns
-    -------
-    Measurement
-        Its timing and peak memory.
-    """
-    run = lambda: input_gradient(model, x, grad_output)  # noqa: E731
-    return Measurement(time_ms(run, x.device, warmup, repeats), peak_memory_bytes(run, x.device))
-
-
 @contextlib.contextmanager
 def attributing(engine: Engine, name: str, model_name: str, model: torch.nn.Module,
                 x: torch.Tensor) -> Iterator[torch.nn.Module]:
@@ -281,40 +264,67 @@ def attributing(engine: Engine, name: str, model_name: str, model: torch.nn.Modu
         yield modified
 
 
-def measure_composite(engine: Engine, name: str, model_name: str, model: torch.nn.Module,
-                      x: torch.Tensor, grad_output: torch.Tensor, warmup: int, repeats: int) -> Measurement:
-    """Time and measure one composite of one engine on one model.
-
-    The attribution is timed inside an open context (hooks registered once); building the
-    composite and entering and leaving its context is timed separately.
+@contextlib.contextmanager
+def gradient_case(model: torch.nn.Module, x: torch.Tensor, grad_output: torch.Tensor) -> Iterator[Callable[[], Any]]:
+    """A timing case (see :func:`benchmarks.common.time_interleaved_ms`): the plain input gradient.
 
     Parameters
     ----------
-    engine
-        The implementation.
-    name
-        Registered composite name.
-    model_name
-        The torchvision model name (picks the canonizer).
     model, x, grad_output
         As for :func:`input_gradient`.
-    warmup, repeats
-        As for :func:`benchmarks.common.time_ms`.
+
+    Yields
+    ------
+    callable
+        One plain input gradient per call.
+    """
+    yield lambda: input_gradient(model, x, grad_output)
+
+
+@contextlib.contextmanager
+def composite_case(engine: Engine, name: str, model_name: str, model: torch.nn.Module, x: torch.Tensor,
+                   grad_output: torch.Tensor) -> Iterator[Callable[[], Any]]:
+    """A timing case: one attribution with a composite whose context stays open while the case is.
+
+    Parameters
+    ----------
+    engine, name, model_name
+        As for :func:`make_composite`.
+    model, x, grad_output
+        As for :func:`input_gradient`.
+
+    Yields
+    ------
+    callable
+        One attribution per call.
+    """
+    with attributing(engine, name, model_name, model, x) as modified:
+        yield lambda: input_gradient(modified, x, grad_output)
+
+
+def setup_ms(engine: Engine, name: str, model_name: str, model: torch.nn.Module, x: torch.Tensor,
+             repeats: int) -> float:
+    """Median milliseconds to build a composite and enter and leave its context on ``model``.
+
+    Parameters
+    ----------
+    engine, name, model_name, x
+        As for :func:`make_composite`.
+    model
+        The model the composite is attached to.
+    repeats
+        Timed runs, after one warm-up run.
 
     Returns
     -------
-    Measurement
-        Its timing, context cost and peak memory.
+    float
+        Median milliseconds.
     """
     def set_up_and_tear_down() -> None:
         with attributing(engine, name, model_name, model, x):
             pass
 
-    with attributing(engine, name, model_name, model, x) as modified:
-        run = lambda: input_gradient(modified, x, grad_output)  # noqa: E731
-        ms = time_ms(run, x.device, warmup, repeats)
-        peak = peak_memory_bytes(run, x.device)
-    return Measurement(ms, peak, time_ms(set_up_and_tear_down, x.device, 1, repeats))
+    return time_ms(set_up_and_tear_down, x.device, 1, repeats)
 
 
 def relevance(engine: Engine, name: str, model_name: str, model: torch.nn.Module, x: torch.Tensor,
@@ -502,9 +512,10 @@ def correctness(ours: Engine, zennit: Engine, name: str, model_name: str, model:
 def benchmark_model(model_name: str, args: argparse.Namespace, ours: Engine, zennit: Engine | None) -> tuple[str, bool]:
     """Measure one model with every composite and engine and render its table (and profiles).
 
-    All timings and memory peaks are taken before the float64 correctness check allocates its
-    model copy. A failing measurement is reported in its cell (traceback on stderr) and the run
-    goes on.
+    Every case first runs ``args.warmup`` times (a case that raises is reported in its cell, with
+    its traceback on stderr, and left out); then all cases are timed interleaved; then peak memory
+    and set-up cost are measured case by case; the float64 correctness check comes last so its
+    model copy is not resident during the measurements.
 
     Parameters
     ----------
@@ -530,38 +541,53 @@ def benchmark_model(model_name: str, args: argparse.Namespace, ours: Engine, zen
     grad_output = one_hot_targets(args.batch, args.classes, device)
     engines = [ours] + ([zennit] if zennit is not None else [])
 
-    gradient = measure_gradient(model, x, grad_output, args.warmup, args.repeats)
-    measured: dict[tuple[str, str], Measurement | str] = {}
+    cases: dict[str, Callable[[], ContextManager[Callable[[], Any]]]] = {
+        "gradient": lambda: gradient_case(model, x, grad_output)}
     for name in args.composite:
         for engine in engines:
-            try:
-                measured[engine.label, name] = measure_composite(engine, name, model_name, model, x, grad_output,
-                                                                 args.warmup, args.repeats)
-            except Exception as error:  # one broken cell must not lose the rest of a GPU run
-                measured[engine.label, name] = failure_text(error)
+            cases[f"{engine.label} {name}"] = functools.partial(composite_case, engine, name, model_name, model, x,
+                                                                grad_output)
+    failures: dict[str, str] = {}
+    for label, open_case in cases.items():
+        try:
+            with open_case() as run:
+                for _ in range(args.warmup):
+                    run()
+        except Exception as error:  # one broken cell must not lose the rest of a GPU run
+            failures[label] = failure_text(error)
+    working = {label: open_case for label, open_case in cases.items() if label not in failures}
+    times = time_interleaved_ms(working, device, warmup=1, repeats=args.repeats, rounds=args.rounds)
+    measured: dict[str, Measurement | str] = dict(failures)
+    for label, open_case in working.items():
+        with open_case() as run:
+            measured[label] = Measurement(times[label], peak_memory_bytes(run, device))
+    for name in args.composite:
+        for engine in engines:
+            label = f"{engine.label} {name}"
+            if isinstance(measured[label], Measurement):
+                measured[label].context_ms = setup_ms(engine, name, model_name, model, x, args.repeats)
 
+    gradient = measured["gradient"]
+    if not isinstance(gradient, Measurement):
+        raise RuntimeError(f"the plain gradient of {model_name} failed: {gradient}")
     rows = [table_row("gradient", gradient, gradient, None, "-", cuda)]
     for name in args.composite:
         error = "-" if zennit is None else correctness(ours, zennit, name, model_name, model, x, grad_output)
-        reference = measured[zennit.label, name] if zennit is not None else None
-        rows.append(table_row(f"{ours.label} {name}", measured[ours.label, name], gradient, reference, error, cuda))
+        reference = measured[f"{zennit.label} {name}"] if zennit is not None else None
+        rows.append(table_row(f"{ours.label} {name}", measured[f"{ours.label} {name}"], gradient, reference, error,
+                              cuda))
         if zennit is not None:
-            rows.append(table_row(f"{zennit.label} {name}", measured[zennit.label, name], gradient, None, "-", cuda))
+            rows.append(table_row(f"{zennit.label} {name}", measured[f"{zennit.label} {name}"], gradient, None, "-",
+                                  cuda))
     all_ok = not any(cell.startswith("failed") for row in rows for cell in row)
 
     sections = [f"### {model_name}: batch {args.batch}, {args.size}x{args.size}, {args.classes} classes, "
                 f"float32, {args.device}", format_table(table_headers(cuda), rows)]
     if args.profile:
-        sections.append(f"#### profile: gradient\n\n```\n"
-                        f"{profile_table(lambda: input_gradient(model, x, grad_output), device)}```")
-        for name in args.composite:
-            try:
-                with attributing(ours, name, model_name, model, x) as modified:
-                    table = profile_table(lambda: input_gradient(modified, x, grad_output), device)
-            except Exception as error:
-                table = failure_text(error) + "\n"
-                all_ok = False
-            sections.append(f"#### profile: {ours.label} {name}\n\n```\n{table}```")
+        for label in ["gradient", *(f"{ours.label} {name}" for name in args.composite)]:
+            if label in working:
+                with working[label]() as run:
+                    sections.append(f"#### profile: {label}\n\n```\n{profile_table(run, device)}```")
     return "\n\n".join(sections), all_ok
 
 
@@ -586,8 +612,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, help="image height and width (default: 64 on cpu, 224 on cuda)")
     parser.add_argument("--classes", type=int, help="output classes (default: 10 on cpu, 1000 on cuda)")
     parser.add_argument("--composite", nargs="+", default=list(COMPOSITE_NAMES), help="registered composite names")
-    parser.add_argument("--repeats", type=int, default=10, help="timed runs; the median is reported")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed runs before timing")
+    parser.add_argument("--repeats", type=int, default=10, help="timed runs per method; the median is reported")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="the timed runs of all methods are interleaved in this many rounds")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed runs of each method before timing")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: 2 on cpu, unchanged on cuda)")
     parser.add_argument("--seed", type=int, default=0, help="torch.manual_seed for weights and inputs")
     parser.add_argument("--no-zennit", action="store_true", help="skip zennit even when it is importable")
@@ -634,7 +662,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if device.type == "cuda":
         print(f"TF32: cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}, "
               f"cuda.matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32}")
-    print(f"median of {args.repeats} runs after {args.warmup} warm-up runs; 'context ms' = build the composite, enter "
+    print(f"median of {args.repeats} runs after {args.warmup} warm-up runs, all methods interleaved in "
+          f"{args.rounds} rounds (one more warm-up run each); 'context ms' = build the composite, enter "
           f"and leave its context; error column: max|ours - zennit| / max|zennit| on {CHECK_SAMPLES} samples "
           f"in float64, BatchNorm eps {CHECK_BATCHNORM_EPS:g} (see correctness())\n")
     all_ok = True

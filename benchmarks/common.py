@@ -2,15 +2,17 @@
 
 Timing on CUDA uses CUDA events around each run and synchronizes before reading them; on the CPU it
 uses :func:`time.perf_counter`. Every measurement runs the callable a few times first (warm-up) and
-reports the median of the repeats.
+reports the median of the repeats; :func:`time_interleaved_ms` interleaves several cases so that
+their ratios survive a machine whose load changes.
 """
 from __future__ import annotations
 
+import math
 import platform
 import statistics
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ContextManager, Mapping, Sequence
 
 import torch
 
@@ -71,6 +73,48 @@ def time_ms(fn: Callable[[], Any], device: torch.device, warmup: int = 3, repeat
         fn()
     synchronize(device)
     return statistics.median(_time_once_ms(fn, device) for _ in range(repeats))
+
+
+def time_interleaved_ms(cases: Mapping[str, Callable[[], ContextManager[Callable[[], Any]]]],
+                        device: torch.device, warmup: int = 1, repeats: int = 10,
+                        rounds: int = 5) -> dict[str, float]:
+    """Median wall time of several cases in milliseconds, their runs interleaved in rounds.
+
+    Each round opens every case in turn, runs it ``warmup`` times untimed and then times
+    ``ceil(repeats / rounds)`` runs, so a machine whose load changes during the measurement
+    (other jobs on a shared CPU, GPU clocks) affects all cases alike and their ratios stay meaningful.
+
+    Parameters
+    ----------
+    cases
+        Label -> factory of a context manager that sets the case up, yields the callable to time and
+        tears the case down on exit (e.g. registers and removes hooks). Setting up is not timed.
+    device
+        Where the work runs (CUDA events on CUDA, :func:`time.perf_counter` elsewhere).
+    warmup
+        Untimed runs of a case after it is opened in each round.
+    repeats
+        Timed runs per case over all rounds (rounded up to a multiple of ``rounds``).
+    rounds
+        Number of rounds.
+
+    Returns
+    -------
+    dict of str to float
+        Label -> median milliseconds per run.
+    """
+    if repeats < 1 or rounds < 1:
+        raise ValueError(f"repeats and rounds must be at least 1, got {repeats} and {rounds}")
+    per_round = math.ceil(repeats / rounds)
+    times: dict[str, list[float]] = {label: [] for label in cases}
+    for _ in range(rounds):
+        for label, open_case in cases.items():
+            with open_case() as run:
+                for _ in range(warmup):
+                    run()
+                synchronize(device)
+                times[label] += [_time_once_ms(run, device) for _ in range(per_round)]
+    return {label: statistics.median(values) for label, values in times.items()}
 
 
 def peak_memory_bytes(fn: Callable[[], Any], device: torch.device) -> int | None:
