@@ -8,7 +8,7 @@ epochs with a TensorBoardLogger, no checkpointing and no progress bar. Each conf
 seconds, the overhead against the fit without the callback, and — robust against a busy machine,
 since it is measured inside the same fit — the seconds spent in the callback's hooks and their
 share of the rest of that fit ("in-fit overhead"). The callback rows use its default
-settings (8 samples, every epoch, Sparseness, Complexity, 16-step region-perturbation AOPC,
+settings (8 samples, every epoch, Sparseness, Complexity, 8-step region-perturbation AOPC,
 conservation, image grid, curve figure, rule map, dashboard).
 """
 from __future__ import annotations

@@ -86,7 +86,7 @@ class AttributionCallback(Callback):
     metrics : dict of str to Metric, list of Metric, or None
         Explanation-quality metrics (any ``torchmetrics.Metric`` whose ``update`` takes some of
         ``model, inputs, attributions, target, input_relevance, output_relevance, mask``). None: a
-        cheap default set — Sparseness, Complexity and a 16-step region-perturbation AOPC (MoRF).
+        cheap default set — Sparseness, Complexity and a 8-step region-perturbation AOPC (MoRF).
     samples : tensor or tuple, optional
         ``x``, ``(x, y)`` or ``(x, y, mask)`` to explain instead of validation samples.
     batch_to_input : callable, optional

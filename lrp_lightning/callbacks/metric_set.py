@@ -20,9 +20,9 @@ from lrp_lightning.metrics import Complexity, Conservation, RegionPerturbation, 
 METRIC_ARGUMENTS = ("model", "inputs", "attributions", "target", "input_relevance", "output_relevance", "mask")
 MetricsArg = Union[None, Mapping[str, Metric], Sequence[Metric]]
 CONSERVATION = "conservation"
-# default region perturbation: patches of 1/8 of the image side, the 16 most relevant replaced
+# default region perturbation: patches of 1/8 of the image side, the 8 most relevant replaced
 DEFAULT_PATCHES_PER_SIDE = 8
-DEFAULT_PERTURBATION_STEPS = 16
+DEFAULT_PERTURBATION_STEPS = 8
 
 
 def update_arguments(metric: Metric) -> list[str]:
@@ -102,7 +102,7 @@ def default_metrics(inputs: torch.Tensor) -> dict[str, Metric]:
 
     Sparseness and Complexity always; for images (N, C, H, W) and vectors (N, D) also a short
     region-perturbation curve (MoRF, zero baseline): patches of 1/8 of each side (segments of 1/8
-    of the length), the 16 most relevant replaced, logged as ``aopc_morf``.
+    of the length), the 8 most relevant replaced, logged as ``aopc_morf``.
 
     Parameters
     ----------
