@@ -4,21 +4,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lrp_lightning.metrics._base import CurveMeanMetric, SeededGenerators
-from lrp_lightning.metrics._checks import (
-    Baseline,
-    check_baseline,
-    check_inputs,
-    check_order,
-    check_positive_int,
-    check_target,
-    location_relevance,
-)
+from lrp_lightning.metrics._base import CurveMeanMetric
+from lrp_lightning.metrics._checks import Baseline, check_order, check_positive_int
 from lrp_lightning.metrics._model import Model
+from lrp_lightning.metrics._model_metric import ModelPerturbationMixin
 from lrp_lightning.metrics._perturbation import cumulative_masks, perturbed_scores, region_ranks, resolve_fill
 
 
-class CumulativePerturbationMetric(CurveMeanMetric):
+class CumulativePerturbationMetric(ModelPerturbationMixin, CurveMeanMetric):
     """Replaces locations step by step in a relevance order and records the target score per step.
 
     Subclasses define the schedule (``_schedule``: rank of each location and the number of ranks
@@ -40,10 +33,7 @@ class CumulativePerturbationMetric(CurveMeanMetric):
     ) -> None:
         super().__init__(**kwargs)
         self.order = check_order(order)
-        self.baseline = check_baseline(baseline)
-        self.softmax = bool(softmax)
-        self.max_batch_size = check_positive_int("max_batch_size", max_batch_size)
-        self._generators = SeededGenerators(seed)
+        self._configure(baseline, softmax, max_batch_size, seed)
 
     def _schedule(self, relevance: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -66,10 +56,7 @@ class CumulativePerturbationMetric(CurveMeanMetric):
         target : Tensor
             Class indices (N,).
         """
-        inputs = check_inputs(inputs)
-        self._follow_device(inputs)
-        relevance = location_relevance(inputs, attributions)
-        target = check_target(target, inputs.shape[0], inputs.device)
+        inputs, relevance, target = self._prepare(inputs, attributions, target)
         ranks, counts = self._schedule(relevance, self._generators.get(inputs.device))
         scores = perturbed_scores(
             model,
@@ -83,11 +70,6 @@ class CumulativePerturbationMetric(CurveMeanMetric):
             insert=self.insert,
         )
         self._accumulate(self._curves(scores))
-
-    def reset(self) -> None:
-        """Clear the accumulated curves and re-seed the random order."""
-        super().reset()
-        self._generators.reset()
 
 
 class ScoreDropMetric(CumulativePerturbationMetric):

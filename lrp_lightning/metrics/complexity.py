@@ -1,6 +1,4 @@
 """Complexity (Bhatt et al. 2020): entropy of the normalised absolute attributions."""
-from typing import Any
-
 import torch
 from torch import Tensor
 
@@ -20,9 +18,6 @@ class Complexity(SampleMeanMetric):
     """
 
     higher_is_better = False
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
 
     def update(self, attributions: Tensor) -> None:
         """Accumulate the entropy of each sample's attributions (N, ...)."""

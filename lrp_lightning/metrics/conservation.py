@@ -1,6 +1,4 @@
 """Conservation: relative gap between the relevance entering and leaving an LRP backward pass."""
-from typing import Any
-
 from torch import Tensor
 
 from lrp_lightning.metrics._base import SampleMeanMetric
@@ -17,9 +15,6 @@ class Conservation(SampleMeanMetric):
     """
 
     higher_is_better = False
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
 
     def update(self, input_relevance: Tensor, output_relevance: Tensor) -> None:
         """Accumulate the conservation gap of each sample.

@@ -3,16 +3,10 @@ from typing import Any
 
 from torch import Tensor
 
-from lrp_lightning.metrics._base import SampleMeanMetric, SeededGenerators
-from lrp_lightning.metrics._checks import (
-    Baseline,
-    check_baseline,
-    check_inputs,
-    check_positive_int,
-    check_target,
-    location_relevance,
-)
+from lrp_lightning.metrics._base import SampleMeanMetric
+from lrp_lightning.metrics._checks import Baseline, check_positive_int
 from lrp_lightning.metrics._model import Model
+from lrp_lightning.metrics._model_metric import ModelPerturbationMixin
 from lrp_lightning.metrics._perturbation import perturbed_scores, random_subsets, resolve_fill, subset_masks
 
 
@@ -23,7 +17,7 @@ def pearson_rows(first: Tensor, second: Tensor) -> Tensor:
     return (first * second).sum(dim=1) / (first.square().sum(dim=1) * second.square().sum(dim=1)).sqrt()
 
 
-class FaithfulnessCorrelation(SampleMeanMetric):
+class FaithfulnessCorrelation(ModelPerturbationMixin, SampleMeanMetric):
     """Mean over samples of the Pearson r between subset relevance and score drop (Bhatt et al. 2020).
 
     For each sample, ``nr_runs`` random subsets of ``subset_size`` locations (pixels with all
@@ -69,10 +63,7 @@ class FaithfulnessCorrelation(SampleMeanMetric):
             raise ValueError(f"nr_runs must be at least 2 for a correlation, got {nr_runs}")
         self.nr_runs = nr_runs
         self.subset_size = check_positive_int("subset_size", subset_size)
-        self.baseline = check_baseline(baseline)
-        self.softmax = bool(softmax)
-        self.max_batch_size = check_positive_int("max_batch_size", max_batch_size)
-        self._generators = SeededGenerators(seed)
+        self._configure(baseline, softmax, max_batch_size, seed)
 
     def update(self, model: Model, inputs: Tensor, attributions: Tensor, target: Tensor) -> None:
         """Correlate subset relevance with score drops for each sample and accumulate the r values.
@@ -89,10 +80,7 @@ class FaithfulnessCorrelation(SampleMeanMetric):
         target : Tensor
             Class indices (N,).
         """
-        inputs = check_inputs(inputs)
-        self._follow_device(inputs)
-        relevance = location_relevance(inputs, attributions)
-        target = check_target(target, inputs.shape[0], inputs.device)
+        inputs, relevance, target = self._prepare(inputs, attributions, target)
         num_samples, spatial = relevance.shape[0], tuple(relevance.shape[1:])
         flat_relevance = relevance.reshape(num_samples, -1).double()
         if self.subset_size > flat_relevance.shape[1]:
@@ -115,8 +103,3 @@ class FaithfulnessCorrelation(SampleMeanMetric):
             self.max_batch_size,
         )
         self._accumulate(pearson_rows(subset_relevance, scores[:, :1] - scores[:, 1:]))
-
-    def reset(self) -> None:
-        """Clear the accumulated values and re-seed the subset generator."""
-        super().reset()
-        self._generators.reset()

@@ -1,6 +1,4 @@
 """Relevance mass accuracy (Arras et al. 2022): share of relevance inside the ground-truth mask."""
-from typing import Any
-
 from torch import Tensor
 
 from lrp_lightning.metrics._base import SampleMeanMetric
@@ -19,9 +17,6 @@ class RelevanceMassAccuracy(SampleMeanMetric):
     """
 
     higher_is_better = True
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
 
     def update(self, attributions: Tensor, mask: Tensor) -> None:
         """Accumulate the mass accuracy of each sample.

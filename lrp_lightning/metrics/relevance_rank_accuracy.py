@@ -1,6 +1,4 @@
 """Relevance rank accuracy (Arras et al. 2022): share of the top-K relevance inside the mask."""
-from typing import Any
-
 import torch
 from torch import Tensor
 
@@ -20,9 +18,6 @@ class RelevanceRankAccuracy(SampleMeanMetric):
     """
 
     higher_is_better = True
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
 
     def update(self, attributions: Tensor, mask: Tensor) -> None:
         """Accumulate the rank accuracy of each sample.

@@ -1,6 +1,4 @@
 """Sparseness (Chalasani et al. 2020): Gini index of the absolute attributions."""
-from typing import Any
-
 import torch
 from torch import Tensor
 
@@ -29,9 +27,6 @@ class Sparseness(SampleMeanMetric):
     """
 
     higher_is_better = True
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
 
     def update(self, attributions: Tensor) -> None:
         """Accumulate the Gini index of each sample's attributions (N, ...)."""

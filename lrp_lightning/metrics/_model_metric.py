@@ -1,0 +1,35 @@
+"""Settings and input preparation shared by the metrics that run a model on perturbed inputs."""
+from torch import Tensor
+
+from lrp_lightning.metrics._base import SeededGenerators
+from lrp_lightning.metrics._checks import (
+    Baseline,
+    check_baseline,
+    check_inputs,
+    check_positive_int,
+    check_target,
+    location_relevance,
+)
+
+
+class ModelPerturbationMixin:
+    """Mixin for a ``DeviceFollowingMetric`` whose ``update(model, inputs, attributions, target)``
+    replaces input locations by a baseline: holds the shared settings and the seeded generators."""
+
+    def _configure(self, baseline: Baseline, softmax: bool, max_batch_size: int, seed: int) -> None:
+        self.baseline = check_baseline(baseline)
+        self.softmax = bool(softmax)
+        self.max_batch_size = check_positive_int("max_batch_size", max_batch_size)
+        self._generators = SeededGenerators(seed)
+
+    def _prepare(self, inputs: Tensor, attributions: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Validated ``(inputs, relevance per location, target)``, the metric moved to the inputs' device."""
+        inputs = check_inputs(inputs)
+        self._follow_device(inputs)
+        relevance = location_relevance(inputs, attributions)
+        return inputs, relevance, check_target(target, inputs.shape[0], inputs.device)
+
+    def reset(self) -> None:
+        """Clear the accumulated state and re-seed the metric's random generator."""
+        super().reset()
+        self._generators.reset()
