@@ -18,6 +18,7 @@ from lrp_lightning.callbacks.explainers import (
     CompositeArg,
     Explainer,
     build_explainer,
+    check_canonizers,
     parse_explainers,
 )
 from lrp_lightning.callbacks.explanation import ExplainerReport, explain, model_outputs
@@ -152,9 +153,7 @@ class AttributionCallback(Callback):
         self.batch_to_input = batch_to_input
         self.module = module
         self.low, self.high = low, high
-        if isinstance(canonizers, str) and canonizers != "auto":
-            raise ValueError(f"canonizers must be 'auto', None or a list of canonizers, got {canonizers!r}")
-        self.canonizers = canonizers
+        self.canonizers = check_canonizers(canonizers)
         get_cmap(cmap)
         self.cmap = cmap
         self.log_images = log_images

@@ -10,7 +10,6 @@ are known (EpsilonGammaBox's bounds come from the samples, ``canonizers="auto"``
 from __future__ import annotations
 
 import inspect
-import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -19,6 +18,7 @@ from torch import nn
 
 from lrp_lightning.attribution import ATTRIBUTORS, Attributor, Gradient
 from lrp_lightning.callbacks.canonizer_choice import auto_canonizers
+from lrp_lightning.callbacks.naming import check_tag_component, snake_case
 from lrp_lightning.composites import COMPOSITES
 from lrp_lightning.core import Composite
 
@@ -42,15 +42,11 @@ def known_names() -> list[str]:
     return sorted(COMPOSITES) + sorted(ATTRIBUTORS)
 
 
-def _snake_case(name: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
-
-
 def _default_name(spec: ExplainerSpec) -> str:
     if isinstance(spec, str):
         return spec
     registered = [name for name, cls in COMPOSITES.items() if type(spec) is cls]
-    return registered[0] if registered else _snake_case(type(spec).__name__)
+    return registered[0] if registered else snake_case(type(spec).__name__)
 
 
 def _check_spec(spec: Any) -> None:
@@ -96,9 +92,7 @@ def parse_explainers(composite: CompositeArg) -> list[tuple[str, ExplainerSpec]]
     named: list = []
     for name, spec in entries:
         _check_spec(spec)
-        base = name if name is not None else _default_name(spec)
-        if not base or "/" in base:
-            raise ValueError(f"explainer name {base!r} must be non-empty and contain no '/'")
+        base = check_tag_component(name if name is not None else _default_name(spec), "explainer")
         unique, count = base, 1
         while unique in [existing for existing, _ in named]:
             count += 1
@@ -178,11 +172,32 @@ def _as_bound(value: Bound, inferred: torch.Tensor, what: str) -> torch.Tensor:
     return bound
 
 
-def _canonizers(canonizers: CanonizerArg, model: nn.Module) -> Optional[list]:
-    if canonizers == "auto":
-        return auto_canonizers(model)
-    if isinstance(canonizers, str):
+def check_canonizers(canonizers: CanonizerArg) -> CanonizerArg:
+    """Return ``canonizers`` if it is ``"auto"``, None or a sequence of canonizers.
+
+    Parameters
+    ----------
+    canonizers : "auto", None or sequence of Canonizer
+        The user's choice.
+
+    Returns
+    -------
+    "auto", None or sequence of Canonizer
+        ``canonizers``.
+
+    Raises
+    ------
+    ValueError
+        For any other string.
+    """
+    if isinstance(canonizers, str) and canonizers != "auto":
         raise ValueError(f"canonizers must be 'auto', None or a list of canonizers, got {canonizers!r}")
+    return canonizers
+
+
+def _canonizers(canonizers: CanonizerArg, model: nn.Module) -> Optional[list]:
+    if check_canonizers(canonizers) == "auto":
+        return auto_canonizers(model)
     return None if canonizers is None else list(canonizers)
 
 

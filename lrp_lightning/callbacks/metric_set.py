@@ -8,13 +8,13 @@ rank explains the same samples, so there is nothing to reduce and no collective 
 from __future__ import annotations
 
 import inspect
-import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 from torchmetrics import Metric
 
+from lrp_lightning.callbacks.naming import check_tag_component, snake_case
 from lrp_lightning.metrics import Complexity, Conservation, RegionPerturbation, Sparseness
 
 METRIC_ARGUMENTS = ("model", "inputs", "attributions", "target", "input_relevance", "output_relevance", "mask")
@@ -57,10 +57,6 @@ def update_arguments(metric: Metric) -> list[str]:
     return names
 
 
-def _snake_case(name: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
-
-
 def parse_metrics(metrics: MetricsArg) -> Optional[dict]:
     """Check the user's ``metrics`` argument and name each metric.
 
@@ -84,14 +80,15 @@ def parse_metrics(metrics: MetricsArg) -> Optional[dict]:
     if metrics is None:
         return None
     items = list(metrics.items()) if isinstance(metrics, Mapping) else [
-        (_snake_case(type(metric).__name__), metric) for metric in metrics
+        (snake_case(type(metric).__name__), metric) for metric in metrics
     ]
     named: dict = {}
     for name, metric in items:
         if not isinstance(metric, Metric):
             raise TypeError(f"metric {name!r} must be a torchmetrics.Metric, got {type(metric).__name__}")
-        if "/" in name or not name or name in named:
-            raise ValueError(f"metric name {name!r} must be non-empty, unique and contain no '/'")
+        check_tag_component(name, "metric")
+        if name in named:
+            raise ValueError(f"metric name {name!r} is used twice")
         update_arguments(metric)
         named[name] = metric
     return named
