@@ -6,17 +6,18 @@ Run ``python -m benchmarks.metrics --device cpu`` (ResNet18, batch 8, 64x64, 8x8
 
 The metric sends N * (steps + 1) images through the model (the unperturbed inputs and one image per
 step) in chunks of ``--max-batch-size``. The "bare forward" row times exactly those forward passes on
-a ready-made batch, so ``ours / bare`` is the overhead of building the perturbed images, ranking the
-patches and bookkeeping. Quantus 0.6.0's ``RegionPerturbation`` (numeric baseline 0, no
-normalisation, logits) does the same work once (it is slow; ``--skip-quantus`` leaves it out); the
-table also reports the largest deviation of our mean curve from Quantus's, so a fast but wrong metric
-shows.
+a ready-made batch, in rounds alternating with the metric, so ``ours / bare`` is the overhead of
+building the perturbed images, ranking the patches and bookkeeping. Quantus 0.6.0's
+``RegionPerturbation`` (numeric baseline 0, no normalisation, logits) does the same work once (it is
+slow; ``--skip-quantus`` leaves it out); the table also reports the largest deviation of its mean
+curve from ours, so a fast but wrong metric shows.
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -43,7 +44,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--classes", type=int, help="number of output classes")
     parser.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--max-batch-size", type=int, default=256, help="images per forward pass")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs (median reported)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds, bare and ours alternating (medians)")
     parser.add_argument("--skip-quantus", action="store_true", help="do not run Quantus 0.6.0 (slow)")
     arguments = parser.parse_args()
     for name, value in DEFAULTS[arguments.device].items():
@@ -58,6 +59,18 @@ def build_model(name: str, classes: int, device: torch.device) -> torch.nn.Modul
 
     torch.manual_seed(0)
     return torchvision.models.get_model(name, weights=None, num_classes=classes).to(device).eval()
+
+
+def interleaved_medians(functions: dict[str, Callable[[], Any]], device: torch.device, repeats: int) -> dict[str, float]:
+    """Median milliseconds of each function, timed in alternating rounds after one warm-up run each,
+    so that a change of machine load affects all of them alike."""
+    for function in functions.values():
+        function()
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            times[name].append(time_ms(function, device, warmup=0, repeats=1))
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def bare_forward(model: torch.nn.Module, images: torch.Tensor, total: int, max_batch_size: int) -> None:
@@ -112,8 +125,8 @@ def main() -> None:
     def bare() -> None:
         bare_forward(model, ready_batch, total_images, arguments.max_batch_size)
 
-    bare_ms = time_ms(bare, device, warmup=1, repeats=arguments.repeats)
-    ours_ms = time_ms(ours, device, warmup=1, repeats=arguments.repeats)
+    medians = interleaved_medians({"bare": bare, "ours": ours}, device, arguments.repeats)
+    bare_ms, ours_ms = medians["bare"], medians["ours"]
     rows: list[list[Any]] = [
         ["bare forward passes", f"{bare_ms:.0f}", "1.00", mebibytes(peak_memory_bytes(bare, device)), "-"],
         ["lrp_lightning RegionPerturbation", f"{ours_ms:.0f}", f"{ours_ms / bare_ms:.2f}",
