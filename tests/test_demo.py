@@ -1,7 +1,10 @@
 """The demo's model, mask metrics, event-file summary and command line (end to end, tiny)."""
 import io
-from contextlib import redirect_stdout
+import os
+import random
+from contextlib import contextmanager, redirect_stdout
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.tensorboard import SummaryWriter
@@ -10,6 +13,21 @@ from lrp_lightning.demo.__main__ import DEFAULT_COMPOSITES, main, parse_args, re
 from lrp_lightning.demo.metrics import OBJECT, WATERMARK, RegionRelevanceMass, stack_masks
 from lrp_lightning.demo.model import ShapesCNN
 from lrp_lightning.demo.summary import epoch_table, read_scalars
+
+
+@contextmanager
+def restored_global_state():
+    """Undo what a script run in-process changes globally: RNG states and environment variables."""
+    rng = (torch.get_rng_state(), np.random.get_state(), random.getstate())
+    environment = dict(os.environ)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(rng[0])
+        np.random.set_state(rng[1])
+        random.setstate(rng[2])
+        os.environ.clear()
+        os.environ.update(environment)
 
 
 def test_cnn_maps_images_to_logits_and_pairs_every_conv_with_a_batchnorm():
@@ -96,7 +114,7 @@ def test_demo_runs_end_to_end_and_logs_heatmaps_and_mask_metrics(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     output = io.StringIO()
-    with redirect_stdout(output):
+    with restored_global_state(), redirect_stdout(output):
         log_dir = main(
             ["--epochs", "2", "--n-train", "48", "--n-val", "16", "--batch-size", "16", "--num-samples", "2",
              "--accelerator", "cpu", "--log-dir", str(tmp_path)]

@@ -1,0 +1,95 @@
+"""Every script in examples/ runs with tiny settings and produces what it promises."""
+import io
+import runpy
+import sys
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lrp_lightning.composites import COMPOSITES
+from test_demo import restored_global_state
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_example(name, *args, monkeypatch):
+    """Run ``examples/<name>`` as ``__main__`` with ``args``; return what it printed."""
+    monkeypatch.setattr(sys, "argv", [name, *map(str, args)])
+    output = io.StringIO()
+    with restored_global_state(), redirect_stdout(output):
+        runpy.run_path(str(EXAMPLES / name), run_name="__main__")
+    return output.getvalue()
+
+
+def event_tags(log_dir):
+    accumulator = EventAccumulator(str(log_dir), size_guidance={"images": 0, "scalars": 0})
+    accumulator.Reload()
+    return accumulator.Tags()
+
+
+def test_every_example_has_a_test():
+    tested = {"resnet_heatmap.py", "custom_composite.py", "lightning_callback.py", "lightning_cli.py",
+              "metrics_standalone.py"}
+    assert {path.name for path in EXAMPLES.glob("*.py")} == tested
+
+
+@pytest.mark.parametrize("composite", ["epsilon_plus_flat", "epsilon_gamma_box"])
+def test_resnet_heatmap_saves_an_input_heatmap_overlay_png(tmp_path, monkeypatch, composite):
+    target = tmp_path / "heatmap.png"
+    run_example("resnet_heatmap.py", "--size", 32, "--composite", composite, "--output", target,
+                monkeypatch=monkeypatch)
+    with Image.open(target) as picture:
+        width, height = picture.size
+        assert height == 32 and 3 * 32 <= width < 4 * 32 and picture.mode == "RGB"  # three panels
+
+
+def test_custom_composite_registers_and_applies_the_name_map(monkeypatch):
+    saved = dict(COMPOSITES)
+    try:
+        printed = run_example("custom_composite.py", monkeypatch=monkeypatch)
+        assert "my_composite" in COMPOSITES
+    finally:
+        COMPOSITES.clear()
+        COMPOSITES.update(saved)
+    rules = {line.split()[0]: line.split()[1] for line in printed.splitlines() if line.startswith("  ")}
+    assert rules["conv1"].startswith("Flat(") and rules["conv2"].startswith("Gamma(gamma=0.25")
+    assert rules["head"].startswith("Epsilon(") and rules["relu1"] == "Pass()"
+    assert "relevance (2, 3, 16, 16)" in printed
+
+
+def test_lightning_callback_script_logs_heatmaps_and_metrics(tmp_path, monkeypatch):
+    run_example("lightning_callback.py", "--epochs", 1, "--n-train", 32, "--log-dir", tmp_path,
+                monkeypatch=monkeypatch)
+    tags = event_tags(tmp_path / "lightning_callback" / "version_0")
+    for name in ("epsilon_gamma_box", "epsilon_plus_flat", "gradient"):
+        assert f"attribution/{name}/grid" in tags["images"]
+        assert f"attribution/{name}/deletion" in tags["scalars"]
+
+
+def test_lightning_cli_yaml_adds_the_callback(tmp_path, monkeypatch):
+    run_example(
+        "lightning_cli.py", "fit", "--config", EXAMPLES / "lightning_cli.yaml", "--trainer.max_epochs", 1,
+        "--data.n_train", 32, "--data.n_val", 8, "--trainer.enable_progress_bar", "false",
+        "--trainer.logger.init_args.save_dir", tmp_path, monkeypatch=monkeypatch,
+    )
+    tags = event_tags(tmp_path / "lightning_cli" / "version_0")
+    for name in ("epsilon_gamma_box", "epsilon_plus_flat", "gradient"):
+        assert f"attribution/{name}/grid" in tags["images"]
+        assert f"attribution/{name}/aopc" in tags["scalars"]
+
+
+def test_metrics_standalone_prints_every_metric_for_both_explainers(monkeypatch):
+    printed = run_example("metrics_standalone.py", "--train-steps", 1, "--samples", 3, "--steps", 4,
+                          monkeypatch=monkeypatch)
+    lines = printed.splitlines()
+    assert lines[0] == "epsilon_plus_flat" and lines[8] == "gradient"
+    values = {line[:28].strip(): float(line[28:]) for line in lines[9:]}
+    assert set(values) == {"aopc (MoRF)", "deletion auc", "insertion auc", "faithfulness corr",
+                           "relevance mass on object", "sparseness", "complexity"}
+    assert 0.0 <= values["sparseness"] <= 1.0 and 0.0 <= values["relevance mass on object"] <= 1.0
+    assert -1.0 <= values["faithfulness corr"] <= 1.0
+    assert torch.isfinite(torch.tensor(list(values.values()))).all()
