@@ -53,7 +53,7 @@ def evaluate(shard: slice) -> dict:
 
 
 def worker(rank: int, port: int, result_path: str) -> None:
-    torch.set_num_threads(1)  # a forked child must not reuse the parent's OpenMP pool (it would deadlock)
+    torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
         results = evaluate(SHARDS[rank])
@@ -71,8 +71,9 @@ def free_port() -> int:
 
 def test_two_process_sync_equals_single_process(tmp_path):
     result_path = str(tmp_path / "rank0.pt")
-    # fork: the children inherit the imported modules instead of re-importing torch and torchmetrics
-    context = mp.start_processes(worker, args=(free_port(), result_path), nprocs=2, join=False, start_method="fork")
+    # spawn, not fork: forking a process that already runs threads (OpenMP, TensorBoard writers of
+    # earlier tests) can deadlock the children
+    context = mp.start_processes(worker, args=(free_port(), result_path), nprocs=2, join=False, start_method="spawn")
     deadline = time.monotonic() + JOIN_TIMEOUT_S
     while not context.join(timeout=1):
         if time.monotonic() > deadline:
