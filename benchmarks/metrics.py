@@ -61,7 +61,9 @@ def build_model(name: str, classes: int, device: torch.device) -> torch.nn.Modul
     return torchvision.models.get_model(name, weights=None, num_classes=classes).to(device).eval()
 
 
-def interleaved_medians(functions: dict[str, Callable[[], Any]], device: torch.device, repeats: int) -> dict[str, float]:
+def interleaved_medians(
+    functions: dict[str, Callable[[], Any]], device: torch.device, repeats: int
+) -> dict[str, float]:
     """Median milliseconds of each function, timed in alternating rounds after one warm-up run each,
     so that a change of machine load affects all of them alike."""
     for function in functions.values():
@@ -146,7 +148,8 @@ def main() -> None:
     print(f"{arguments.model}, {arguments.batch} images {arguments.size}x{arguments.size}, {arguments.patch}x"
           f"{arguments.patch} patches, {arguments.steps} steps, {total_images} images through the model in chunks "
           f"of {arguments.max_batch_size}, fp32{speedup}")
-    print(format_table(["method", "ms (median)", "x bare forward", "CUDA peak MiB", "max deviation from our curve"], rows))
+    headers = ["method", "ms (median)", "x bare forward", "CUDA peak MiB", "max deviation from our curve"]
+    print(format_table(headers, rows))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def training_model() -> nn.Module:
 def snapshot(model: nn.Module) -> dict:
     return {
         "training": [module.training for module in model.modules()],
-        "tensors": {name: value.clone() for name, value in list(model.named_parameters()) + list(model.named_buffers())},
+        "tensors": {name: value.clone() for name, value in [*model.named_parameters(), *model.named_buffers()]},
         "requires_grad": [parameter.requires_grad for parameter in model.parameters()],
         "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
         "hooks": [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in model.modules()],
@@ -152,7 +152,8 @@ def test_bad_inputs_and_baselines_are_rejected():
     with pytest.raises(ValueError, match="inputs must be"):
         RegionPerturbation(patch_size=2, steps=2).update(model, inputs[0], attributions[0], target)
     with pytest.raises(ValueError, match="not broadcastable"):
-        RegionPerturbation(patch_size=2, steps=2, baseline=lambda x: x[:, :2]).update(model, inputs, attributions, target)
+        metric = RegionPerturbation(patch_size=2, steps=2, baseline=lambda x: x[:, :2])
+        metric.update(model, inputs, attributions, target)
     with pytest.raises(ValueError, match="needs images"):
         Insertion(steps=2).update(nn.Linear(5, 2), torch.randn(2, 5), torch.randn(2, 5), torch.tensor([0, 1]))
 

@@ -185,8 +185,11 @@ def test_pixel_flipping_with_uneven_last_step_matches_naive_loop():
 def replicated_subsets(num_samples, nr_runs, num_locations, subset_size, seed):
     """The subsets FaithfulnessCorrelation documents: per sample, the smallest keys of rand(nr_runs, L)."""
     generator = torch.Generator().manual_seed(seed)
-    return [[set(row.argsort()[:subset_size].tolist()) for row in torch.rand(nr_runs, num_locations, generator=generator)]
-            for _ in range(num_samples)]
+    subsets = []
+    for _ in range(num_samples):
+        keys = torch.rand(nr_runs, num_locations, generator=generator)
+        subsets.append([set(row.argsort()[:subset_size].tolist()) for row in keys])
+    return subsets
 
 
 def test_faithfulness_correlation_matches_naive_loop():

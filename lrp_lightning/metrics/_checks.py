@@ -69,8 +69,6 @@ def location_relevance(inputs: Tensor, attributions: Tensor) -> Tensor:
 
 def check_target(target: Any, num_samples: int, device: torch.device) -> Tensor:
     """Check that ``target`` is (N,) non-negative class indices and return it on ``device``."""
-    if isinstance(target, int):
-        target = torch.full((num_samples,), target)
     if not isinstance(target, Tensor) or target.dtype.is_floating_point or target.dtype == torch.bool:
         raise ValueError(f"target must be an integer tensor of class indices, got {target!r}")
     if target.ndim != 1 or target.shape[0] != num_samples:
