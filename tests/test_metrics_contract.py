@@ -213,3 +213,26 @@ def test_compute_before_any_update_is_nan():
             value = metric.compute()
         value = value["aopc"] if isinstance(value, dict) else value
         assert torch.isnan(value)
+
+
+class RecordingModel(nn.Module):
+    """Records, at every forward, whether it was in training mode and whether autograd was on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3 * 6 * 6, 4)
+        self.seen: list[tuple[bool, bool]] = []
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        self.seen.append((self.training or self.linear.training, torch.is_grad_enabled()))
+        return self.linear(batch.flatten(1))
+
+
+@pytest.mark.parametrize("make_metric", MODEL_METRICS)
+def test_model_runs_in_eval_mode_without_autograd(make_metric):
+    model = RecordingModel().train()
+    inputs, attributions, target = image_batch()
+    with torch.enable_grad():
+        make_metric().update(model, inputs.requires_grad_(), attributions, target)
+    assert model.seen and set(model.seen) == {(False, False)}
+    assert model.training and model.linear.training
