@@ -73,7 +73,7 @@ def _restore_module(record: _ModuleRecord) -> None:
     for key in [key for key in state if key not in record.attributes]:
         del state[key]
     for key, value in record.attributes.items():
-        if state.get(key, None) is not value or key not in state:
+        if key not in state or state[key] is not value:
             state[key] = value
     for key, content in record.containers.items():
         container = state[key]
