@@ -105,8 +105,8 @@ def build_callback(datamodule: ShapesDataModule, args: argparse.Namespace) -> At
     return AttributionCallback(args.composites, samples=samples, target=args.target, metrics=metrics)
 
 
-def run(args: argparse.Namespace) -> Path:
-    """Train with the callback on and return the run's log directory.
+def train(args: argparse.Namespace) -> pl.Trainer:
+    """Train with the callback on, logging to TensorBoard.
 
     Parameters
     ----------
@@ -115,8 +115,8 @@ def run(args: argparse.Namespace) -> Path:
 
     Returns
     -------
-    Path
-        Directory holding the run's TensorBoard event files.
+    lightning.pytorch.Trainer
+        The trainer after ``fit`` (its logger knows the run's directory).
     """
     for pattern in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> Path:
         log_every_n_steps=10,
     )
     trainer.fit(ShapesCNN(), datamodule=datamodule)
-    return Path(logger.log_dir)
+    return trainer
 
 
 def report(log_dir: Path, args: argparse.Namespace) -> str:
@@ -194,8 +194,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
         The run's log directory.
     """
     args = parse_args(argv)
-    log_dir = run(args)
-    print(report(log_dir, args))
+    trainer = train(args)
+    log_dir = Path(trainer.logger.log_dir)
+    if trainer.is_global_zero:  # under DDP every rank runs main; one summary is enough
+        print(report(log_dir, args))
     return log_dir
 
 
