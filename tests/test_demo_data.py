@@ -125,12 +125,11 @@ def test_normalized_inputs_lie_within_the_input_bounds(confounded):
     assert torch.allclose(normalize(torch.zeros(1, 3, 1, 1)), low)
 
 
-def test_dataset_items_with_and_without_masks(confounded):
-    image, label = ShapesDataset(confounded)[3]
-    assert image.shape == (3, IMAGE_SIZE, IMAGE_SIZE) and int(label) == int(confounded.labels[3])
-    *_, object_mask, watermark_mask = ShapesDataset(confounded, with_masks=True)[3]
-    assert torch.equal(object_mask, confounded.object_masks[3])
-    assert torch.equal(watermark_mask, confounded.watermark_masks[3])
+def test_dataset_items_are_normalized_images_and_labels(confounded):
+    dataset = ShapesDataset(confounded)
+    image, label = dataset[3]
+    assert len(dataset) == N and int(label) == int(confounded.labels[3])
+    assert torch.equal(image, normalize(confounded.images[3:4])[0])
 
 
 def test_datamodule_confounds_train_only_and_shuffles_reproducibly():

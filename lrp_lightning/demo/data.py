@@ -187,29 +187,23 @@ def input_bounds() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class ShapesDataset(Dataset):
-    """Map-style dataset over a :class:`ShapesSplit`, yielding normalized images.
+    """Map-style dataset of ``(image, label)`` pairs over a :class:`ShapesSplit`, images normalized.
 
     Parameters
     ----------
     split : ShapesSplit
-        The generated data.
-    with_masks : bool
-        If True, items are ``(image, label, object_mask, watermark_mask)``; else ``(image, label)``.
+        The generated data (its masks stay on ``split``).
     """
 
-    def __init__(self, split: ShapesSplit, with_masks: bool = False) -> None:
+    def __init__(self, split: ShapesSplit) -> None:
         self.split = split
-        self.with_masks = with_masks
         self.inputs = normalize(split.images)
 
     def __len__(self) -> int:
         return self.split.labels.shape[0]
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
-        item = (self.inputs[index], self.split.labels[index])
-        if self.with_masks:
-            item += (self.split.object_masks[index], self.split.watermark_masks[index])
-        return item
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inputs[index], self.split.labels[index]
 
 
 class ShapesDataModule(pl.LightningDataModule):
