@@ -586,8 +586,13 @@ def benchmark_model(model_name: str, args: argparse.Namespace, ours: Engine, zen
     if args.profile:
         for label in ["gradient", *(f"{ours.label} {name}" for name in args.composite)]:
             if label in working:
-                with working[label]() as run:
-                    sections.append(f"#### profile: {label}\n\n```\n{profile_table(run, device)}```")
+                try:
+                    with working[label]() as run:
+                        table = profile_table(run, device)
+                except Exception as error:  # a profiler problem must not lose the remaining models
+                    table = failure_text(error) + "\n"
+                    all_ok = False
+                sections.append(f"#### profile: {label}\n\n```\n{table}```")
     return "\n\n".join(sections), all_ok
 
 
