@@ -19,6 +19,36 @@ _CONV_FORWARD = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_TRANSPOSE_FORWARD = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
+class NegativeProbe:
+    """Whether a tensor has negative entries, checked without stalling the device.
+
+    On CUDA the check runs in the forward pass and its result is copied to pinned host memory
+    asynchronously; reading it in the backward pass waits only for that copy (long finished by
+    then), not for the kernels queued since. On the CPU it is computed directly.
+
+    Parameters
+    ----------
+    input : torch.Tensor
+        The tensor to check.
+    """
+
+    def __init__(self, input: torch.Tensor) -> None:
+        flag = torch.lt(input.detach(), 0).any()
+        self.event = None
+        if flag.is_cuda:
+            self.flag = torch.empty((), dtype=torch.bool, pin_memory=True)
+            self.flag.copy_(flag, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.flag = flag
+
+    def __bool__(self) -> bool:
+        if self.event is not None:
+            self.event.synchronize()
+        return bool(self.flag)
+
+
 def supports(module: torch.nn.Module) -> bool:
     """Return whether ``module`` is a layer with a closed-form rule backward.
 
@@ -157,12 +187,14 @@ def epsilon(layer: LinearMap, input, output, grad_output, stabilizer: Callable, 
     return input * layer.apply_transposed(grad_output / stabilizer(z), weight, input)
 
 
-def alpha_beta(layer: LinearMap, input, grad_output, alpha: float, beta: float, stabilizer: Callable, zero_params) -> torch.Tensor:
+def alpha_beta(
+    layer: LinearMap, input, grad_output, has_negatives: bool, alpha: float, beta: float, stabilizer: Callable, zero_params
+) -> torch.Tensor:
     """Alpha-beta rule (``alpha=1, beta=0`` is z+), see :class:`lrp_lightning.rules.AlphaBeta`."""
     weight, bias = _params(layer.module, _names(zero_params))
     w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
     b_pos, b_neg = _positive(bias), _negative(bias)
-    if not bool((input < 0).any()):
+    if not has_negatives:
         if beta == 0:
             z_pos = layer.apply(input, w_pos, b_pos)
             return input * layer.apply_transposed(alpha * grad_output / stabilizer(z_pos), w_pos, input)
@@ -190,14 +222,16 @@ def _plus_bias(value: torch.Tensor, bias: Optional[torch.Tensor], layer: LinearM
     return value + bias.view(-1, *([1] * (value.dim() - 2)))
 
 
-def gamma(layer: LinearMap, input, output, grad_output, gamma: float, stabilizer: Callable, zero_params) -> torch.Tensor:
+def gamma(
+    layer: LinearMap, input, output, grad_output, has_negatives: bool, gamma: float, stabilizer: Callable, zero_params
+) -> torch.Tensor:
     """Gamma rule (signed inputs), see :class:`lrp_lightning.rules.Gamma`."""
     weight, bias = _params(layer.module, _names(zero_params))
     original_bias = layer.module.bias.detach() if layer.module.bias is not None else None
     w_pos = weight.clamp(min=0)
     bias_pos = None if bias is None else bias + gamma * bias.clamp(min=0)
     bias_neg = None if bias is None else bias + gamma * bias.clamp(max=0)
-    if not bool((input < 0).any()):
+    if not has_negatives:
         # A x = W x + gamma W+ x and B x = (1 + gamma) W x - gamma W+ x: only W+ x is an extra map.
         if output is None:
             linear_part, positive = layer.apply_many(input, [weight, w_pos], [None, None])

@@ -208,14 +208,17 @@ class RemovableHandleList(list):
 class _CallState:
     """What one hooked call of a module leaves for its backward pass."""
 
-    __slots__ = ("hook", "module", "extra_args", "kwargs", "output")
+    __slots__ = ("hook", "module", "extra_args", "kwargs", "output", "probe")
 
-    def __init__(self, hook: "Hook", module: torch.nn.Module, extra_args: tuple, kwargs: dict, output: torch.Tensor):
+    def __init__(
+        self, hook: "Hook", module: torch.nn.Module, extra_args: tuple, kwargs: dict, output: torch.Tensor, probe: Any
+    ):
         self.hook = hook
         self.module = module
         self.extra_args = extra_args
         self.kwargs = kwargs
         self.output = output
+        self.probe = probe
 
 
 class _RuleFunction(torch.autograd.Function):
@@ -240,7 +243,7 @@ class _RuleFunction(torch.autograd.Function):
         if output is not None and output._version != ctx.output_version:
             output = None
         with torch.enable_grad(), _hooks_suspended():
-            grad_input = state.hook.backward(state.module, input, output, grad_output, state.extra_args, state.kwargs)
+            grad_input = state.hook.relevance(state, input, output, grad_output)
         return None, grad_input
 
 
@@ -285,6 +288,14 @@ class Hook:
         """
         raise NotImplementedError
 
+    def probe(self, input: torch.Tensor) -> Any:
+        """Return what the backward pass needs to know about the input, taken in the forward pass (default: nothing)."""
+        return None
+
+    def relevance(self, call: _CallState, input: Optional[torch.Tensor], output: Optional[torch.Tensor], grad_output: torch.Tensor) -> torch.Tensor:
+        """Dispatch one call's backward pass to :meth:`backward`."""
+        return self.backward(call.module, input, output, grad_output, call.extra_args, call.kwargs)
+
     def copy(self) -> "Hook":
         """Return an independent copy of this hook."""
         return copy.copy(self)
@@ -310,7 +321,7 @@ class Hook:
         if input is None:
             input = args[0]
         # a detached alias is returned (never the input object itself, which autograd would treat as a view)
-        state = _CallState(self, module, tuple(args[1:]), kwargs, output.detach())
+        state = _CallState(self, module, tuple(args[1:]), kwargs, output.detach(), self.probe(input))
         return _RuleFunction.apply(state, input)
 
     def _applies(self, args: tuple) -> bool:

@@ -54,23 +54,38 @@ class LinearRule(BasicHook):
     """A :class:`BasicHook` that computes ``nn.Linear`` and convolutions in closed form when it can."""
 
     saves_output = True
+    splits_input_by_sign = False
 
-    def backward(self, module, input, output, grad_output, args, kwargs):
+    def probe(self, input: torch.Tensor) -> Union[None, bool, "closed_form.NegativeProbe"]:
+        """For the closed form: start checking, without waiting for the device, whether the input
+        has negative entries (rules whose closed form splits the input by sign), else ``False``."""
+        if not fast_path_enabled():
+            return None
+        return closed_form.NegativeProbe(input) if self.splits_input_by_sign else False
+
+    def relevance(self, call, input, output, grad_output):
         """Return the relevance of the input: closed form where supported, else via autograd."""
+        module = call.module
         if (
-            fast_path_enabled()
-            and not args
-            and not kwargs
+            call.probe is not None
+            and fast_path_enabled()
+            and not call.extra_args
+            and not call.kwargs
             and closed_form.supports(module)
             and "weight" not in _as_name_list(getattr(self, "zero_params", None))
         ):
-            result = self.closed_form(closed_form.LinearMap(module), input, output, grad_output)
+            result = self.closed_form(closed_form.LinearMap(module), input, output, grad_output, bool(call.probe))
             if result is not None:
                 return result
-        return super().backward(module, input, output, grad_output, args, kwargs)
+        return self.backward(module, input, output, grad_output, call.extra_args, call.kwargs)
 
     def closed_form(
-        self, layer: "closed_form.LinearMap", input: torch.Tensor, output: Optional[torch.Tensor], grad_output: torch.Tensor
+        self,
+        layer: "closed_form.LinearMap",
+        input: torch.Tensor,
+        output: Optional[torch.Tensor],
+        grad_output: torch.Tensor,
+        has_negatives: bool,
     ) -> Optional[torch.Tensor]:
         """Return the relevance of ``input`` in closed form, or None to use the generic path."""
         return None
@@ -99,7 +114,7 @@ class Epsilon(LinearRule):
             reducer=lambda inputs, gradients: inputs[0] * gradients[0],
         )
 
-    def closed_form(self, layer, input, output, grad_output):
+    def closed_form(self, layer, input, output, grad_output, has_negatives):
         return closed_form.epsilon(layer, input, output, grad_output, self.stabilizer, self.zero_params)
 
     def _repr_fields(self):
@@ -117,6 +132,8 @@ class ZPlus(LinearRule):
         Parameters set to zero in the modified forward maps.
     """
 
+    splits_input_by_sign = True
+
     def __init__(self, stabilizer: StabilizerLike = 1e-6, zero_params: ZeroParams = None) -> None:
         self.zero_params = zero_params
         self.stabilizer = Stabilizer.ensure(stabilizer)
@@ -131,8 +148,8 @@ class ZPlus(LinearRule):
             reducer=lambda inputs, gradients: inputs[0] * gradients[0] + inputs[1] * gradients[1],
         )
 
-    def closed_form(self, layer, input, output, grad_output):
-        return closed_form.alpha_beta(layer, input, grad_output, 1.0, 0.0, self.stabilizer, self.zero_params)
+    def closed_form(self, layer, input, output, grad_output, has_negatives):
+        return closed_form.alpha_beta(layer, input, grad_output, has_negatives, 1.0, 0.0, self.stabilizer, self.zero_params)
 
     def _repr_fields(self):
         return {"stabilizer": self.stabilizer, "zero_params": self.zero_params}
@@ -159,6 +176,8 @@ class AlphaBeta(LinearRule):
     ValueError
         If ``alpha - beta != 1`` or either is negative.
     """
+
+    splits_input_by_sign = True
 
     def __init__(
         self, alpha: float = 2.0, beta: float = 1.0, stabilizer: StabilizerLike = 1e-6, zero_params: ZeroParams = None
@@ -191,8 +210,8 @@ class AlphaBeta(LinearRule):
             ),
         )
 
-    def closed_form(self, layer, input, output, grad_output):
-        return closed_form.alpha_beta(layer, input, grad_output, self.alpha, self.beta, self.stabilizer, self.zero_params)
+    def closed_form(self, layer, input, output, grad_output, has_negatives):
+        return closed_form.alpha_beta(layer, input, grad_output, has_negatives, self.alpha, self.beta, self.stabilizer, self.zero_params)
 
     def _repr_fields(self):
         return {"alpha": self.alpha, "beta": self.beta, "stabilizer": self.stabilizer, "zero_params": self.zero_params}
@@ -217,6 +236,8 @@ class Gamma(LinearRule):
     zero_params : str or list of str, optional
         Parameters set to zero in the modified forward maps.
     """
+
+    splits_input_by_sign = True
 
     def __init__(self, gamma: float = 0.25, stabilizer: StabilizerLike = 1e-6, zero_params: ZeroParams = None) -> None:
         self.gamma = gamma
@@ -249,8 +270,8 @@ class Gamma(LinearRule):
         negative = grad * (outputs[4] < 0) / self.stabilizer(outputs[2] + outputs[3])
         return [positive, positive, negative, negative, torch.zeros_like(grad)]
 
-    def closed_form(self, layer, input, output, grad_output):
-        return closed_form.gamma(layer, input, output, grad_output, self.gamma, self.stabilizer, self.zero_params)
+    def closed_form(self, layer, input, output, grad_output, has_negatives):
+        return closed_form.gamma(layer, input, output, grad_output, has_negatives, self.gamma, self.stabilizer, self.zero_params)
 
     def _repr_fields(self):
         return {"gamma": self.gamma, "stabilizer": self.stabilizer, "zero_params": self.zero_params}
@@ -318,7 +339,7 @@ class ZBox(LinearRule):
             _broadcast_bound(self.high, args[0], "high")
         return super()._forward_hook(module, args, kwargs, output)
 
-    def closed_form(self, layer, input, output, grad_output):
+    def closed_form(self, layer, input, output, grad_output, has_negatives):
         low = _broadcast_bound(self.low, input, "low")
         high = _broadcast_bound(self.high, input, "high")
         return closed_form.zbox(layer, input, output, grad_output, low, high, self.stabilizer, self.zero_params)
@@ -351,7 +372,7 @@ class WSquare(LinearRule):
             reducer=lambda inputs, gradients: gradients[0],
         )
 
-    def closed_form(self, layer, input, output, grad_output):
+    def closed_form(self, layer, input, output, grad_output, has_negatives):
         return closed_form.uniform_spread(layer, input, grad_output, self.stabilizer, self.zero_params, squared=True)
 
     def _repr_fields(self):
@@ -382,7 +403,7 @@ class Flat(LinearRule):
             reducer=lambda inputs, gradients: gradients[0],
         )
 
-    def closed_form(self, layer, input, output, grad_output):
+    def closed_form(self, layer, input, output, grad_output, has_negatives):
         return closed_form.uniform_spread(layer, input, grad_output, self.stabilizer, self.zero_params, squared=False)
 
     def _repr_fields(self):
@@ -428,6 +449,12 @@ class Pass(Hook):
     """Pass the relevance through unchanged: ``R_x = R`` (activations, merged BatchNorm)."""
 
     saves_input = False
+
+    def _forward_hook(self, module, args, kwargs, output):
+        if args and output is args[0] and id(output) not in self._inplace_inputs:
+            # an identity (e.g. a merged BatchNorm): its plain gradient already passes relevance through
+            return None
+        return super()._forward_hook(module, args, kwargs, output)
 
     def backward(self, module, input, output, grad_output, args, kwargs):
         """Return ``grad_output`` unchanged."""
