@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from lrp_lightning.callbacks import AttributionCallback
 from lrp_lightning.core import Composite
-from lrp_lightning.metrics import RelevanceMassAccuracy
+from lrp_lightning.metrics import RegionPerturbation, RelevanceMassAccuracy
 from test_callback_helpers import (
     TinyClassifier,
     TinyData,
@@ -118,10 +118,15 @@ def test_training_is_bitwise_untouched_and_the_global_rng_unchanged(tmp_path, ba
 
 
 class ExplodingComposite(Composite):
-    """Changes the model, hooks a layer, then raises while registering."""
+    """Works at fit start; from then on changes the model, hooks a layer and raises while registering."""
+
+    registrations = 0
 
     def register(self, module: torch.nn.Module) -> None:
-        """Sabotage the model and fail."""
+        """Sabotage the model and fail (after the first registration)."""
+        self.registrations += 1
+        if self.registrations == 1:
+            return super().register(module)
         with torch.no_grad():
             module.net[0].weight.mul_(2)
         module.net[0].register_forward_hook(lambda *args: None)
@@ -226,6 +231,7 @@ def test_trainer_validate_explains_too(tmp_path):
         ({"samples": (torch.zeros(2, 3, 8, 8), torch.tensor([0, 3]))}, r"\[0, 3\)"),
         ({"module": "backbone"}, "names no submodule"),
         ({"metrics": {"mass": RelevanceMassAccuracy()}}, "masks"),
+        ({"metrics": [RegionPerturbation(patch_size=4, steps=10)]}, "cannot explain the samples with epsilon_plus"),
     ],
 )
 def test_bad_input_raises_at_fit_start(tmp_path, kwargs, message):

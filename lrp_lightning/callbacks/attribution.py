@@ -119,8 +119,9 @@ class AttributionCallback(Callback):
     KeyError
         An unknown composite name (the message lists the known names).
     ValueError, TypeError
-        Other invalid arguments; invalid samples, a target out of range or samples that do not fit
-        the model raise ``ValueError`` at fit start.
+        Other invalid arguments. At fit start (one unlogged explanation pass runs there) invalid
+        samples, a target out of range, samples that do not fit the model, and any explainer or
+        metric that fails on the samples raise ``ValueError``; later failures only warn.
     """
 
     def __init__(
@@ -201,7 +202,8 @@ class AttributionCallback(Callback):
             raise ValueError(f"module={self.module!r} names no submodule of {type(pl_module).__name__}") from error
 
     def _prepare(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """Take the samples, check them against the model and build explainers and metrics."""
+        """Take the samples, check them against the model, build explainers and metrics, and run
+        one unlogged explanation pass so that anything that cannot work fails now, not mid-training."""
         model = self.explained_module(pl_module)
         if self.samples is None:
             loader = first_dataloader(trainer, stage)
@@ -228,6 +230,27 @@ class AttributionCallback(Callback):
         ]
         if self.samples.masks is None and any("mask" in metric_set.needed() for metric_set in self._metric_sets):
             raise ValueError("a metric needs ground-truth masks; give batches with masks or samples=(x, y, mask)")
+        for report in self._explain(pl_module, with_rule_map=False):
+            if report.error is not None:
+                raise ValueError(
+                    f"AttributionCallback cannot explain the samples with {report.name}: "
+                    f"{type(report.error).__name__}: {report.error}"
+                ) from report.error
+
+    def _explain(self, pl_module: LightningModule, with_rule_map: bool) -> list[ExplainerReport]:
+        """One explanation pass over the samples with every explainer (see :func:`explain`)."""
+        reports = explain(
+            self.explained_module(pl_module),
+            self.samples,
+            self.target,
+            self._explainers,
+            self._metric_sets,
+            pl_module.device,
+            self.cmap if self.log_images else None,
+            lambda name: with_rule_map and name not in self._rule_maps_logged,
+        )
+        self._warn_uncovered(reports)
+        return reports
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Take the samples (unless held or restored) and validate everything against the model."""
@@ -264,16 +287,7 @@ class AttributionCallback(Callback):
         if not self._explainers:
             return
         try:
-            reports = explain(
-                self.explained_module(pl_module),
-                self.samples,
-                self.target,
-                self._explainers,
-                self._metric_sets,
-                pl_module.device,
-                self.cmap if self.log_images else None,
-                lambda name: name not in self._rule_maps_logged,
-            )
+            reports = self._explain(pl_module, with_rule_map=True)
         except Exception as error:  # a failure must not stop training
             warnings.warn(
                 f"AttributionCallback skipped epoch {trainer.current_epoch}: {type(error).__name__}: {error}",
@@ -288,7 +302,6 @@ class AttributionCallback(Callback):
                     RuntimeWarning,
                 )
         done = [report for report in reports if report.error is None]
-        self._warn_uncovered(done)
         self._log_scalars(pl_module, done)
         if trainer.is_global_zero:
             try:
