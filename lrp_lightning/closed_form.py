@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from lrp_lightning import types
+from lrp_lightning.core import Stabilizer
 
 _CONV_FORWARD = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_TRANSPOSE_FORWARD = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -116,6 +117,12 @@ class LinearMap:
         )
         return grad_input
 
+    def stack_like(self, tensor: torch.Tensor, count: int) -> torch.Tensor:
+        """An uninitialized tensor of ``count`` times ``tensor``'s channels, to be filled chunk by chunk."""
+        shape = list(tensor.shape)
+        shape[self.channel_dim] *= count
+        return tensor.new_empty(shape)
+
     def apply_many(self, input: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[Optional[torch.Tensor]]) -> list:
         """Return ``[W_k x + b_k for each k]``, in one call when the layer has one group."""
         if self.groups != 1 or len(weights) == 1:
@@ -179,12 +186,30 @@ def _names(zero_params) -> list:
     return [zero_params] if isinstance(zero_params, str) else list(zero_params)
 
 
+def _channels(bias: torch.Tensor, layer: LinearMap, like: torch.Tensor) -> torch.Tensor:
+    """A per-output-channel vector shaped to broadcast against ``like``."""
+    return bias if layer.is_linear else bias.view(-1, *([1] * (like.dim() - 2)))
+
+
+def _add_bias_(value: torch.Tensor, bias: Optional[torch.Tensor], layer: LinearMap) -> torch.Tensor:
+    """Add a per-channel bias to a freshly computed ``value`` in place."""
+    return value if bias is None else value.add_(_channels(bias, layer, value))
+
+
+def _ratio_(grad_output: torch.Tensor, denominator: torch.Tensor, stabilizer: Callable) -> torch.Tensor:
+    """``grad_output / stabilizer(denominator)``, written into the stabilized buffer when that is safe."""
+    stabilized = stabilizer(denominator)
+    if isinstance(stabilizer, Stabilizer):  # returns a fresh tensor, which may be overwritten
+        return torch.div(grad_output, stabilized, out=stabilized)
+    return grad_output / stabilized
+
+
 def epsilon(layer: LinearMap, input, output, grad_output, stabilizer: Callable, zero_params) -> torch.Tensor:
     """Epsilon rule: ``x * W^T(R / stab(z))``."""
     zero_params = _names(zero_params)
     weight, bias = _params(layer.module, zero_params)
     z = _output(layer, input, output, weight, bias, zero_params)
-    return input * layer.apply_transposed(grad_output / stabilizer(z), weight, input)
+    return layer.apply_transposed(_ratio_(grad_output, z, stabilizer), weight, input).mul_(input)
 
 
 def alpha_beta(
@@ -196,30 +221,41 @@ def alpha_beta(
     b_pos, b_neg = _positive(bias), _negative(bias)
     if not has_negatives:
         if beta == 0:
-            z_pos = layer.apply(input, w_pos, b_pos)
-            return input * layer.apply_transposed(alpha * grad_output / stabilizer(z_pos), w_pos, input)
+            scaled = _ratio_(grad_output, layer.apply(input, w_pos, b_pos), stabilizer)
+            if alpha != 1:
+                scaled.mul_(alpha)
+            return layer.apply_transposed(scaled, w_pos, input).mul_(input)
+        if layer.groups == 1:
+            # both denominators from one fused map; the ratios overwrite them in place and feed one
+            # fused transposed map
+            both = layer.apply(input, torch.cat([w_pos, w_neg], dim=layer.weight_out_dim), _cat_biases([b_pos, b_neg], [w_pos, w_neg], layer))
+            stabilized = stabilizer(both)
+            if not isinstance(stabilizer, Stabilizer):  # a user's stabilizer may return a tensor we must not overwrite
+                stabilized = stabilized.clone()
+            positive, negative = stabilized.chunk(2, dim=layer.channel_dim)
+            torch.div(grad_output, positive, out=positive).mul_(alpha)
+            torch.div(grad_output, negative, out=negative).mul_(-beta)
+            return layer.apply_transposed(stabilized, torch.cat([w_pos, w_neg], dim=layer.weight_out_dim), input).mul_(input)
         z_pos, z_neg = layer.apply_many(input, [w_pos, w_neg], [b_pos, b_neg])
-        s_pos, s_neg = grad_output / stabilizer(z_pos), grad_output / stabilizer(z_neg)
-        return input * layer.apply_transposed_summed([alpha * s_pos, -beta * s_neg], [w_pos, w_neg], input)
+        s_pos, s_neg = _ratio_(grad_output, z_pos, stabilizer), _ratio_(grad_output, z_neg, stabilizer)
+        return layer.apply_transposed_summed([s_pos.mul_(alpha), s_neg.mul_(-beta)], [w_pos, w_neg], input).mul_(input)
     x_pos, x_neg = input.clamp(min=0), input.clamp(max=0)
     pos_of_pos, neg_of_pos = layer.apply_many(x_pos, [w_pos, w_neg], [None, None])
     pos_of_neg, neg_of_neg = layer.apply_many(x_neg, [w_pos, w_neg], [None, None])
-    s_pos = grad_output / stabilizer(_plus_bias(pos_of_pos + neg_of_neg, b_pos, layer))
+    s_pos = _ratio_(grad_output, _add_bias_(pos_of_pos.add_(neg_of_neg), b_pos, layer), stabilizer).mul_(alpha)
     if beta == 0:
-        grads_pos, grads_neg = layer.apply_transposed_many(alpha * s_pos, [w_pos, w_neg], input)
-        return x_pos * grads_pos + x_neg * grads_neg
-    s_neg = grad_output / stabilizer(_plus_bias(neg_of_pos + pos_of_neg, b_neg, layer))
-    grads_pos = layer.apply_transposed_summed([alpha * s_pos, -beta * s_neg], [w_pos, w_neg], input)
-    grads_neg = layer.apply_transposed_summed([alpha * s_pos, -beta * s_neg], [w_neg, w_pos], input)
-    return x_pos * grads_pos + x_neg * grads_neg
+        grads_pos, grads_neg = layer.apply_transposed_many(s_pos, [w_pos, w_neg], input)
+        return grads_pos.mul_(x_pos).add_(grads_neg.mul_(x_neg))
+    s_neg = _ratio_(grad_output, _add_bias_(neg_of_pos.add_(pos_of_neg), b_neg, layer), stabilizer).mul_(-beta)
+    grads_pos = layer.apply_transposed_summed([s_pos, s_neg], [w_pos, w_neg], input)
+    grads_neg = layer.apply_transposed_summed([s_pos, s_neg], [w_neg, w_pos], input)
+    return grads_pos.mul_(x_pos).add_(grads_neg.mul_(x_neg))
 
 
-def _plus_bias(value: torch.Tensor, bias: Optional[torch.Tensor], layer: LinearMap) -> torch.Tensor:
-    if bias is None:
-        return value
-    if layer.is_linear:
-        return value + bias
-    return value + bias.view(-1, *([1] * (value.dim() - 2)))
+def _cat_biases(biases, weights, layer: LinearMap) -> Optional[torch.Tensor]:
+    if all(b is None for b in biases):
+        return None
+    return torch.cat([b if b is not None else w.new_zeros(w.shape[layer.weight_out_dim]) for b, w in zip(biases, weights)])
 
 
 def gamma(
@@ -232,19 +268,7 @@ def gamma(
     bias_pos = None if bias is None else bias + gamma * bias.clamp(min=0)
     bias_neg = None if bias is None else bias + gamma * bias.clamp(max=0)
     if not has_negatives:
-        # A x = W x + gamma W+ x and B x = (1 + gamma) W x - gamma W+ x: only W+ x is an extra map.
-        if output is None:
-            linear_part, positive = layer.apply_many(input, [weight, w_pos], [None, None])
-            output = _plus_bias(linear_part, original_bias, layer)
-        else:
-            positive = layer.apply(input, w_pos)
-            linear_part = output if original_bias is None else _plus_bias(output, -original_bias, layer)
-        z_pos = _plus_bias(linear_part + gamma * positive, bias_pos, layer)
-        z_neg = _plus_bias((1 + gamma) * linear_part - gamma * positive, bias_neg, layer)
-        s_pos = grad_output * (output > 0) / stabilizer(z_pos)
-        s_neg = grad_output * (output < 0) / stabilizer(z_neg)
-        grads = layer.apply_transposed_summed([s_pos + (1 + gamma) * s_neg, gamma * (s_pos - s_neg)], [weight, w_pos], input)
-        return input * grads
+        return _gamma_nonnegative(layer, input, output, grad_output, gamma, stabilizer, weight, w_pos, original_bias, bias_pos, bias_neg)
     x_pos, x_neg = input.clamp(min=0), input.clamp(max=0)
     boost_pos = weight + gamma * w_pos
     boost_neg = weight + gamma * weight.clamp(max=0)
@@ -252,11 +276,54 @@ def gamma(
     neg_a, neg_b = layer.apply_many(x_neg, [boost_pos, boost_neg], [None, None])
     if output is None:
         output = layer.apply(input, weight, original_bias)
-    s_pos = grad_output * (output > 0) / stabilizer(_plus_bias(pos_a + neg_b, bias_pos, layer))
-    s_neg = grad_output * (output < 0) / stabilizer(_plus_bias(pos_b + neg_a, bias_neg, layer))
+    s_pos = _ratio_(grad_output, _add_bias_(pos_a.add_(neg_b), bias_pos, layer), stabilizer).mul_(output > 0)
+    s_neg = _ratio_(grad_output, _add_bias_(pos_b.add_(neg_a), bias_neg, layer), stabilizer).mul_(output < 0)
     grads_pos = layer.apply_transposed_summed([s_pos, s_neg], [boost_pos, boost_neg], input)
     grads_neg = layer.apply_transposed_summed([s_pos, s_neg], [boost_neg, boost_pos], input)
-    return x_pos * grads_pos + x_neg * grads_neg
+    return grads_pos.mul_(x_pos).add_(grads_neg.mul_(x_neg))
+
+
+def _gamma_nonnegative(layer, input, output, grad_output, gamma, stabilizer, weight, w_pos, original_bias, bias_pos, bias_neg):
+    """Gamma for ``x >= 0``: ``A x = W x + gamma W+ x``, ``B x = (1 + gamma) W x - gamma W+ x``, so
+    ``W+ x`` is the only extra forward map, and ``A^T s_p + B^T s_n = W^T (s_p + (1 + gamma) s_n) +
+    gamma W+^T (s_p - s_n)`` is one fused transposed map."""
+    if output is None:
+        linear_part, positive = layer.apply_many(input, [weight, w_pos], [None, None])
+        output = _add_bias_(linear_part, original_bias, layer)
+    else:
+        positive = layer.apply(input, w_pos)
+    positive.mul_(gamma)
+    # with z the layer output (bias b): z_p = z + gamma W+x + (b_p - b), z_n = (1 + gamma) z - gamma W+x + (b_n - (1 + gamma) b)
+    shift_pos = _difference(bias_pos, original_bias, 1.0)
+    shift_neg = _difference(bias_neg, original_bias, 1.0 + gamma)
+    denominator = _add_bias_(torch.add(output, positive), shift_pos, layer)
+    negative_side = _add_bias_(torch.mul(output, 1.0 + gamma).sub_(positive), shift_neg, layer)
+    del positive
+    is_positive = output > 0
+    torch.where(is_positive, denominator, negative_side, out=denominator)
+    del negative_side
+    fused = layer.groups == 1
+    stacked = layer.stack_like(grad_output, 2) if fused else None
+    first, second = stacked.chunk(2, dim=layer.channel_dim) if fused else (torch.empty_like(grad_output), torch.empty_like(grad_output))
+    ratio = _ratio_(grad_output, denominator, stabilizer)
+    ratio.masked_fill_(output == 0, 0)  # outputs with z = 0 pass nothing
+    # first = s_p + (1 + gamma) s_n, second = gamma (s_p - s_n)
+    torch.where(is_positive, ratio, ratio * (1.0 + gamma), out=first)
+    torch.where(is_positive, ratio, -ratio, out=second)
+    second.mul_(gamma)
+    del ratio
+    if fused:
+        return layer.apply_transposed(stacked, torch.cat([weight, w_pos], dim=layer.weight_out_dim), input).mul_(input)
+    return layer.apply_transposed_summed([first, second], [weight, w_pos], input).mul_(input)
+
+
+def _difference(bias: Optional[torch.Tensor], original: Optional[torch.Tensor], scale: float) -> Optional[torch.Tensor]:
+    """``bias - scale * original`` with absent biases as zero (None when both are absent)."""
+    if bias is None and original is None:
+        return None
+    if original is None:
+        return bias
+    return -scale * original if bias is None else bias - scale * original
 
 
 def zbox(layer: LinearMap, input, output, grad_output, low, high, stabilizer: Callable, zero_params) -> torch.Tensor:
@@ -265,12 +332,11 @@ def zbox(layer: LinearMap, input, output, grad_output, low, high, stabilizer: Ca
     weight, bias = _params(layer.module, zero_params)
     w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
     z = _output(layer, input, output, weight, bias, zero_params)
-    bounds = layer.apply_summed([low, high], [w_pos, w_neg])
-    # b+ + b- = b
-    bounds = _plus_bias(bounds, bias, layer)
-    s = grad_output / stabilizer(z - bounds)
-    plain, positive, negative = layer.apply_transposed_many(s, [weight, w_pos, w_neg], input)
-    return input * plain - low * positive - high * negative
+    # d = z - (W+ l + W- h) - (b+ + b-), and b+ + b- = b
+    denominator = _add_bias_(layer.apply_summed([low, high], [w_pos, w_neg]), bias, layer).neg_().add_(z)
+    ratio = _ratio_(grad_output, denominator, stabilizer)
+    plain, positive, negative = layer.apply_transposed_many(ratio, [weight, w_pos, w_neg], input)
+    return plain.mul_(input).sub_(positive.mul_(low)).sub_(negative.mul_(high))
 
 
 def uniform_spread(layer: LinearMap, input, grad_output, stabilizer: Callable, zero_params, squared: bool) -> torch.Tensor:
@@ -285,4 +351,4 @@ def uniform_spread(layer: LinearMap, input, grad_output, stabilizer: Callable, z
         weight = torch.ones_like(weight)
         bias = None
     ones = torch.ones_like(input)
-    return layer.apply_transposed(grad_output / stabilizer(layer.apply(ones, weight, bias)), weight, input)
+    return layer.apply_transposed(_ratio_(grad_output, layer.apply(ones, weight, bias), stabilizer), weight, input)

@@ -100,7 +100,10 @@ class Stabilizer:
         if self.clip:
             magnitude = torch.maximum(input.abs(), torch.as_tensor(epsilon, dtype=input.dtype, device=input.device))
             return torch.where(input >= 0, magnitude, -magnitude)
-        return torch.where(input >= 0, input + epsilon, input - epsilon)
+        if isinstance(epsilon, torch.Tensor):
+            return torch.where(input >= 0, input + epsilon, input - epsilon)
+        positive = torch.tensor(epsilon, dtype=input.dtype, device=input.device)
+        return torch.where(input >= 0, positive, -positive).add_(input)
 
     def __repr__(self) -> str:
         return f"Stabilizer(epsilon={self.epsilon})"

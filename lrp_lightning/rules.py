@@ -74,7 +74,10 @@ class LinearRule(BasicHook):
             and closed_form.supports(module)
             and "weight" not in _as_name_list(getattr(self, "zero_params", None))
         ):
-            result = self.closed_form(closed_form.LinearMap(module), input, output, grad_output, bool(call.probe))
+            with torch.no_grad():
+                result = self.closed_form(
+                    closed_form.LinearMap(module), input.detach(), output, grad_output, bool(call.probe)
+                )
             if result is not None:
                 return result
         return self.backward(module, input, output, grad_output, call.extra_args, call.kwargs)
@@ -437,8 +440,10 @@ class Norm(BasicHook):
     def backward(self, module, input, output, grad_output, args, kwargs):
         """Return the relevance of the input; a :class:`Sum` is split in proportion to its summands."""
         if fast_path_enabled() and isinstance(module, Sum) and not args and not kwargs:
-            total = output if output is not None else module.forward(input)
-            return input * (grad_output / self.stabilizer(total)).unsqueeze(module.dim)
+            with torch.no_grad():
+                input = input.detach()
+                total = output if output is not None else module.forward(input)
+                return (grad_output / self.stabilizer(total)).unsqueeze(module.dim).mul(input)
         return super().backward(module, input, output, grad_output, args, kwargs)
 
     def _repr_fields(self):

@@ -116,3 +116,25 @@ def test_composites_agree_between_paths_on_a_resnet():
             expected = attribute(composites.COMPOSITES[name](canonizers=[ResNetCanonizer()], **kwargs), model, input, target)
         actual = attribute(composites.COMPOSITES[name](canonizers=[ResNetCanonizer()], **kwargs), model, input, target)
         torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-9 * expected.abs().max().item())
+
+
+def _custom_stabilizer(denominator: torch.Tensor) -> torch.Tensor:
+    return denominator + 1e-3 * torch.where(denominator >= 0, 1.0, -1.0)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [rules.Epsilon(_custom_stabilizer), rules.AlphaBeta(2.0, 1.0, _custom_stabilizer), rules.ZPlus(_custom_stabilizer),
+     rules.Gamma(0.25, _custom_stabilizer), rules.Flat(_custom_stabilizer)],
+    ids=lambda rule: type(rule).__name__,
+)
+@pytest.mark.parametrize("sign", ["mixed", "nonnegative"])
+def test_closed_form_with_a_callable_stabilizer_equals_generic(rule, sign):
+    torch.manual_seed(4)
+    layer = torch.nn.Conv2d(3, 4, 3, padding=1)
+    input = torch.randn(2, 3, 5, 5)
+    if sign == "nonnegative":
+        input = input.clamp(min=0)
+    grad_output = torch.randn(2, 4, 5, 5)
+    expected = relevance(rule, layer, input, grad_output, fast=False)
+    torch.testing.assert_close(relevance(rule, layer, input, grad_output, fast=True), expected, rtol=1e-8, atol=1e-12)
