@@ -1,7 +1,8 @@
 """Make docs/demo_heatmap.png from the event files of real demo runs.
 
 Takes the last ``attribution/<explainer>/grid`` image (input | heatmap | overlay per sample) of
-each explainer from each run and lays them side by side under a caption. Run after the demo::
+each explainer, crops it to its first samples and lays the explainers side by side, one line per
+run. Run after the demo::
 
     python docs/make_figures.py demo_logs/confounder/version_0 demo_logs/no_confounder/version_0
 """
@@ -14,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 CAPTION_HEIGHT = 22
 GAP = 12
+PADDING = 2  # pixels between the tiles of lrp_lightning.image.attribution_grid
 
 
 def last_grids(run_dir: Path) -> dict:
@@ -29,22 +31,31 @@ def last_grids(run_dir: Path) -> dict:
     return grids
 
 
-def compose(runs: list, scale: int) -> Image.Image:
-    """One panel per (run, explainer), captioned ``<run name>: <explainer>``."""
-    panels = []
+def first_rows(grid: Image.Image, rows: int) -> Image.Image:
+    """The first ``rows`` samples of a grid of square tiles, three per row."""
+    pitch = (grid.width - 2 * PADDING) // 3 + PADDING
+    return grid.crop((0, 0, grid.width, min(grid.height, rows * pitch - PADDING)))
+
+
+def compose(runs: list, rows: int, scale: int) -> Image.Image:
+    """One line of panels per run, one panel per explainer, captioned ``<run name>: <explainer>``."""
+    lines = []
     for run_dir in runs:
+        panels = []
         for explainer, grid in sorted(last_grids(run_dir).items()):
-            grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
-            panels.append((f"{run_dir.parent.name}: {explainer}", grid))
-    width = sum(grid.width for _, grid in panels) + GAP * (len(panels) - 1)
-    height = max(grid.height for _, grid in panels) + CAPTION_HEIGHT
-    canvas = Image.new("RGB", (width, height), "white")
+            grid = first_rows(grid, rows)
+            panels.append((f"{run_dir.parent.name}: {explainer}", grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)))
+        lines.append(panels)
+    width = max(sum(grid.width + GAP for _, grid in panels) - GAP for panels in lines)
+    line_height = max(grid.height for panels in lines for _, grid in panels) + CAPTION_HEIGHT
+    canvas = Image.new("RGB", (width, len(lines) * (line_height + GAP) - GAP), "white")
     draw = ImageDraw.Draw(canvas)
-    left = 0
-    for caption, grid in panels:
-        draw.text((left + 2, 4), caption, fill="black")
-        canvas.paste(grid, (left, CAPTION_HEIGHT))
-        left += grid.width + GAP
+    for index, panels in enumerate(lines):
+        top, left = index * (line_height + GAP), 0
+        for caption, grid in panels:
+            draw.text((left + 2, top + 4), caption, fill="black")
+            canvas.paste(grid, (left, top + CAPTION_HEIGHT))
+            left += grid.width + GAP
     return canvas
 
 
@@ -52,9 +63,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories holding event files")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "demo_heatmap.png")
-    parser.add_argument("--scale", type=int, default=1, help="integer upscaling of the grids")
+    parser.add_argument("--rows", type=int, default=4, help="samples shown per grid")
+    parser.add_argument("--scale", type=int, default=2, help="integer upscaling of the grids")
     args = parser.parse_args()
-    compose(args.runs, args.scale).save(args.output)
+    compose(args.runs, args.rows, args.scale).save(args.output)
     print("saved", args.output)
 
 

@@ -65,7 +65,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--devices", default="auto", help="Lightning devices: auto, 1, 2, ...")
     parser.add_argument("--log-dir", default=DEFAULT_LOG_DIR, help="TensorBoard log directory")
     parser.add_argument("--name", default=None, help="run name under the log dir (default: from --confounder)")
-    parser.add_argument("--num-samples", type=int, default=8, help="validation images explained each epoch")
+    parser.add_argument("--num-samples", type=int, default=16, help="validation images explained each epoch")
     parser.add_argument("--target", default="label", choices=("label", "prediction"), help="class to explain")
     parser.add_argument("--n-train", type=int, default=3000, help="training images")
     parser.add_argument("--n-val", type=int, default=500, help="validation images")
