@@ -3,6 +3,7 @@ import io
 import os
 import random
 from contextlib import contextmanager, redirect_stdout
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,3 +131,25 @@ def test_demo_runs_end_to_end_and_logs_heatmaps_and_mask_metrics(tmp_path):
     printed = output.getvalue()
     assert str(log_dir) in printed
     assert len([line for line in printed.splitlines() if line.split()[:1] in (["1"], ["2"])]) == 2
+
+
+def test_make_figures_crops_each_grid_and_stacks_one_line_per_run(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_figures", Path(__file__).parent.parent / "docs" / "make_figures.py")
+    make_figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_figures)
+    from lrp_lightning.image import attribution_grid
+
+    runs = []
+    for run in ("on", "off"):
+        run_dir = tmp_path / run / "version_0"
+        writer = SummaryWriter(str(run_dir))
+        for explainer in ("a", "b"):
+            writer.add_image(f"attribution/{explainer}/grid", attribution_grid(torch.rand(5, 3, 8, 8), torch.randn(5, 3, 8, 8)), 0)
+        writer.close()
+        runs.append(run_dir)
+    assert make_figures.first_rows(make_figures.last_grids(runs[0])["a"], 2).size == (3 * 8 + 4, 2 * 8 + 2)
+    figure = make_figures.compose(runs, rows=2, scale=1)
+    line_height = 2 * 8 + 2 + make_figures.CAPTION_HEIGHT
+    assert figure.size == (2 * (3 * 8 + 4) + make_figures.GAP, 2 * line_height + make_figures.GAP)
