@@ -32,6 +32,7 @@ SCRIPT = textwrap.dedent(
             torch.save(self.attribution.samples.inputs, f"{{self.root}}/samples_rank{{trainer.global_rank}}.pt")
             metric = trainer.callback_metrics["attribution/epsilon_plus_flat/sparseness"]
             torch.save(metric, f"{{self.root}}/metric_rank{{trainer.global_rank}}.pt")
+            trainer.strategy.barrier()  # rank 0 (the process the test waits for) exits after rank 1 wrote
 
 
     if __name__ == "__main__":
