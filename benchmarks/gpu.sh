@@ -8,7 +8,7 @@
 # they are installed into $SITE (default /tmp/site) without network or dependencies. quantus needs
 # opencv, scikit-image, scikit-learn, pandas, scipy and matplotlib at import time (over 130 MB of
 # wheels, too many to carry): where the box lacks them the metrics benchmark runs without quantus,
-# and env.log says why.
+# and env.md says why.
 #
 # Every step runs under its own timeout; its stdout (Markdown tables) goes to $OUT/<step>.md, its
 # stderr to $OUT/<step>.err, both also to the terminal. A failed step does not stop the later ones;
@@ -67,6 +67,12 @@ fi
 if compgen -G ".whl/*.whl" > /dev/null; then
     step install 60 "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target "$SITE" .whl/*.whl
+    if ! python_has "import sys; sys.path.insert(0, '$SITE'); import zennit"; then
+        # no usable pip: the wheels are pure Python, so unpacking them is an installation
+        for wheel in .whl/*.whl; do
+            step "unpack_$(basename "$wheel" .whl)" 30 "$PYTHON" -m zipfile -e "$wheel" "$SITE"
+        done
+    fi
 else
     echo "install: no wheels in .whl/ (carry the ignored .whl folder); zennit and quantus columns stay empty" \
         | tee -a "$OUT/status.txt"
@@ -94,11 +100,6 @@ EOF
 step attribution 170 "$PYTHON" -m benchmarks.attribution --device "$DEVICE" "${ATTRIBUTION_SIZES[@]}" \
     --composite "${COMPOSITES[@]}" --profile
 
-if python_has "import lrp_lightning.core as core; assert hasattr(core, 'fast_path')"; then
-    step attribution_generic 70 "$PYTHON" -m benchmarks.attribution --device "$DEVICE" "${ATTRIBUTION_SIZES[@]}" \
-        --composite "${COMPOSITES[@]}" --generic --no-zennit
-fi
-
 QUANTUS_FLAG=()
 if ! python_has "import quantus"; then
     QUANTUS_FLAG=(--skip-quantus)
@@ -106,6 +107,12 @@ fi
 step metrics 120 "$PYTHON" -m benchmarks.metrics --device "$DEVICE" "${METRICS_SIZES[@]}" "${QUANTUS_FLAG[@]}"
 
 step callback 80 "$PYTHON" -m benchmarks.callback --device "$DEVICE" "${CALLBACK_SIZES[@]}"
+
+# Last, as the least needed: what the closed-form fast path buys over the generic autograd path.
+if python_has "import lrp_lightning.core as core; assert hasattr(core, 'fast_path')"; then
+    step attribution_generic 70 "$PYTHON" -m benchmarks.attribution --device "$DEVICE" "${ATTRIBUTION_SIZES[@]}" \
+        --composite "${COMPOSITES[@]}" --generic --no-zennit
+fi
 
 echo "== results in $OUT"
 cat "$OUT/status.txt"
