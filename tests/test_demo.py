@@ -101,6 +101,13 @@ def test_command_line_defaults_and_switches():
     assert changed.accelerator == "cpu"
 
 
+def test_unknown_composite_name_exits_with_the_known_names(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--composites", "gradient", "no_such_rule"])
+    message = capsys.readouterr().err
+    assert "no_such_rule" in message and "epsilon_gamma_box" in message and "smoothgrad" in message
+
+
 def test_report_points_to_make_board_only_for_the_default_log_dir(tmp_path):
     writer = SummaryWriter(str(tmp_path))
     writer.add_scalar("val/acc", 0.5, 0)

@@ -18,6 +18,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lrp_lightning.callbacks import AttributionCallback
+from lrp_lightning.callbacks.explainers import known_names
 from lrp_lightning.demo.data import WATERMARK_SIZE, IMAGE_SIZE, ShapesDataModule
 from lrp_lightning.demo.metrics import OBJECT, WATERMARK, RegionRelevanceMass, stack_masks
 from lrp_lightning.demo.model import ShapesCNN
@@ -42,6 +43,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     Returns
     -------
     argparse.Namespace
+
+    Raises
+    ------
+    SystemExit
+        On invalid arguments, e.g. an unknown composite name (the message lists the known ones).
     """
     parser = argparse.ArgumentParser(
         prog="python -m lrp_lightning.demo",
@@ -71,7 +77,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-val", type=int, default=500, help="validation images")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the model initialisation")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.composites if name not in known_names()]
+    if unknown:
+        parser.error(f"unknown composite(s) {', '.join(unknown)}; known names: {', '.join(known_names())}")
+    return args
 
 
 def build_callback(datamodule: ShapesDataModule, args: argparse.Namespace) -> AttributionCallback:
