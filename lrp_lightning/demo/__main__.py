@@ -28,8 +28,9 @@ from lrp_lightning.metrics import RegionPerturbation, Sparseness
 DEFAULT_LOG_DIR = "demo_logs"
 DEFAULT_COMPOSITES = ("epsilon_gamma_box", "epsilon_plus_flat", "gradient")
 TABLE_METRICS = {"object_mass": "object", "watermark_mass": "watermark"}
-# Lightning's advice that does not apply to in-memory tensors on a small machine
-QUIET_WARNINGS = (r".*does not have many workers.*", r".*litlogger.*")
+# Lightning's advice on dataloader workers (the data is in memory) and a torch/Lightning
+# version-mismatch deprecation notice, neither actionable for a demo user
+QUIET_WARNINGS = (r".*does not have many workers.*", r".*LeafSpec.*")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
