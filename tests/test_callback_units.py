@@ -157,6 +157,8 @@ def test_samples_validation_and_state():
     assert not samples.inputs.is_inference() and samples.inputs.dtype == torch.float32
     restored = Samples(**samples.state_dict())
     assert torch.equal(restored.inputs, samples.inputs) and torch.equal(restored.labels, samples.labels)
+    head = Samples(torch.arange(6.0).view(3, 2), torch.tensor([0, 1, 2]), torch.ones(3, 2)).head(2)
+    assert head.inputs.tolist() == [[0, 1], [2, 3]] and head.labels.tolist() == [0, 1] and head.masks.shape == (2, 2)
 
 
 def test_resolve_targets():

@@ -29,6 +29,8 @@ from lrp_lightning.callbacks.targets import TargetSpec, check_target_spec, resol
 from lrp_lightning.cmap import get_cmap
 
 SampleArg = Union[None, torch.Tensor, Sequence[Optional[torch.Tensor]]]
+# samples in the unlogged trial pass at fit start (enough to surface errors, cheap)
+TRIAL_SAMPLES = 2
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -203,7 +205,7 @@ class AttributionCallback(Callback):
 
     def _prepare(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Take the samples, check them against the model, build explainers and metrics, and run
-        one unlogged explanation pass so that anything that cannot work fails now, not mid-training."""
+        one unlogged trial pass (on the first samples) so that what cannot work fails now."""
         model = self.explained_module(pl_module)
         if self.samples is None:
             loader = first_dataloader(trainer, stage)
@@ -230,18 +232,18 @@ class AttributionCallback(Callback):
         ]
         if self.samples.masks is None and any("mask" in metric_set.needed() for metric_set in self._metric_sets):
             raise ValueError("a metric needs ground-truth masks; give batches with masks or samples=(x, y, mask)")
-        for report in self._explain(pl_module, with_rule_map=False):
+        for report in self._explain(pl_module, self.samples.head(TRIAL_SAMPLES), with_rule_map=False):
             if report.error is not None:
                 raise ValueError(
                     f"AttributionCallback cannot explain the samples with {report.name}: "
                     f"{type(report.error).__name__}: {report.error}"
                 ) from report.error
 
-    def _explain(self, pl_module: LightningModule, with_rule_map: bool) -> list[ExplainerReport]:
-        """One explanation pass over the samples with every explainer (see :func:`explain`)."""
+    def _explain(self, pl_module: LightningModule, samples: Samples, with_rule_map: bool) -> list[ExplainerReport]:
+        """One explanation pass over ``samples`` with every explainer (see :func:`explain`)."""
         reports = explain(
             self.explained_module(pl_module),
-            self.samples,
+            samples,
             self.target,
             self._explainers,
             self._metric_sets,
@@ -287,7 +289,7 @@ class AttributionCallback(Callback):
         if not self._explainers:
             return
         try:
-            reports = self._explain(pl_module, with_rule_map=True)
+            reports = self._explain(pl_module, self.samples, with_rule_map=True)
         except Exception as error:  # a failure must not stop training
             warnings.warn(
                 f"AttributionCallback skipped epoch {trainer.current_epoch}: {type(error).__name__}: {error}",

@@ -65,6 +65,24 @@ class Samples:
     def __len__(self) -> int:
         return self.inputs.shape[0]
 
+    def head(self, count: int) -> "Samples":
+        """The first ``count`` samples.
+
+        Parameters
+        ----------
+        count : int
+            How many.
+
+        Returns
+        -------
+        Samples
+        """
+        return Samples(
+            self.inputs[:count],
+            None if self.labels is None else self.labels[:count],
+            None if self.masks is None else self.masks[:count],
+        )
+
     def state_dict(self) -> dict:
         """Tensors to store in a checkpoint.
 
