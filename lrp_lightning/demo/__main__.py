@@ -19,7 +19,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from lrp_lightning.callbacks import AttributionCallback
 from lrp_lightning.callbacks.explainers import known_names
-from lrp_lightning.demo.data import WATERMARK_SIZE, IMAGE_SIZE, ShapesDataModule
+from lrp_lightning.demo.data import IMAGE_SIZE, WATERMARK_SIZE, ShapesDataModule, input_bounds, normalize
 from lrp_lightning.demo.metrics import OBJECT, WATERMARK, RegionRelevanceMass, stack_masks
 from lrp_lightning.demo.model import ShapesCNN
 from lrp_lightning.demo.summary import epoch_table, read_scalars
@@ -88,6 +88,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def build_callback(datamodule: ShapesDataModule, args: argparse.Namespace) -> AttributionCallback:
     """The AttributionCallback of the demo, explaining the first validation images.
 
+    The box rule of ``epsilon_gamma_box`` gets the exact input range (pixel values 0 and 1,
+    normalized); the metrics include the relevance mass on the object and on the watermark.
+
     Parameters
     ----------
     datamodule : ShapesDataModule
@@ -101,9 +104,8 @@ def build_callback(datamodule: ShapesDataModule, args: argparse.Namespace) -> At
     """
     split = datamodule.val_split
     count = args.num_samples
-    val_inputs = datamodule.val_dataloader().dataset.inputs
     samples = (
-        val_inputs[:count],
+        normalize(split.images[:count]),
         split.labels[:count],
         stack_masks(split.object_masks[:count], split.watermark_masks[:count]),
     )
@@ -113,7 +115,10 @@ def build_callback(datamodule: ShapesDataModule, args: argparse.Namespace) -> At
         "sparseness": Sparseness(),
         "aopc_morf": RegionPerturbation(patch_size=8, steps=16, order="morf"),
     }
-    return AttributionCallback(args.composites, samples=samples, target=args.target, metrics=metrics)
+    low, high = (bound.flatten().tolist() for bound in input_bounds())  # the box rule's input range
+    return AttributionCallback(
+        args.composites, samples=samples, target=args.target, metrics=metrics, low=low, high=high
+    )
 
 
 def train(args: argparse.Namespace) -> pl.Trainer:
