@@ -73,7 +73,7 @@ class LinearMap:
         An ``nn.Linear`` or convolution with ``padding_mode='zeros'``.
     """
 
-    def __init__(self, module: torch.nn.Module) -> None:
+    def __init__(self, module: torch.nn.Module, cache: Optional[dict] = None) -> None:
         self.module = module
         self.is_linear = isinstance(module, torch.nn.Linear)
         self.transposed = bool(getattr(module, "transposed", False))
@@ -82,6 +82,40 @@ class LinearMap:
         # weight layout: Linear/Conv (out, in, ...), ConvTranspose (in, out, ...)
         self.weight_out_dim = 1 if self.transposed else 0
         self.weight_in_dim = 0 if self.transposed else 1
+        self.cache = {} if cache is None else cache
+        stamp = tuple(_stamp(param) for param in (module.weight, module.bias))
+        if self.cache.get("stamp") != stamp:
+            self.cache.clear()
+            self.cache["stamp"] = stamp
+
+    def memo(self, key: object, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """Return ``compute()``, computed once per value of the layer's parameters.
+
+        Derived weights (``W+``, concatenations, ...) are kept in ``cache`` until the layer's
+        weight or bias changes (another tensor, storage or in-place version).
+        """
+        if key not in self.cache:
+            self.cache[key] = compute()
+        return self.cache[key]
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The layer's weight, detached."""
+        return self.memo("weight", self.module.weight.detach)
+
+    @property
+    def weight_pos(self) -> torch.Tensor:
+        """``W+``."""
+        return self.memo("weight_pos", lambda: self.weight.clamp(min=0))
+
+    @property
+    def weight_neg(self) -> torch.Tensor:
+        """``W-``."""
+        return self.memo("weight_neg", lambda: self.weight.clamp(max=0))
+
+    def concatenated(self, weights: Sequence[torch.Tensor], dim: int) -> torch.Tensor:
+        """``torch.cat(weights, dim)``, cached (the weights must themselves be cached derived weights)."""
+        return self.memo(("cat", dim, tuple(id(weight) for weight in weights)), lambda: torch.cat(list(weights), dim=dim))
 
     def apply(self, input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Return the layer's forward map of ``input`` with ``weight`` and ``bias``."""
@@ -127,7 +161,7 @@ class LinearMap:
         """Return ``[W_k x + b_k for each k]``, in one call when the layer has one group."""
         if self.groups != 1 or len(weights) == 1:
             return [self.apply(input, weight, bias) for weight, bias in zip(weights, biases)]
-        weight = torch.cat(list(weights), dim=self.weight_out_dim)
+        weight = self.concatenated(weights, self.weight_out_dim)
         bias = None
         if any(b is not None for b in biases):
             bias = torch.cat(
@@ -140,29 +174,34 @@ class LinearMap:
         """Return ``sum_k W_k x_k`` (no bias), in one call when the layer has one group."""
         if self.groups != 1 or len(weights) == 1:
             return sum(self.apply(x, w) for x, w in zip(inputs, weights))
-        return self.apply(torch.cat(list(inputs), dim=self.channel_dim), torch.cat(list(weights), dim=self.weight_in_dim))
+        return self.apply(torch.cat(list(inputs), dim=self.channel_dim), self.concatenated(weights, self.weight_in_dim))
 
     def apply_transposed_summed(self, grads: Sequence[torch.Tensor], weights: Sequence[torch.Tensor], input: torch.Tensor) -> torch.Tensor:
         """Return ``sum_k W_k^T g_k``, in one call when the layer has one group."""
         if self.groups != 1 or len(weights) == 1:
             return sum(self.apply_transposed(g, w, input) for g, w in zip(grads, weights))
         return self.apply_transposed(
-            torch.cat(list(grads), dim=self.channel_dim), torch.cat(list(weights), dim=self.weight_out_dim), input
+            torch.cat(list(grads), dim=self.channel_dim), self.concatenated(weights, self.weight_out_dim), input
         )
 
     def apply_transposed_many(self, grad: torch.Tensor, weights: Sequence[torch.Tensor], input: torch.Tensor) -> list:
         """Return ``[W_k^T grad for each k]``, in one call when the layer has one group."""
         if self.groups != 1 or len(weights) == 1:
             return [self.apply_transposed(grad, w, input) for w in weights]
-        result = self.apply_transposed(grad, torch.cat(list(weights), dim=self.weight_in_dim), input)
+        result = self.apply_transposed(grad, self.concatenated(weights, self.weight_in_dim), input)
         return list(result.chunk(len(weights), dim=self.channel_dim))
 
 
-def _params(module: torch.nn.Module, zero_params: Sequence[str]) -> tuple:
+def _stamp(param: Optional[torch.Tensor]) -> Optional[tuple]:
+    if param is None:
+        return None
+    return id(param), param._version, param.data_ptr(), param.device, param.dtype
+
+
+def _params(layer: LinearMap, zero_params: Sequence[str]) -> tuple:
     """The weight and the effective bias (None when absent or zeroed); a zeroed weight is not handled here."""
-    weight = module.weight.detach()
-    bias = module.bias.detach() if module.bias is not None and "bias" not in zero_params else None
-    return weight, bias
+    bias = layer.module.bias
+    return layer.weight, bias.detach() if bias is not None and "bias" not in zero_params else None
 
 
 def _positive(tensor: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -207,7 +246,7 @@ def _ratio_(grad_output: torch.Tensor, denominator: torch.Tensor, stabilizer: Ca
 def epsilon(layer: LinearMap, input, output, grad_output, stabilizer: Callable, zero_params) -> torch.Tensor:
     """Epsilon rule: ``x * W^T(R / stab(z))``."""
     zero_params = _names(zero_params)
-    weight, bias = _params(layer.module, zero_params)
+    weight, bias = _params(layer, zero_params)
     z = _output(layer, input, output, weight, bias, zero_params)
     return layer.apply_transposed(_ratio_(grad_output, z, stabilizer), weight, input).mul_(input)
 
@@ -216,8 +255,8 @@ def alpha_beta(
     layer: LinearMap, input, grad_output, has_negatives: bool, alpha: float, beta: float, stabilizer: Callable, zero_params
 ) -> torch.Tensor:
     """Alpha-beta rule (``alpha=1, beta=0`` is z+), see :class:`lrp_lightning.rules.AlphaBeta`."""
-    weight, bias = _params(layer.module, _names(zero_params))
-    w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
+    _, bias = _params(layer, _names(zero_params))
+    w_pos, w_neg = layer.weight_pos, layer.weight_neg
     b_pos, b_neg = _positive(bias), _negative(bias)
     if not has_negatives:
         if beta == 0:
@@ -228,14 +267,15 @@ def alpha_beta(
         if layer.groups == 1:
             # both denominators from one fused map; the ratios overwrite them in place and feed one
             # fused transposed map
-            both = layer.apply(input, torch.cat([w_pos, w_neg], dim=layer.weight_out_dim), _cat_biases([b_pos, b_neg], [w_pos, w_neg], layer))
+            both_weights = layer.concatenated([w_pos, w_neg], layer.weight_out_dim)
+            both = layer.apply(input, both_weights, _cat_biases([b_pos, b_neg], [w_pos, w_neg], layer))
             stabilized = stabilizer(both)
             if not isinstance(stabilizer, Stabilizer):  # a user's stabilizer may return a tensor we must not overwrite
                 stabilized = stabilized.clone()
             positive, negative = stabilized.chunk(2, dim=layer.channel_dim)
             torch.div(grad_output, positive, out=positive).mul_(alpha)
             torch.div(grad_output, negative, out=negative).mul_(-beta)
-            return layer.apply_transposed(stabilized, torch.cat([w_pos, w_neg], dim=layer.weight_out_dim), input).mul_(input)
+            return layer.apply_transposed(stabilized, both_weights, input).mul_(input)
         z_pos, z_neg = layer.apply_many(input, [w_pos, w_neg], [b_pos, b_neg])
         s_pos, s_neg = _ratio_(grad_output, z_pos, stabilizer), _ratio_(grad_output, z_neg, stabilizer)
         return layer.apply_transposed_summed([s_pos.mul_(alpha), s_neg.mul_(-beta)], [w_pos, w_neg], input).mul_(input)
@@ -262,16 +302,16 @@ def gamma(
     layer: LinearMap, input, output, grad_output, has_negatives: bool, gamma: float, stabilizer: Callable, zero_params
 ) -> torch.Tensor:
     """Gamma rule (signed inputs), see :class:`lrp_lightning.rules.Gamma`."""
-    weight, bias = _params(layer.module, _names(zero_params))
+    weight, bias = _params(layer, _names(zero_params))
     original_bias = layer.module.bias.detach() if layer.module.bias is not None else None
-    w_pos = weight.clamp(min=0)
+    w_pos = layer.weight_pos
     bias_pos = None if bias is None else bias + gamma * bias.clamp(min=0)
     bias_neg = None if bias is None else bias + gamma * bias.clamp(max=0)
     if not has_negatives:
         return _gamma_nonnegative(layer, input, output, grad_output, gamma, stabilizer, weight, w_pos, original_bias, bias_pos, bias_neg)
     x_pos, x_neg = input.clamp(min=0), input.clamp(max=0)
-    boost_pos = weight + gamma * w_pos
-    boost_neg = weight + gamma * weight.clamp(max=0)
+    boost_pos = layer.memo(("gamma_pos", gamma), lambda: weight + gamma * w_pos)
+    boost_neg = layer.memo(("gamma_neg", gamma), lambda: weight + gamma * layer.weight_neg)
     pos_a, pos_b = layer.apply_many(x_pos, [boost_pos, boost_neg], [None, None])
     neg_a, neg_b = layer.apply_many(x_neg, [boost_pos, boost_neg], [None, None])
     if output is None:
@@ -313,7 +353,7 @@ def _gamma_nonnegative(layer, input, output, grad_output, gamma, stabilizer, wei
     second.mul_(gamma)
     del ratio
     if fused:
-        return layer.apply_transposed(stacked, torch.cat([weight, w_pos], dim=layer.weight_out_dim), input).mul_(input)
+        return layer.apply_transposed(stacked, layer.concatenated([weight, w_pos], layer.weight_out_dim), input).mul_(input)
     return layer.apply_transposed_summed([first, second], [weight, w_pos], input).mul_(input)
 
 
@@ -329,8 +369,8 @@ def _difference(bias: Optional[torch.Tensor], original: Optional[torch.Tensor], 
 def zbox(layer: LinearMap, input, output, grad_output, low, high, stabilizer: Callable, zero_params) -> torch.Tensor:
     """ZBox rule: ``x W^T s - l W+^T s - h W-^T s`` with ``s = R / stab(z - W+ l - b+ - W- h - b-)``."""
     zero_params = _names(zero_params)
-    weight, bias = _params(layer.module, zero_params)
-    w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
+    weight, bias = _params(layer, zero_params)
+    w_pos, w_neg = layer.weight_pos, layer.weight_neg
     z = _output(layer, input, output, weight, bias, zero_params)
     # d = z - (W+ l + W- h) - (b+ + b-), and b+ + b- = b
     denominator = _add_bias_(layer.apply_summed([low, high], [w_pos, w_neg]), bias, layer).neg_().add_(z)
@@ -343,12 +383,12 @@ def uniform_spread(layer: LinearMap, input, grad_output, stabilizer: Callable, z
     """WSquare (``squared=True``: ``V = W^2``, ``c = b^2``) or Flat (``V = 1``, ``c = 0``) rule:
     ``V^T(R / stab(V 1 + c))``."""
     zero_params = _names(zero_params)
-    weight, bias = _params(layer.module, zero_params)
+    weight, bias = _params(layer, zero_params)
     if squared:
-        weight = weight**2
+        weight = layer.memo("squared", lambda: weight**2)
         bias = None if bias is None else bias**2
     else:
-        weight = torch.ones_like(weight)
+        weight = layer.memo("ones", lambda: torch.ones_like(weight))
         bias = None
     ones = torch.ones_like(input)
     return layer.apply_transposed(_ratio_(grad_output, layer.apply(ones, weight, bias), stabilizer), weight, input)

@@ -299,6 +299,9 @@ class Hook:
         """Dispatch one call's backward pass to :meth:`backward`."""
         return self.backward(call.module, input, output, grad_output, call.extra_args, call.kwargs)
 
+    def release(self) -> None:
+        """Drop whatever the hook cached while registered (called when its composite is removed)."""
+
     def copy(self) -> "Hook":
         """Return an independent copy of this hook."""
         return copy.copy(self)
@@ -499,6 +502,8 @@ class Composite:
     def remove(self) -> None:
         """Detach all rules, then undo all canonizers (last applied first)."""
         self.handles.remove()
+        for hook in self.rule_map.values():
+            hook.release()
         for instance in reversed(self.canonizer_instances):
             instance.remove()
         self.canonizer_instances = []

@@ -56,6 +56,15 @@ class LinearRule(BasicHook):
     saves_output = True
     splits_input_by_sign = False
 
+    @property
+    def _weight_caches(self) -> dict:
+        """Derived weights per module (see :meth:`closed_form.LinearMap.memo`), dropped by :meth:`release`."""
+        return self.__dict__.setdefault("_weight_cache_by_module", {})
+
+    def release(self) -> None:
+        """Drop the cached derived weights."""
+        self.__dict__.pop("_weight_cache_by_module", None)
+
     def probe(self, input: torch.Tensor) -> Union[None, bool, "closed_form.NegativeProbe"]:
         """For the closed form: start checking, without waiting for the device, whether the input
         has negative entries (rules whose closed form splits the input by sign), else ``False``."""
@@ -75,9 +84,8 @@ class LinearRule(BasicHook):
             and "weight" not in _as_name_list(getattr(self, "zero_params", None))
         ):
             with torch.no_grad():
-                result = self.closed_form(
-                    closed_form.LinearMap(module), input.detach(), output, grad_output, bool(call.probe)
-                )
+                layer = closed_form.LinearMap(module, self._weight_caches.setdefault(id(module), {}))
+                result = self.closed_form(layer, input.detach(), output, grad_output, bool(call.probe))
             if result is not None:
                 return result
         return self.backward(module, input, output, grad_output, call.extra_args, call.kwargs)

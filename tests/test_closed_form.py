@@ -138,3 +138,27 @@ def test_closed_form_with_a_callable_stabilizer_equals_generic(rule, sign):
     grad_output = torch.randn(2, 4, 5, 5)
     expected = relevance(rule, layer, input, grad_output, fast=False)
     torch.testing.assert_close(relevance(rule, layer, input, grad_output, fast=True), expected, rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["epsilon_gamma_box", "epsilon_alpha2_beta1", "epsilon_plus_flat"])
+def test_cached_derived_weights_follow_in_place_weight_updates(name):
+    torch.manual_seed(5)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3), torch.nn.ReLU(),
+        torch.nn.Flatten(), torch.nn.Linear(4, 2),
+    )
+    input = torch.rand(2, 3, 5, 5)
+    target = torch.tensor([0, 1])
+    kwargs = {"low": torch.zeros(1), "high": torch.ones(1)} if name == "epsilon_gamma_box" else {}
+    composite = composites.COMPOSITES[name](**kwargs)
+    with composite.context(model):
+        leaf = input.clone().requires_grad_()
+        torch.autograd.grad(model(leaf), leaf, torch.eye(2)[target])
+        with torch.no_grad():
+            for layer in (model[0], model[2]):
+                layer.weight.mul_(-1.5)
+        leaf = input.clone().requires_grad_()
+        after_update, = torch.autograd.grad(model(leaf), leaf, torch.eye(2)[target])
+    assert not composite.rule_map
+    fresh = attribute(composites.COMPOSITES[name](**kwargs), model, input, target)
+    torch.testing.assert_close(after_update, fresh)
