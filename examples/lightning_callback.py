@@ -4,7 +4,7 @@
 each listed composite/attributor and logs heatmaps and metrics to TensorBoard. Here a small
 classifier trains on the shapes data that ships with the package. Run::
 
-    python examples/lightning_callback.py --epochs 3
+    python examples/lightning_callback.py --epochs 5
     tensorboard --logdir example_logs --host 127.0.0.1
 """
 import argparse
@@ -26,11 +26,10 @@ class LitClassifier(pl.LightningModule):
     def __init__(self, lr: float = 3e-3):
         super().__init__()
         self.lr = lr
-        self.net = nn.Sequential(
-            nn.Conv2d(3, 16, 5, stride=2, padding=2), nn.BatchNorm2d(16), nn.ReLU(),
-            nn.Conv2d(16, 32, 5, stride=2, padding=2), nn.BatchNorm2d(32), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 3),
-        )
+        layers = []
+        for c_in, c_out in [(3, 8), (8, 16), (16, 32), (32, 64)]:
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)]
+        self.net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 3))
 
     def forward(self, x):
         return self.net(x)
@@ -51,8 +50,8 @@ class LitClassifier(pl.LightningModule):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--n-train", type=int, default=2000)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--n-train", type=int, default=3000)
     parser.add_argument("--log-dir", default="example_logs")
     args = parser.parse_args()
 
@@ -75,7 +74,9 @@ def main() -> None:
         enable_checkpointing=False,
     )
     pl.seed_everything(0)
-    trainer.fit(LitClassifier(), datamodule=ShapesDataModule(n_train=args.n_train, n_val=200, seed=0))
+    # confounder=True would add a class-revealing watermark to the training images (see the demo)
+    data = ShapesDataModule(n_train=args.n_train, n_val=200, confounder=False, seed=0)
+    trainer.fit(LitClassifier(), datamodule=data)
     print("logs in", trainer.logger.log_dir)
 
 
