@@ -11,6 +11,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from lrp_lightning.demo.__main__ import DEFAULT_COMPOSITES, main, parse_args, report
+from lrp_lightning.demo.data import IMAGE_SIZE, WATERMARK_SIZE
 from lrp_lightning.demo.metrics import OBJECT, WATERMARK, RegionRelevanceMass, stack_masks
 from lrp_lightning.demo.model import ShapesCNN
 from lrp_lightning.demo.summary import epoch_table, read_scalars
@@ -143,7 +144,8 @@ def test_demo_runs_end_to_end_and_logs_heatmaps_and_mask_metrics(tmp_path):
 def test_make_figures_crops_each_grid_and_stacks_one_line_per_run(tmp_path):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("make_figures", Path(__file__).parent.parent / "docs" / "make_figures.py")
+    script = Path(__file__).parent.parent / "docs" / "make_figures.py"
+    spec = importlib.util.spec_from_file_location("make_figures", script)
     make_figures = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make_figures)
     from lrp_lightning.image import attribution_grid
@@ -153,10 +155,29 @@ def test_make_figures_crops_each_grid_and_stacks_one_line_per_run(tmp_path):
         run_dir = tmp_path / run / "version_0"
         writer = SummaryWriter(str(run_dir))
         for explainer in ("a", "b"):
-            writer.add_image(f"attribution/{explainer}/grid", attribution_grid(torch.rand(5, 3, 8, 8), torch.randn(5, 3, 8, 8)), 0)
+            grid = attribution_grid(torch.rand(5, 3, 8, 8), torch.randn(5, 3, 8, 8))
+            writer.add_image(f"attribution/{explainer}/grid", grid, 0)
         writer.close()
         runs.append(run_dir)
     assert make_figures.first_rows(make_figures.last_grids(runs[0])["a"], 2).size == (3 * 8 + 4, 2 * 8 + 2)
     figure = make_figures.compose(runs, rows=2, scale=1)
     line_height = 2 * 8 + 2 + make_figures.CAPTION_HEIGHT
     assert figure.size == (2 * (3 * 8 + 4) + make_figures.GAP, 2 * line_height + make_figures.GAP)
+
+
+def test_confounded_training_moves_relevance_onto_the_watermark(tmp_path):
+    area_share = WATERMARK_SIZE**2 / IMAGE_SIZE**2
+    masses = {}
+    for switch in ("--confounder", "--no-confounder"):
+        with restored_global_state(), redirect_stdout(io.StringIO()):
+            log_dir = main(
+                ["--epochs", "1", "--n-train", "640", "--n-val", "64", "--accelerator", "cpu", switch,
+                 "--composites", "epsilon_gamma_box", "epsilon_plus_flat", "--log-dir", str(tmp_path)]
+            )
+        scalars = read_scalars(log_dir)
+        masses[switch] = {
+            name: scalars[f"attribution/{name}/watermark_mass"][-1] for name in ("epsilon_gamma_box", "epsilon_plus_flat")
+        }
+    for name, mass in masses["--confounder"].items():
+        assert mass > 20 * area_share
+        assert mass > 2 * masses["--no-confounder"][name]
