@@ -44,7 +44,8 @@ def compose(runs: list, rows: int, scale: int) -> Image.Image:
         panels = []
         for explainer, grid in sorted(last_grids(run_dir).items()):
             grid = first_rows(grid, rows)
-            panels.append((f"{run_dir.parent.name}: {explainer}", grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)))
+            grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
+            panels.append((f"{run_dir.parent.name}: {explainer}", grid))
         lines.append(panels)
     width = max(sum(grid.width + GAP for _, grid in panels) - GAP for panels in lines)
     line_height = max(grid.height for panels in lines for _, grid in panels) + CAPTION_HEIGHT

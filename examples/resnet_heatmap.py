@@ -18,7 +18,7 @@ from lrp_lightning.torchvision import ResNetCanonizer
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--composite", default="epsilon_plus_flat", help="a name from lrp_lightning.composites.COMPOSITES")
+    parser.add_argument("--composite", default="epsilon_plus_flat", help="a registered composite name")
     parser.add_argument("--size", type=int, default=224, help="input height and width")
     parser.add_argument("--output", default="resnet_heatmap.png", help="where to save the PNG")
     args = parser.parse_args()

@@ -176,7 +176,8 @@ def test_confounded_training_moves_relevance_onto_the_watermark(tmp_path):
             )
         scalars = read_scalars(log_dir)
         masses[switch] = {
-            name: scalars[f"attribution/{name}/watermark_mass"][-1] for name in ("epsilon_gamma_box", "epsilon_plus_flat")
+            name: scalars[f"attribution/{name}/watermark_mass"][-1]
+            for name in ("epsilon_gamma_box", "epsilon_plus_flat")
         }
     for name, mass in masses["--confounder"].items():
         assert mass > 20 * area_share

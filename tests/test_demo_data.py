@@ -112,7 +112,9 @@ def test_without_confounder_the_corner_is_independent_of_the_class(unconfounded)
         assert (shares - 0.25).abs().max() < 0.1
 
 
-@pytest.mark.parametrize("kwargs", [{"n": 0}, {"n": 5, "confounder_strength": 1.5}, {"n": 5, "confounder_strength": -0.1}])
+@pytest.mark.parametrize(
+    "kwargs", [{"n": 0}, {"n": 5, "confounder_strength": 1.5}, {"n": 5, "confounder_strength": -0.1}]
+)
 def test_bad_arguments_raise(kwargs):
     with pytest.raises(ValueError):
         generate_split(seed=0, confounded=True, **kwargs)

@@ -63,7 +63,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="watermark corner encodes the class in the training split (a 'Clever Hans' shortcut)",
     )
     parser.add_argument(
-        "--confounder-strength", type=float, default=1.0, help="share of training images whose watermark marks the class"
+        "--confounder-strength",
+        type=float,
+        default=1.0,
+        help="share of training images whose watermark marks the class",
     )
     parser.add_argument(
         "--composites", nargs="+", default=list(DEFAULT_COMPOSITES), help="composites/attributors to compare"
