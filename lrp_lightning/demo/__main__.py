@@ -151,7 +151,7 @@ def train(args: argparse.Namespace) -> pl.Trainer:
     datamodule.setup()
     callback = build_callback(datamodule, args)
     name = args.name or ("confounder" if args.confounder else "no_confounder")
-    logger = TensorBoardLogger(args.log_dir, name=name)
+    logger = TensorBoardLogger(args.log_dir, name=name, default_hp_metric=False)
     trainer = pl.Trainer(
         max_epochs=args.epochs,
         accelerator=args.accelerator,
