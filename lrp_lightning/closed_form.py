@@ -13,7 +13,7 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from lrp_lightning import types
+from lrp_lightning import fused, types
 from lrp_lightning.core import Stabilizer
 
 _CONV_FORWARD = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -332,10 +332,23 @@ def _gamma_nonnegative(layer, input, output, grad_output, gamma, stabilizer, wei
         output = _add_bias_(linear_part, original_bias, layer)
     else:
         positive = layer.apply(input, w_pos)
-    positive.mul_(gamma)
     # with z the layer output (bias b): z_p = z + gamma W+x + (b_p - b), z_n = (1 + gamma) z - gamma W+x + (b_n - (1 + gamma) b)
     shift_pos = _difference(bias_pos, original_bias, 1.0)
     shift_neg = _difference(bias_neg, original_bias, 1.0 + gamma)
+    if output.is_cuda and layer.groups == 1 and _plain(stabilizer):
+        zeros = output.new_zeros(output.shape[layer.channel_dim])
+        stacked = fused.gamma_stacked_on_device(
+            output,
+            positive,
+            grad_output,
+            _channels(zeros if shift_pos is None else shift_pos, layer, output),
+            _channels(zeros if shift_neg is None else shift_neg, layer, output),
+            gamma,
+            stabilizer.epsilon,
+            layer.channel_dim,
+        )
+        return layer.apply_transposed(stacked, layer.concatenated([weight, w_pos], layer.weight_out_dim), input).mul_(input)
+    positive.mul_(gamma)
     denominator = _add_bias_(torch.add(output, positive), shift_pos, layer)
     negative_side = _add_bias_(torch.mul(output, 1.0 + gamma).sub_(positive), shift_neg, layer)
     del positive
@@ -355,6 +368,16 @@ def _gamma_nonnegative(layer, input, output, grad_output, gamma, stabilizer, wei
     if fused:
         return layer.apply_transposed(stacked, layer.concatenated([weight, w_pos], layer.weight_out_dim), input).mul_(input)
     return layer.apply_transposed_summed([first, second], [weight, w_pos], input).mul_(input)
+
+
+def _plain(stabilizer: Callable) -> bool:
+    """Whether ``stabilizer`` is the plain ``d + eps * sign(d)`` (what the fused kernels implement)."""
+    return (
+        type(stabilizer) is Stabilizer
+        and not stabilizer.clip
+        and not stabilizer.norm_scale
+        and isinstance(stabilizer.epsilon, (int, float))
+    )
 
 
 def _difference(bias: Optional[torch.Tensor], original: Optional[torch.Tensor], scale: float) -> Optional[torch.Tensor]:

@@ -162,3 +162,42 @@ def test_cached_derived_weights_follow_in_place_weight_updates(name):
     assert not composite.rule_map
     fresh = attribute(composites.COMPOSITES[name](**kwargs), model, input, target)
     torch.testing.assert_close(after_update, fresh)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("zero_params", [None, "bias"])
+@pytest.mark.parametrize("layer_name", ["linear", "conv2d"])
+def test_fused_gamma_kernel_equals_the_in_place_path(layer_name, zero_params, bias):
+    """The pure function compiled on CUDA computes what the CPU path computes."""
+    from lrp_lightning import fused
+
+    torch.manual_seed(6)
+    layer = torch.nn.Linear(7, 5, bias=bias) if layer_name == "linear" else torch.nn.Conv2d(3, 4, 3, padding=1, bias=bias)
+    shape = (7,) if layer_name == "linear" else (3, 5, 5)
+    input = torch.rand(2, *shape)
+    output = layer(input).detach()
+    grad_output = torch.randn_like(output)
+    output.view(-1)[:3] = 0.0  # outputs with z = 0 pass nothing
+    rule = rules.Gamma(0.3, zero_params=zero_params)
+    map_ = closed_form.LinearMap(layer)
+    expected = closed_form.gamma(map_, input, output, grad_output, False, 0.3, rule.stabilizer, zero_params)
+
+    weight, effective_bias = closed_form._params(map_, closed_form._names(zero_params))
+    original = layer.bias.detach() if bias else None
+    bias_pos = None if effective_bias is None else effective_bias + 0.3 * effective_bias.clamp(min=0)
+    bias_neg = None if effective_bias is None else effective_bias + 0.3 * effective_bias.clamp(max=0)
+    zeros = torch.zeros(output.shape[map_.channel_dim])
+    shift_pos = closed_form._difference(bias_pos, original, 1.0)
+    shift_neg = closed_form._difference(bias_neg, original, 1.3)
+    stacked = fused.gamma_stacked(
+        output,
+        map_.apply(input, map_.weight_pos),
+        grad_output,
+        closed_form._channels(zeros if shift_pos is None else shift_pos, map_, output),
+        closed_form._channels(zeros if shift_neg is None else shift_neg, map_, output),
+        0.3,
+        rule.stabilizer.epsilon,
+        map_.channel_dim,
+    )
+    actual = map_.apply_transposed(stacked, map_.concatenated([weight, map_.weight_pos], map_.weight_out_dim), input) * input
+    torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-12)
