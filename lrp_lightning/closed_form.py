@@ -335,7 +335,7 @@ def _gamma_nonnegative(layer, input, output, grad_output, gamma, stabilizer, wei
     # with z the layer output (bias b): z_p = z + gamma W+x + (b_p - b), z_n = (1 + gamma) z - gamma W+x + (b_n - (1 + gamma) b)
     shift_pos = _difference(bias_pos, original_bias, 1.0)
     shift_neg = _difference(bias_neg, original_bias, 1.0 + gamma)
-    if output.is_cuda and layer.groups == 1 and _plain(stabilizer):
+    if _fused_eligible(output, layer, stabilizer):
         zeros = output.new_zeros(output.shape[layer.channel_dim])
         stacked = fused.gamma_stacked_on_device(
             output,
@@ -355,9 +355,11 @@ def _gamma_nonnegative(layer, input, output, grad_output, gamma, stabilizer, wei
     is_positive = output > 0
     torch.where(is_positive, denominator, negative_side, out=denominator)
     del negative_side
-    fused = layer.groups == 1
-    stacked = layer.stack_like(grad_output, 2) if fused else None
-    first, second = stacked.chunk(2, dim=layer.channel_dim) if fused else (torch.empty_like(grad_output), torch.empty_like(grad_output))
+    one_group = layer.groups == 1
+    stacked = layer.stack_like(grad_output, 2) if one_group else None
+    first, second = (
+        stacked.chunk(2, dim=layer.channel_dim) if one_group else (torch.empty_like(grad_output), torch.empty_like(grad_output))
+    )
     ratio = _ratio_(grad_output, denominator, stabilizer)
     ratio.masked_fill_(output == 0, 0)  # outputs with z = 0 pass nothing
     # first = s_p + (1 + gamma) s_n, second = gamma (s_p - s_n)
@@ -365,15 +367,17 @@ def _gamma_nonnegative(layer, input, output, grad_output, gamma, stabilizer, wei
     torch.where(is_positive, ratio, -ratio, out=second)
     second.mul_(gamma)
     del ratio
-    if fused:
+    if one_group:
         return layer.apply_transposed(stacked, layer.concatenated([weight, w_pos], layer.weight_out_dim), input).mul_(input)
     return layer.apply_transposed_summed([first, second], [weight, w_pos], input).mul_(input)
 
 
-def _plain(stabilizer: Callable) -> bool:
-    """Whether ``stabilizer`` is the plain ``d + eps * sign(d)`` (what the fused kernels implement)."""
+def _fused_eligible(output: torch.Tensor, layer: LinearMap, stabilizer: Callable) -> bool:
+    """Whether the fused kernel applies: CUDA, one group, and the plain ``d + eps * sign(d)`` stabilizer."""
     return (
-        type(stabilizer) is Stabilizer
+        output.is_cuda
+        and layer.groups == 1
+        and type(stabilizer) is Stabilizer
         and not stabilizer.clip
         and not stabilizer.norm_scale
         and isinstance(stabilizer.epsilon, (int, float))

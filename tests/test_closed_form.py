@@ -201,3 +201,15 @@ def test_fused_gamma_kernel_equals_the_in_place_path(layer_name, zero_params, bi
     )
     actual = map_.apply_transposed(stacked, map_.concatenated([weight, map_.weight_pos], map_.weight_out_dim), input) * input
     torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_the_fused_branch_of_gamma_equals_the_in_place_branch(monkeypatch):
+    """The code path taken on CUDA (here with the eager kernel) gives the CPU path's relevance."""
+    torch.manual_seed(7)
+    layer = torch.nn.Conv2d(3, 4, 3, padding=1)
+    input = torch.rand(2, 3, 5, 5)
+    grad_output = torch.randn(2, 4, 5, 5)
+    rule = rules.Gamma(0.25)
+    expected = relevance(rule, layer, input, grad_output, fast=True)
+    monkeypatch.setattr(closed_form, "_fused_eligible", lambda output, layer, stabilizer: True)
+    torch.testing.assert_close(relevance(rule, layer, input, grad_output, fast=True), expected, rtol=1e-10, atol=1e-12)
