@@ -8,12 +8,7 @@ from lrp_lightning.core import fast_path
 from engine_models import attribute
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 LAYERS = {

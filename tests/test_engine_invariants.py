@@ -27,12 +27,7 @@ from engine_models import (
 NAMES = sorted(COMPOSITES)
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 def build(name: str, input: torch.Tensor, **kwargs):

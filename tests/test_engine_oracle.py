@@ -36,12 +36,7 @@ LRP_NAMES = [
 ALL_NAMES = LRP_NAMES + ["deconvnet", "guided_backprop", "beta_smooth"]
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 def assert_close(expected: torch.Tensor, actual: torch.Tensor, rtol: float = RTOL) -> None:

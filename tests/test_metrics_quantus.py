@@ -19,13 +19,8 @@ from lrp_lightning.metrics import (
 warnings.filterwarnings("ignore", module="quantus")
 
 
-@pytest.fixture(autouse=True)
-def float64_default():
-    """Quantus builds its torch tensors in the default dtype; make it float64 for exact comparisons."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+# Quantus builds its torch tensors in the default dtype; float64 makes the comparisons exact
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 def small_cnn(channels: int, height: int, width: int, classes: int = 5) -> nn.Module:
