@@ -252,12 +252,13 @@ def build_explainer(
             kwargs["high"] = _as_bound(high, inferred_high, "high")
             if (kwargs["low"] > kwargs["high"]).any():
                 raise ValueError("low must not exceed high for the box rule")
-        explainer = Explainer(name, cls(**kwargs))
+        composite = cls(**kwargs)
+        # the callback names uncovered layers once itself; a composite it built need not repeat it every epoch
+        composite.warn_uncovered = False
+        explainer = Explainer(name, composite)
     else:
         cls = ATTRIBUTORS[spec]
         parameters = inspect.signature(cls).parameters
         kwargs = {key: value for key, value in ATTRIBUTOR_DEFAULTS.items() if key in parameters}
         explainer = Explainer(name, None, cls, kwargs)
-    if explainer.composite is not None and hasattr(explainer.composite, "warn_uncovered"):
-        explainer.composite.warn_uncovered = False
     return explainer
