@@ -28,7 +28,14 @@ from lrp_lightning.rules import (
 )
 from lrp_lightning.types import Activation, AvgPool, BatchNorm, Convolution, Linear
 
-COMPOSITES: dict = {}
+class CompositeRegistry(dict):
+    """The registry of composite classes by name; an unknown name raises a KeyError listing the known ones."""
+
+    def __missing__(self, name: str) -> type:
+        raise KeyError(f"unknown composite {name!r}; registered composites: {', '.join(sorted(self))}")
+
+
+COMPOSITES: CompositeRegistry = CompositeRegistry()
 
 LayerMap = Sequence[tuple]
 
@@ -51,10 +58,7 @@ def get_composite(name: str) -> type:
     KeyError
         If no composite is registered under ``name``; the message lists the registered names.
     """
-    try:
-        return COMPOSITES[name]
-    except KeyError:
-        raise KeyError(f"unknown composite {name!r}; registered composites: {', '.join(sorted(COMPOSITES))}") from None
+    return COMPOSITES[name]
 
 
 def layer_map_base(stabilizer: float = 1e-6) -> list:

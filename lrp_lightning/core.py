@@ -301,6 +301,7 @@ class Hook:
 
     def release(self) -> None:
         """Drop whatever the hook cached while registered (called when its composite is removed)."""
+        self._inplace_inputs.clear()
 
     def copy(self) -> "Hook":
         """Return an independent copy of this hook."""

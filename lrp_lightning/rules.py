@@ -63,6 +63,7 @@ class LinearRule(BasicHook):
 
     def release(self) -> None:
         """Drop the cached derived weights."""
+        super().release()
         self.__dict__.pop("_weight_cache_by_module", None)
 
     def probe(self, input: torch.Tensor) -> Union[None, bool, "closed_form.NegativeProbe"]:

@@ -46,6 +46,9 @@ def test_registry_holds_the_nine_composites():
 def test_unknown_composite_name_lists_registered_names():
     with pytest.raises(KeyError, match="epsilon_gamma_box.*epsilon_plus"):
         get_composite("epsilon_gama_box")
+    with pytest.raises(KeyError, match="unknown composite 'nope'; registered composites: .*beta_smooth"):
+        COMPOSITES["nope"]
+    assert "nope" not in COMPOSITES and COMPOSITES.get("nope") is None
 
 
 def test_lrp0_equals_gradient_times_input_on_relu_net():
