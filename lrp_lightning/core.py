@@ -98,11 +98,12 @@ class Stabilizer:
             dim = tuple(range(1, input.dim())) if self.dim is None else tuple(self.dim)
             epsilon = epsilon * input.abs().mean(dim=dim, keepdim=True)
         if self.clip:
-            magnitude = torch.maximum(input.abs(), torch.as_tensor(epsilon, dtype=input.dtype, device=input.device))
+            magnitude = input.abs().clamp_(min=epsilon) if not isinstance(epsilon, torch.Tensor) else torch.maximum(input.abs(), epsilon)
             return torch.where(input >= 0, magnitude, -magnitude)
         if isinstance(epsilon, torch.Tensor):
             return torch.where(input >= 0, input + epsilon, input - epsilon)
-        positive = torch.tensor(epsilon, dtype=input.dtype, device=input.device)
+        # a fill on the input's device, not a copy from the host, which would make a CUDA stream wait
+        positive = input.new_full((), epsilon)
         return torch.where(input >= 0, positive, -positive).add_(input)
 
     def __repr__(self) -> str:

@@ -332,8 +332,8 @@ class ZBox(LinearRule):
         super().__init__(
             input_modifiers=[
                 _identity_input,
-                lambda input: _broadcast_bound(self.low, input, "low"),
-                lambda input: _broadcast_bound(self.high, input, "high"),
+                lambda input: self._bound("low", input),
+                lambda input: self._bound("high", input),
             ],
             param_modifiers=[
                 ParamMod(_identity_param, zero_params=zero_params),
@@ -345,15 +345,27 @@ class ZBox(LinearRule):
             reducer=lambda inputs, gradients: inputs[0] * gradients[0] - inputs[1] * gradients[1] - inputs[2] * gradients[2],
         )
 
+    def _bound(self, name: str, input: torch.Tensor) -> torch.Tensor:
+        """``low`` or ``high`` on the input's device and dtype (converted once), broadcast to the input."""
+        converted = self.__dict__.setdefault("_converted_bounds", {})
+        key = (name, input.device, input.dtype)
+        if key not in converted:
+            converted[key] = getattr(self, name).to(device=input.device, dtype=input.dtype)
+        return _broadcast_bound(converted[key], input, name)
+
+    def release(self) -> None:
+        """Drop the cached derived weights and device copies of the bounds."""
+        super().release()
+        self.__dict__.pop("_converted_bounds", None)
+
     def _forward_hook(self, module, args, kwargs, output):
         if self._applies(args):
-            _broadcast_bound(self.low, args[0], "low")
-            _broadcast_bound(self.high, args[0], "high")
+            self._bound("low", args[0])
+            self._bound("high", args[0])
         return super()._forward_hook(module, args, kwargs, output)
 
     def closed_form(self, layer, input, output, grad_output, has_negatives):
-        low = _broadcast_bound(self.low, input, "low")
-        high = _broadcast_bound(self.high, input, "high")
+        low, high = self._bound("low", input), self._bound("high", input)
         return closed_form.zbox(layer, input, output, grad_output, low, high, self.stabilizer, self.zero_params)
 
     def _repr_fields(self):

@@ -7,7 +7,7 @@ import torch
 
 from lrp_lightning import canonizers, composites, rules
 from lrp_lightning.composites import COMPOSITES, get_composite
-from lrp_lightning.core import Composite
+from lrp_lightning.core import Composite, Stabilizer
 from lrp_lightning.layer import Sum
 from lrp_lightning.torchvision import ResNetCanonizer, VGGCanonizer
 from lrp_lightning.types import Convolution
@@ -293,6 +293,20 @@ def test_zbox_per_channel_bounds_equal_full_size_bounds():
     per_channel = composites.EpsilonGammaBox(low, high)
     target = torch.tensor([1, 2])
     torch.testing.assert_close(attribute(per_channel, model, input, target), attribute(full, model, input, target))
+
+
+def test_stabilizer_moves_denominators_away_from_zero_with_sign_of_zero_positive():
+    values = torch.tensor([-2.0, -1e-9, 0.0, 1e-9, 3.0])
+    epsilon = 1e-6
+    torch.testing.assert_close(
+        Stabilizer(epsilon)(values), torch.tensor([-2.0 - epsilon, -1e-9 - epsilon, epsilon, 1e-9 + epsilon, 3.0 + epsilon])
+    )
+    torch.testing.assert_close(
+        Stabilizer(epsilon, clip=True)(values), torch.tensor([-2.0, -epsilon, epsilon, epsilon, 3.0])
+    )
+    assert Stabilizer.ensure(0.5).epsilon == 0.5 and Stabilizer.ensure(torch.abs) is torch.abs
+    with pytest.raises(TypeError, match="float or a callable"):
+        Stabilizer.ensure("big")
 
 
 def test_sum_layer_and_norm_rule_split_relevance_proportionally():
