@@ -257,7 +257,7 @@ def alpha_beta(
     """Alpha-beta rule (``alpha=1, beta=0`` is z+), see :class:`lrp_lightning.rules.AlphaBeta`."""
     _, bias = _params(layer, _names(zero_params))
     w_pos, w_neg = layer.weight_pos, layer.weight_neg
-    b_pos, b_neg = _positive(bias), _negative(bias)
+    b_pos, b_neg = layer.memo("signed_biases", lambda: (_positive(bias), _negative(bias)))
     if not has_negatives:
         if beta == 0:
             scaled = _ratio_(grad_output, layer.apply(input, w_pos, b_pos), stabilizer)
@@ -268,7 +268,8 @@ def alpha_beta(
             # both denominators from one fused map; the ratios overwrite them in place and feed one
             # fused transposed map
             both_weights = layer.concatenated([w_pos, w_neg], layer.weight_out_dim)
-            both = layer.apply(input, both_weights, _cat_biases([b_pos, b_neg], [w_pos, w_neg], layer))
+            both_biases = layer.memo("signed_biases_cat", lambda: _cat_biases([b_pos, b_neg], [w_pos, w_neg], layer))
+            both = layer.apply(input, both_weights, both_biases)
             stabilized = stabilizer(both)
             if not isinstance(stabilizer, Stabilizer):  # a user's stabilizer may return a tensor we must not overwrite
                 stabilized = stabilized.clone()
@@ -305,8 +306,10 @@ def gamma(
     weight, bias = _params(layer, _names(zero_params))
     original_bias = layer.module.bias.detach() if layer.module.bias is not None else None
     w_pos = layer.weight_pos
-    bias_pos = None if bias is None else bias + gamma * bias.clamp(min=0)
-    bias_neg = None if bias is None else bias + gamma * bias.clamp(max=0)
+    bias_pos, bias_neg = layer.memo(
+        ("gamma_biases", gamma),
+        lambda: (None, None) if bias is None else (bias + gamma * bias.clamp(min=0), bias + gamma * bias.clamp(max=0)),
+    )
     if not has_negatives:
         return _gamma_nonnegative(layer, input, output, grad_output, gamma, stabilizer, weight, w_pos, original_bias, bias_pos, bias_neg)
     x_pos, x_neg = input.clamp(min=0), input.clamp(max=0)
@@ -333,19 +336,20 @@ def _gamma_nonnegative(layer, input, output, grad_output, gamma, stabilizer, wei
     else:
         positive = layer.apply(input, w_pos)
     # with z the layer output (bias b): z_p = z + gamma W+x + (b_p - b), z_n = (1 + gamma) z - gamma W+x + (b_n - (1 + gamma) b)
-    shift_pos = _difference(bias_pos, original_bias, 1.0)
-    shift_neg = _difference(bias_neg, original_bias, 1.0 + gamma)
+    shift_pos, shift_neg = layer.memo(
+        ("gamma_shifts", gamma),
+        lambda: (_difference(bias_pos, original_bias, 1.0), _difference(bias_neg, original_bias, 1.0 + gamma)),
+    )
     if _fused_eligible(output, layer, stabilizer):
-        zeros = output.new_zeros(output.shape[layer.channel_dim])
+        fused_shifts = layer.memo(
+            ("gamma_fused_shifts", gamma),
+            lambda: tuple(
+                _channels(output.new_zeros(output.shape[layer.channel_dim]) if shift is None else shift, layer, output)
+                for shift in (shift_pos, shift_neg)
+            ),
+        )
         stacked = fused.gamma_stacked_on_device(
-            output,
-            positive,
-            grad_output,
-            _channels(zeros if shift_pos is None else shift_pos, layer, output),
-            _channels(zeros if shift_neg is None else shift_neg, layer, output),
-            gamma,
-            stabilizer.epsilon,
-            layer.channel_dim,
+            output, positive, grad_output, *fused_shifts, gamma, stabilizer.epsilon, layer.channel_dim
         )
         return layer.apply_transposed(stacked, layer.concatenated([weight, w_pos], layer.weight_out_dim), input).mul_(input)
     positive.mul_(gamma)
