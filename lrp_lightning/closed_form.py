@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from lrp_lightning import fused, types
-from lrp_lightning.core import Stabilizer
+from lrp_lightning.core import Stabilizer, _as_name_list
 
 _CONV_FORWARD = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_TRANSPOSE_FORWARD = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -157,18 +157,29 @@ class LinearMap:
         shape[self.channel_dim] *= count
         return tensor.new_empty(shape)
 
+    def concatenated_biases(self, biases: Sequence[Optional[torch.Tensor]], weights: Sequence[torch.Tensor]) -> Optional[torch.Tensor]:
+        """The biases of ``weights`` concatenated like them (absent ones as zeros; None if all are absent),
+        cached like :meth:`concatenated` (the biases must be cached derived tensors or None)."""
+        if all(bias is None for bias in biases):
+            return None
+        return self.memo(
+            ("bias_cat", tuple(id(bias) for bias in biases)),
+            lambda: torch.cat(
+                [bias if bias is not None else w.new_zeros(w.shape[self.weight_out_dim]) for w, bias in zip(weights, biases)]
+            ),
+        )
+
+    def apply_stacked(self, input: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[Optional[torch.Tensor]]) -> torch.Tensor:
+        """Return ``[W_k x + b_k]`` stacked along the channels, in one call when the layer has one group."""
+        if self.groups != 1:
+            return torch.cat([self.apply(input, w, b) for w, b in zip(weights, biases)], dim=self.channel_dim)
+        return self.apply(input, self.concatenated(weights, self.weight_out_dim), self.concatenated_biases(biases, weights))
+
     def apply_many(self, input: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[Optional[torch.Tensor]]) -> list:
         """Return ``[W_k x + b_k for each k]``, in one call when the layer has one group."""
-        if self.groups != 1 or len(weights) == 1:
-            return [self.apply(input, weight, bias) for weight, bias in zip(weights, biases)]
-        weight = self.concatenated(weights, self.weight_out_dim)
-        bias = None
-        if any(b is not None for b in biases):
-            bias = torch.cat(
-                [b if b is not None else w.new_zeros(w.shape[self.weight_out_dim]) for w, b in zip(weights, biases)]
-            )
-        output = self.apply(input, weight, bias)
-        return list(output.chunk(len(weights), dim=self.channel_dim))
+        if len(weights) == 1:
+            return [self.apply(input, weights[0], biases[0])]
+        return list(self.apply_stacked(input, weights, biases).chunk(len(weights), dim=self.channel_dim))
 
     def apply_summed(self, inputs: Sequence[torch.Tensor], weights: Sequence[torch.Tensor]) -> torch.Tensor:
         """Return ``sum_k W_k x_k`` (no bias), in one call when the layer has one group."""
@@ -176,13 +187,18 @@ class LinearMap:
             return sum(self.apply(x, w) for x, w in zip(inputs, weights))
         return self.apply(torch.cat(list(inputs), dim=self.channel_dim), self.concatenated(weights, self.weight_in_dim))
 
+    def apply_transposed_stacked(self, stacked: torch.Tensor, weights: Sequence[torch.Tensor], input: torch.Tensor) -> torch.Tensor:
+        """Return ``sum_k W_k^T g_k`` for ``g_k`` stacked along the channels, in one call when the layer has one group."""
+        if self.groups != 1:
+            grads = stacked.chunk(len(weights), dim=self.channel_dim)
+            return sum(self.apply_transposed(g, w, input) for g, w in zip(grads, weights))
+        return self.apply_transposed(stacked, self.concatenated(weights, self.weight_out_dim), input)
+
     def apply_transposed_summed(self, grads: Sequence[torch.Tensor], weights: Sequence[torch.Tensor], input: torch.Tensor) -> torch.Tensor:
         """Return ``sum_k W_k^T g_k``, in one call when the layer has one group."""
         if self.groups != 1 or len(weights) == 1:
             return sum(self.apply_transposed(g, w, input) for g, w in zip(grads, weights))
-        return self.apply_transposed(
-            torch.cat(list(grads), dim=self.channel_dim), self.concatenated(weights, self.weight_out_dim), input
-        )
+        return self.apply_transposed_stacked(torch.cat(list(grads), dim=self.channel_dim), weights, input)
 
     def apply_transposed_many(self, grad: torch.Tensor, weights: Sequence[torch.Tensor], input: torch.Tensor) -> list:
         """Return ``[W_k^T grad for each k]``, in one call when the layer has one group."""
@@ -219,12 +235,6 @@ def _output(layer: LinearMap, input, output, weight, bias, zero_params) -> torch
     return layer.apply(input, weight, bias)
 
 
-def _names(zero_params) -> list:
-    if zero_params is None:
-        return []
-    return [zero_params] if isinstance(zero_params, str) else list(zero_params)
-
-
 def _channels(bias: torch.Tensor, layer: LinearMap, like: torch.Tensor) -> torch.Tensor:
     """A per-output-channel vector shaped to broadcast against ``like``."""
     return bias if layer.is_linear else bias.view(-1, *([1] * (like.dim() - 2)))
@@ -245,7 +255,7 @@ def _ratio_(grad_output: torch.Tensor, denominator: torch.Tensor, stabilizer: Ca
 
 def epsilon(layer: LinearMap, input, output, grad_output, stabilizer: Callable, zero_params) -> torch.Tensor:
     """Epsilon rule: ``x * W^T(R / stab(z))``."""
-    zero_params = _names(zero_params)
+    zero_params = _as_name_list(zero_params)
     weight, bias = _params(layer, zero_params)
     z = _output(layer, input, output, weight, bias, zero_params)
     return layer.apply_transposed(_ratio_(grad_output, z, stabilizer), weight, input).mul_(input)
@@ -255,7 +265,7 @@ def alpha_beta(
     layer: LinearMap, input, grad_output, has_negatives: bool, alpha: float, beta: float, stabilizer: Callable, zero_params
 ) -> torch.Tensor:
     """Alpha-beta rule (``alpha=1, beta=0`` is z+), see :class:`lrp_lightning.rules.AlphaBeta`."""
-    _, bias = _params(layer, _names(zero_params))
+    _, bias = _params(layer, _as_name_list(zero_params))
     w_pos, w_neg = layer.weight_pos, layer.weight_neg
     b_pos, b_neg = layer.memo("signed_biases", lambda: (_positive(bias), _negative(bias)))
     if not has_negatives:
@@ -264,22 +274,16 @@ def alpha_beta(
             if alpha != 1:
                 scaled.mul_(alpha)
             return layer.apply_transposed(scaled, w_pos, input).mul_(input)
-        if layer.groups == 1:
-            # both denominators from one fused map; the ratios overwrite them in place and feed one
-            # fused transposed map
-            both_weights = layer.concatenated([w_pos, w_neg], layer.weight_out_dim)
-            both_biases = layer.memo("signed_biases_cat", lambda: _cat_biases([b_pos, b_neg], [w_pos, w_neg], layer))
-            both = layer.apply(input, both_weights, both_biases)
-            stabilized = stabilizer(both)
-            if not isinstance(stabilizer, Stabilizer):  # a user's stabilizer may return a tensor we must not overwrite
-                stabilized = stabilized.clone()
-            positive, negative = stabilized.chunk(2, dim=layer.channel_dim)
-            torch.div(grad_output, positive, out=positive).mul_(alpha)
-            torch.div(grad_output, negative, out=negative).mul_(-beta)
-            return layer.apply_transposed(stabilized, both_weights, input).mul_(input)
-        z_pos, z_neg = layer.apply_many(input, [w_pos, w_neg], [b_pos, b_neg])
-        s_pos, s_neg = _ratio_(grad_output, z_pos, stabilizer), _ratio_(grad_output, z_neg, stabilizer)
-        return layer.apply_transposed_summed([s_pos.mul_(alpha), s_neg.mul_(-beta)], [w_pos, w_neg], input).mul_(input)
+        # both denominators from one fused map; the ratios overwrite them in place and feed one fused
+        # transposed map
+        weights = [w_pos, w_neg]
+        stabilized = stabilizer(layer.apply_stacked(input, weights, [b_pos, b_neg]))
+        if not isinstance(stabilizer, Stabilizer):  # a user's stabilizer may return a tensor we must not overwrite
+            stabilized = stabilized.clone()
+        positive, negative = stabilized.chunk(2, dim=layer.channel_dim)
+        torch.div(grad_output, positive, out=positive).mul_(alpha)
+        torch.div(grad_output, negative, out=negative).mul_(-beta)
+        return layer.apply_transposed_stacked(stabilized, weights, input).mul_(input)
     x_pos, x_neg = input.clamp(min=0), input.clamp(max=0)
     pos_of_pos, neg_of_pos = layer.apply_many(x_pos, [w_pos, w_neg], [None, None])
     pos_of_neg, neg_of_neg = layer.apply_many(x_neg, [w_pos, w_neg], [None, None])
@@ -293,17 +297,11 @@ def alpha_beta(
     return grads_pos.mul_(x_pos).add_(grads_neg.mul_(x_neg))
 
 
-def _cat_biases(biases, weights, layer: LinearMap) -> Optional[torch.Tensor]:
-    if all(b is None for b in biases):
-        return None
-    return torch.cat([b if b is not None else w.new_zeros(w.shape[layer.weight_out_dim]) for b, w in zip(biases, weights)])
-
-
 def gamma(
     layer: LinearMap, input, output, grad_output, has_negatives: bool, gamma: float, stabilizer: Callable, zero_params
 ) -> torch.Tensor:
     """Gamma rule (signed inputs), see :class:`lrp_lightning.rules.Gamma`."""
-    weight, bias = _params(layer, _names(zero_params))
+    weight, bias = _params(layer, _as_name_list(zero_params))
     original_bias = layer.module.bias.detach() if layer.module.bias is not None else None
     w_pos = layer.weight_pos
     bias_pos, bias_neg = layer.memo(
@@ -351,7 +349,13 @@ def _gamma_nonnegative(layer, input, output, grad_output, gamma, stabilizer, wei
         stacked = fused.gamma_stacked_on_device(
             output, positive, grad_output, *fused_shifts, gamma, stabilizer.epsilon, layer.channel_dim
         )
-        return layer.apply_transposed(stacked, layer.concatenated([weight, w_pos], layer.weight_out_dim), input).mul_(input)
+    else:
+        stacked = _gamma_stacked_in_place(layer, output, positive, grad_output, shift_pos, shift_neg, gamma, stabilizer)
+    return layer.apply_transposed_stacked(stacked, [weight, w_pos], input).mul_(input)
+
+
+def _gamma_stacked_in_place(layer, output, positive, grad_output, shift_pos, shift_neg, gamma, stabilizer) -> torch.Tensor:
+    """What :func:`lrp_lightning.fused.gamma_stacked` computes, with in-place eager operations (any stabilizer)."""
     positive.mul_(gamma)
     denominator = _add_bias_(torch.add(output, positive), shift_pos, layer)
     negative_side = _add_bias_(torch.mul(output, 1.0 + gamma).sub_(positive), shift_neg, layer)
@@ -359,21 +363,15 @@ def _gamma_nonnegative(layer, input, output, grad_output, gamma, stabilizer, wei
     is_positive = output > 0
     torch.where(is_positive, denominator, negative_side, out=denominator)
     del negative_side
-    one_group = layer.groups == 1
-    stacked = layer.stack_like(grad_output, 2) if one_group else None
-    first, second = (
-        stacked.chunk(2, dim=layer.channel_dim) if one_group else (torch.empty_like(grad_output), torch.empty_like(grad_output))
-    )
+    stacked = layer.stack_like(grad_output, 2)
+    first, second = stacked.chunk(2, dim=layer.channel_dim)
     ratio = _ratio_(grad_output, denominator, stabilizer)
     ratio.masked_fill_(output == 0, 0)  # outputs with z = 0 pass nothing
     # first = s_p + (1 + gamma) s_n, second = gamma (s_p - s_n)
     torch.where(is_positive, ratio, ratio * (1.0 + gamma), out=first)
     torch.where(is_positive, ratio, -ratio, out=second)
     second.mul_(gamma)
-    del ratio
-    if one_group:
-        return layer.apply_transposed(stacked, layer.concatenated([weight, w_pos], layer.weight_out_dim), input).mul_(input)
-    return layer.apply_transposed_summed([first, second], [weight, w_pos], input).mul_(input)
+    return stacked
 
 
 def _fused_eligible(output: torch.Tensor, layer: LinearMap, stabilizer: Callable) -> bool:
@@ -399,7 +397,7 @@ def _difference(bias: Optional[torch.Tensor], original: Optional[torch.Tensor], 
 
 def zbox(layer: LinearMap, input, output, grad_output, low, high, stabilizer: Callable, zero_params) -> torch.Tensor:
     """ZBox rule: ``x W^T s - l W+^T s - h W-^T s`` with ``s = R / stab(z - W+ l - b+ - W- h - b-)``."""
-    zero_params = _names(zero_params)
+    zero_params = _as_name_list(zero_params)
     weight, bias = _params(layer, zero_params)
     w_pos, w_neg = layer.weight_pos, layer.weight_neg
     z = _output(layer, input, output, weight, bias, zero_params)
@@ -413,7 +411,7 @@ def zbox(layer: LinearMap, input, output, grad_output, low, high, stabilizer: Ca
 def uniform_spread(layer: LinearMap, input, grad_output, stabilizer: Callable, zero_params, squared: bool) -> torch.Tensor:
     """WSquare (``squared=True``: ``V = W^2``, ``c = b^2``) or Flat (``V = 1``, ``c = 0``) rule:
     ``V^T(R / stab(V 1 + c))``."""
-    zero_params = _names(zero_params)
+    zero_params = _as_name_list(zero_params)
     weight, bias = _params(layer, zero_params)
     if squared:
         weight = layer.memo("squared", lambda: weight**2)

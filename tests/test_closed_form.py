@@ -177,7 +177,7 @@ def test_fused_gamma_kernel_equals_the_in_place_path(layer_name, zero_params, bi
     map_ = closed_form.LinearMap(layer)
     expected = closed_form.gamma(map_, input, output, grad_output, False, 0.3, rule.stabilizer, zero_params)
 
-    weight, effective_bias = closed_form._params(map_, closed_form._names(zero_params))
+    weight, effective_bias = closed_form._params(map_, closed_form._as_name_list(zero_params))
     original = layer.bias.detach() if bias else None
     bias_pos = None if effective_bias is None else effective_bias + 0.3 * effective_bias.clamp(min=0)
     bias_neg = None if effective_bias is None else effective_bias + 0.3 * effective_bias.clamp(max=0)
