@@ -156,20 +156,23 @@ def _one_hot(indices: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def preserved_random_state(device: torch.device) -> Iterator[None]:
-    """Restore the global random state (torch CPU and ``device``'s CUDA, numpy, random) on exit.
+def preserved_random_state(device: Optional[torch.device] = None) -> Iterator[None]:
+    """Restore the global random state (torch CPU and CUDA, numpy, random) on exit.
 
     Parameters
     ----------
-    device : torch.device
-        Device whose CUDA generator is saved too, if it is a CUDA device.
+    device : torch.device, optional
+        Device whose CUDA generator is saved too, if it is a CUDA device; when None, the
+        generators of all initialized CUDA devices are.
 
     Yields
     ------
     None
     """
     cuda_devices = []
-    if device.type == "cuda":
+    if device is None and torch.cuda.is_initialized():
+        cuda_devices = list(range(torch.cuda.device_count()))
+    elif device is not None and device.type == "cuda":
         cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()]
     python_state, numpy_state = random.getstate(), np.random.get_state()
     try:

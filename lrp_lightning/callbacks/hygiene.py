@@ -9,15 +9,15 @@ inference mode, enables autograd and disables autocast for the attribution itsel
 """
 from __future__ import annotations
 
-import random
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.modules import module as torch_module
+
+from lrp_lightning.attribution import preserved_random_state
 
 _GLOBAL_HOOK_DICTS = (
     "_global_forward_hooks",
@@ -120,42 +120,6 @@ def _owned_tensors(model: nn.Module) -> list:
     return list(seen.values())
 
 
-@dataclass
-class _RngState:
-    torch_cpu: torch.Tensor
-    torch_cuda: Optional[list]
-    numpy: tuple
-    python: tuple
-
-
-def _capture_rng() -> _RngState:
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
-    return _RngState(torch.get_rng_state(), cuda, np.random.get_state(), random.getstate())
-
-
-def _restore_rng(state: _RngState) -> None:
-    torch.set_rng_state(state.torch_cpu)
-    if state.torch_cuda is not None:
-        torch.cuda.set_rng_state_all(state.torch_cuda)
-    np.random.set_state(state.numpy)
-    random.setstate(state.python)
-
-
-@contextmanager
-def preserved_rng() -> Iterator[None]:
-    """Restore the global RNG states (torch CPU/CUDA, NumPy, :mod:`random`) on exit.
-
-    Yields
-    ------
-    None
-    """
-    state = _capture_rng()
-    try:
-        yield
-    finally:
-        _restore_rng(state)
-
-
 @contextmanager
 def preserved_state(model: nn.Module) -> Iterator[nn.Module]:
     """Run the body, then put ``model`` and the global RNGs back exactly as they were.
@@ -175,22 +139,21 @@ def preserved_state(model: nn.Module) -> Iterator[nn.Module]:
     torch.nn.Module
         ``model`` itself.
     """
-    rng = _capture_rng()
     modules = [_record_module(module) for module in model.modules()]
     tensors = [_record_tensor(tensor) for tensor in _owned_tensors(model)]
     global_hooks = {name: dict(getattr(torch_module, name)) for name in _GLOBAL_HOOK_DICTS if hasattr(torch_module, name)}
-    try:
-        yield model
-    finally:
-        for name, content in global_hooks.items():
-            hooks = getattr(torch_module, name)
-            hooks.clear()
-            hooks.update(content)
-        for record in modules:
-            _restore_module(record)
-        for record in tensors:
-            _restore_tensor(record)
-        _restore_rng(rng)
+    with preserved_random_state():
+        try:
+            yield model
+        finally:
+            for name, content in global_hooks.items():
+                hooks = getattr(torch_module, name)
+                hooks.clear()
+                hooks.update(content)
+            for record in modules:
+                _restore_module(record)
+            for record in tensors:
+                _restore_tensor(record)
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequenc
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from lrp_lightning.callbacks.hygiene import preserved_rng
+from lrp_lightning.attribution import preserved_random_state
 
 BatchToInput = Callable[[Any], Any]
 
@@ -178,7 +178,7 @@ def _batches(loader: Iterable) -> Iterator:
     generators = _loader_generators(loader)
     states = [generator.get_state() for generator in generators]
     try:
-        with preserved_rng():
+        with preserved_random_state():
             yield from iter(_single_process(loader))
     finally:
         for generator, state in zip(generators, states):
