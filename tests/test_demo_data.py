@@ -7,12 +7,14 @@ import torch
 from lrp_lightning.demo.data import (
     CLASS_NAMES,
     IMAGE_SIZE,
+    WATERMARK_OPACITY,
     WATERMARK_SIZE,
     ShapesDataModule,
     ShapesDataset,
     generate_split,
     input_bounds,
     normalize,
+    stamp_watermarks,
 )
 
 N = 600
@@ -63,15 +65,45 @@ def test_masks_are_disjoint_and_watermark_is_one_square(confounded):
     assert (rows == WATERMARK_SIZE).all() and (cols == WATERMARK_SIZE).all()
 
 
-def test_watermark_mask_sits_in_its_corner_and_covers_the_black_white_patch(confounded):
+def test_watermark_mask_sits_in_its_corner(confounded):
     half = IMAGE_SIZE // 2
     for i in range(50):
         ys, xs = confounded.watermark_masks[i].nonzero(as_tuple=True)
         corner = int(confounded.watermark_corners[i])
         assert (ys.float().mean() > half) == (corner >= 2)
         assert (xs.float().mean() > half) == (corner % 2 == 1)
-        patch = confounded.images[i][:, ys, xs]
-        assert set(patch.unique().tolist()) == {0.0, 1.0}
+
+
+def _white_cells():
+    """Where the watermark's checkerboard of 2x2-pixel cells is white, (size, size) bool."""
+    index = torch.arange(WATERMARK_SIZE) // 2
+    return (index.view(-1, 1) + index.view(1, -1)) % 2 == 1
+
+
+def test_stamp_blends_a_checkerboard_of_two_pixel_cells_into_the_corner_only():
+    gray = torch.full((4, 3, IMAGE_SIZE, IMAGE_SIZE), 0.5)
+    images = gray.clone()
+    masks = stamp_watermarks(images, torch.arange(4))
+    far = IMAGE_SIZE - 2 - WATERMARK_SIZE
+    for corner, (top, left) in enumerate([(2, 2), (2, far), (far, 2), (far, far)]):
+        expected_mask = torch.zeros(IMAGE_SIZE, IMAGE_SIZE, dtype=torch.bool)
+        expected_mask[top : top + WATERMARK_SIZE, left : left + WATERMARK_SIZE] = True
+        assert torch.equal(masks[corner], expected_mask)
+        patch = images[corner, :, top : top + WATERMARK_SIZE, left : left + WATERMARK_SIZE]
+        cells = _white_cells()
+        expected = 0.5 + WATERMARK_OPACITY * (cells.float() - 0.5)
+        torch.testing.assert_close(patch, expected.expand(3, -1, -1))
+        assert torch.equal(images[corner][:, ~expected_mask], gray[corner][:, ~expected_mask])
+
+
+def test_generated_watermark_is_a_faint_checkerboard(confounded):
+    cells = _white_cells()
+    contrasts = []
+    for i in range(50):
+        patch = confounded.images[i][:, confounded.watermark_masks[i]].view(3, WATERMARK_SIZE, WATERMARK_SIZE)
+        contrasts.append(patch[:, cells].mean() - patch[:, ~cells].mean())
+    # white minus black cells: the opacity, up to the background's texture and noise
+    assert torch.stack(contrasts).mean().item() == pytest.approx(WATERMARK_OPACITY, abs=0.05)
 
 
 def test_object_pixels_have_one_colour(confounded):

@@ -2,8 +2,8 @@
 
 Every image is generated from a seed with a private :class:`torch.Generator` (the global RNG is
 never touched), so no download is needed and two runs see the same pixels. Each sample carries a
-mask of the object and a mask of a small "watermark" patch placed in one of the four corners.
-With the confounder on, the watermark's corner encodes the class in the training split (a
+mask of the object and a mask of a small "watermark": a black/white checkerboard blended into one
+of the four corners at :data:`WATERMARK_OPACITY`. With the confounder on, the watermark's corner encodes the class in the training split (a
 "Clever Hans" shortcut); in the validation split, and with the confounder off, the corner is
 drawn independently of the class.
 """
@@ -22,6 +22,9 @@ CLASS_NAMES: tuple[str, ...] = ("circle", "square", "triangle")
 IMAGE_SIZE = 64
 WATERMARK_SIZE = 6
 WATERMARK_MARGIN = 2
+# faint enough that a model which ignores the watermark gives it no more relevance than its area
+# share, yet an easy shortcut when its corner encodes the class
+WATERMARK_OPACITY = 0.2
 # centre band and radii keep every object clear of the watermark corners
 CENTER_RANGE = (23.0, 41.0)
 RADIUS_RANGE = (10.0, 14.0)
@@ -104,7 +107,7 @@ def _textured_background(
 
 
 def _watermark_pattern() -> torch.Tensor:
-    """A high-contrast black/white checkerboard patch, shape (3, size, size)."""
+    """A black/white checkerboard patch of 2x2 cells, shape (3, size, size)."""
     index = torch.arange(WATERMARK_SIZE)
     checker = ((index.view(-1, 1) // 2 + index.view(1, -1) // 2) % 2).float()
     return checker.expand(3, -1, -1)
@@ -156,15 +159,7 @@ def generate_split(
     if confounded:
         marks_class = torch.rand(n, generator=generator) < confounder_strength
         corners = torch.where(marks_class, labels, corners)
-    watermark_masks = torch.zeros(n, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.bool)
-    pattern = _watermark_pattern()
-    for corner in range(4):
-        selected = corners == corner
-        top, left = _corner_origin(corner)
-        rows = slice(top, top + WATERMARK_SIZE)
-        cols = slice(left, left + WATERMARK_SIZE)
-        images[selected, :, rows, cols] = pattern
-        watermark_masks[selected, rows, cols] = True
+    watermark_masks = stamp_watermarks(images, corners)
     return ShapesSplit(
         images=images.clamp(0.0, 1.0),
         labels=labels,
@@ -172,6 +167,36 @@ def generate_split(
         watermark_masks=watermark_masks,
         watermark_corners=corners,
     )
+
+
+def stamp_watermarks(images: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
+    """Blend the watermark into each image's corner, in place, and return the watermark masks.
+
+    Inside the patch, ``image = WATERMARK_OPACITY * checkerboard + (1 - WATERMARK_OPACITY) * image``.
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        Float images, shape (N, 3, 64, 64); modified in place.
+    corners : torch.Tensor
+        Corner index per image, shape (N,): 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right.
+
+    Returns
+    -------
+    torch.Tensor
+        Bool watermark masks, shape (N, 64, 64).
+    """
+    masks = torch.zeros(images.shape[0], IMAGE_SIZE, IMAGE_SIZE, dtype=torch.bool)
+    pattern = _watermark_pattern()
+    for corner in range(4):
+        selected = corners == corner
+        top, left = _corner_origin(corner)
+        rows = slice(top, top + WATERMARK_SIZE)
+        cols = slice(left, left + WATERMARK_SIZE)
+        background = images[selected, :, rows, cols]
+        images[selected, :, rows, cols] = torch.lerp(background, pattern, WATERMARK_OPACITY)
+        masks[selected, rows, cols] = True
+    return masks
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
