@@ -1,13 +1,22 @@
 """The demo's model, mask metrics, event-file summary and command line (end to end, tiny)."""
+import contextlib
 import io
+import json
 import os
 import random
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
 from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
 from lrp_lightning.demo.__main__ import DEFAULT_COMPOSITES, main, parse_args, report
@@ -138,16 +147,24 @@ def test_report_points_to_make_board_only_for_the_default_log_dir(tmp_path):
     assert "make board" not in other and "tensorboard --logdir elsewhere --host 127.0.0.1" in other
 
 
-def test_demo_runs_end_to_end_and_logs_heatmaps_and_mask_metrics(tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory):
+    """A two-epoch demo run on tiny data: (log root, run directory, printed report)."""
+    root = tmp_path_factory.mktemp("demo_logs")
     output = io.StringIO()
     with restored_global_state(), redirect_stdout(output):
         log_dir = main(
             ["--epochs", "2", "--n-train", "48", "--n-val", "16", "--batch-size", "16", "--num-samples", "2",
-             "--accelerator", "cpu", "--log-dir", str(tmp_path)]
+             "--accelerator", "cpu", "--log-dir", str(root)]
         )
-    assert log_dir.parent == tmp_path / "confounder"
+    return root, log_dir, output.getvalue()
+
+
+def test_demo_runs_end_to_end_and_logs_heatmaps_and_mask_metrics(tiny_demo):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    root, log_dir, printed = tiny_demo
+    assert log_dir.parent == root / "confounder"
     accumulator = EventAccumulator(str(log_dir), size_guidance={"images": 0, "scalars": 0})
     accumulator.Reload()
     tags = accumulator.Tags()
@@ -155,9 +172,54 @@ def test_demo_runs_end_to_end_and_logs_heatmaps_and_mask_metrics(tmp_path):
         assert f"attribution/{name}/grid" in tags["images"]
         for metric in ("object_mass", "watermark_mass", "sparseness", "aopc_morf"):
             assert len(accumulator.Scalars(f"attribution/{name}/{metric}")) == 2
-    printed = output.getvalue()
     assert str(log_dir) in printed
     assert len([line for line in printed.splitlines() if line.split()[:1] in (["1"], ["2"])]) == 2
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _get_json(url):
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.load(response)
+
+
+def test_a_real_tensorboard_server_serves_the_demo_heatmaps_and_attribution_scalars(tiny_demo):
+    root, log_dir, _ = tiny_demo
+    run = f"{log_dir.parent.name}/{log_dir.name}"
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(root), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}/data/plugin"
+    try:
+        deadline = time.monotonic() + 90
+        scalar_tags = {}
+        while run not in scalar_tags:  # the server loads event files in the background
+            assert server.poll() is None and time.monotonic() < deadline, "TensorBoard did not serve the run"
+            time.sleep(0.5)
+            with contextlib.suppress(OSError):
+                scalar_tags = _get_json(f"{base}/scalars/tags")
+        tag = "attribution/epsilon_gamma_box/watermark_mass"
+        points = _get_json(f"{base}/scalars/scalars?" + urllib.parse.urlencode({"run": run, "tag": tag}))
+        assert len(points) == 2 and all(0.0 <= value <= 1.0 for _, _, value in points)
+
+        grid = "attribution/epsilon_gamma_box/grid"
+        assert grid in _get_json(f"{base}/images/tags")[run]
+        query = urllib.parse.urlencode({"run": run, "tag": grid, "sample": 0})
+        entries = _get_json(f"{base}/images/images?{query}")
+        assert [entry["step"] for entry in entries] == sorted(entry["step"] for entry in entries) and entries
+        with urllib.request.urlopen(f"{base}/images/individualImage?{entries[-1]['query']}", timeout=10) as response:
+            picture = Image.open(io.BytesIO(response.read()))
+        assert picture.format == "PNG" and picture.width == 3 * 64 + 4  # input | heatmap | overlay
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_make_figures_crops_each_grid_and_stacks_one_line_per_run(tmp_path):

@@ -76,7 +76,8 @@ def curve_figure(metric: str, curves: Mapping[str, torch.Tensor]) -> torch.Tenso
     axes.set_ylabel("score drop / score")
     axes.set_title(metric)
     axes.legend(fontsize="small")
-    figure.tight_layout()
+    # fixed margins that fit the labels: matplotlib's tight_layout would double the rendering time
+    figure.subplots_adjust(left=0.17, right=0.97, bottom=0.14, top=0.91)
     canvas.draw()
     rgba = np.asarray(canvas.buffer_rgba())
     return torch.from_numpy(rgba[..., :3].copy()).permute(2, 0, 1).contiguous()
