@@ -1,5 +1,4 @@
 """The demo's model, mask metrics, event-file summary and command line (end to end, tiny)."""
-import contextlib
 import io
 import json
 import os
@@ -10,7 +9,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from contextlib import contextmanager, redirect_stdout
+from contextlib import contextmanager, redirect_stdout, suppress
 from pathlib import Path
 
 import numpy as np
@@ -203,7 +202,7 @@ def test_a_real_tensorboard_server_serves_the_demo_heatmaps_and_attribution_scal
         while run not in scalar_tags:  # the server loads event files in the background
             assert server.poll() is None and time.monotonic() < deadline, "TensorBoard did not serve the run"
             time.sleep(0.5)
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 scalar_tags = _get_json(f"{base}/scalars/tags")
         tag = "attribution/epsilon_gamma_box/watermark_mass"
         points = _get_json(f"{base}/scalars/scalars?" + urllib.parse.urlencode({"run": run, "tag": tag}))
@@ -213,7 +212,7 @@ def test_a_real_tensorboard_server_serves_the_demo_heatmaps_and_attribution_scal
         assert grid in _get_json(f"{base}/images/tags")[run]
         query = urllib.parse.urlencode({"run": run, "tag": grid, "sample": 0})
         entries = _get_json(f"{base}/images/images?{query}")
-        assert [entry["step"] for entry in entries] == sorted(entry["step"] for entry in entries) and entries
+        assert len(entries) == 2
         with urllib.request.urlopen(f"{base}/images/individualImage?{entries[-1]['query']}", timeout=10) as response:
             picture = Image.open(io.BytesIO(response.read()))
         assert picture.format == "PNG" and picture.width == 3 * 64 + 4  # input | heatmap | overlay

@@ -3,9 +3,9 @@
 Every image is generated from a seed with a private :class:`torch.Generator` (the global RNG is
 never touched), so no download is needed and two runs see the same pixels. Each sample carries a
 mask of the object and a mask of a small "watermark": a black/white checkerboard blended into one
-of the four corners at :data:`WATERMARK_OPACITY`. With the confounder on, the watermark's corner encodes the class in the training split (a
-"Clever Hans" shortcut); in the validation split, and with the confounder off, the corner is
-drawn independently of the class.
+of the four corners at :data:`WATERMARK_OPACITY`. With the confounder on, the watermark's corner
+encodes the class in the training split (a "Clever Hans" shortcut); in the validation split, and
+with the confounder off, the corner is drawn independently of the class.
 """
 from __future__ import annotations
 
