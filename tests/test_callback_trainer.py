@@ -87,8 +87,11 @@ def test_tensorboard_gets_images_scalars_text_and_dashboard_every_epoch(tmp_path
     layout = layout_pb2.Layout()
     layout.ParseFromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
     charts = {chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart}
-    assert set(charts) == {"sparseness", "complexity", "aopc_morf", "conservation"}
-    assert charts["sparseness"] == ["^attribution/epsilon_gamma_box/sparseness$", "^attribution/gradient/sparseness$"]
+    assert set(charts) == {"sparseness", "complexity", "aopc_morf", "conservation", "drift_rank", "drift_topk"}
+    assert charts["sparseness"] == [
+        "^attribution/epsilon_gamma_box/sparseness$", "^attribution/gradient/sparseness$", "^attribution/random/sparseness$"
+    ]
+    assert charts["drift_rank"] == ["^attribution/epsilon_gamma_box/drift_rank$", "^attribution/gradient/drift_rank$"]
 
     # the last epoch explained the final weights: recompute its sparseness with zennit as the oracle
     samples = image_data(24, seed=1).tensors

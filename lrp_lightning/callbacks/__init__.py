@@ -1,4 +1,11 @@
-"""Lightning callbacks: :class:`AttributionCallback` logs explanations and their quality while training."""
-from lrp_lightning.callbacks.attribution import AttributionCallback
+"""Lightning callbacks: explanations and their quality in the logs while training.
 
-__all__ = ["AttributionCallback"]
+:class:`AttributionCallback` logs heatmaps, metrics (with a random baseline) and explanation drift;
+:class:`SanityCheckCallback` runs the model-randomisation and random-logit tests;
+:class:`RelevanceClusterCallback` finds the model's strategies per class with SpRAy.
+"""
+from lrp_lightning.callbacks.attribution import AttributionCallback
+from lrp_lightning.callbacks.clusters import RelevanceClusterCallback
+from lrp_lightning.callbacks.sanity import SanityCheckCallback
+
+__all__ = ["AttributionCallback", "RelevanceClusterCallback", "SanityCheckCallback"]

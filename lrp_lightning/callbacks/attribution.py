@@ -11,7 +11,10 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import Metric
 
-from lrp_lightning.callbacks.dashboard import curve_figure, custom_scalars_layout, metric_tag
+from lrp_lightning.callbacks.baseline import DEFAULT_RANDOM_SEED, RANDOM_NAME, attribution_metrics, random_explainer
+from lrp_lightning.callbacks.common import SampleArg, explained_submodule, positive_int, user_samples
+from lrp_lightning.callbacks.dashboard import DASHBOARD_CATEGORY, curve_figure, custom_scalars_layout, metric_tag
+from lrp_lightning.callbacks.drift import DRIFT_METRICS, DriftTracker
 from lrp_lightning.callbacks.explainers import (
     Bound,
     CanonizerArg,
@@ -28,26 +31,8 @@ from lrp_lightning.callbacks.sinks import sinks_for
 from lrp_lightning.callbacks.targets import TargetSpec, check_target_spec, resolve_targets
 from lrp_lightning.cmap import get_cmap
 
-SampleArg = Union[None, torch.Tensor, Sequence[Optional[torch.Tensor]]]
 # samples in the unlogged trial pass at fit start (enough to surface errors, cheap)
 TRIAL_SAMPLES = 2
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def _user_samples(samples: SampleArg) -> Optional[Samples]:
-    if samples is None:
-        return None
-    if isinstance(samples, torch.Tensor):
-        return Samples(samples)
-    parts = list(samples)
-    if not 1 <= len(parts) <= 3:
-        raise ValueError("samples must be a tensor x or a tuple (x, y) or (x, y, mask)")
-    return Samples(*parts)
 
 
 class AttributionCallback(Callback):
@@ -67,7 +52,13 @@ class AttributionCallback(Callback):
     overlay per sample) ``attribution/<name>/grid`` — heat strips for (N, D) and (N, T, D) inputs —,
     the rule map as text ``attribution/<name>/rule_map`` (once), one figure per perturbation
     metric comparing the explainers' curves ``attribution/curves/<metric>``, and a TensorBoard
-    custom-scalars dashboard (one chart per metric, one line per explainer). ``TensorBoardLogger``
+    custom-scalars dashboard (one chart per metric, one line per explainer). With ``random_baseline``
+    every metric that judges the attributions is also computed for a seeded random attribution of
+    the same samples, ``attribution/random/<metric>`` (a "random" line in each chart and curve
+    figure). With ``drift``, from the second logged epoch on, ``attribution/<name>/drift_rank``
+    (1 − mean Spearman rank correlation with the previous logged epoch's attributions) and
+    ``attribution/<name>/drift_topk`` (1 − mean IoU of the top 10 % features by magnitude); both
+    are exactly 0 when the model did not change. ``TensorBoardLogger``
     gets all of it, other loggers with a ``log_dir`` (e.g. ``CSVLogger``) PNG and Markdown files
     under ``<log_dir>/attribution/``; without such a logger the files go under
     ``trainer.default_root_dir``.
@@ -115,6 +106,12 @@ class AttributionCallback(Callback):
         Also explain during the sanity check.
     on_test : bool
         Also explain at test epoch end (samples from the first test dataloader if none are held).
+    random_baseline : bool
+        Also evaluate the metrics on a random attribution (logged as explainer ``"random"``).
+    random_seed : int
+        Seed of the random attribution's private generator (the same noise every epoch).
+    drift : bool
+        Log the drift of each explainer's attributions between logged epochs.
 
     Raises
     ------
@@ -145,14 +142,22 @@ class AttributionCallback(Callback):
         conservation: bool = True,
         on_sanity_check: bool = False,
         on_test: bool = False,
+        random_baseline: bool = True,
+        random_seed: int = DEFAULT_RANDOM_SEED,
+        drift: bool = True,
     ) -> None:
         self.specs = parse_explainers(composite)
-        self.num_samples = _positive_int("num_samples", num_samples)
-        self.every_n_epochs = _positive_int("every_n_epochs", every_n_epochs)
+        if random_baseline and RANDOM_NAME in self.explainer_names:
+            raise ValueError(
+                f"the explainer name {RANDOM_NAME!r} is taken by the random baseline; rename the explainer "
+                "(pass a dict of names) or set random_baseline=False"
+            )
+        self.num_samples = positive_int("num_samples", num_samples)
+        self.every_n_epochs = positive_int("every_n_epochs", every_n_epochs)
         check_target_spec(target)
         self.target = target
         self.metrics = parse_metrics(metrics)
-        self.samples = _user_samples(samples)
+        self.samples = user_samples(samples)
         self.batch_to_input = batch_to_input
         self.module = module
         self.low, self.high = low, high
@@ -163,6 +168,10 @@ class AttributionCallback(Callback):
         self.conservation = conservation
         self.on_sanity_check = on_sanity_check
         self.on_test = on_test
+        self.random_baseline = random_baseline
+        self.random_seed = random_seed
+        self.drift = drift
+        self._drift = DriftTracker()
         self._explainers: list[Explainer] = []
         self._metric_sets: list[MetricSet] = []
         self._rule_maps_logged: set = set()
@@ -196,12 +205,7 @@ class AttributionCallback(Callback):
         ValueError
             If ``module`` names no submodule.
         """
-        if self.module is None:
-            return pl_module
-        try:
-            return pl_module.get_submodule(self.module)
-        except AttributeError as error:
-            raise ValueError(f"module={self.module!r} names no submodule of {type(pl_module).__name__}") from error
+        return explained_submodule(pl_module, self.module)
 
     def _prepare(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Take the samples, check them against the model, build explainers and metrics, and run
@@ -230,6 +234,10 @@ class AttributionCallback(Callback):
         self._metric_sets = [
             MetricSet(prototypes, device, self.conservation and explainer.is_lrp) for explainer in self._explainers
         ]
+        baseline_metrics = attribution_metrics(prototypes)
+        if self.random_baseline and baseline_metrics:
+            self._explainers.append(random_explainer(self.random_seed))
+            self._metric_sets.append(MetricSet(baseline_metrics, device, False))
         if self.samples.masks is None and any("mask" in metric_set.needed() for metric_set in self._metric_sets):
             raise ValueError("a metric needs ground-truth masks; give batches with masks or samples=(x, y, mask)")
         for report in self._explain(pl_module, self.samples.head(TRIAL_SAMPLES), with_rule_map=False):
@@ -305,6 +313,8 @@ class AttributionCallback(Callback):
                 )
         done = [report for report in reports if report.error is None]
         self._log_scalars(pl_module, done)
+        if self.drift:
+            self._log_drift(pl_module, done)
         if trainer.is_global_zero:
             try:
                 self._write(trainer, done)
@@ -325,20 +335,33 @@ class AttributionCallback(Callback):
             for metric, value in report.results.scalars.items():
                 pl_module.log(metric_tag(report.name, metric), value, on_step=False, on_epoch=True, sync_dist=False)
 
+    def _log_drift(self, pl_module: LightningModule, reports: Sequence[ExplainerReport]) -> None:
+        for report in reports:
+            if report.name == RANDOM_NAME:
+                continue
+            drift = self._drift.update(report.name, report.relevance)
+            for metric, value in (drift or {}).items():
+                pl_module.log(metric_tag(report.name, metric), value, on_step=False, on_epoch=True, sync_dist=False)
+
     def _write(self, trainer: Trainer, reports: Sequence[ExplainerReport]) -> None:
         sinks = sinks_for(trainer)
         step, epoch = trainer.global_step, trainer.current_epoch
         if not self._layout_written:
             metrics = list(dict.fromkeys(metric for report in reports for metric in report.results.scalars))
+            lines = self.explainer_names + ([RANDOM_NAME] if self.random_baseline else [])
+            layout = custom_scalars_layout(lines, metrics)
+            if self.drift:
+                drift_charts = custom_scalars_layout(self.explainer_names, DRIFT_METRICS)[DASHBOARD_CATEGORY]
+                layout[DASHBOARD_CATEGORY].update(drift_charts)
             for sink in sinks:
-                sink.layout(custom_scalars_layout(self.explainer_names, metrics))
+                sink.layout(layout)
             self._layout_written = True
         curves: dict = {}
         for report in reports:
             for metric, curve in report.results.curves.items():
                 curves.setdefault(metric, {})[report.name] = curve
             for sink in sinks:
-                if report.picture is not None:
+                if report.picture is not None and report.name != RANDOM_NAME:
                     sink.image(f"attribution/{report.name}/grid", report.picture, step, epoch)
                 if report.rule_map is not None:
                     sink.text(f"attribution/{report.name}/rule_map", report.rule_map, step, epoch)
@@ -351,14 +374,18 @@ class AttributionCallback(Callback):
                     sink.image(f"attribution/curves/{metric}", figure, step, epoch)
 
     def state_dict(self) -> dict[str, Any]:
-        """The fixed samples, so that a resumed run explains the same ones.
+        """The fixed samples and the last attributions, so that a resumed run explains the same
+        samples and continues the drift series.
 
         Returns
         -------
         dict
-            ``{"samples": {"inputs", "labels", "masks"} or None}``.
+            ``{"samples": {"inputs", "labels", "masks"} or None, "drift": {name: attributions}}``.
         """
-        return {"samples": None if self.samples is None else self.samples.state_dict()}
+        return {
+            "samples": None if self.samples is None else self.samples.state_dict(),
+            "drift": self._drift.state_dict(),
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the samples saved by :meth:`state_dict`.
@@ -371,3 +398,4 @@ class AttributionCallback(Callback):
         stored = state_dict.get("samples")
         if stored is not None:
             self.samples = Samples(**stored)
+        self._drift.load_state_dict(state_dict.get("drift", {}))

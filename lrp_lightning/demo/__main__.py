@@ -22,6 +22,7 @@ from lrp_lightning.callbacks.explainers import known_names
 from lrp_lightning.demo.data import IMAGE_SIZE, WATERMARK_SIZE, ShapesDataModule, input_bounds, normalize
 from lrp_lightning.demo.metrics import OBJECT, WATERMARK, RegionRelevanceMass, stack_masks
 from lrp_lightning.demo.model import ShapesCNN
+from lrp_lightning.demo.suite import add_suite_arguments, suite_callbacks, suite_report
 from lrp_lightning.demo.summary import epoch_table, read_scalars
 from lrp_lightning.metrics import RegionPerturbation, Sparseness
 
@@ -81,15 +82,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-val", type=int, default=500, help="validation images")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the model initialisation")
+    add_suite_arguments(parser)
     args = parser.parse_args(argv)
-    unknown = [name for name in args.composites if name not in known_names()]
+    unknown = [name for name in args.composites + [args.cluster_composite] if name not in known_names()]
     if unknown:
         parser.error(f"unknown composite(s) {', '.join(unknown)}; known names: {', '.join(known_names())}")
     return args
 
 
 def build_callback(datamodule: ShapesDataModule, args: argparse.Namespace) -> AttributionCallback:
-    """The AttributionCallback of the demo, explaining the first validation images.
+    """The AttributionCallback of the demo, explaining the first watermarked validation images.
 
     The box rule of ``epsilon_gamma_box`` gets the exact input range (pixel values 0 and 1,
     normalized); the metrics include the relevance mass on the object and on the watermark.
@@ -106,11 +108,12 @@ def build_callback(datamodule: ShapesDataModule, args: argparse.Namespace) -> At
     AttributionCallback
     """
     split = datamodule.val_split
-    count = args.num_samples
+    # the first validation images that carry a watermark (all of them unless --val-watermark mixed)
+    chosen = (split.watermark_corners >= 0).nonzero().flatten()[: args.num_samples]
     samples = (
-        normalize(split.images[:count]),
-        split.labels[:count],
-        stack_masks(split.object_masks[:count], split.watermark_masks[:count]),
+        normalize(split.images[chosen]),
+        split.labels[chosen],
+        stack_masks(split.object_masks[chosen], split.watermark_masks[chosen]),
     )
     metrics = {
         "object_mass": RegionRelevanceMass(OBJECT),
@@ -147,6 +150,7 @@ def train(args: argparse.Namespace) -> pl.Trainer:
         confounder=args.confounder,
         confounder_strength=args.confounder_strength,
         seed=args.seed,
+        val_watermark=args.val_watermark,
     )
     datamodule.setup()
     callback = build_callback(datamodule, args)
@@ -157,7 +161,7 @@ def train(args: argparse.Namespace) -> pl.Trainer:
         accelerator=args.accelerator,
         devices=args.devices,
         logger=logger,
-        callbacks=[callback],
+        callbacks=[callback, *suite_callbacks(datamodule, args)],
         enable_checkpointing=False,
         log_every_n_steps=10,
     )
@@ -183,7 +187,8 @@ def report(log_dir: Path, args: argparse.Namespace) -> str:
         board = "make board   (or: tensorboard --logdir demo_logs --host 127.0.0.1 --port 6006)"
     else:
         board = f"tensorboard --logdir {shlex.quote(args.log_dir)} --host 127.0.0.1 --port 6006"
-    table = epoch_table(read_scalars(log_dir), args.composites, TABLE_METRICS)
+    scalars = read_scalars(log_dir)
+    table = epoch_table(scalars, args.composites, TABLE_METRICS)
     watermark_share = WATERMARK_SIZE**2 / IMAGE_SIZE**2
     return "\n".join(
         [
@@ -196,7 +201,7 @@ def report(log_dir: Path, args: argparse.Namespace) -> str:
             f"{'on' if args.confounder else 'off'}):",
             table,
         ]
-    )
+    ) + suite_report(scalars, args.composites)
 
 
 def main(argv: Sequence[str] | None = None) -> Path:

@@ -5,7 +5,11 @@ never touched), so no download is needed and two runs see the same pixels. Each 
 mask of the object and a mask of a small "watermark": a black/white checkerboard blended into one
 of the four corners at :data:`WATERMARK_OPACITY`. With the confounder on, the watermark's corner
 encodes the class in the training split (a "Clever Hans" shortcut); in the validation split, and
-with the confounder off, the corner is drawn independently of the class.
+with the confounder off, the corner is drawn independently of the class. A "mixed" validation split
+(``val_watermark="mixed"``) instead gives half of the images the watermark in the corner that marks
+their class in training and the other half none, so that a model with the shortcut applies two
+strategies within each class — what :class:`~lrp_lightning.callbacks.RelevanceClusterCallback`
+should find.
 """
 from __future__ import annotations
 
@@ -28,6 +32,9 @@ WATERMARK_OPACITY = 0.2
 # centre band and radii keep every object clear of the watermark corners
 CENTER_RANGE = (23.0, 41.0)
 RADIUS_RANGE = (10.0, 14.0)
+# validation watermark layouts, and the share of watermarked images in a "mixed" split
+VAL_WATERMARKS = ("random", "mixed")
+MIXED_SHARE = 0.5
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
 
@@ -47,7 +54,8 @@ class ShapesSplit:
     watermark_masks : torch.Tensor
         Bool masks of the watermark patch, shape (N, 64, 64).
     watermark_corners : torch.Tensor
-        Corner index of the watermark, shape (N,): 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right.
+        Corner index of the watermark, shape (N,): 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right,
+        -1 for an image without watermark.
     """
 
     images: torch.Tensor
@@ -119,7 +127,7 @@ def _corner_origin(corner: int) -> tuple[int, int]:
 
 
 def generate_split(
-    n: int, seed: int, confounded: bool, confounder_strength: float = 1.0
+    n: int, seed: int, confounded: bool, confounder_strength: float = 1.0, watermarked: float = 1.0
 ) -> ShapesSplit:
     """Generate ``n`` labelled images deterministically from ``seed``.
 
@@ -134,6 +142,9 @@ def generate_split(
         (otherwise in a uniformly random corner). If False, the corner is always uniform.
     confounder_strength : float
         Probability in [0, 1] that a confounded sample's watermark marks its class.
+    watermarked : float
+        Probability in [0, 1] that a sample carries a watermark at all (corner -1: none). At 1.0
+        no extra random number is drawn, so the split equals the one of earlier versions.
 
     Returns
     -------
@@ -144,6 +155,8 @@ def generate_split(
         raise ValueError(f"n must be positive, got {n}")
     if not 0.0 <= confounder_strength <= 1.0:
         raise ValueError(f"confounder_strength must be in [0, 1], got {confounder_strength}")
+    if not 0.0 <= watermarked <= 1.0:
+        raise ValueError(f"watermarked must be in [0, 1], got {watermarked}")
     generator = torch.Generator().manual_seed(seed)
     labels = torch.randint(len(CLASS_NAMES), (n,), generator=generator)
     object_masks = _shape_masks(labels, generator)
@@ -159,6 +172,8 @@ def generate_split(
     if confounded:
         marks_class = torch.rand(n, generator=generator) < confounder_strength
         corners = torch.where(marks_class, labels, corners)
+    if watermarked < 1.0:
+        corners = torch.where(torch.rand(n, generator=generator) < watermarked, corners, torch.full_like(corners, -1))
     watermark_masks = stamp_watermarks(images, corners)
     return ShapesSplit(
         images=images.clamp(0.0, 1.0),
@@ -179,7 +194,8 @@ def stamp_watermarks(images: torch.Tensor, corners: torch.Tensor) -> torch.Tenso
     images : torch.Tensor
         Float images, shape (N, 3, 64, 64); modified in place.
     corners : torch.Tensor
-        Corner index per image, shape (N,): 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right.
+        Corner index per image, shape (N,): 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right;
+        any other value (e.g. -1) leaves the image without watermark.
 
     Returns
     -------
@@ -248,6 +264,9 @@ class ShapesDataModule(pl.LightningDataModule):
         Fraction of training samples whose watermark marks their class when ``confounder`` is on.
     seed : int
         Seed of the data; the validation split uses ``seed + 1``.
+    val_watermark : {"random", "mixed"}
+        ``"random"``: every validation image carries the watermark in a random corner. ``"mixed"``:
+        half carry it in the corner that marks their class in training, half carry none.
     """
 
     def __init__(
@@ -258,8 +277,12 @@ class ShapesDataModule(pl.LightningDataModule):
         confounder: bool = True,
         confounder_strength: float = 1.0,
         seed: int = 0,
+        val_watermark: str = "random",
     ) -> None:
         super().__init__()
+        if val_watermark not in VAL_WATERMARKS:
+            raise ValueError(f"val_watermark must be one of {VAL_WATERMARKS}, got {val_watermark!r}")
+        self.val_watermark = val_watermark
         self.n_train = n_train
         self.n_val = n_val
         self.batch_size = batch_size
@@ -275,7 +298,10 @@ class ShapesDataModule(pl.LightningDataModule):
             self.train_split = generate_split(
                 self.n_train, self.seed, self.confounder, self.confounder_strength
             )
-            self.val_split = generate_split(self.n_val, self.seed + 1, confounded=False)
+            if self.val_watermark == "mixed":
+                self.val_split = generate_split(self.n_val, self.seed + 1, confounded=True, watermarked=MIXED_SHARE)
+            else:
+                self.val_split = generate_split(self.n_val, self.seed + 1, confounded=False)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches ``(image, label)``, shuffled by a seeded generator."""
@@ -296,4 +322,5 @@ class ShapesDataModule(pl.LightningDataModule):
             "confounder": self.confounder,
             "confounder_strength": self.confounder_strength,
             "seed": self.seed,
+            "val_watermark": self.val_watermark,
         }

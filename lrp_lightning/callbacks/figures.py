@@ -1,0 +1,146 @@
+"""Figures of the callback suite, rendered with matplotlib's Agg backend to uint8 (3, H, W) tensors."""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+
+from lrp_lightning import image
+
+
+def _new_figure(width: float, height: float) -> tuple:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=80)
+    return figure, FigureCanvasAgg(figure)
+
+
+def _rendered(figure: Any, canvas: Any) -> torch.Tensor:
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba())
+    return torch.from_numpy(rgba[..., :3].copy()).permute(2, 0, 1).contiguous()
+
+
+def line_figure(
+    title: str,
+    lines: Mapping[str, Sequence[float]],
+    xlabel: str,
+    ylabel: str,
+    xticklabels: Optional[Sequence[str]] = None,
+    ylim: Optional[tuple] = None,
+) -> torch.Tensor:
+    """One line per entry of ``lines`` against its index.
+
+    Parameters
+    ----------
+    title, xlabel, ylabel : str
+        Texts of the axes.
+    lines : mapping of str to sequence of float
+        Legend label to values.
+    xticklabels : sequence of str, optional
+        Labels of the x positions (rotated).
+    ylim : tuple of float, optional
+        Fixed y range.
+
+    Returns
+    -------
+    torch.Tensor
+        uint8, shape (3, H, W).
+    """
+    figure, canvas = _new_figure(6, 4)
+    axes = figure.add_subplot()
+    for label, values in lines.items():
+        axes.plot(np.arange(len(values)), np.asarray(values, dtype=float), marker="o", markersize=3, label=label)
+    if xticklabels is not None:
+        axes.set_xticks(np.arange(len(xticklabels)))
+        axes.set_xticklabels(xticklabels, rotation=60, ha="right", fontsize="x-small")
+    if ylim is not None:
+        axes.set_ylim(*ylim)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title, fontsize="medium")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    figure.subplots_adjust(left=0.13, right=0.97, bottom=0.3 if xticklabels is not None else 0.14, top=0.91)
+    return _rendered(figure, canvas)
+
+
+def spectrum_figure(title: str, eigenvalues: torch.Tensor, count: int, shown: int) -> torch.Tensor:
+    """The smallest ``shown`` eigenvalues of a Laplacian, the chosen eigengap marked.
+
+    Parameters
+    ----------
+    title : str
+        Axes title.
+    eigenvalues : torch.Tensor
+        Ascending eigenvalues.
+    count : int
+        Chosen cluster count (the gap lies between eigenvalue ``count`` and ``count + 1``).
+    shown : int
+        How many eigenvalues to draw.
+
+    Returns
+    -------
+    torch.Tensor
+        uint8, shape (3, H, W).
+    """
+    values = eigenvalues[:shown].double().cpu().numpy()
+    figure, canvas = _new_figure(5, 3.5)
+    axes = figure.add_subplot()
+    positions = np.arange(1, values.shape[0] + 1)
+    axes.plot(positions, values, marker="o", markersize=4)
+    axes.axvline(count + 0.5, color="tab:red", linestyle="--", label=f"eigengap: {count} cluster(s)")
+    axes.set_xlabel("index")
+    axes.set_ylabel("eigenvalue of the normalised Laplacian")
+    axes.set_title(title, fontsize="medium")
+    axes.legend(fontsize="small")
+    figure.subplots_adjust(left=0.17, right=0.97, bottom=0.14, top=0.91)
+    return _rendered(figure, canvas)
+
+
+def prototype_figure(
+    title: str,
+    mean_maps: torch.Tensor,
+    typical_inputs: Sequence[torch.Tensor],
+    sizes: Sequence[int],
+    cmap: str,
+) -> torch.Tensor:
+    """One row per cluster: its mean heatmap, then its most typical inputs; sizes in the row titles.
+
+    Parameters
+    ----------
+    title : str
+        Figure title.
+    mean_maps : torch.Tensor
+        Mean channel-summed relevance per cluster, shape (K, H, W).
+    typical_inputs : sequence of torch.Tensor
+        Per cluster, inputs (M, C, H, W) (M may differ; at most the number of columns - 1 shown).
+    sizes : sequence of int
+        Samples per cluster.
+    cmap : str
+        Colour map of the heatmaps.
+
+    Returns
+    -------
+    torch.Tensor
+        uint8, shape (3, H, W).
+    """
+    columns = 1 + max(inputs.shape[0] for inputs in typical_inputs)
+    rows = mean_maps.shape[0]
+    figure, canvas = _new_figure(1.4 * columns, 1.5 * rows + 0.4)
+    heatmaps = image.heatmap(mean_maps, cmap=cmap).cpu()
+    for row in range(rows):
+        axes = figure.add_subplot(rows, columns, row * columns + 1)
+        axes.imshow(heatmaps[row].permute(1, 2, 0).numpy())
+        axes.set_title(f"cluster {row}: n={sizes[row]}", fontsize="x-small")
+        axes.axis("off")
+        pictures = image.input_image(typical_inputs[row]).cpu() if typical_inputs[row].shape[0] else []
+        for column, picture in enumerate(pictures):
+            axes = figure.add_subplot(rows, columns, row * columns + column + 2)
+            axes.imshow(picture.permute(1, 2, 0).numpy())
+            axes.axis("off")
+    figure.suptitle(title, fontsize="small")
+    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.45 / (1.5 * rows + 0.4), hspace=0.35)
+    return _rendered(figure, canvas)

@@ -1,0 +1,224 @@
+"""``SanityCheckCallback``: is the explanation method trustworthy for this model at all?"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Optional
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.trainer.states import TrainerFn
+
+from lrp_lightning.callbacks.common import (
+    SampleArg,
+    explained_submodule,
+    log_scalars,
+    positive_int,
+    user_samples,
+    validation_samples,
+)
+from lrp_lightning.callbacks.explainers import Bound, CanonizerArg, CompositeArg, build_explainer, check_canonizers, parse_explainers
+from lrp_lightning.callbacks.explanation import model_outputs
+from lrp_lightning.callbacks.figures import line_figure
+from lrp_lightning.callbacks.randomisation import LAYER_MODES, RandomisationResult, randomisation_tests
+from lrp_lightning.callbacks.samples import BatchToInput, Samples
+from lrp_lightning.callbacks.similarity import SIMILARITIES
+from lrp_lightning.callbacks.sinks import sinks_for
+from lrp_lightning.callbacks.targets import TargetSpec, check_target_spec, resolve_targets
+
+
+class SanityCheckCallback(Callback):
+    """Model-parameter randomisation and random-logit tests of the explainers, during training.
+
+    On a deep copy of the explained module (the training model is never touched), on its device:
+    the layers with parameters are re-initialised from the output backwards, one more at a time
+    (``layers="cascade"``, Adebayo et al. 2018) or one at a time (``"independent"``), and the same
+    samples are explained for the same targets after each step; the similarity of each explanation
+    to the original one — Spearman rank correlation of |R|, SSIM of the heatmaps, IoU of the top
+    10 % features by |R| (:mod:`lrp_lightning.callbacks.similarity`) — is averaged over the
+    samples. The random-logit test (Sixt et al. 2020) compares the explanation of a random other
+    class with the target's. A trustworthy explainer ends at low similarity after full
+    randomisation and differs between classes; one that ignores the model stays near 1.
+
+    Logged per explainer ``<name>``: ``sanity/<name>/mprt_<similarity>`` (after the last
+    randomisation step) and ``sanity/<name>/random_logit_<similarity>`` — through
+    ``pl_module.log`` at validation epoch end, straight to the loggers at the end of training — and
+    on global rank zero the figure ``sanity/<name>/mprt`` (similarity against randomised layers).
+    Images go to TensorBoard or, for other loggers, PNG files as with ``AttributionCallback``. The
+    results of the last run are kept in :attr:`results`. Parameters, buffers, flags, hooks and the
+    global RNGs of the user's model are left exactly as they were.
+
+    Parameters
+    ----------
+    composite : str, Composite, list of them, or dict of display name to them
+        The explainers, as for :class:`~lrp_lightning.callbacks.AttributionCallback`.
+    every_n_epochs : int, optional
+        Also run at the end of every n-th epoch's validation; None: only at the end of training.
+    at_fit_end : bool
+        Run once when training ends.
+    layers : {"cascade", "independent"}
+        How the layers are randomised.
+    num_samples : int
+        Validation samples explained (the first ones of the first validation dataloader).
+    target : str, int or callable
+        ``"label"``, ``"prediction"`` (of the original model), a class index, or a callable.
+    samples : tensor or tuple, optional
+        ``x``, ``(x, y)`` or ``(x, y, mask)`` instead of validation samples.
+    batch_to_input : callable, optional
+        Maps a validation batch to ``x``, ``(x, y)`` or ``(x, y, mask)``.
+    module : str, optional
+        Dotted name of the submodule to explain.
+    low, high : float, sequence of float or tensor, optional
+        Box-rule bounds (default: per-channel min and max of the samples).
+    canonizers : "auto", None or list of Canonizer
+        Canonizers of composites built by name.
+    seed : int
+        Seed of the re-initialisations and the random classes.
+    log_images : bool
+        Log the similarity-curve figures.
+
+    Raises
+    ------
+    KeyError
+        An unknown composite name (the message lists the known names).
+    ValueError, TypeError
+        Invalid arguments; at fit start, samples that do not fit the model or a model with fewer
+        than two outputs.
+    """
+
+    def __init__(
+        self,
+        composite: CompositeArg = "epsilon_gamma_box",
+        *,
+        every_n_epochs: Optional[int] = None,
+        at_fit_end: bool = True,
+        layers: str = "cascade",
+        num_samples: int = 8,
+        target: TargetSpec = "label",
+        samples: SampleArg = None,
+        batch_to_input: Optional[BatchToInput] = None,
+        module: Optional[str] = None,
+        low: Bound = None,
+        high: Bound = None,
+        canonizers: CanonizerArg = "auto",
+        seed: int = 0,
+        log_images: bool = True,
+    ) -> None:
+        self.specs = parse_explainers(composite)
+        self.every_n_epochs = None if every_n_epochs is None else positive_int("every_n_epochs", every_n_epochs)
+        if self.every_n_epochs is None and not at_fit_end:
+            raise ValueError("SanityCheckCallback never runs: set every_n_epochs or at_fit_end=True")
+        self.at_fit_end = at_fit_end
+        if layers not in LAYER_MODES:
+            raise ValueError(f"layers must be one of {LAYER_MODES}, got {layers!r}")
+        self.layers = layers
+        self.num_samples = positive_int("num_samples", num_samples)
+        check_target_spec(target)
+        self.target = target
+        self.samples = user_samples(samples)
+        self.batch_to_input = batch_to_input
+        self.module = module
+        self.low, self.high = low, high
+        self.canonizers = check_canonizers(canonizers)
+        self.seed = seed
+        self.log_images = log_images
+        self.results: dict[str, RandomisationResult] = {}
+        self._explainers: list = []
+
+    @property
+    def state_key(self) -> str:
+        """Checkpoint key: the class name plus the explainers' names."""
+        return self._generate_state_key(explainers=[name for name, _ in self.specs])
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Take the samples and check them and the explainers against the model."""
+        model = explained_submodule(pl_module, self.module)
+        if self.samples is None:
+            self.samples = validation_samples(trainer, self.num_samples, self.batch_to_input, type(self).__name__)
+        try:
+            outputs = model_outputs(model, self.samples, pl_module.device)
+        except Exception as error:
+            raise ValueError(
+                f"the samples (inputs of shape {tuple(self.samples.inputs.shape)}) do not fit "
+                f"{type(model).__name__}: {type(error).__name__}: {error}"
+            ) from error
+        labels = None if self.samples.labels is None else self.samples.labels.to(pl_module.device)
+        resolve_targets(self.target, outputs, labels)
+        if outputs.shape[1] < 2:
+            raise ValueError("SanityCheckCallback's random-logit test needs a model with at least two outputs")
+        inputs = self.samples.inputs.to(pl_module.device)
+        self._explainers = [
+            build_explainer(name, spec, model, inputs, self.low, self.high, self.canonizers) for name, spec in self.specs
+        ]
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Run every ``every_n_epochs`` epochs while fitting (never in the sanity check)."""
+        if trainer.sanity_checking or self.every_n_epochs is None or trainer.state.fn != TrainerFn.FITTING:
+            return
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self._run(trainer, pl_module, in_loop=True)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """With ``at_fit_end``: run once after the last epoch."""
+        if self.at_fit_end:
+            self._run(trainer, pl_module, in_loop=False)
+
+    def _run(self, trainer: Trainer, pl_module: LightningModule, in_loop: bool) -> None:
+        if not self._explainers:
+            return
+        try:
+            self.results = randomisation_tests(
+                explained_submodule(pl_module, self.module), self.samples, self.target, self._explainers,
+                pl_module.device, self.layers, self.seed,
+            )
+        except Exception as error:  # a failure must not stop training
+            warnings.warn(f"SanityCheckCallback skipped epoch {trainer.current_epoch}: {type(error).__name__}: {error}",
+                          RuntimeWarning)
+            return
+        scalars = {}
+        for name, result in self.results.items():
+            for similarity in SIMILARITIES:
+                scalars[f"sanity/{name}/mprt_{similarity}"] = result.mprt[similarity][-1]
+                scalars[f"sanity/{name}/random_logit_{similarity}"] = result.random_logit[similarity]
+        log_scalars(trainer, pl_module, scalars, in_loop)
+        if trainer.is_global_zero and self.log_images:
+            try:
+                self._write(trainer)
+            except Exception as error:  # a logger failure must not stop training
+                warnings.warn(f"SanityCheckCallback could not write its figures: {type(error).__name__}: {error}",
+                              RuntimeWarning)
+
+    def _write(self, trainer: Trainer) -> None:
+        sinks = sinks_for(trainer)
+        for name, result in self.results.items():
+            mode = "cascading" if self.layers == "cascade" else "independent"
+            figure = line_figure(
+                f"{name}: {mode} model-parameter randomisation",
+                result.mprt,
+                "randomised layers (output first)",
+                "similarity to the original explanation",
+                ["original"] + [f"+ {layer}" if self.layers == "cascade" else layer for layer in result.layers],
+                ylim=(-0.2, 1.05),
+            )
+            for sink in sinks:
+                sink.image(f"sanity/{name}/mprt", figure, trainer.global_step, trainer.current_epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The fixed samples, so that a resumed run tests the same ones.
+
+        Returns
+        -------
+        dict
+            ``{"samples": {"inputs", "labels", "masks"} or None}``.
+        """
+        return {"samples": None if self.samples is None else self.samples.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the samples saved by :meth:`state_dict`.
+
+        Parameters
+        ----------
+        state_dict : dict
+            As returned by :meth:`state_dict`.
+        """
+        stored = state_dict.get("samples")
+        if stored is not None:
+            self.samples = Samples(**stored)
