@@ -1,4 +1,4 @@
-"""Cost of the AttributionCallback: fit time of the demo configuration with and without it.
+"""Cost of the callbacks: fit time of the demo configuration with and without each of them.
 
 Run ``python -m benchmarks.callback --device cpu`` (or ``--device cuda``). The demo configuration
 is the built-in shapes data (``ShapesDataModule`` defaults: 2000 training and 400 validation
@@ -7,9 +7,13 @@ epochs with a TensorBoardLogger, no checkpointing and no progress bar. Each conf
 ``--repeats`` times, interleaved, after one untimed warm-up fit. The table shows the median fit
 seconds, the overhead against the fit without the callback, and — robust against a busy machine,
 since it is measured inside the same fit — the seconds spent in the callback's hooks and their
-share of the rest of that fit ("in-fit overhead"). The callback rows use its default
+share of the rest of that fit ("in-fit overhead"). The AttributionCallback rows use its default
 settings (8 samples, every epoch, Sparseness, Complexity, 8-step region-perturbation AOPC,
-conservation, image grid, curve figure, rule map, dashboard).
+conservation, random baseline, drift, image grid, curve figure, rule map, dashboard); one row turns
+the random baseline and drift off to show their share. SanityCheckCallback and
+RelevanceClusterCallback run once at the end of training with their defaults (8 samples, cascading
+randomisation of all 9 parameter layers; up to 256 samples per class — here all 400 validation
+images).
 """
 from __future__ import annotations
 
@@ -26,17 +30,21 @@ import torch
 from benchmarks.common import format_table, machine_description
 
 
-def timed_callback_class() -> type:
-    """An AttributionCallback subclass that sums the wall seconds spent in its hooks.
+def timed_callback_class(base: type) -> type:
+    """A subclass of the callback class ``base`` that sums the wall seconds spent in its hooks.
+
+    Parameters
+    ----------
+    base : type
+        A callback class of :mod:`lrp_lightning.callbacks`.
 
     Returns
     -------
     type
         The subclass; instances have a ``seconds`` attribute.
     """
-    from lrp_lightning.callbacks import AttributionCallback
 
-    class TimedAttributionCallback(AttributionCallback):
+    class Timed(base):
         seconds = 0.0
 
         def _timed(self, hook: Callable, *args: Any) -> None:
@@ -50,18 +58,32 @@ def timed_callback_class() -> type:
         def on_validation_epoch_end(self, *args: Any) -> None:
             self._timed(super().on_validation_epoch_end, *args)
 
-    return TimedAttributionCallback
+        def on_train_end(self, *args: Any) -> None:
+            self._timed(super().on_train_end, *args)
+
+    Timed.__name__ = f"Timed{base.__name__}"
+    return Timed
 
 
 def _configurations() -> dict:
     """Configuration name -> factory of the trainer's callbacks."""
-    timed = timed_callback_class()
+    from lrp_lightning.callbacks import AttributionCallback, RelevanceClusterCallback, SanityCheckCallback
+
+    attribution = timed_callback_class(AttributionCallback)
+    sanity = timed_callback_class(SanityCheckCallback)
+    clusters = timed_callback_class(RelevanceClusterCallback)
+    three = ["epsilon_gamma_box", "epsilon_plus_flat", "gradient"]
     return {
         "no callback": lambda: [],
-        'AttributionCallback("epsilon_gamma_box") (defaults)': lambda: [timed("epsilon_gamma_box")],
-        'AttributionCallback(["epsilon_gamma_box", "epsilon_plus_flat", "gradient"])': lambda: [
-            timed(["epsilon_gamma_box", "epsilon_plus_flat", "gradient"])
+        'AttributionCallback("epsilon_gamma_box") (defaults)': lambda: [attribution("epsilon_gamma_box")],
+        'AttributionCallback("epsilon_gamma_box", random_baseline=False, drift=False)': lambda: [
+            attribution("epsilon_gamma_box", random_baseline=False, drift=False)
         ],
+        'AttributionCallback(["epsilon_gamma_box", "epsilon_plus_flat", "gradient"])': lambda: [attribution(three)],
+        'SanityCheckCallback(["epsilon_gamma_box", "epsilon_plus_flat", "gradient"]) (at fit end)': lambda: [
+            sanity(three)
+        ],
+        'RelevanceClusterCallback("epsilon_gamma_box") (at fit end)': lambda: [clusters("epsilon_gamma_box")],
     }
 
 
@@ -166,7 +188,7 @@ def main(argv: Optional[list] = None) -> None:
             f"{100 * statistics.median(shares):.1f}%",
         ])
     device = torch.device("cuda" if args.device == "cuda" else "cpu")
-    print(f"# AttributionCallback overhead — demo configuration, {args.epochs} epochs")
+    print(f"# Callback overhead — demo configuration, {args.epochs} epochs")
     print(machine_description(device))
     print()
     headers = ["configuration", "fit s (median)", "fit s (all)", "overhead vs no callback", "in callback s",
