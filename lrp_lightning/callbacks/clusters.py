@@ -6,8 +6,7 @@ import warnings
 from typing import Mapping, Optional, Sequence
 
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch import LightningModule, Trainer
 
 from lrp_lightning import image
 from lrp_lightning.callbacks.class_samples import ClassSamples, collect_by_class
@@ -18,6 +17,7 @@ from lrp_lightning.callbacks.figures import prototype_figure, spectrum_figure
 from lrp_lightning.callbacks.metric_set import MetricSet
 from lrp_lightning.callbacks.naming import check_tag_component
 from lrp_lightning.callbacks.samples import BatchToInput, Samples, first_dataloader
+from lrp_lightning.callbacks.schedule import ScheduledCallback
 from lrp_lightning.callbacks.sinks import sinks_for
 from lrp_lightning.callbacks.spray import ClassClusters, cluster_classes, pooled_relevance, unit_maps, write_tables
 from lrp_lightning.cmap import get_cmap
@@ -25,12 +25,12 @@ from lrp_lightning.cmap import get_cmap
 TABLE_SUBDIR = "clusters"
 
 
-class RelevanceClusterCallback(Callback):
+class RelevanceClusterCallback(ScheduledCallback):
     """Spectral relevance analysis (SpRAy, Lapuschkin et al. 2019) of many validation heatmaps per class.
 
     Up to ``num_samples`` validation samples per class are explained for their label (batched, on
     the LightningModule's device, model state and RNGs restored as by ``AttributionCallback``);
-    each heatmap becomes pooled |R| on a ``pool_size`` grid, scaled to unit sum
+    each heatmap becomes pooled |R| on a ``pool_size`` grid, scaled to unit length
     (:mod:`lrp_lightning.callbacks.spray`); per class, the k-nearest-neighbour graph of these
     vectors is embedded spectrally (``torch.linalg.eigh`` of its normalised Laplacian), the
     eigengap chooses the number of clusters, and k-means clusters the embedding. A cluster is a
@@ -127,10 +127,7 @@ class RelevanceClusterCallback(Callback):
             raise ValueError("RelevanceClusterCallback takes one composite; add one callback per explainer")
         self.name, self.spec = specs[0]
         self.num_samples = positive_int("num_samples", num_samples)
-        self.every_n_epochs = None if every_n_epochs is None else positive_int("every_n_epochs", every_n_epochs)
-        if self.every_n_epochs is None and not at_fit_end:
-            raise ValueError("RelevanceClusterCallback never runs: set every_n_epochs or at_fit_end=True")
-        self.at_fit_end = at_fit_end
+        super().__init__(every_n_epochs, at_fit_end)
         if classes is not None:
             classes = list(classes)
             if not classes or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in classes):
@@ -178,18 +175,6 @@ class RelevanceClusterCallback(Callback):
         inputs = self.samples.inputs[: self.batch_size].to(pl_module.device)
         self._explainer = build_explainer(self.name, self.spec, model, inputs, self.low, self.high, self.canonizers)
 
-    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Run every ``every_n_epochs`` epochs while fitting (never in the sanity check)."""
-        if trainer.sanity_checking or self.every_n_epochs is None or trainer.state.fn != TrainerFn.FITTING:
-            return
-        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
-            self._run(trainer, pl_module, in_loop=True)
-
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """With ``at_fit_end``: run once after the last epoch."""
-        if self.at_fit_end:
-            self._run(trainer, pl_module, in_loop=False)
-
     def _explain_rows(self, pl_module: LightningModule, rows: torch.Tensor) -> tuple:
         """Pooled vectors (and unit maps for images) of the samples ``rows``, explained for their labels."""
         model = explained_submodule(pl_module, self.module)
@@ -209,7 +194,8 @@ class RelevanceClusterCallback(Callback):
         map_rows = None if not maps or maps[0] is None else torch.cat(maps)
         return pooled_rows, map_rows
 
-    def _run(self, trainer: Trainer, pl_module: LightningModule, in_loop: bool) -> None:
+    def run(self, trainer: Trainer, pl_module: LightningModule, in_loop: bool) -> None:
+        """Run the analysis now and log it (see the class docstring)."""
         if self.samples is None or self._explainer is None:
             return
         world, rank = trainer.world_size, trainer.global_rank

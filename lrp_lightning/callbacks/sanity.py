@@ -4,8 +4,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, Optional
 
-from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch import LightningModule, Trainer
 
 from lrp_lightning.callbacks.common import (
     SampleArg,
@@ -21,11 +20,12 @@ from lrp_lightning.callbacks.figures import line_figure
 from lrp_lightning.callbacks.randomisation import LAYER_MODES, RandomisationResult, randomisation_tests
 from lrp_lightning.callbacks.samples import BatchToInput, Samples
 from lrp_lightning.callbacks.similarity import SIMILARITIES
+from lrp_lightning.callbacks.schedule import ScheduledCallback
 from lrp_lightning.callbacks.sinks import sinks_for
 from lrp_lightning.callbacks.targets import TargetSpec, check_target_spec, resolve_targets
 
 
-class SanityCheckCallback(Callback):
+class SanityCheckCallback(ScheduledCallback):
     """Model-parameter randomisation and random-logit tests of the explainers, during training.
 
     On a deep copy of the explained module (the training model is never touched), on its device:
@@ -103,10 +103,7 @@ class SanityCheckCallback(Callback):
         log_images: bool = True,
     ) -> None:
         self.specs = parse_explainers(composite)
-        self.every_n_epochs = None if every_n_epochs is None else positive_int("every_n_epochs", every_n_epochs)
-        if self.every_n_epochs is None and not at_fit_end:
-            raise ValueError("SanityCheckCallback never runs: set every_n_epochs or at_fit_end=True")
-        self.at_fit_end = at_fit_end
+        super().__init__(every_n_epochs, at_fit_end)
         if layers not in LAYER_MODES:
             raise ValueError(f"layers must be one of {LAYER_MODES}, got {layers!r}")
         self.layers = layers
@@ -149,19 +146,8 @@ class SanityCheckCallback(Callback):
             build_explainer(name, spec, model, inputs, self.low, self.high, self.canonizers) for name, spec in self.specs
         ]
 
-    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Run every ``every_n_epochs`` epochs while fitting (never in the sanity check)."""
-        if trainer.sanity_checking or self.every_n_epochs is None or trainer.state.fn != TrainerFn.FITTING:
-            return
-        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
-            self._run(trainer, pl_module, in_loop=True)
-
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """With ``at_fit_end``: run once after the last epoch."""
-        if self.at_fit_end:
-            self._run(trainer, pl_module, in_loop=False)
-
-    def _run(self, trainer: Trainer, pl_module: LightningModule, in_loop: bool) -> None:
+    def run(self, trainer: Trainer, pl_module: LightningModule, in_loop: bool) -> None:
+        """Run the analysis now and log it (see the class docstring)."""
         if not self._explainers:
             return
         try:

@@ -2,8 +2,11 @@
 
 Each sample's relevance is reduced to a small feature vector — |R| summed over channels,
 average-pooled to a ``pool_size`` × ``pool_size`` grid (flattened inputs: ``pool_size²`` bins) and
-scaled to unit sum, so only *where* relevance lies matters — and the samples of a class are
-clustered spectrally on their k-nearest-neighbour graph (:mod:`lrp_lightning.callbacks.spectral`).
+scaled to unit Euclidean length, so that distances measure the angle between two relevance
+distributions (where relevance lies), not how strongly it is concentrated: images whose relevance
+sits on the same spot with 60 % or 90 % of the mass stay neighbours instead of forming a chain that
+spectral clustering would cut — and the samples of a class are clustered spectrally on their
+k-nearest-neighbour graph (:mod:`lrp_lightning.callbacks.spectral`).
 A cluster whose heatmaps share an unexpected focus (a watermark, a border) is a candidate
 "Clever Hans" strategy; no masks are needed.
 """
@@ -61,7 +64,7 @@ class ClassClusters:
 
 
 def pooled_relevance(relevance: torch.Tensor, pool_size: int) -> torch.Tensor:
-    """SpRAy's feature vector per sample: pooled |R| scaled to unit sum.
+    """SpRAy's feature vector per sample: pooled |R| scaled to unit Euclidean length.
 
     Parameters
     ----------
@@ -80,7 +83,7 @@ def pooled_relevance(relevance: torch.Tensor, pool_size: int) -> torch.Tensor:
         pooled = F.adaptive_avg_pool2d(magnitude.sum(dim=1, keepdim=True), pool_size).flatten(1)
     else:
         pooled = F.adaptive_avg_pool1d(magnitude.flatten(1).unsqueeze(1), pool_size * pool_size).flatten(1)
-    return pooled / pooled.sum(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
+    return pooled / pooled.norm(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
 
 
 def unit_maps(relevance: torch.Tensor) -> Optional[torch.Tensor]:

@@ -1,0 +1,62 @@
+"""When the analyses of the suite run: every n-th validation epoch while fitting, and at the end of training."""
+from __future__ import annotations
+
+from typing import Optional
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.trainer.states import TrainerFn
+
+from lrp_lightning.callbacks.common import positive_int
+
+
+class ScheduledCallback(Callback):
+    """Base of :class:`~lrp_lightning.callbacks.SanityCheckCallback` and
+    :class:`~lrp_lightning.callbacks.RelevanceClusterCallback`: calls :meth:`run` at the end of every
+    ``every_n_epochs``-th validation epoch while fitting (never in the sanity check; scalars through
+    ``pl_module.log``) and, with ``at_fit_end``, once at the end of training (scalars straight to the
+    loggers).
+
+    Parameters
+    ----------
+    every_n_epochs : int, optional
+        Period in epochs; None: only at the end of training.
+    at_fit_end : bool
+        Run once when training ends.
+
+    Raises
+    ------
+    ValueError
+        If neither is set, or ``every_n_epochs`` is not a positive int.
+    """
+
+    def __init__(self, every_n_epochs: Optional[int], at_fit_end: bool) -> None:
+        self.every_n_epochs = None if every_n_epochs is None else positive_int("every_n_epochs", every_n_epochs)
+        if self.every_n_epochs is None and not at_fit_end:
+            raise ValueError(f"{type(self).__name__} never runs: set every_n_epochs or at_fit_end=True")
+        self.at_fit_end = at_fit_end
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Run every ``every_n_epochs`` epochs while fitting (never in the sanity check)."""
+        if trainer.sanity_checking or self.every_n_epochs is None or trainer.state.fn != TrainerFn.FITTING:
+            return
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self.run(trainer, pl_module, in_loop=True)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """With ``at_fit_end``: run once after the last epoch."""
+        if self.at_fit_end:
+            self.run(trainer, pl_module, in_loop=False)
+
+    def run(self, trainer: Trainer, pl_module: LightningModule, in_loop: bool) -> None:
+        """The analysis; ``in_loop`` tells whether ``pl_module.log`` may be used.
+
+        Parameters
+        ----------
+        trainer : Trainer
+            The running trainer.
+        pl_module : LightningModule
+            The bare LightningModule.
+        in_loop : bool
+            True at validation epoch end, False at the end of training.
+        """
+        raise NotImplementedError
