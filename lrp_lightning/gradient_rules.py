@@ -34,7 +34,7 @@ StabilizerLike = Union[float, Callable[[torch.Tensor], torch.Tensor]]
 class _OutputCall:
     """What one hooked call leaves for the backward pass of an :class:`OutputGradientHook`."""
 
-    __slots__ = ("hook", "module", "args", "kwargs", "output", "version", "share")
+    __slots__ = ("hook", "module", "args", "kwargs", "output", "version", "input_versions", "share")
 
     def __init__(self, hook: "OutputGradientHook", module: torch.nn.Module, args: tuple, kwargs: dict, output: torch.Tensor, share: float):
         self.hook = hook
@@ -43,14 +43,30 @@ class _OutputCall:
         self.kwargs = kwargs
         self.output = output
         self.version = output._version
+        self.input_versions = _versions(args)
         self.share = share
 
     def current_output(self) -> torch.Tensor:
-        """The module output, recomputed from the inputs if it was modified in place since the call."""
+        """The module output, recomputed from the inputs if it was modified in place since the call.
+
+        Raises
+        ------
+        RuntimeError
+            If the inputs were modified in place as well.
+        """
         if self.output._version == self.version:
             return self.output
+        if _versions(self.args) != self.input_versions:
+            raise RuntimeError(
+                f"the output and the inputs of {type(self.module).__name__} were both modified in place after the "
+                "call, so its rule cannot see them; make the in-place operation after it out-of-place"
+            )
         with torch.no_grad(), _hooks_suspended():
             return self.module.forward(*self.args, **self.kwargs)
+
+
+def _versions(values: tuple) -> list:
+    return [value._version for value in values if isinstance(value, torch.Tensor)]
 
 
 class _OutputGradientFunction(torch.autograd.Function):
@@ -116,7 +132,10 @@ class OutputGradientHook(Hook):
 
 
 def _epsilon_ratio(output: torch.Tensor, stabilizer: Callable) -> torch.Tensor:
-    """``y / stab(y)``."""
+    """``y / stab(y)``; for the plain stabilizer computed as ``|y| / (|y| + eps)`` (equal, fewer passes)."""
+    if type(stabilizer) is Stabilizer and not stabilizer.clip and not stabilizer.norm_scale and isinstance(stabilizer.epsilon, (int, float)):
+        magnitude = output.abs()
+        return magnitude.div_(magnitude + stabilizer.epsilon)
     return output / stabilizer(output)
 
 
@@ -141,7 +160,7 @@ class AffineEpsilon(OutputGradientHook):
 
     def output_gradient(self, output, grad_output, share):
         """Return ``g_z * z / stab(z)``."""
-        return grad_output * _epsilon_ratio(output, self.stabilizer)
+        return _epsilon_ratio(output, self.stabilizer).mul_(grad_output)
 
     def _repr_fields(self):
         return {"epsilon": self.epsilon}
@@ -174,7 +193,8 @@ class UniformProduct(OutputGradientHook):
 
     def output_gradient(self, output, grad_output, share):
         """Return ``g_Y * Y / stab(Y) / n``."""
-        return grad_output * _epsilon_ratio(output, self.stabilizer).mul_(share)
+        ratio = _epsilon_ratio(output, self.stabilizer).mul_(grad_output)
+        return ratio.mul_(share) if share != 1 else ratio
 
     def _repr_fields(self):
         return {"epsilon": self.epsilon}

@@ -311,3 +311,19 @@ def test_importing_lrp_lightning_changes_no_class():
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_transformer_decoder_layer_with_cross_attention_is_canonized():
+    torch.manual_seed(2)
+    layer = torch.nn.TransformerDecoderLayer(8, 2, 16, dropout=0.0, batch_first=True).eval()
+    target, memory = torch.randn(2, 4, 8), torch.randn(2, 6, 8)
+    causal = torch.nn.Transformer.generate_square_subsequent_mask(4)
+    expected = layer(target, memory, tgt_mask=causal, tgt_is_causal=True)
+    before = full_state(layer)
+    with AttnLRP().context(layer):
+        assert isinstance(layer.activation, torch.nn.ReLU)
+        inputs = target.clone().requires_grad_(True)
+        output = layer(inputs, memory, tgt_mask=causal, tgt_is_causal=True)
+        torch.autograd.grad(output.sum(), inputs)
+    torch.testing.assert_close(output.detach(), expected, rtol=1e-12, atol=1e-12)
+    assert_same_state(before, full_state(layer))
