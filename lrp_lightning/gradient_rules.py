@@ -89,6 +89,30 @@ def _is_variable(value: Any) -> bool:
     return isinstance(value, torch.Tensor) and value.requires_grad and not isinstance(value, torch.nn.Parameter)
 
 
+class _Stabilized:
+    """Mixed into rules with one stabilizer: ``epsilon`` (float or callable) and ``stabilizer``."""
+
+    def __init__(self, epsilon: StabilizerLike = 1e-6) -> None:
+        super().__init__()
+        self.epsilon = epsilon
+        self.stabilizer = Stabilizer.ensure(epsilon)
+
+    def _repr_fields(self):
+        return {"epsilon": self.epsilon}
+
+
+class _InputOutputRule(_Stabilized, Hook):
+    """A rule replacing the module's backward pass, computed from its input and output."""
+
+    saves_output = True
+
+
+def _module_output(module: torch.nn.Module, input: torch.Tensor, output: Optional[torch.Tensor], args: tuple, kwargs: dict) -> torch.Tensor:
+    """The module output saved by a :class:`~lrp_lightning.core.Hook`, recomputed from the input when
+    it was modified in place since the call (the hook then passes None)."""
+    return module.forward(input, *args, **kwargs) if output is None else output
+
+
 class OutputGradientHook(Hook):
     """Base of rules that rescale the gradient at the module output; the module's own backward
     pass maps it to the inputs.
@@ -139,7 +163,7 @@ def _epsilon_ratio(output: torch.Tensor, stabilizer: Callable) -> torch.Tensor:
     return output / stabilizer(output)
 
 
-class AffineEpsilon(OutputGradientHook):
+class AffineEpsilon(_Stabilized, OutputGradientHook):
     """LRP-epsilon for any layer affine in its input (``nn.Linear``, convolutions, Hugging Face
     ``Conv1D``, BatchNorm in eval mode), in the gradient view.
 
@@ -153,20 +177,12 @@ class AffineEpsilon(OutputGradientHook):
         Stabilizer of the denominator (a callable replaces ``stab`` wholesale).
     """
 
-    def __init__(self, epsilon: StabilizerLike = 1e-6) -> None:
-        super().__init__()
-        self.epsilon = epsilon
-        self.stabilizer = Stabilizer.ensure(epsilon)
-
     def output_gradient(self, output, grad_output, share):
         """Return ``g_z * z / stab(z)``."""
         return _epsilon_ratio(output, self.stabilizer).mul_(grad_output)
 
-    def _repr_fields(self):
-        return {"epsilon": self.epsilon}
 
-
-class UniformProduct(OutputGradientHook):
+class UniformProduct(_Stabilized, OutputGradientHook):
     """Uniform rule for products of tensors (:class:`~lrp_lightning.layer.MatMul`,
     :class:`~lrp_lightning.layer.Mul`), in the gradient view (AttnLRP, Achtibat et al., 2024).
 
@@ -186,21 +202,13 @@ class UniformProduct(OutputGradientHook):
         Stabilizer of the denominator.
     """
 
-    def __init__(self, epsilon: StabilizerLike = 1e-6) -> None:
-        super().__init__()
-        self.epsilon = epsilon
-        self.stabilizer = Stabilizer.ensure(epsilon)
-
     def output_gradient(self, output, grad_output, share):
         """Return ``g_Y * Y / stab(Y) / n``."""
         ratio = _epsilon_ratio(output, self.stabilizer).mul_(grad_output)
         return ratio.mul_(share) if share != 1 else ratio
 
-    def _repr_fields(self):
-        return {"epsilon": self.epsilon}
 
-
-class IdentityRule(Hook):
+class IdentityRule(_InputOutputRule):
     """Identity rule for element-wise non-linearities ``y = f(x)`` (GELU, SiLU, tanh, exp, ...).
 
     ``R_x = R_y``, so ``g_x = g_y * y / stab(x)`` (``x * g_x = R_y * x / stab(x)``; the stabilizer
@@ -212,22 +220,11 @@ class IdentityRule(Hook):
         Stabilizer of the division by the input.
     """
 
-    saves_output = True
-
-    def __init__(self, epsilon: StabilizerLike = 1e-6) -> None:
-        super().__init__()
-        self.epsilon = epsilon
-        self.stabilizer = Stabilizer.ensure(epsilon)
-
     def backward(self, module, input, output, grad_output, args, kwargs):
         """Return ``g_y * y / stab(x)``."""
         with torch.no_grad():
-            if output is None:
-                output = module.forward(input, *args, **kwargs)
+            output = _module_output(module, input, output, args, kwargs)
             return grad_output * output / self.stabilizer(input)
-
-    def _repr_fields(self):
-        return {"epsilon": self.epsilon}
 
 
 def _normalized_dims(module: torch.nn.Module) -> tuple:
@@ -237,7 +234,7 @@ def _normalized_dims(module: torch.nn.Module) -> tuple:
     return tuple(range(-count, 0))
 
 
-class LayerNormEpsilon(Hook):
+class LayerNormEpsilon(_InputOutputRule):
     """LRP-epsilon on a LayerNorm with its standard deviation held constant (AttnLRP).
 
     With ``sigma = sqrt(var(x) + eps)`` detached, ``y = (x - mean(x)) / sigma * w + b`` is affine
@@ -251,18 +248,10 @@ class LayerNormEpsilon(Hook):
         Stabilizer of the denominator.
     """
 
-    saves_output = True
-
-    def __init__(self, epsilon: StabilizerLike = 1e-6) -> None:
-        super().__init__()
-        self.epsilon = epsilon
-        self.stabilizer = Stabilizer.ensure(epsilon)
-
     def backward(self, module, input, output, grad_output, args, kwargs):
         """Return ``(v - mean(v)) / sigma`` with ``v = w * g_y * y / stab(y)``."""
         with torch.no_grad():
-            if output is None:
-                output = module.forward(input, *args, **kwargs)
+            output = _module_output(module, input, output, args, kwargs)
             dims = _normalized_dims(module)
             sigma = torch.sqrt(input.var(dim=dims, unbiased=False, keepdim=True) + module.eps)
             scaled = grad_output * _epsilon_ratio(output, self.stabilizer)
@@ -270,11 +259,8 @@ class LayerNormEpsilon(Hook):
                 scaled = scaled * module.weight
             return (scaled - scaled.mean(dim=dims, keepdim=True)) / sigma
 
-    def _repr_fields(self):
-        return {"epsilon": self.epsilon}
 
-
-class RMSNormEpsilon(Hook):
+class RMSNormEpsilon(_InputOutputRule):
     """LRP-epsilon on an RMSNorm with its root mean square held constant (AttnLRP).
 
     With ``rms = sqrt(mean(x^2) + eps)`` detached, ``y = x / rms * w`` is linear in ``x``:
@@ -288,18 +274,10 @@ class RMSNormEpsilon(Hook):
         Stabilizer of the denominator.
     """
 
-    saves_output = True
-
-    def __init__(self, epsilon: StabilizerLike = 1e-6) -> None:
-        super().__init__()
-        self.epsilon = epsilon
-        self.stabilizer = Stabilizer.ensure(epsilon)
-
     def backward(self, module, input, output, grad_output, args, kwargs):
         """Return ``w / rms * g_y * y / stab(y)``."""
         with torch.no_grad():
-            if output is None:
-                output = module.forward(input, *args, **kwargs)
+            output = _module_output(module, input, output, args, kwargs)
             eps = getattr(module, "variance_epsilon", None)
             if eps is None:
                 eps = getattr(module, "eps", None)
@@ -311,9 +289,6 @@ class RMSNormEpsilon(Hook):
             if getattr(module, "weight", None) is not None:
                 gradient = gradient * module.weight
             return gradient.to(input.dtype)
-
-    def _repr_fields(self):
-        return {"epsilon": self.epsilon}
 
 
 class ConstantAttention(Hook):
@@ -363,9 +338,8 @@ class AffineGamma(Hook):
 
     def relevance(self, call, input, output, grad_output):
         """Return ``R_x / x`` (0 where ``x = 0``) for the Gamma rule's ``R_x`` with ``R_z = z * g_z``."""
-        with torch.no_grad(), _hooks_suspended():
-            if output is None:
-                output = call.module.forward(input, *call.extra_args, **call.kwargs)
+        with torch.no_grad():
+            output = _module_output(call.module, input, output, call.extra_args, call.kwargs)
         relevance = self.rule.relevance(call, input, output, grad_output * output)
         with torch.no_grad():
             nonzero = input != 0

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lrp_lightning import gradient_rules, types
-from lrp_lightning.composites import COMPOSITES, AttnLRP, CPLRP, LayerMapComposite
+from lrp_lightning.composites import COMPOSITES, AttnLRP, CPLRP
 from lrp_lightning.layer import MatMul, Mul
 
 pytestmark = pytest.mark.usefixtures("float64_default")

@@ -12,7 +12,6 @@ import torch
 from lrp_lightning.attention import MultiheadAttentionCanonizer, TransformerLayerActivationCanonizer
 from lrp_lightning.auto_canonizers import auto_canonizers, register_auto_canonizer, registered_auto_canonizers
 from lrp_lightning.composites import AttnLRP, CPLRP
-from lrp_lightning.gradient_rules import ConstantAttention, UniformProduct
 from lrp_lightning.torchvision import VisionTransformerCanonizer
 
 from engine_models import assert_same_state, model_state
