@@ -102,9 +102,18 @@ class _Stabilized:
 
 
 class _InputOutputRule(_Stabilized, Hook):
-    """A rule replacing the module's backward pass, computed from its input and output."""
+    """A rule replacing the module's backward pass by :meth:`input_gradient` of its input and output."""
 
     saves_output = True
+
+    def backward(self, module, input, output, grad_output, args, kwargs):
+        """Return :meth:`input_gradient` (without autograd; the output recomputed if it was modified in place)."""
+        with torch.no_grad():
+            return self.input_gradient(module, input, _module_output(module, input, output, args, kwargs), grad_output)
+
+    def input_gradient(self, module: torch.nn.Module, input: torch.Tensor, output: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
+        """Return the modified gradient ``g_x`` of the input for ``g_y`` at the output."""
+        raise NotImplementedError
 
 
 def _module_output(module: torch.nn.Module, input: torch.Tensor, output: Optional[torch.Tensor], args: tuple, kwargs: dict) -> torch.Tensor:
@@ -220,11 +229,9 @@ class IdentityRule(_InputOutputRule):
         Stabilizer of the division by the input.
     """
 
-    def backward(self, module, input, output, grad_output, args, kwargs):
+    def input_gradient(self, module, input, output, grad_output):
         """Return ``g_y * y / stab(x)``."""
-        with torch.no_grad():
-            output = _module_output(module, input, output, args, kwargs)
-            return grad_output * output / self.stabilizer(input)
+        return grad_output * output / self.stabilizer(input)
 
 
 def _normalized_dims(module: torch.nn.Module) -> tuple:
@@ -248,16 +255,14 @@ class LayerNormEpsilon(_InputOutputRule):
         Stabilizer of the denominator.
     """
 
-    def backward(self, module, input, output, grad_output, args, kwargs):
+    def input_gradient(self, module, input, output, grad_output):
         """Return ``(v - mean(v)) / sigma`` with ``v = w * g_y * y / stab(y)``."""
-        with torch.no_grad():
-            output = _module_output(module, input, output, args, kwargs)
-            dims = _normalized_dims(module)
-            sigma = torch.sqrt(input.var(dim=dims, unbiased=False, keepdim=True) + module.eps)
-            scaled = grad_output * _epsilon_ratio(output, self.stabilizer)
-            if getattr(module, "weight", None) is not None:
-                scaled = scaled * module.weight
-            return (scaled - scaled.mean(dim=dims, keepdim=True)) / sigma
+        dims = _normalized_dims(module)
+        sigma = torch.sqrt(input.var(dim=dims, unbiased=False, keepdim=True) + module.eps)
+        scaled = grad_output * _epsilon_ratio(output, self.stabilizer)
+        if getattr(module, "weight", None) is not None:
+            scaled = scaled * module.weight
+        return (scaled - scaled.mean(dim=dims, keepdim=True)) / sigma
 
 
 class RMSNormEpsilon(_InputOutputRule):
@@ -274,21 +279,19 @@ class RMSNormEpsilon(_InputOutputRule):
         Stabilizer of the denominator.
     """
 
-    def backward(self, module, input, output, grad_output, args, kwargs):
+    def input_gradient(self, module, input, output, grad_output):
         """Return ``w / rms * g_y * y / stab(y)``."""
-        with torch.no_grad():
-            output = _module_output(module, input, output, args, kwargs)
-            eps = getattr(module, "variance_epsilon", None)
-            if eps is None:
-                eps = getattr(module, "eps", None)
-            if eps is None:
-                eps = torch.finfo(input.dtype).eps
-            wide = input.to(torch.promote_types(input.dtype, torch.float32))
-            rms = torch.sqrt(wide.pow(2).mean(dim=_normalized_dims(module), keepdim=True) + eps).to(input.dtype)
-            gradient = grad_output * _epsilon_ratio(output, self.stabilizer) / rms
-            if getattr(module, "weight", None) is not None:
-                gradient = gradient * module.weight
-            return gradient.to(input.dtype)
+        eps = getattr(module, "variance_epsilon", None)
+        if eps is None:
+            eps = getattr(module, "eps", None)
+        if eps is None:
+            eps = torch.finfo(input.dtype).eps
+        wide = input.to(torch.promote_types(input.dtype, torch.float32))
+        rms = torch.sqrt(wide.pow(2).mean(dim=_normalized_dims(module), keepdim=True) + eps).to(input.dtype)
+        gradient = grad_output * _epsilon_ratio(output, self.stabilizer) / rms
+        if getattr(module, "weight", None) is not None:
+            gradient = gradient * module.weight
+        return gradient.to(input.dtype)
 
 
 class ConstantAttention(Hook):
