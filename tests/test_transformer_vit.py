@@ -5,6 +5,7 @@ import itertools
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import pytest
 import torch
@@ -326,3 +327,18 @@ def test_transformer_decoder_layer_with_cross_attention_is_canonized():
         torch.autograd.grad(output.sum(), inputs)
     torch.testing.assert_close(output.detach(), expected, rtol=1e-12, atol=1e-12)
     assert_same_state(before, full_state(layer))
+
+
+def test_composites_warn_about_attention_their_canonizers_left_fused():
+    model = tiny_vit()
+    with pytest.warns(UserWarning, match=r"not canonized.*encoder_layer_0.self_attention \(torch.nn.MultiheadAttention\)"):
+        with CPLRP(canonizers=[]).context(model):
+            pass
+    encoder = tiny_encoder(True, "gelu")
+    with pytest.warns(UserWarning, match=r"layers.0 \(torch.nn.Transformer\*Layer activation\)"):
+        with AttnLRP(canonizers=[MultiheadAttentionCanonizer()]).context(encoder):
+            pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with AttnLRP().context(model), CPLRP().context(encoder):
+            pass
