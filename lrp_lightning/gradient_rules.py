@@ -127,8 +127,8 @@ class OutputGradientHook(Hook):
     pass maps it to the inputs.
 
     Subclasses implement :meth:`output_gradient`. The rule applies to calls whose output requires
-    grad; ``share`` is ``1 / n`` for ``n`` tensor inputs that require grad and are not parameters
-    (at least 1).
+    grad; ``share`` is ``1 / n`` for ``n`` tensor arguments (positional or keyword) that require
+    grad and are not parameters (at least 1).
     """
 
     saves_input = False
@@ -159,7 +159,7 @@ class OutputGradientHook(Hook):
             and output.requires_grad
         ):
             return None
-        variables = sum(1 for value in args if _is_variable(value))
+        variables = sum(1 for value in (*args, *kwargs.values()) if _is_variable(value))
         call = _OutputCall(self, module, args, kwargs, output.detach(), 1.0 / max(variables, 1))
         return _OutputGradientFunction.apply(call, output)
 

@@ -186,6 +186,13 @@ def test_uniform_rule_halves_matmul_relevance_between_the_factors():
     torch.testing.assert_close(bd * g_b, R_b, rtol=1e-12, atol=1e-14)
     # conservation up to the stabilizer: sum R_a + sum R_b = sum R_y * y / stab(y)
     torch.testing.assert_close(R_a.sum() + R_b.sum(), (R_y * y / stab(y)).sum())
+    # the second factor given by keyword counts as a factor too
+    handles = gradient_rules.UniformProduct(EPS).register(matmul := MatMul())
+    try:
+        g_a_keyword, = torch.autograd.grad(matmul(a, b=b), a, g)
+    finally:
+        handles.remove()
+    torch.testing.assert_close(g_a_keyword, g_a)
 
 
 def test_uniform_rule_gives_a_single_variable_factor_everything():
