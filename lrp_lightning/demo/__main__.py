@@ -3,8 +3,11 @@
 The model trains on the built-in shapes data (watermark confounder on by default), and at every
 validation epoch end ``AttributionCallback`` explains a fixed set of validation images with each
 chosen composite, logging heatmaps, the relevance mass on the object and on the watermark, and
-faithfulness metrics to TensorBoard. At the end the log location, the command that opens it and a
-per-epoch table of the metrics are printed. Run with ``--help`` for the options.
+faithfulness metrics (with a random baseline and the drift between epochs) to TensorBoard; at the
+end of training ``SanityCheckCallback`` and ``RelevanceClusterCallback`` run (see
+:mod:`lrp_lightning.demo.suite`). At the end the log location, the command that opens it, a
+per-epoch table of the metrics and the suite's findings are printed. Run with ``--help`` for the
+options.
 """
 from __future__ import annotations
 
