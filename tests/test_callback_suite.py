@@ -18,7 +18,6 @@ from test_callback_helpers import (
     image_data,
     make_trainer,
     read_events,
-    rng_states,
 )
 from test_callback_trainer import SEED, assert_same_weights, fit, gini
 

@@ -5,7 +5,6 @@ import io
 from contextlib import redirect_stdout
 
 import pytest
-import torch
 
 from lrp_lightning.callbacks import RelevanceClusterCallback
 from lrp_lightning.demo.__main__ import parse_args, train
@@ -37,11 +36,13 @@ def watermark_clusters(callback: RelevanceClusterCallback, val_split) -> dict:
 
 @pytest.fixture(scope="module")
 def demo_runs(tmp_path_factory):
+    """The demo with the suite, confounder on and off, 3 epochs (the shortcut is learnt in the first)."""
     root = tmp_path_factory.mktemp("demo_suite")
     runs = {}
     for switch in ("--confounder", "--no-confounder"):
         args = parse_args(["--accelerator", "cpu", switch, "--log-dir", str(root), "--val-watermark", "mixed",
-                           "--composites", "epsilon_gamma_box", "epsilon_plus_flat", "--sanity-samples", "2"])
+                           "--composites", "epsilon_gamma_box", "epsilon_plus_flat", "--sanity-samples", "2",
+                           "--epochs", "3"])
         with restored_global_state(), redirect_stdout(io.StringIO()):
             trainer = train(args)
         clusters = next(c for c in trainer.callbacks if isinstance(c, RelevanceClusterCallback))
