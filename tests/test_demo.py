@@ -251,7 +251,8 @@ def test_demo_defaults_show_the_confounder_on_and_not_off(tmp_path):
     masses = {}
     for switch in ("--confounder", "--no-confounder"):
         with restored_global_state(), redirect_stdout(io.StringIO()):
-            log_dir = main(["--accelerator", "cpu", switch, "--log-dir", str(tmp_path)])
+            # the suite's end-of-training checks do not change training; tests/test_demo_suite.py runs them
+            log_dir = main(["--accelerator", "cpu", switch, "--log-dir", str(tmp_path), "--no-suite"])
         scalars = read_scalars(log_dir)
         masses[switch] = {name: scalars[f"attribution/{name}/watermark_mass"][-1] for name in DEFAULT_COMPOSITES}
     for name in DEFAULT_COMPOSITES:
