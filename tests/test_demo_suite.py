@@ -36,13 +36,12 @@ def watermark_clusters(callback: RelevanceClusterCallback, val_split) -> dict:
 
 @pytest.fixture(scope="module")
 def demo_runs(tmp_path_factory):
-    """The demo with the suite, confounder on and off, 3 epochs (the shortcut is learnt in the first)."""
+    """The demo with the suite at its default length (6 epochs), confounder on and off."""
     root = tmp_path_factory.mktemp("demo_suite")
     runs = {}
     for switch in ("--confounder", "--no-confounder"):
         args = parse_args(["--accelerator", "cpu", switch, "--log-dir", str(root), "--val-watermark", "mixed",
-                           "--composites", "epsilon_gamma_box", "epsilon_plus_flat", "--sanity-samples", "2",
-                           "--epochs", "3"])
+                           "--composites", "epsilon_gamma_box", "epsilon_plus_flat", "--sanity-samples", "2"])
         with restored_global_state(), redirect_stdout(io.StringIO()):
             trainer = train(args)
         clusters = next(c for c in trainer.callbacks if isinstance(c, RelevanceClusterCallback))
