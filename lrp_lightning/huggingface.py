@@ -12,7 +12,8 @@ Every canonizer works on instances only and is undone exactly on exit:
   (:mod:`lrp_lightning.eager_attention`): projections, rotary embeddings, grouped-query key/value
   repetition, caches, causal and padding masks stay the model's own code.
 - :class:`GatedMLPCanonizer` gives the gated MLP of Llama-style decoders,
-  ``down(act(gate(x)) * up(x))``, an explicit :class:`~lrp_lightning.layer.Mul` for the product.
+  ``down(act(gate(x)) * up(x))``, an explicit :class:`~lrp_lightning.layer.GatedMul` for the
+  product (uniform rule under AttnLRP; the gate held constant under CP-LRP).
 - :class:`RMSNormCanonizer` gives their RMSNorm a forward that normalises in the wider of float32
   and the input's dtype: the same operations as the original for float32 and half precision, and
   no float32 round trip for float64 inputs.
@@ -31,7 +32,7 @@ import torch
 from lrp_lightning.auto_canonizers import register_auto_canonizer
 from lrp_lightning.canonizers import AttributeCanonizer, Canonizer, CompositeCanonizer
 from lrp_lightning.eager_attention import ExplicitAttentionCanonizer
-from lrp_lightning.layer import Mul
+from lrp_lightning.layer import GatedMul
 
 _MISSING = object()
 _IMPLEMENTATION_KEY = "_attn_implementation_internal"
@@ -145,7 +146,7 @@ def _gated_mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
 
 
 class GatedMLPCanonizer(AttributeCanonizer):
-    """Make the gate product of Llama-style MLPs, ``down(act(gate(x)) * up(x))``, an explicit :class:`Mul`.
+    """Make the gate product of Llama-style MLPs, ``down(act(gate(x)) * up(x))``, an explicit :class:`GatedMul`.
 
     Each matching module gets a ``canonizer_product`` submodule and a forward of the same
     semantics that calls it, until removed.
@@ -158,7 +159,7 @@ class GatedMLPCanonizer(AttributeCanonizer):
     def _attribute_map(name: str, module: torch.nn.Module) -> Optional[dict]:
         if not is_gated_mlp(module):
             return None
-        return {"canonizer_product": Mul(), "forward": _gated_mlp_forward}
+        return {"canonizer_product": GatedMul(), "forward": _gated_mlp_forward}
 
 
 def _rms_norm_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
