@@ -31,9 +31,8 @@ def load_golden(name: str) -> dict:
 def language_model(kind: str, config_dict: dict, implementation: str, state_dict=None) -> torch.nn.Module:
     """A float64 model of ``kind`` in eval mode with the given attention implementation (and weights)."""
     config_class, model_class = _LANGUAGE_MODELS[kind]
-    model = model_class._from_config(
-        config_class.from_dict(config_dict), attn_implementation=implementation, dtype=torch.float64
-    ).eval()
+    model = model_class._from_config(config_class.from_dict(config_dict), attn_implementation=implementation)
+    model = model.to(torch.float64).eval()
     if state_dict is not None:
         model.load_state_dict(state_dict)
     assert model.config._attn_implementation == implementation
