@@ -12,6 +12,7 @@ nn.MultiheadAttention (plain linear maps there), so ours run with epsilon 1e-9 e
 import pytest
 import torch
 
+from lrp_lightning.attribution import Gradient
 from lrp_lightning.composites import AttnLRP, CPLRP
 from transformer_models import (
     GOLDEN_CASES,
@@ -58,13 +59,14 @@ def test_language_model_matches_lxt(name, implementation):
     )
     assert relative_error(logits, expected["logits"]) < 1e-12
     assert relative_error(relevance, expected["relevance"]) < 1e-6
-    # both attention implementations of the installed transformers give the same relevance
-    other = "sdpa" if implementation == "eager" else "eager"
-    _, other_relevance, _ = token_relevance(
-        golden_language_model(golden, other), composite, golden["inputs"], expected["target"],
-        last_position=golden["model"] != "bert",
-    )
-    assert relative_error(other_relevance, relevance) < 1e-12
+    # the public API on token ids: the same relevance, with either attention implementation
+    model_kwargs = {key: value for key, value in golden["inputs"].items() if key != "input_ids"}
+    for implementation_used in ("eager", "sdpa"):
+        with Gradient(golden_language_model(golden, implementation_used), composite) as attributor:
+            output, token_relevance_api = attributor(golden["inputs"]["input_ids"], expected["target"], **model_kwargs)
+        assert relative_error(token_relevance_api, relevance) < 1e-12
+        explained = expected["logits"] if golden["model"] == "bert" else expected["logits"][:, -1]
+        assert relative_error(output, explained) < 1e-12
 
 
 def test_torchvision_vit_matches_lxt():
