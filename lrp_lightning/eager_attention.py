@@ -44,7 +44,7 @@ def _attention_operands(args: tuple, kwargs: dict) -> bool:
     )
 
 
-def _softmax_arguments(func: Callable, args: tuple, kwargs: dict) -> tuple:
+def _softmax_arguments(args: tuple, kwargs: dict) -> tuple:
     """Return ``(input, dim, dtype)`` of a ``softmax`` call in any of its spellings."""
     input = args[0]
     dim = args[1] if len(args) > 1 else kwargs.get("dim")
@@ -69,7 +69,7 @@ class _ExplicitAttentionMode(TorchFunctionMode):
             submodule = self.module.canonizer_scores if len(self.calls) == 1 else self.module.canonizer_context
             return submodule(*args)
         if func in _SOFTMAXES:
-            input, dim, dtype = _softmax_arguments(func, args, kwargs)
+            input, dim, dtype = _softmax_arguments(args, kwargs)
             if dim is None or dim % input.dim() != input.dim() - 1:
                 raise RuntimeError(
                     f"{type(self.module).__name__}: the attention softmax must run over the last dimension, got dim={dim}"

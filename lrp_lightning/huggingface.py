@@ -91,7 +91,7 @@ def _configs(root_module: torch.nn.Module) -> list:
     pending = [vars(module).get("config") for module in root_module.modules()]
     while pending:
         config = pending.pop()
-        if config is None or id(config) in found or _IMPLEMENTATION_KEY not in vars(config):
+        if id(config) in found or _IMPLEMENTATION_KEY not in getattr(config, "__dict__", {}):
             continue
         found[id(config)] = config
         pending.extend(value for value in vars(config).values() if hasattr(value, "__dict__"))

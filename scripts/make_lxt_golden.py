@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import importlib
 import subprocess
 import sys
 import threading
@@ -87,6 +88,7 @@ def _install_float64_keepers() -> None:
 
 @contextlib.contextmanager
 def keep_float64():
+    """Within the block (this thread), float32 casts of float64 tensors keep float64."""
     previous = _keeping()
     _KEEP_FLOAT64.on = True
     try:
@@ -157,20 +159,12 @@ def _model_class(model: str):
 
 
 def _patch_lxt(model: str, method: str) -> None:
+    """``monkey_patch`` the transformers module of ``model`` with LXT's map for ``method`` (documented usage)."""
     from lxt.efficient import monkey_patch
 
-    if model == "bert":
-        from transformers.models.bert import modeling_bert as modeling
-        from lxt.efficient.models.bert import attnLRP as attn_lrp_map
-
-        cp_lrp_map = None
-    elif model == "gpt2":
-        from transformers.models.gpt2 import modeling_gpt2 as modeling
-        from lxt.efficient.models.gpt2 import attnLRP as attn_lrp_map, cp_LRP as cp_lrp_map
-    else:
-        from transformers.models.llama import modeling_llama as modeling
-        from lxt.efficient.models.llama import attnLRP as attn_lrp_map, cp_LRP as cp_lrp_map
-    monkey_patch(modeling, attn_lrp_map if method == "attn_lrp" else cp_lrp_map, verbose=True)
+    modeling = importlib.import_module(f"transformers.models.{model}.modeling_{model}")
+    maps = importlib.import_module(f"lxt.efficient.models.{model}")
+    monkey_patch(modeling, maps.attnLRP if method == "attn_lrp" else maps.cp_LRP, verbose=True)
     if model == "llama":
         _run_keeping_float64(modeling.LlamaRMSNorm)
         _run_keeping_float64(modeling.LlamaAttention)
