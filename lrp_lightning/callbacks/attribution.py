@@ -208,7 +208,7 @@ class AttributionCallback(Callback):
         one unlogged trial pass (on the first samples) so that what cannot work fails now."""
         model = self.explained_module(pl_module)
         if self.samples is None:
-            loader = first_dataloader(trainer, stage)
+            loader = first_dataloader(trainer, pl_module, stage)
             if loader is None:
                 raise ValueError(f"AttributionCallback found no {stage} dataloader; pass samples=...")
             self.samples = collect_samples(loader, self.num_samples, self.batch_to_input)
@@ -255,16 +255,30 @@ class AttributionCallback(Callback):
         return reports
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Take the samples (unless held or restored) and validate everything against the model."""
-        self._prepare(trainer, pl_module, "val")
+        """Take the samples and validate everything against the model — now when the samples are
+        held (given, restored) or a datamodule/LightningModule ``val_dataloader`` hook provides
+        them, otherwise at the start of the first validation (the sanity check by default), once
+        ``trainer.val_dataloaders`` is loaded."""
+        self._explainers = []
         if trainer.world_size > 1:
             # every rank logs the same values, deliberately without a cross-rank reduction
             warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\('attribution/")
+        if self.samples is None:
+            loader = first_dataloader(trainer, pl_module, "val")
+            if loader is None and trainer.limit_val_batches == 0:
+                raise ValueError("AttributionCallback found no val dataloader and validation is off; pass samples=...")
+            if loader is None:
+                return
+            self.samples = collect_samples(loader, self.num_samples, self.batch_to_input)
+        self._prepare(trainer, pl_module, "val")
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """In ``trainer.validate``: prepare as at fit start."""
+        """In ``trainer.validate``: prepare as at fit start; while fitting: prepare if the
+        validation data was out of reach at fit start."""
         if trainer.state.fn == TrainerFn.VALIDATING:
             self._prepare(trainer, pl_module, "validate")
+        elif trainer.state.fn == TrainerFn.FITTING and not self._explainers:
+            self._prepare(trainer, pl_module, "val")
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """With ``on_test``: prepare as at fit start (samples from the test data if none are held)."""
