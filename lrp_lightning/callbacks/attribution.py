@@ -23,6 +23,7 @@ from lrp_lightning.callbacks.explainers import (
 )
 from lrp_lightning.callbacks.explanation import ExplainerReport, explain, model_outputs
 from lrp_lightning.callbacks.metric_set import MetricSet, default_metrics, parse_metrics
+from lrp_lightning.callbacks.nonfinite import NonFiniteWarnings
 from lrp_lightning.callbacks.samples import BatchToInput, Samples, collect_samples, first_dataloader
 from lrp_lightning.callbacks.sinks import sinks_for
 from lrp_lightning.callbacks.targets import TargetSpec, check_target_spec, resolve_targets
@@ -58,8 +59,11 @@ class AttributionCallback(Callback):
     an LRP composite or an attributor — explains the same samples on the LightningModule's device,
     in eval mode and float32 with autocast off, on the bare LightningModule (or ``module`` inside
     it). Parameters, buffers, ``.grad``, ``requires_grad`` and ``training`` flags, hooks and the
-    global RNGs are restored afterwards, also when the attribution raised; a failure becomes a
-    warning and training goes on.
+    global RNGs are restored afterwards, also when the attribution raised or was interrupted
+    (``KeyboardInterrupt`` and other ``BaseException``s propagate after the restore); a failure
+    becomes a warning and training goes on. A non-finite explanation (NaN/Inf model outputs, e.g.
+    diverged weights, or NaN/Inf relevance) logs no image and only its finite scalars, and warns
+    once per explainer naming the cause.
 
     Logged, per explainer ``<name>``: every metric through ``pl_module.log`` as
     ``attribution/<name>/<metric>`` (monitorable by ``ModelCheckpoint``/``EarlyStopping``; LRP
@@ -167,6 +171,7 @@ class AttributionCallback(Callback):
         self._metric_sets: list[MetricSet] = []
         self._rule_maps_logged: set = set()
         self._uncovered_warned: set = set()
+        self._nonfinite_warnings = NonFiniteWarnings()
         self._layout_written = False
 
     @property
@@ -318,6 +323,8 @@ class AttributionCallback(Callback):
                     RuntimeWarning,
                 )
         done = [report for report in reports if report.error is None]
+        for report in done:
+            self._nonfinite_warnings.warn(report.name, trainer.current_epoch, report.nonfinite, report.dropped)
         self._log_scalars(pl_module, done)
         if trainer.is_global_zero:
             try:

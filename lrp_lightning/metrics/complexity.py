@@ -25,4 +25,4 @@ class Complexity(SampleMeanMetric):
         self._follow_device(values)
         magnitude = values.double().abs()
         probabilities = magnitude / magnitude.sum(dim=1, keepdim=True)
-        self._accumulate(-torch.xlogy(probabilities, probabilities).sum(dim=1))
+        self._accumulate(-torch.xlogy(probabilities, probabilities).sum(dim=1), values)

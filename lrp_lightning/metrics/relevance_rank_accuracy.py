@@ -37,4 +37,4 @@ class RelevanceRankAccuracy(SampleMeanMetric):
         ranks.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
         mask_size = inside.sum(dim=1, keepdim=True)
         hits = ((ranks < mask_size) & inside).sum(dim=1)
-        self._accumulate(hits.double() / mask_size[:, 0])
+        self._accumulate(hits.double() / mask_size[:, 0], relevance)

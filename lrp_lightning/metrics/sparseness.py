@@ -32,4 +32,4 @@ class Sparseness(SampleMeanMetric):
         """Accumulate the Gini index of each sample's attributions (N, ...)."""
         values = flat_attributions(attributions)
         self._follow_device(values)
-        self._accumulate(gini_rows(values.double().abs()))
+        self._accumulate(gini_rows(values.double().abs()), values)
