@@ -60,7 +60,7 @@ class AttributionCallback(Callback):
     in eval mode and float32 with autocast off, on the bare LightningModule (or ``module`` inside
     it). Parameters, buffers, ``.grad``, ``requires_grad`` and ``training`` flags, hooks and the
     global RNGs are restored afterwards, also when the attribution raised or was interrupted
-    (``KeyboardInterrupt`` and other ``BaseException``s propagate after the restore); a failure
+    (``KeyboardInterrupt`` and any other ``BaseException`` propagate after the restore); a failure
     becomes a warning and training goes on. A non-finite explanation (NaN/Inf model outputs, e.g.
     diverged weights, or NaN/Inf relevance) logs no image and only its finite scalars, and warns
     once per explainer naming the cause.

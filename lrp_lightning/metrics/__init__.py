@@ -1,4 +1,4 @@
-"""Explanation-quality metrics as ``torchmetrics.Metric``s, batched on the device of their inputs.
+"""Explanation-quality metrics as ``torchmetrics.Metric`` objects, batched on the device of their inputs.
 
 Faithfulness (model, inputs, attributions, target): ``RegionPerturbation``, ``PixelFlipping``,
 ``Deletion``, ``Insertion``, ``FaithfulnessCorrelation``. Localisation (attributions, mask):

@@ -6,7 +6,7 @@ from lrp_lightning.metrics._checks import check_same_batch, flat_attributions
 
 
 class Conservation(SampleMeanMetric):
-    """Mean over samples of |sum R_in - sum R_out| / |sum R_out|; 0 when relevance is conserved.
+    """Mean over samples of ``|sum R_in - sum R_out| / |sum R_out|``; 0 when relevance is conserved.
 
     Parameters
     ----------

@@ -7,7 +7,7 @@ from lrp_lightning.metrics._checks import flat_attributions, flat_mask
 
 
 class RelevanceRankAccuracy(SampleMeanMetric):
-    """Mean over samples of |top-K relevance entries inside mask| / K, K = size of the mask (Arras et al. 2022).
+    """Mean over samples of ``|top-K relevance entries inside mask| / K``, K = size of the mask (Arras et al. 2022).
 
     Entries of the attributions are ranked by their signed value; ties are broken by position.
 
