@@ -11,6 +11,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import Metric
 
+from lrp_lightning import _arguments
 from lrp_lightning.callbacks.dashboard import curve_figure, custom_scalars_layout, metric_tag
 from lrp_lightning.callbacks.explainers import (
     Bound,
@@ -45,6 +46,8 @@ def _user_samples(samples: SampleArg) -> Optional[Samples]:
         return None
     if isinstance(samples, torch.Tensor):
         return Samples(samples)
+    if not isinstance(samples, (list, tuple)):
+        raise TypeError(f"samples must be a tensor x or a tuple (x, y) or (x, y, mask), got {type(samples).__name__}")
     parts = list(samples)
     if not 1 <= len(parts) <= 3:
         raise ValueError("samples must be a tensor x or a tuple (x, y) or (x, y, mask)")
@@ -157,16 +160,22 @@ class AttributionCallback(Callback):
         self.target = target
         self.metrics = parse_metrics(metrics)
         self.samples = _user_samples(samples)
-        self.batch_to_input = batch_to_input
-        self.module = module
+        self.batch_to_input = _arguments.optional_callable("batch_to_input", batch_to_input)
+        self.module = None if module is None else _arguments.text("module", module)
+        for name, bound in (("low", low), ("high", high)):
+            if bound is not None:
+                _arguments.tensor_like(name, bound)
         self.low, self.high = low, high
         self.canonizers = check_canonizers(canonizers)
-        get_cmap(cmap)
+        try:
+            get_cmap(_arguments.text("cmap", cmap))
+        except KeyError as error:
+            raise KeyError(f"cmap={cmap!r}: {error.args[0]}") from None
         self.cmap = cmap
-        self.log_images = log_images
-        self.conservation = conservation
-        self.on_sanity_check = on_sanity_check
-        self.on_test = on_test
+        self.log_images = _arguments.boolean("log_images", log_images)
+        self.conservation = _arguments.boolean("conservation", conservation)
+        self.on_sanity_check = _arguments.boolean("on_sanity_check", on_sanity_check)
+        self.on_test = _arguments.boolean("on_test", on_test)
         self._explainers: list[Explainer] = []
         self._metric_sets: list[MetricSet] = []
         self._rule_maps_logged: set = set()
