@@ -8,7 +8,7 @@ FLOORS_PY := $(FLOORS_VENV)/bin/python
 FLOORS_TESTS := tests/test_closed_form.py tests/test_metrics_contract.py tests/test_metrics_perturbation.py \
 	tests/test_callback_units.py tests/test_callback_trainer.py tests/test_nonfinite.py tests/test_interrupts.py
 
-.PHONY: test test-floors docs ci demo board bench
+.PHONY: test test-large test-floors docs ci demo board bench
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/bin/activate
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest
+
+# the slow oracle comparisons on full-size networks (all nine composites on VGG16 and ResNet50)
+test-large: $(VENV)/.installed-dev
+	$(PY) -m pytest -q -m large
 
 $(FLOORS_VENV)/.installed: pyproject.toml .ci/floors.py
 	rm -rf $(FLOORS_VENV)
@@ -45,7 +49,7 @@ docs: $(VENV)/.installed-docs
 	$(PY) -m sphinx -W --keep-going -E -q -b html docs docs/_build/html
 
 # what CI runs (.ci/run)
-ci: test test-floors docs
+ci: test test-large test-floors docs
 
 demo: $(VENV)/.installed
 	$(PY) -m lrp_lightning.demo
