@@ -127,6 +127,7 @@ class ExplodingComposite(Composite):
     """Works at fit start; from then on changes the model, hooks a layer and raises while registering."""
 
     registrations = 0
+    error: type = RuntimeError
 
     def register(self, module: torch.nn.Module) -> None:
         """Sabotage the model and fail (after the first registration)."""
@@ -139,7 +140,7 @@ class ExplodingComposite(Composite):
         module.net[5].weight.requires_grad_(False)
         module.train()
         torch.rand(5)
-        raise RuntimeError("composite exploded")
+        raise self.error("composite exploded")
 
 
 def test_a_failing_composite_warns_and_leaves_training_untouched(tmp_path, baseline):

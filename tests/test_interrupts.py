@@ -23,6 +23,7 @@ from lrp_lightning.core import Composite
 from lrp_lightning.metrics import Sparseness
 from test_attribution import assert_same_module_state, assert_same_random_state, module_state, random_state
 from test_callback_helpers import TinyClassifier, TinyData, assert_rng_equal, make_trainer, rng_states
+from test_callback_trainer import ExplodingComposite
 from test_callback_units import assert_same_state, full_state
 
 
@@ -121,22 +122,10 @@ def test_callback_explanation_propagates_an_interrupt_and_restores_everything():
     assert_rng_equal(rng, rng_states())
 
 
-class InterruptingComposite(Composite):
+class InterruptingComposite(ExplodingComposite):
     """Fine at fit start; at the first epoch's explanation sabotages the model, then Ctrl-C."""
 
-    registrations = 0
-
-    def register(self, module: nn.Module) -> None:
-        """Register (first time) or sabotage and interrupt."""
-        self.registrations += 1
-        if self.registrations == 1:
-            return super().register(module)
-        with torch.no_grad():
-            module.net[0].weight.mul_(2)
-        module.net[0].register_forward_hook(lambda *args: None)
-        module.net[5].weight.requires_grad_(False)
-        torch.rand(5)
-        raise KeyboardInterrupt
+    error = KeyboardInterrupt
 
 
 def test_ctrl_c_during_the_callback_stops_training_with_the_model_as_before(tmp_path):
