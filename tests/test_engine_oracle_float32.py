@@ -20,7 +20,8 @@ from lrp_lightning import torchvision as lrp_torchvision  # noqa: E402
 
 from engine_models import attribute, randomize_batch_norms  # noqa: E402
 
-NAMES = sorted(composites.COMPOSITES)
+# the composites zennit has (the transformer composites have their own oracle, LXT)
+NAMES = sorted(set(composites.COMPOSITES) & set(zennit_composites.COMPOSITES))
 # float32 rounding through a dozen layers, amplified where a stabilized denominator is small
 RTOL = 2e-4
 ACTIVATIONS = {
