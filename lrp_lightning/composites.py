@@ -14,7 +14,7 @@ import torch
 
 from lrp_lightning import _arguments
 from lrp_lightning.auto_canonizers import auto_canonizers, uncanonized_modules
-from lrp_lightning.core import Composite, Hook
+from lrp_lightning.core import Composite, Hook, Stabilizer
 from lrp_lightning.gradient_rules import (
     AffineEpsilon,
     AffineGamma,
@@ -490,8 +490,9 @@ class _TransformerComposite(LayerMapComposite):
     def __init__(self, epsilon, gamma, layer_map, canonizers, softmax_map: list) -> None:
         if isinstance(canonizers, str) and canonizers != "auto":
             raise ValueError(f'canonizers must be "auto", None or a list of canonizers, got {canonizers!r}')
+        Stabilizer.ensure(epsilon, "epsilon")
         self.epsilon = epsilon
-        self.gamma = gamma
+        self.gamma = None if gamma is None else _arguments.real_number("gamma", gamma, minimum=0.0)
         self.auto_canonizers = canonizers == "auto"
         linear_rule = AffineEpsilon(epsilon) if gamma is None else AffineGamma(gamma=gamma, stabilizer=epsilon)
         entries = _user_map("layer_map", layer_map) + softmax_map + [
