@@ -4,9 +4,11 @@ PYTHON ?= python3
 # a second venv with the lowest versions pyproject.toml allows, for `make test-floors`
 FLOORS_VENV ?= .venv-floors
 FLOORS_PY := $(FLOORS_VENV)/bin/python
-# fast subset run at the floors: engine, metrics, callback units and Trainer runs, non-finite values, interrupts
+# fast subset run at the floors: engine, metrics, callback units and Trainer runs, non-finite values,
+# interrupts, property-based tests (so the pytest and hypothesis floors are exercised too)
 FLOORS_TESTS := tests/test_closed_form.py tests/test_metrics_contract.py tests/test_metrics_perturbation.py \
-	tests/test_callback_units.py tests/test_callback_trainer.py tests/test_nonfinite.py tests/test_interrupts.py
+	tests/test_callback_units.py tests/test_callback_trainer.py tests/test_nonfinite.py tests/test_interrupts.py \
+	tests/test_properties.py
 
 .PHONY: test test-large test-floors docs ci demo board bench
 

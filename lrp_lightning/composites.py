@@ -209,7 +209,11 @@ class NameLayerMapComposite(MixedComposite):
     def __init__(
         self, name_map: Optional[Sequence[tuple]] = None, layer_map: Optional[LayerMap] = None, canonizers: Optional[list] = None
     ) -> None:
-        super().__init__([NameMapComposite(name_map or []), LayerMapComposite(layer_map or [])], canonizers)
+        super().__init__(
+            [NameMapComposite([] if name_map is None else name_map),
+             LayerMapComposite([] if layer_map is None else layer_map)],
+            canonizers,
+        )
 
 
 def _user_map(name: str, value: Optional[LayerMap]) -> list:

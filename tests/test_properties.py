@@ -26,7 +26,9 @@ from lrp_lightning.types import Convolution
 from engine_models import assert_same_state, attribute, model_state
 
 pytestmark = pytest.mark.usefixtures("float64_default")
-BOUNDED = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomized: the same examples on every run, so CI cannot fail by chance
+BOUNDED = settings(max_examples=12, deadline=None, derandomize=True,
+                   suppress_health_check=[HealthCheck.function_scoped_fixture])
 CLASSES = 3
 SHAPES = {"dense": (), "conv1d": (8,), "conv2d": (6, 6)}
 ACTIVATIONS = {
@@ -268,7 +270,7 @@ CONSTRUCTORS += [
 
 
 @pytest.mark.parametrize("constructor, valid, bad", CONSTRUCTORS, ids=lambda v: getattr(v, "__name__", ""))
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=8, deadline=None, derandomize=True)
 @given(data=st.data())
 def test_public_constructors_reject_bad_arguments_naming_them(constructor, valid, bad, data):
     argument = data.draw(st.sampled_from(sorted(bad)), label="argument")
