@@ -1,10 +1,18 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
+# a second venv with the lowest versions pyproject.toml allows, for `make test-floors`
+FLOORS_VENV ?= .venv-floors
+FLOORS_PY := $(FLOORS_VENV)/bin/python
+# fast subset run at the floors: engine, metrics, callback units and Trainer runs, non-finite values,
+# interrupts, property-based tests (so the pytest and hypothesis floors are exercised too)
+FLOORS_TESTS := tests/test_closed_form.py tests/test_metrics_contract.py tests/test_metrics_perturbation.py \
+	tests/test_callback_units.py tests/test_callback_trainer.py tests/test_nonfinite.py tests/test_interrupts.py \
+	tests/test_properties.py
 
 LXT_VENV ?= .venv-lxt
 
-.PHONY: test demo board bench golden
+.PHONY: test test-large test-floors docs ci demo board bench golden
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +28,32 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/bin/activate
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest
+
+# the slow oracle comparisons on full-size networks (all nine composites on VGG16 and ResNet50)
+test-large: $(VENV)/.installed-dev
+	$(PY) -m pytest -q -m large
+
+$(FLOORS_VENV)/.installed: pyproject.toml .ci/floors.py
+	rm -rf $(FLOORS_VENV)
+	$(PYTHON) -m venv $(FLOORS_VENV)
+	$(PYTHON) .ci/floors.py > $(FLOORS_VENV)/constraints.txt
+	$(FLOORS_PY) -m pip install -c $(FLOORS_VENV)/constraints.txt -e . pytest hypothesis
+	touch $@
+
+# the lowest allowed versions (torchvision-, zennit- and Quantus-free: those tests skip or are left out)
+test-floors: $(FLOORS_VENV)/.installed
+	$(FLOORS_PY) -m pytest -q -p no:cacheprovider $(FLOORS_TESTS)
+
+$(VENV)/.installed-docs: pyproject.toml | $(VENV)/bin/activate
+	$(PY) -m pip install -e ".[docs]"
+	touch $@
+
+# API reference from the docstrings (numpydoc); any warning fails the build; output in docs/_build
+docs: $(VENV)/.installed-docs
+	$(PY) -m sphinx -W --keep-going -E -q -b html docs docs/_build/html
+
+# what CI runs (.ci/run)
+ci: test test-large test-floors docs
 
 demo: $(VENV)/.installed
 	$(PY) -m lrp_lightning.demo

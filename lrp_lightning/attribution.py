@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Type, TypeVar, U
 import numpy as np
 import torch
 
+from lrp_lightning import _arguments
 from lrp_lightning.tokens import Position, captured_embedding, explained_logits, is_token_input, logits_of
 
 Target = Union[None, int, torch.Tensor, Callable[[torch.Tensor], Any]]
@@ -236,6 +237,10 @@ class Attributor:
     """
 
     def __init__(self, model: torch.nn.Module, composite: Optional[Any] = None) -> None:
+        if not callable(model):
+            raise TypeError(f"model must be a callable (an nn.Module), got {type(model).__name__}")
+        if composite is not None and not callable(getattr(composite, "context", None)):
+            raise TypeError(f"composite must be a Composite (with a context() method) or None, got {composite!r}")
         self.model = model
         self.composite = composite
         self._stack: Optional[contextlib.ExitStack] = None
@@ -421,12 +426,8 @@ class _PathAttributor(Attributor):
     def __init__(self, model: torch.nn.Module, composite: Optional[Any] = None, n_iter: int = 20,
                  batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         super().__init__(model, composite)
-        if n_iter < 1:
-            raise ValueError(f"n_iter must be at least 1, got {n_iter}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.n_iter = n_iter
-        self.batch_size = batch_size
+        self.n_iter = _arguments.integer("n_iter", n_iter, minimum=1)
+        self.batch_size = _arguments.integer("batch_size", batch_size, minimum=1)
 
     def _perturbed(self, inputs: torch.Tensor, iteration: torch.Tensor, sample: torch.Tensor,
                    context: Any) -> torch.Tensor:
@@ -480,10 +481,8 @@ class SmoothGrad(_PathAttributor):
                  noise_level: float = 0.1, n_iter: int = 20, seed: Optional[int] = None,
                  batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         super().__init__(model, composite, n_iter=n_iter, batch_size=batch_size)
-        if noise_level < 0:
-            raise ValueError(f"noise_level must be non-negative, got {noise_level}")
-        self.noise_level = noise_level
-        self.seed = seed
+        self.noise_level = _arguments.real_number("noise_level", noise_level, minimum=0.0)
+        self.seed = None if seed is None else _arguments.integer("seed", seed)
 
     def forward(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the output and the mean gradient over noisy inputs."""
@@ -532,6 +531,8 @@ class IntegratedGradients(_PathAttributor):
                  baseline: Baseline = None, n_iter: int = 20,
                  batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         super().__init__(model, composite, n_iter=n_iter, batch_size=batch_size)
+        if baseline is not None and not callable(baseline):
+            baseline = _arguments.tensor_like("baseline", baseline)
         self.baseline = baseline
 
     def _baseline_for(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -556,6 +557,13 @@ class IntegratedGradients(_PathAttributor):
         baseline = context[sample]
         alpha = ((iteration + 1).to(inputs.dtype) / self.n_iter).reshape(-1, *([1] * (inputs.ndim - 1)))
         return baseline + alpha * (inputs[sample] - baseline)
+
+
+def _window_spec(name: str, value: Any) -> WindowSpec:
+    """An int >= 1 or a list/tuple of them."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_arguments.sequence(name, value, lambda item, v: _arguments.integer(item, v, minimum=1)))
+    return _arguments.integer(name, value, minimum=1)
 
 
 @register_attributor("occlusion")
@@ -590,12 +598,11 @@ class Occlusion(Attributor):
                  window: WindowSpec = 8, stride: WindowSpec = 8,
                  fill: Union[float, torch.Tensor] = 0.0, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         super().__init__(model, composite)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.window = window
-        self.stride = stride
+        self.batch_size = _arguments.integer("batch_size", batch_size, minimum=1)
+        self.window = _window_spec("window", window)
+        self.stride = _window_spec("stride", stride)
+        _arguments.tensor_like("fill", fill)
         self.fill = fill
-        self.batch_size = batch_size
 
     def _uses_composite(self) -> bool:
         return False

@@ -13,7 +13,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from lrp_lightning import types
+from lrp_lightning import _arguments, types
 from lrp_lightning.core import collect_leaves
 
 _MISSING = object()
@@ -148,7 +148,7 @@ class NamedMergeBatchNorm(MergeBatchNorm):
 
     def __init__(self, name_map: Sequence[tuple]) -> None:
         super().__init__()
-        self.name_map = list(name_map)
+        self.name_map = _arguments.name_map("name_map", name_map, _arguments.text)
 
     def apply(self, root_module: torch.nn.Module) -> list:
         """Register one :class:`MergeBatchNorm` per entry of the name map; return them."""
@@ -175,6 +175,8 @@ class AttributeCanonizer(Canonizer):
     """
 
     def __init__(self, attribute_map: Callable[[str, torch.nn.Module], Optional[dict]]) -> None:
+        if not callable(attribute_map):
+            raise TypeError(f"attribute_map must be callable, got {type(attribute_map).__name__} {attribute_map!r}")
         self.attribute_map = attribute_map
         self.module: Optional[torch.nn.Module] = None
         self.saved: dict = {}
@@ -239,7 +241,7 @@ class CompositeCanonizer(Canonizer):
     """
 
     def __init__(self, canonizers: Sequence[Canonizer]) -> None:
-        self.canonizers = list(canonizers)
+        self.canonizers = _arguments.sequence("canonizers", canonizers, _arguments.instance(Canonizer), allow_none=False)
 
     def apply(self, root_module: torch.nn.Module) -> list:
         """Apply each canonizer; return all registered instances."""

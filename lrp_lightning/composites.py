@@ -12,8 +12,9 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from lrp_lightning import _arguments
 from lrp_lightning.auto_canonizers import auto_canonizers, uncanonized_modules
-from lrp_lightning.core import Composite, Hook
+from lrp_lightning.core import Composite, Hook, Stabilizer
 from lrp_lightning.gradient_rules import (
     AffineEpsilon,
     AffineGamma,
@@ -114,7 +115,7 @@ class LayerMapComposite(Composite):
     """
 
     def __init__(self, layer_map: LayerMap, canonizers: Optional[list] = None) -> None:
-        self.layer_map = list(layer_map)
+        self.layer_map = _arguments.rule_map("layer_map", layer_map, Hook, allow_none=False)
         super().__init__(self.mapping, canonizers)
 
     def mapping(self, ctx: dict, name: str, module: torch.nn.Module) -> Optional[Hook]:
@@ -136,7 +137,7 @@ class SpecialFirstLayerMapComposite(LayerMapComposite):
     """
 
     def __init__(self, layer_map: LayerMap, first_map: LayerMap, canonizers: Optional[list] = None) -> None:
-        self.first_map = list(first_map)
+        self.first_map = _arguments.rule_map("first_map", first_map, Hook, allow_none=False)
         super().__init__(layer_map, canonizers)
 
     def mapping(self, ctx: dict, name: str, module: torch.nn.Module) -> Optional[Hook]:
@@ -161,7 +162,7 @@ class NameMapComposite(Composite):
     """
 
     def __init__(self, name_map: Sequence[tuple], canonizers: Optional[list] = None) -> None:
-        self.name_map = list(name_map)
+        self.name_map = _arguments.name_map("name_map", name_map, _arguments.instance(Hook))
         super().__init__(self.mapping, canonizers)
 
     def mapping(self, ctx: dict, name: str, module: torch.nn.Module) -> Optional[Hook]:
@@ -181,7 +182,7 @@ class MixedComposite(Composite):
     """
 
     def __init__(self, composites: Sequence[Composite], canonizers: Optional[list] = None) -> None:
-        self.composites = list(composites)
+        self.composites = _arguments.sequence("composites", composites, _arguments.instance(Composite))
         super().__init__(self.mapping, canonizers)
 
     def mapping(self, ctx: dict, name: str, module: torch.nn.Module) -> Optional[Hook]:
@@ -209,11 +210,20 @@ class NameLayerMapComposite(MixedComposite):
     def __init__(
         self, name_map: Optional[Sequence[tuple]] = None, layer_map: Optional[LayerMap] = None, canonizers: Optional[list] = None
     ) -> None:
-        super().__init__([NameMapComposite(name_map or []), LayerMapComposite(layer_map or [])], canonizers)
+        super().__init__(
+            [NameMapComposite([] if name_map is None else name_map),
+             LayerMapComposite([] if layer_map is None else layer_map)],
+            canonizers,
+        )
+
+
+def _user_map(name: str, value: Optional[LayerMap]) -> list:
+    """A user's ``layer_map``/``first_map`` (None: empty), checked."""
+    return _arguments.rule_map(name, value, Hook)
 
 
 def _lrp_layer_map(layer_map, stabilizer, own_entries) -> list:
-    return list(layer_map or []) + layer_map_base(stabilizer) + own_entries
+    return _user_map("layer_map", layer_map) + layer_map_base(stabilizer) + own_entries
 
 
 @register_composite("epsilon_gamma_box")
@@ -258,7 +268,7 @@ class EpsilonGammaBox(SpecialFirstLayerMapComposite):
                 (torch.nn.Linear, Epsilon(epsilon=epsilon, zero_params=zero_params)),
             ],
         )
-        first_map = list(first_map or []) + [
+        first_map = _user_map("first_map", first_map) + [
             (Convolution, ZBox(low=low, high=high, stabilizer=stabilizer, zero_params=zero_params))
         ]
         super().__init__(layer_map, first_map, canonizers)
@@ -287,7 +297,7 @@ def _epsilon_alpha2_beta1_map(layer_map, epsilon, stabilizer, zero_params) -> li
 
 
 def _flat_first_map(first_map, stabilizer, zero_params) -> list:
-    return list(first_map or []) + [(Linear, Flat(stabilizer=stabilizer, zero_params=zero_params))]
+    return _user_map("first_map", first_map) + [(Linear, Flat(stabilizer=stabilizer, zero_params=zero_params))]
 
 
 @register_composite("epsilon_plus")
@@ -432,7 +442,7 @@ class GuidedBackprop(_ReLUComposite):
     """
 
     def __init__(self, layer_map=None, canonizers=None) -> None:
-        super().__init__(list(layer_map or []) + [(torch.nn.ReLU, ReLUGuidedBackprop())], canonizers)
+        super().__init__(_user_map("layer_map", layer_map) + [(torch.nn.ReLU, ReLUGuidedBackprop())], canonizers)
 
 
 @register_composite("deconvnet")
@@ -448,7 +458,7 @@ class DeconvNet(_ReLUComposite):
     """
 
     def __init__(self, layer_map=None, canonizers=None) -> None:
-        super().__init__(list(layer_map or []) + [(torch.nn.ReLU, ReLUDeconvNet())], canonizers)
+        super().__init__(_user_map("layer_map", layer_map) + [(torch.nn.ReLU, ReLUDeconvNet())], canonizers)
 
 
 @register_composite("beta_smooth")
@@ -468,7 +478,8 @@ class BetaSmooth(_ReLUComposite):
     """
 
     def __init__(self, beta_smooth=10.0, layer_map=None, zero_params=None, canonizers=None) -> None:
-        super().__init__(list(layer_map or []) + [(torch.nn.ReLU, ReLUBetaSmooth(beta_smooth=beta_smooth))], canonizers)
+        _arguments.names("zero_params", zero_params)  # accepted for zennit's signature; ReLUs have no parameters
+        super().__init__(_user_map("layer_map", layer_map) + [(torch.nn.ReLU, ReLUBetaSmooth(beta_smooth=beta_smooth))], canonizers)
 
 
 class _TransformerComposite(LayerMapComposite):
@@ -484,11 +495,12 @@ class _TransformerComposite(LayerMapComposite):
     def __init__(self, epsilon, gamma, layer_map, canonizers, softmax_map: list) -> None:
         if isinstance(canonizers, str) and canonizers != "auto":
             raise ValueError(f'canonizers must be "auto", None or a list of canonizers, got {canonizers!r}')
+        Stabilizer.ensure(epsilon, "epsilon")
         self.epsilon = epsilon
-        self.gamma = gamma
+        self.gamma = None if gamma is None else _arguments.real_number("gamma", gamma, minimum=0.0)
         self.auto_canonizers = canonizers == "auto"
         linear_rule = AffineEpsilon(epsilon) if gamma is None else AffineGamma(gamma=gamma, stabilizer=epsilon)
-        entries = list(layer_map or []) + softmax_map + [
+        entries = _user_map("layer_map", layer_map) + softmax_map + [
             (Product, UniformProduct(epsilon)),
             (LayerNorm, LayerNormEpsilon(epsilon)),
             (RMSNorm, RMSNormEpsilon(epsilon)),

@@ -17,6 +17,8 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import torch
 
+from lrp_lightning import _arguments
+
 _STATE = threading.local()
 
 
@@ -86,10 +88,10 @@ class Stabilizer:
         norm_scale: bool = False,
         dim: Optional[Sequence[int]] = None,
     ) -> None:
-        self.epsilon = epsilon
-        self.clip = clip
-        self.norm_scale = norm_scale
-        self.dim = dim
+        self.epsilon = _arguments.real_number("epsilon", epsilon, minimum=0.0)
+        self.clip = _arguments.boolean("clip", clip)
+        self.norm_scale = _arguments.boolean("norm_scale", norm_scale)
+        self.dim = None if dim is None else _arguments.sequence("dim", dim, _arguments.integer)
 
     def __call__(self, input: torch.Tensor) -> torch.Tensor:
         """Return the stabilized ``input``."""
@@ -110,21 +112,23 @@ class Stabilizer:
         return f"Stabilizer(epsilon={self.epsilon})"
 
     @classmethod
-    def ensure(cls, value: Union[float, Callable[[torch.Tensor], torch.Tensor]]) -> Callable:
-        """Return ``value`` if it is callable, else a :class:`Stabilizer` with ``epsilon=value``."""
+    def ensure(cls, value: Union[float, Callable[[torch.Tensor], torch.Tensor]], name: str = "stabilizer") -> Callable:
+        """Return ``value`` if it is callable, else a :class:`Stabilizer` with ``epsilon=value``.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``value`` (the argument ``name``) is neither callable nor a finite number >= 0.
+        """
         if callable(value):
             return value
-        if isinstance(value, (int, float)):
-            return cls(epsilon=float(value))
-        raise TypeError(f"a stabilizer must be a float or a callable, got {type(value).__name__}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{name} must be a float or a callable stabilizer, got {type(value).__name__} {value!r}")
+        return cls(epsilon=_arguments.real_number(name, value, minimum=0.0))
 
 
-def _as_name_list(names: Union[None, str, Sequence[str]]) -> list:
-    if names is None:
-        return []
-    if isinstance(names, str):
-        return [names]
-    return list(names)
+def _as_name_list(names: Union[None, str, Sequence[str]], argument: str = "zero_params") -> list:
+    return _arguments.names(argument, names)
 
 
 class ParamMod:
@@ -149,10 +153,12 @@ class ParamMod:
         zero_params: Union[None, str, Sequence[str]] = None,
         require_params: bool = True,
     ) -> None:
+        if not callable(modifier):
+            raise TypeError(f"modifier must be callable, got {type(modifier).__name__} {modifier!r}")
         self.modifier = modifier
-        self.param_keys = param_keys
+        self.param_keys = None if param_keys is None else _as_name_list(param_keys, "param_keys")
         self.zero_params = _as_name_list(zero_params)
-        self.require_params = require_params
+        self.require_params = _arguments.boolean("require_params", require_params)
 
     def __call__(self, module: torch.nn.Module) -> dict:
         """Return ``{name: modified tensor}`` for the module's parameters (detached, no grad)."""
@@ -174,13 +180,19 @@ class ParamMod:
         return overrides
 
     @classmethod
-    def ensure(cls, value: Union["ParamMod", Callable]) -> "ParamMod":
-        """Return ``value`` if it is a :class:`ParamMod`, else wrap the callable into one."""
+    def ensure(cls, value: Union["ParamMod", Callable], name: str = "param_modifiers") -> "ParamMod":
+        """Return ``value`` if it is a :class:`ParamMod`, else wrap the callable into one.
+
+        Raises
+        ------
+        TypeError
+            If ``value`` (the argument ``name``) is neither.
+        """
         if isinstance(value, cls):
             return value
         if callable(value):
             return cls(value)
-        raise TypeError(f"expected a ParamMod or a callable, got {type(value).__name__}")
+        raise TypeError(f"{name} must hold ParamMods or callables, got {type(value).__name__} {value!r}")
 
 
 @contextmanager
@@ -394,6 +406,14 @@ class BasicHook(Hook):
         reducer: Optional[Callable] = None,
     ) -> None:
         super().__init__()
+        callables = _arguments.instance_of_callable
+        input_modifiers = _arguments.sequence("input_modifiers", input_modifiers, callables)
+        param_modifiers = _arguments.sequence(
+            "param_modifiers", param_modifiers, lambda name, modifier: ParamMod.ensure(modifier, name)
+        )
+        output_modifiers = _arguments.sequence("output_modifiers", output_modifiers, callables)
+        _arguments.optional_callable("gradient_mapper", gradient_mapper)
+        _arguments.optional_callable("reducer", reducer)
         count = max(len(mods) for mods in (input_modifiers or [0], param_modifiers or [0], output_modifiers or [0]))
         self.input_modifiers = list(input_modifiers or [_identity] * count)
         self.param_modifiers = [ParamMod.ensure(mod) for mod in (param_modifiers or [_identity_param] * count)]
@@ -477,10 +497,12 @@ class Composite:
     rule_free_types: tuple = ()
 
     def __init__(self, module_map: Optional[ModuleMap] = None, canonizers: Optional[list] = None) -> None:
+        from lrp_lightning.canonizers import Canonizer
+
         if module_map is None:
             module_map = getattr(self, "mapping", None)
-        self.module_map = module_map
-        self.canonizers = list(canonizers or [])
+        self.module_map = _arguments.optional_callable("module_map", module_map)
+        self.canonizers = _arguments.sequence("canonizers", canonizers, _arguments.instance(Canonizer))
         self.handles = RemovableHandleList()
         self.canonizer_instances: list = []
         self.rule_map: dict = {}

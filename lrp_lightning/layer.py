@@ -1,6 +1,8 @@
 """Modules that make implicit operations explicit, so that rules can be attached to them."""
 import torch
 
+from lrp_lightning import _arguments
+
 
 class Sum(torch.nn.Module):
     """Sum of a stacked tensor along one dimension, e.g. the addition of a residual connection.
@@ -13,7 +15,7 @@ class Sum(torch.nn.Module):
 
     def __init__(self, dim: int = -1) -> None:
         super().__init__()
-        self.dim = dim
+        self.dim = _arguments.integer("dim", dim)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         """Return ``input.sum(dim)``."""

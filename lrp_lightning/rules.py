@@ -16,7 +16,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
-from lrp_lightning import closed_form
+from lrp_lightning import _arguments, closed_form
 from lrp_lightning.core import BasicHook, Hook, ParamMod, Stabilizer, _as_name_list, fast_path_enabled
 from lrp_lightning.core import _identity as _identity_input
 from lrp_lightning.core import _identity_param
@@ -117,7 +117,7 @@ class Epsilon(LinearRule):
     def __init__(self, epsilon: StabilizerLike = 1e-6, zero_params: ZeroParams = None) -> None:
         self.epsilon = epsilon
         self.zero_params = zero_params
-        self.stabilizer = Stabilizer.ensure(epsilon)
+        self.stabilizer = Stabilizer.ensure(epsilon, "epsilon")
         super().__init__(
             input_modifiers=[_identity_input],
             param_modifiers=[ParamMod(_identity_param, zero_params=zero_params)],
@@ -194,6 +194,7 @@ class AlphaBeta(LinearRule):
     def __init__(
         self, alpha: float = 2.0, beta: float = 1.0, stabilizer: StabilizerLike = 1e-6, zero_params: ZeroParams = None
     ) -> None:
+        alpha, beta = _arguments.real_number("alpha", alpha), _arguments.real_number("beta", beta)
         if alpha < 0 or beta < 0:
             raise ValueError(f"AlphaBeta needs alpha >= 0 and beta >= 0, got alpha={alpha}, beta={beta}")
         if abs(alpha - beta - 1.0) > 1e-12:
@@ -252,7 +253,7 @@ class Gamma(LinearRule):
     splits_input_by_sign = True
 
     def __init__(self, gamma: float = 0.25, stabilizer: StabilizerLike = 1e-6, zero_params: ZeroParams = None) -> None:
-        self.gamma = gamma
+        self.gamma = gamma = _arguments.real_number("gamma", gamma, minimum=0.0)
         self.zero_params = zero_params
         self.stabilizer = Stabilizer.ensure(stabilizer)
         bias_zeroed = _with_bias_zeroed(zero_params)
@@ -325,8 +326,8 @@ class ZBox(LinearRule):
     def __init__(
         self, low: torch.Tensor, high: torch.Tensor, stabilizer: StabilizerLike = 1e-6, zero_params: ZeroParams = None
     ) -> None:
-        self.low = torch.as_tensor(low)
-        self.high = torch.as_tensor(high)
+        self.low = _arguments.tensor_like("low", low)
+        self.high = _arguments.tensor_like("high", high)
         self.zero_params = zero_params
         self.stabilizer = Stabilizer.ensure(stabilizer)
         super().__init__(
@@ -516,7 +517,7 @@ class ReLUBetaSmooth(Hook):
 
     def __init__(self, beta_smooth: float = 10.0) -> None:
         super().__init__()
-        self.beta_smooth = beta_smooth
+        self.beta_smooth = _arguments.real_number("beta_smooth", beta_smooth)
 
     def backward(self, module, input, output, grad_output, args, kwargs):
         """Return ``grad_output * sigmoid(beta_smooth * input)``."""

@@ -2,6 +2,7 @@
 import copy
 import functools
 
+import pytest
 import torch
 
 
@@ -84,7 +85,7 @@ def cached(build):
 @cached
 def small_vgg_bn() -> torch.nn.Module:
     """torchvision VGG11-BN (features as in torchvision) with a small classifier, input 3x32x32, 5 classes."""
-    from torchvision.models import vgg11_bn
+    vgg11_bn = pytest.importorskip("torchvision.models").vgg11_bn
 
     model = vgg11_bn(num_classes=5)
     model.classifier = torch.nn.Sequential(
@@ -96,7 +97,7 @@ def small_vgg_bn() -> torch.nn.Module:
 @cached
 def resnet18() -> torch.nn.Module:
     """torchvision ResNet18 (BasicBlock), 5 classes."""
-    from torchvision.models import resnet18 as build
+    build = pytest.importorskip("torchvision.models").resnet18
 
     return randomize_batch_norms(build(num_classes=5)).eval()
 
@@ -104,7 +105,8 @@ def resnet18() -> torch.nn.Module:
 @cached
 def resnet_bottleneck() -> torch.nn.Module:
     """A torchvision ResNet of Bottleneck blocks, one per stage, 5 classes."""
-    from torchvision.models.resnet import Bottleneck, ResNet
+    resnet = pytest.importorskip("torchvision.models.resnet")
+    Bottleneck, ResNet = resnet.Bottleneck, resnet.ResNet
 
     return randomize_batch_norms(ResNet(Bottleneck, [1, 1, 1, 1], num_classes=5)).eval()
 

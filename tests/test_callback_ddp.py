@@ -12,6 +12,7 @@ import torch
 from test_callback_helpers import image_data, read_events
 
 TESTS_DIR = Path(__file__).resolve().parent
+PORT_ATTEMPTS = 3
 
 SCRIPT = textwrap.dedent(
     """
@@ -44,20 +45,34 @@ SCRIPT = textwrap.dedent(
             logger=TensorBoardLogger(root, name="tb"), callbacks=[attribution, SaveSamples(attribution, root)],
             enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
         )
-        trainer.fit(TinyClassifier(), datamodule=TinyData())
+        data = TinyData()
+        # loaders passed to fit: Lightning gives the validation loader a DistributedSampler
+        trainer.fit(TinyClassifier(), train_dataloaders=data.train_dataloader(), val_dataloaders=data.val_dataloader())
     """
 )
 
 
-def test_ddp_two_cpu_ranks_log_each_image_once_and_explain_the_same_samples(tmp_path):
+def run_ddp_script(tmp_path: Path) -> Path:
+    """Run the two-rank script; returns its output root. Retries in a fresh directory when another
+    process took the port between Lightning's free-port probe and its bind."""
     script = tmp_path / "ddp_fit.py"
     script.write_text(SCRIPT.format(tests_dir=str(TESTS_DIR)))
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    result = subprocess.run(
-        [sys.executable, str(script), str(tmp_path)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240
-    )
+    env.pop("MASTER_PORT", None)  # Lightning asks the OS for a free port
+    for attempt in range(PORT_ATTEMPTS):
+        root = tmp_path / f"attempt{attempt}"
+        root.mkdir()
+        result = subprocess.run(
+            [sys.executable, str(script), str(root)], cwd=root, env=env, capture_output=True, text=True, timeout=240
+        )
+        if "address already in use" not in result.stderr.lower():
+            break
     assert result.returncode == 0, result.stderr[-4000:]
+    return root
 
+
+def test_ddp_two_cpu_ranks_log_each_image_once_and_explain_the_same_first_samples(tmp_path):
+    tmp_path = run_ddp_script(tmp_path)
     version_dirs = sorted((tmp_path / "tb").iterdir())
     assert [d.name for d in version_dirs] == ["version_0"]
     events = read_events(version_dirs[0])

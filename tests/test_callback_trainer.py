@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import copy
 import csv
+import math
 
 import pytest
 import torch
-import zennit.canonizers
-import zennit.composites
 from lightning.pytorch import seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -18,6 +17,7 @@ from lrp_lightning.callbacks import AttributionCallback
 from lrp_lightning.core import Composite
 from lrp_lightning.metrics import RegionPerturbation, RelevanceMassAccuracy
 from test_callback_helpers import (
+    DictDataset,
     TinyClassifier,
     TinyData,
     assert_rng_equal,
@@ -94,11 +94,13 @@ def test_tensorboard_gets_images_scalars_text_and_dashboard_every_epoch(tmp_path
     assert charts["drift_rank"] == ["^attribution/epsilon_gamma_box/drift_rank$", "^attribution/gradient/drift_rank$"]
 
     # the last epoch explained the final weights: recompute its sparseness with zennit as the oracle
+    zennit_composites = pytest.importorskip("zennit.composites")
+    zennit_canonizers = pytest.importorskip("zennit.canonizers")
     samples = image_data(24, seed=1).tensors
     x, y = samples[0][:4], samples[1][:4]
     low = x.amin(dim=(0, 2, 3), keepdim=True)
     high = x.amax(dim=(0, 2, 3), keepdim=True)
-    oracle = zennit.composites.EpsilonGammaBox(low=low, high=high, canonizers=[zennit.canonizers.SequentialMergeBatchNorm()])
+    oracle = zennit_composites.EpsilonGammaBox(low=low, high=high, canonizers=[zennit_canonizers.SequentialMergeBatchNorm()])
     net = copy.deepcopy(model.net).eval()
     x = x.clone().requires_grad_(True)
     with oracle.context(net) as modified:
@@ -115,7 +117,11 @@ def test_training_is_bitwise_untouched_and_the_global_rng_unchanged(tmp_path, ba
         target="prediction",
     )
     trainer, model, rng_after = fit(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"))
-    assert trainer.callback_metrics["attribution/smoothgrad/sparseness"] > 0
+    events = read_events(trainer.logger.log_dir)
+    for name in callback.explainer_names:  # every explainer ran (a failure would only have warned)
+        assert math.isfinite(float(trainer.callback_metrics[f"attribution/{name}/sparseness"])), name
+        assert len(events.Scalars(f"attribution/{name}/sparseness")) == 2, name
+        assert len(events.Images(f"attribution/{name}/grid")) == 3, name  # sanity check + 2 epochs
     assert_same_weights(weights, model)
     assert_rng_equal(rng, rng_after)
 
@@ -124,6 +130,7 @@ class ExplodingComposite(Composite):
     """Works at fit start; from then on changes the model, hooks a layer and raises while registering."""
 
     registrations = 0
+    error: type = RuntimeError
 
     def register(self, module: torch.nn.Module) -> None:
         """Sabotage the model and fail (after the first registration)."""
@@ -136,7 +143,7 @@ class ExplodingComposite(Composite):
         module.net[5].weight.requires_grad_(False)
         module.train()
         torch.rand(5)
-        raise RuntimeError("composite exploded")
+        raise self.error("composite exploded")
 
 
 def test_a_failing_composite_warns_and_leaves_training_untouched(tmp_path, baseline):
@@ -192,18 +199,52 @@ def test_resume_from_checkpoint_explains_the_same_samples(tmp_path):
     assert "attribution/gradient/sparseness" in trainer.callback_metrics
 
 
+class DictBatchClassifier(TinyClassifier):
+    """TinyClassifier fed dict batches ``{"image": x, "label": y}``."""
+
+    def training_step(self, batch, batch_idx):
+        """Unpack the dict."""
+        return super().training_step((batch["image"], batch["label"]), batch_idx)
+
+    def validation_step(self, batch, batch_idx):
+        """Unpack the dict."""
+        return super().validation_step((batch["image"], batch["label"]), batch_idx)
+
+
+class DictData(TinyData):
+    """TinyData yielding dict batches."""
+
+    def train_dataloader(self):
+        """Shuffled dict batches."""
+        return DataLoader(DictDataset(self.train_set), self.batch_size, shuffle=True)
+
+    def val_dataloader(self):
+        """Ordered dict batches."""
+        return DataLoader(DictDataset(self.val_set), self.batch_size)
+
+
 def test_dict_batches_and_non_image_inputs(tmp_path):
-    callback = AttributionCallback(["epsilon_plus", "integrated_gradients"], num_samples=4,
-                                   batch_to_input=lambda batch: (batch[0], batch[1]))
+    callback = AttributionCallback(["epsilon_plus", "integrated_gradients"], num_samples=4)
     seed_everything(SEED)
     trainer = make_trainer(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"), max_epochs=1)
+    data = DictData(tabular=True)
     with pytest.warns(UserWarning, match=r"no rule of epsilon_plus covers these layers.*: net\.1$"):
-        trainer.fit(TinyClassifier(in_channels=6, tabular=True), datamodule=TinyData(tabular=True))
+        trainer.fit(DictBatchClassifier(in_channels=6, tabular=True), datamodule=data)
+    # the default key rules found the inputs ("image") and labels ("label") in the dict batches
+    assert torch.equal(callback.samples.inputs, data.val_set.tensors[0][:4])
+    assert torch.equal(callback.samples.labels, data.val_set.tensors[1][:4])
     for name in ("epsilon_plus", "integrated_gradients"):
         for metric in ("sparseness", "complexity", "aopc_morf"):
             assert f"attribution/{name}/{metric}" in trainer.callback_metrics
     strip = read_events(trainer.logger.log_dir).Images("attribution/epsilon_plus/grid")
     assert len(strip) == 1 and strip[0].height % 4 == 0
+
+
+def test_batch_to_input_maps_a_custom_batch(tmp_path):
+    callback = AttributionCallback("gradient", num_samples=3, batch_to_input=lambda batch: (batch[0] * 2, batch[1]))
+    data = TinyData()
+    fit(tmp_path, [callback], max_epochs=1)
+    assert torch.equal(callback.samples.inputs, 2 * data.val_set.tensors[0][:3])
 
 
 def test_on_test_explains_a_submodule_with_samples_from_the_test_data(tmp_path):

@@ -2,10 +2,12 @@
 import io
 import json
 import os
+import queue
 import random
-import socket
+import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -175,10 +177,17 @@ def test_demo_runs_end_to_end_and_logs_heatmaps_and_mask_metrics(tiny_demo):
     assert len([line for line in printed.splitlines() if line.split()[:1] in (["1"], ["2"])]) == 2
 
 
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def _served_port(server: subprocess.Popen, deadline: float) -> int:
+    """The port TensorBoard bound (``--port 0``: the OS picks it at bind time), from its start-up line."""
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in server.stderr], daemon=True).start()
+    while time.monotonic() < deadline:
+        with suppress(queue.Empty):
+            match = re.search(r"http://127\.0\.0\.1:(\d+)/", lines.get(timeout=0.5))
+            if match:
+                return int(match.group(1))
+        assert server.poll() is None, "TensorBoard exited"
+    raise AssertionError("TensorBoard did not report its port")
 
 
 def _get_json(url):
@@ -189,15 +198,15 @@ def _get_json(url):
 def test_a_real_tensorboard_server_serves_the_demo_heatmaps_and_attribution_scalars(tiny_demo):
     root, log_dir, _ = tiny_demo
     run = f"{log_dir.parent.name}/{log_dir.name}"
-    port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(root), "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(root), "--host", "127.0.0.1", "--port", "0"],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    base = f"http://127.0.0.1:{port}/data/plugin"
     try:
         deadline = time.monotonic() + 90
+        base = f"http://127.0.0.1:{_served_port(server, deadline)}/data/plugin"
         scalar_tags = {}
         while run not in scalar_tags:  # the server loads event files in the background
             assert server.poll() is None and time.monotonic() < deadline, "TensorBoard did not serve the run"
@@ -248,13 +257,23 @@ def test_make_figures_crops_each_grid_and_stacks_one_line_per_run(tmp_path):
 def test_demo_defaults_show_the_confounder_on_and_not_off(tmp_path):
     """The README's acceptance figures: ``make demo``'s settings with the confounder on and off."""
     area_share = WATERMARK_SIZE**2 / IMAGE_SIZE**2
-    masses = {}
+    masses, first_epoch, object_masses, accuracy = {}, {}, {}, {}
     for switch in ("--confounder", "--no-confounder"):
         with restored_global_state(), redirect_stdout(io.StringIO()):
             # the suite's end-of-training checks do not change training; tests/test_demo_suite.py runs them
             log_dir = main(["--accelerator", "cpu", switch, "--log-dir", str(tmp_path), "--no-suite"])
         scalars = read_scalars(log_dir)
         masses[switch] = {name: scalars[f"attribution/{name}/watermark_mass"][-1] for name in DEFAULT_COMPOSITES}
+        first_epoch[switch] = {name: scalars[f"attribution/{name}/watermark_mass"][0] for name in DEFAULT_COMPOSITES}
+        object_masses[switch] = {name: scalars[f"attribution/{name}/object_mass"][-1] for name in DEFAULT_COMPOSITES}
+        accuracy[switch] = scalars["val/acc"][-1]
     for name in DEFAULT_COMPOSITES:
         assert masses["--confounder"][name] > 8 * area_share, name
         assert masses["--no-confounder"][name] < 2 * area_share, name
+        # README: "far above its area share for every explainer, from the first epoch on" — above the
+        # bound the confounder-off run stays under, already after the first epoch
+        assert first_epoch["--confounder"][name] > 2 * area_share, name
+    # README: accuracy at chance with the confounder, high without; LRP puts more relevance on the object
+    assert accuracy["--confounder"] < 0.5 and accuracy["--no-confounder"] > 0.9, accuracy
+    for name in ("epsilon_gamma_box", "epsilon_plus_flat"):
+        assert object_masses["--no-confounder"][name] > object_masses["--no-confounder"]["gradient"], object_masses

@@ -73,9 +73,20 @@ def test_model_state_is_restored_and_outputs_are_deterministic(make_metric):
     model = training_model()
     before = snapshot(model)
     inputs, attributions, target = image_batch()
+    rng = torch.get_rng_state()
     metric = make_metric()
     metric.update(model, inputs, attributions, target)
     assert_same_snapshot(before, snapshot(model))
+    assert torch.equal(torch.get_rng_state(), rng)
+    first = metric.compute()
+    # a second instance, and the same one after reset(), give bitwise the same values
+    other = make_metric()
+    other.update(model, inputs, attributions, target)
+    metric.reset()
+    metric.update(model, inputs, attributions, target)
+    for run in (other.compute(), metric.compute()):
+        for key in (first if isinstance(first, dict) else {None: None}):
+            assert torch.equal(run[key] if key else run, first[key] if key else first), key
     with pytest.raises(ValueError, match="target out of range"):
         metric.update(model, inputs, attributions, torch.tensor([0, 1, 9]))
     assert_same_snapshot(before, snapshot(model))

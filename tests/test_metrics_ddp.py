@@ -1,5 +1,9 @@
-"""DDP: two CPU processes (gloo) each see part of the data; the synced value equals one process on all."""
-import socket
+"""DDP: two CPU processes (gloo) each see part of the data; the synced value equals one process on all.
+
+All ten metrics are covered. FaithfulnessCorrelation draws its random subsets per update, so a shard
+draws other subsets than the whole batch does; its synced value must equal the sample-weighted mean of
+the two shards evaluated on their own.
+"""
 import time
 
 import pytest
@@ -10,11 +14,15 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from lrp_lightning.metrics import (
+    Complexity,
     Conservation,
     Deletion,
+    FaithfulnessCorrelation,
+    Insertion,
     PixelFlipping,
     RegionPerturbation,
     RelevanceMassAccuracy,
+    RelevanceRankAccuracy,
     Sparseness,
 )
 
@@ -39,22 +47,32 @@ def evaluate(shard: slice) -> dict:
         "region": RegionPerturbation(patch_size=2, steps=5),
         "pixel": PixelFlipping(features_in_step=9, order="lerf"),
         "deletion": Deletion(steps=4),
+        "insertion": Insertion(steps=4),
+        "faithfulness": FaithfulnessCorrelation(nr_runs=6, subset_size=5),
     }
     results = {}
     for name, metric in model_metrics.items():
         metric.update(model, inputs[shard], attributions[shard], target[shard])
-        results.update({f"{name}/{key}": value for key, value in metric.compute().items()})
-    sparseness, mass, conservation = Sparseness(), RelevanceMassAccuracy(), Conservation()
-    sparseness.update(attributions[shard])
-    mass.update(attributions[shard], attributions[shard] > -0.5)
-    conservation.update(attributions[shard], inputs[shard])
-    results.update(sparseness=sparseness.compute(), mass=mass.compute(), conservation=conservation.compute())
+        value = metric.compute()
+        results.update({f"{name}/{key}": v for key, v in value.items()} if isinstance(value, dict) else {name: value})
+    mask = attributions[shard] > -0.5
+    updates = {
+        "sparseness": (Sparseness(), (attributions[shard],)),
+        "complexity": (Complexity(), (attributions[shard],)),
+        "mass": (RelevanceMassAccuracy(), (attributions[shard], mask)),
+        "rank": (RelevanceRankAccuracy(), (attributions[shard], mask)),
+        "conservation": (Conservation(), (attributions[shard], inputs[shard])),
+    }
+    for name, (metric, arguments) in updates.items():
+        metric.update(*arguments)
+        results[name] = metric.compute()
     return results
 
 
-def worker(rank: int, port: int, result_path: str) -> None:
+def worker(rank: int, store_path: str, result_path: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    # a file store: no TCP port to pick, so no race with other processes for one
+    dist.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank, world_size=2)
     try:
         results = evaluate(SHARDS[rank])
         if rank == 0:
@@ -63,17 +81,11 @@ def worker(rank: int, port: int, result_path: str) -> None:
         dist.destroy_process_group()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_two_process_sync_equals_single_process(tmp_path):
     result_path = str(tmp_path / "rank0.pt")
     # spawn, not fork: forking a process that already runs threads (OpenMP, TensorBoard writers of
     # earlier tests) can deadlock the children
-    context = mp.start_processes(worker, args=(free_port(), result_path), nprocs=2, join=False, start_method="spawn")
+    context = mp.start_processes(worker, args=(str(tmp_path / "store"), result_path), nprocs=2, join=False, start_method="spawn")
     deadline = time.monotonic() + JOIN_TIMEOUT_S
     while not context.join(timeout=1):
         if time.monotonic() > deadline:
@@ -82,7 +94,11 @@ def test_two_process_sync_equals_single_process(tmp_path):
             pytest.fail(f"the two DDP workers did not finish within {JOIN_TIMEOUT_S} s")
     synced = torch.load(result_path)
     single = evaluate(slice(0, 5))
+    shards = [evaluate(shard) for shard in SHARDS]
+    weights = [(shard.stop - shard.start) / 5 for shard in SHARDS]
+    single["faithfulness"] = sum(w * shard["faithfulness"] for w, shard in zip(weights, shards))
     assert synced.keys() == single.keys()
+    assert len({key.split("/")[0] for key in single}) == 10
     for key, value in single.items():
         torch.testing.assert_close(synced[key], value, msg=key)
     only_first_shard = evaluate(SHARDS[0])

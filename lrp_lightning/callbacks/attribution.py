@@ -15,6 +15,7 @@ from lrp_lightning.callbacks.baseline import DEFAULT_RANDOM_SEED, RANDOM_NAME, a
 from lrp_lightning.callbacks.common import SampleArg, explained_submodule, positive_int, user_samples
 from lrp_lightning.callbacks.dashboard import DASHBOARD_CATEGORY, curve_figure, custom_scalars_layout, metric_tag
 from lrp_lightning.callbacks.drift import DRIFT_METRICS, DriftTracker
+from lrp_lightning import _arguments
 from lrp_lightning.callbacks.explainers import (
     Bound,
     CanonizerArg,
@@ -26,6 +27,7 @@ from lrp_lightning.callbacks.explainers import (
 )
 from lrp_lightning.callbacks.explanation import ExplainerReport, explain, model_outputs
 from lrp_lightning.callbacks.metric_set import MetricSet, default_metrics, parse_metrics
+from lrp_lightning.callbacks.nonfinite import NonFiniteWarnings
 from lrp_lightning.callbacks.samples import BatchToInput, Samples, collect_samples, first_dataloader
 from lrp_lightning.callbacks.sinks import sinks_for
 from lrp_lightning.callbacks.targets import TargetSpec, check_target_spec, resolve_targets
@@ -43,8 +45,11 @@ class AttributionCallback(Callback):
     an LRP composite or an attributor — explains the same samples on the LightningModule's device,
     in eval mode and float32 with autocast off, on the bare LightningModule (or ``module`` inside
     it). Parameters, buffers, ``.grad``, ``requires_grad`` and ``training`` flags, hooks and the
-    global RNGs are restored afterwards, also when the attribution raised; a failure becomes a
-    warning and training goes on.
+    global RNGs are restored afterwards, also when the attribution raised or was interrupted
+    (``KeyboardInterrupt`` and any other ``BaseException`` propagate after the restore); a failure
+    becomes a warning and training goes on. A non-finite explanation (NaN/Inf model outputs, e.g.
+    diverged weights, or NaN/Inf relevance) logs no image and only its finite scalars, and warns
+    once per explainer naming the cause.
 
     Logged, per explainer ``<name>``: every metric through ``pl_module.log`` as
     ``attribution/<name>/<metric>`` (monitorable by ``ModelCheckpoint``/``EarlyStopping``; LRP
@@ -158,24 +163,31 @@ class AttributionCallback(Callback):
         self.target = target
         self.metrics = parse_metrics(metrics)
         self.samples = user_samples(samples)
-        self.batch_to_input = batch_to_input
-        self.module = module
+        self.batch_to_input = _arguments.optional_callable("batch_to_input", batch_to_input)
+        self.module = None if module is None else _arguments.text("module", module)
+        for name, bound in (("low", low), ("high", high)):
+            if bound is not None:
+                _arguments.tensor_like(name, bound)
         self.low, self.high = low, high
         self.canonizers = check_canonizers(canonizers)
-        get_cmap(cmap)
+        try:
+            get_cmap(_arguments.text("cmap", cmap))
+        except KeyError as error:
+            raise KeyError(f"cmap={cmap!r}: {error.args[0]}") from None
         self.cmap = cmap
-        self.log_images = log_images
-        self.conservation = conservation
-        self.on_sanity_check = on_sanity_check
-        self.on_test = on_test
-        self.random_baseline = random_baseline
+        self.log_images = _arguments.boolean("log_images", log_images)
+        self.conservation = _arguments.boolean("conservation", conservation)
+        self.on_sanity_check = _arguments.boolean("on_sanity_check", on_sanity_check)
+        self.on_test = _arguments.boolean("on_test", on_test)
+        self.random_baseline = _arguments.boolean("random_baseline", random_baseline)
         self.random_seed = random_seed
-        self.drift = drift
+        self.drift = _arguments.boolean("drift", drift)
         self._drift = DriftTracker()
         self._explainers: list[Explainer] = []
         self._metric_sets: list[MetricSet] = []
         self._rule_maps_logged: set = set()
         self._uncovered_warned: set = set()
+        self._nonfinite_warnings = NonFiniteWarnings()
         self._layout_written = False
 
     @property
@@ -212,7 +224,7 @@ class AttributionCallback(Callback):
         one unlogged trial pass (on the first samples) so that what cannot work fails now."""
         model = self.explained_module(pl_module)
         if self.samples is None:
-            loader = first_dataloader(trainer, stage)
+            loader = first_dataloader(trainer, pl_module, stage)
             if loader is None:
                 raise ValueError(f"AttributionCallback found no {stage} dataloader; pass samples=...")
             self.samples = collect_samples(loader, self.num_samples, self.batch_to_input)
@@ -263,16 +275,30 @@ class AttributionCallback(Callback):
         return reports
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Take the samples (unless held or restored) and validate everything against the model."""
-        self._prepare(trainer, pl_module, "val")
+        """Take the samples and validate everything against the model — now when the samples are
+        held (given, restored) or a datamodule/LightningModule ``val_dataloader`` hook provides
+        them, otherwise at the start of the first validation (the sanity check by default), once
+        ``trainer.val_dataloaders`` is loaded."""
+        self._explainers = []
         if trainer.world_size > 1:
             # every rank logs the same values, deliberately without a cross-rank reduction
             warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\('attribution/")
+        if self.samples is None:
+            loader = first_dataloader(trainer, pl_module, "val")
+            if loader is None and trainer.limit_val_batches == 0:
+                raise ValueError("AttributionCallback found no val dataloader and validation is off; pass samples=...")
+            if loader is None:
+                return
+            self.samples = collect_samples(loader, self.num_samples, self.batch_to_input)
+        self._prepare(trainer, pl_module, "val")
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """In ``trainer.validate``: prepare as at fit start."""
+        """In ``trainer.validate``: prepare as at fit start; while fitting: prepare if the
+        validation data was out of reach at fit start."""
         if trainer.state.fn == TrainerFn.VALIDATING:
             self._prepare(trainer, pl_module, "validate")
+        elif trainer.state.fn == TrainerFn.FITTING and not self._explainers:
+            self._prepare(trainer, pl_module, "val")
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """With ``on_test``: prepare as at fit start (samples from the test data if none are held)."""
@@ -312,6 +338,8 @@ class AttributionCallback(Callback):
                     RuntimeWarning,
                 )
         done = [report for report in reports if report.error is None]
+        for report in done:
+            self._nonfinite_warnings.warn(report.name, trainer.current_epoch, report.nonfinite, report.dropped)
         self._log_scalars(pl_module, done)
         if self.drift:
             self._log_drift(pl_module, done)

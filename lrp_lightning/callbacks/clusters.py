@@ -165,9 +165,9 @@ class RelevanceClusterCallback(ScheduledCallback):
     def _class_name(self, label: int) -> str:
         return self.class_names.get(label, str(label))
 
-    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def prepare(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Collect the samples per class and build the explainer."""
-        loader = first_dataloader(trainer, "val")
+        loader = first_dataloader(trainer, pl_module, "val")
         if loader is None:
             raise ValueError("RelevanceClusterCallback found no validation dataloader")
         self.samples = collect_by_class(loader, self.num_samples, self.classes, self.batch_to_input)

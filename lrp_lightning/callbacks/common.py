@@ -28,6 +28,8 @@ def user_samples(samples: SampleArg) -> Optional[Samples]:
 
     Raises
     ------
+    TypeError
+        For anything but a tensor, tuple or list.
     ValueError
         For a tuple of another length (and whatever ``Samples`` rejects).
     """
@@ -35,6 +37,8 @@ def user_samples(samples: SampleArg) -> Optional[Samples]:
         return None
     if isinstance(samples, torch.Tensor):
         return Samples(samples)
+    if not isinstance(samples, (list, tuple)):
+        raise TypeError(f"samples must be a tensor x or a tuple (x, y) or (x, y, mask), got {type(samples).__name__}")
     parts = list(samples)
     if not 1 <= len(parts) <= 3:
         raise ValueError("samples must be a tensor x or a tuple (x, y) or (x, y, mask)")
@@ -93,7 +97,7 @@ def explained_submodule(pl_module: LightningModule, module: Optional[str]) -> nn
 
 
 def validation_samples(
-    trainer: Trainer, num_samples: int, batch_to_input: Optional[BatchToInput], owner: str
+    trainer: Trainer, pl_module: LightningModule, num_samples: int, batch_to_input: Optional[BatchToInput], owner: str
 ) -> Samples:
     """The first ``num_samples`` samples of the first validation dataloader (every RNG untouched).
 
@@ -101,6 +105,8 @@ def validation_samples(
     ----------
     trainer : Trainer
         The running trainer.
+    pl_module : LightningModule
+        The module being trained.
     num_samples : int
         How many.
     batch_to_input : callable, optional
@@ -117,7 +123,7 @@ def validation_samples(
     ValueError
         If the trainer has no validation dataloader.
     """
-    loader = first_dataloader(trainer, "val")
+    loader = first_dataloader(trainer, pl_module, "val")
     if loader is None:
         raise ValueError(f"{owner} found no validation dataloader; pass samples=...")
     return collect_samples(loader, num_samples, batch_to_input)

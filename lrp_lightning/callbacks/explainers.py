@@ -85,8 +85,12 @@ def parse_explainers(composite: CompositeArg) -> list[tuple[str, ExplainerSpec]]
         entries = [(str(name), spec) for name, spec in composite.items()]
     elif isinstance(composite, (str, Composite)):
         entries = [(None, composite)]
-    else:
+    elif isinstance(composite, (list, tuple)):
         entries = [(None, spec) for spec in composite]
+    else:
+        raise TypeError(
+            f"composite must be a registry name, a Composite, or a list or dict of them, got {type(composite).__name__}"
+        )
     if not entries:
         raise ValueError("composite must name at least one composite or attributor")
     named: list = []

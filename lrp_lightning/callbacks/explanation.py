@@ -18,6 +18,7 @@ from lrp_lightning import image
 from lrp_lightning.callbacks.explainers import Explainer
 from lrp_lightning.callbacks.hygiene import attribution_mode, preserved_state
 from lrp_lightning.callbacks.metric_set import MetricResults, MetricSet
+from lrp_lightning.callbacks.nonfinite import finite_results, nonfinite_cause
 from lrp_lightning.callbacks.rule_map_text import rule_map_markdown
 from lrp_lightning.callbacks.samples import Samples
 from lrp_lightning.callbacks.targets import TargetSpec, resolve_targets
@@ -42,6 +43,11 @@ class ExplainerReport:
         Markdown rule map (LRP composites, when asked for).
     uncovered : list of str
         Layers no rule covers.
+    nonfinite : str or None
+        Why the explanation is not finite (``"model output"`` or ``"relevance"``, see
+        :func:`~lrp_lightning.callbacks.nonfinite.nonfinite_cause`), None when it is; no picture then.
+    dropped : list of str
+        Metric scalars left out of ``results`` because they were not finite.
     error : Exception or None
         Set when this explainer failed (the other fields are then empty).
     """
@@ -52,6 +58,8 @@ class ExplainerReport:
     picture: Optional[torch.Tensor] = None
     rule_map: Optional[str] = None
     uncovered: list = field(default_factory=list)
+    nonfinite: Optional[str] = None
+    dropped: list = field(default_factory=list)
     error: Optional[Exception] = None
 
 
@@ -98,6 +106,7 @@ def _explain_one(
     metric_set: MetricSet,
     model: nn.Module,
     inputs: torch.Tensor,
+    outputs: torch.Tensor,
     targets: torch.Tensor,
     masks: Optional[torch.Tensor],
     cmap: Optional[str],
@@ -123,9 +132,10 @@ def _explain_one(
         "output_relevance": output_relevance,
         "mask": masks,
     }
-    report.results = metric_set.evaluate(arguments)
+    report.nonfinite = nonfinite_cause(outputs, relevance)
+    report.results, report.dropped = finite_results(metric_set.evaluate(arguments))
     report.relevance = relevance.detach().cpu()
-    report.picture = None if cmap is None else _picture(inputs, relevance, cmap)
+    report.picture = None if cmap is None or report.nonfinite is not None else _picture(inputs, relevance, cmap)
     return report
 
 
@@ -141,7 +151,8 @@ def explain(
 ) -> list[ExplainerReport]:
     """Explain the samples with every explainer and evaluate its metrics.
 
-    A failing explainer yields a report with ``error`` set; the others still run. Errors outside
+    A failing explainer yields a report with ``error`` set; the others still run. A non-finite
+    explanation yields a report with ``nonfinite`` set, no picture and only its finite scalars. Errors outside
     the explainers (e.g. the model rejecting the samples) propagate. Either way the model and the
     global RNGs are restored.
 
@@ -183,7 +194,8 @@ def explain(
             try:
                 reports.append(
                     _explain_one(
-                        explainer, metric_set, model, inputs, targets, masks, cmap, with_rule_map(explainer.name)
+                        explainer, metric_set, model, inputs, outputs, targets, masks, cmap,
+                        with_rule_map(explainer.name),
                     )
                 )
             except Exception as error:  # reported as a warning by the callback; training goes on

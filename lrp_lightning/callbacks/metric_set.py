@@ -79,6 +79,8 @@ def parse_metrics(metrics: MetricsArg) -> Optional[dict]:
     """
     if metrics is None:
         return None
+    if not isinstance(metrics, (Mapping, list, tuple)):
+        raise TypeError(f"metrics must be a dict or list of torchmetrics.Metric, or None, got {type(metrics).__name__}")
     items = list(metrics.items()) if isinstance(metrics, Mapping) else [
         (snake_case(type(metric).__name__), metric) for metric in metrics
     ]

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
 
 import torch
-from torch.utils.data import DataLoader, IterableDataset
+from lightning.pytorch.core.hooks import DataHooks
+from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
 
 from lrp_lightning.attribution import preserved_random_state
 
@@ -245,25 +246,52 @@ def _first_loader(loaders: Any) -> Any:
     return loaders
 
 
-def first_dataloader(trainer: Any, stage: str) -> Optional[Iterable]:
-    """The user's first validation or test dataloader, as defined (no distributed sampler).
+def _overrides(owner: Any, hook: str) -> bool:
+    """Whether ``owner`` (a LightningModule or LightningDataModule) defines its own ``hook``."""
+    return owner is not None and getattr(type(owner), hook, None) is not getattr(DataHooks, hook)
 
-    The loader comes from where the trainer takes it (the ``*_dataloaders`` passed to ``fit``/
-    ``test``, the datamodule or the LightningModule), before Lightning wraps it, so every rank
-    sees the same one.
+
+def _undistributed(loader: Any) -> Any:
+    """The loader itself, or, when Lightning gave it a distributed sampler, a sequential loader over
+    the same dataset (so every rank takes the same samples, the first ones of the dataset)."""
+    if not isinstance(loader, DataLoader):
+        return loader
+    sampler = loader.batch_sampler.sampler if loader.batch_sampler is not None else loader.sampler
+    if not isinstance(sampler, DistributedSampler):
+        return loader
+    batch_size = loader.batch_size if loader.batch_size is not None else getattr(loader.batch_sampler, "batch_size", 1)
+    return DataLoader(loader.dataset, batch_size=batch_size, collate_fn=loader.collate_fn)
+
+
+def first_dataloader(trainer: Any, pl_module: Any, stage: str) -> Optional[Iterable]:
+    """The user's first validation or test dataloader, found through public Lightning API only.
+
+    Looked up, in order: the dataloaders the trainer has loaded (``trainer.val_dataloaders`` /
+    ``trainer.test_dataloaders``: set once the loop has started, e.g. at
+    ``on_validation_start``), then the ``val_dataloader``/``test_dataloader`` hook of
+    ``trainer.datamodule``, then that of ``pl_module``. A loader Lightning gave a
+    ``DistributedSampler`` is replaced by a sequential one over the same dataset, so that every
+    rank sees the same samples.
 
     Parameters
     ----------
     trainer : lightning.pytorch.Trainer
         The running trainer.
+    pl_module : lightning.pytorch.LightningModule
+        The module being trained, validated or tested.
     stage : str
         ``"val"`` (validation while fitting), ``"validate"`` (``trainer.validate``) or ``"test"``.
 
     Returns
     -------
     iterable or None
-        The first dataloader, or None when the trainer has none for ``stage``.
+        The first dataloader, or None when none can be found (yet).
     """
-    loops = {"val": trainer.fit_loop.epoch_loop.val_loop, "validate": trainer.validate_loop, "test": trainer.test_loop}
-    source = loops[stage]._data_source
-    return _first_loader(source.dataloader()) if source.is_defined() else None
+    hook = "test_dataloader" if stage == "test" else "val_dataloader"
+    loaders = trainer.test_dataloaders if stage == "test" else trainer.val_dataloaders
+    if loaders is None:
+        owner = next((o for o in (trainer.datamodule, pl_module) if _overrides(o, hook)), None)
+        if owner is not None:
+            loaders = getattr(owner, hook)()
+    loader = _first_loader(loaders)
+    return None if loader is None else _undistributed(loader)

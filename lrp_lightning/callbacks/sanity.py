@@ -125,11 +125,11 @@ class SanityCheckCallback(ScheduledCallback):
         """Checkpoint key: the class name plus the explainers' names."""
         return self._generate_state_key(explainers=[name for name, _ in self.specs])
 
-    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def prepare(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Take the samples and check them and the explainers against the model."""
         model = explained_submodule(pl_module, self.module)
         if self.samples is None:
-            self.samples = validation_samples(trainer, self.num_samples, self.batch_to_input, type(self).__name__)
+            self.samples = validation_samples(trainer, pl_module, self.num_samples, self.batch_to_input, type(self).__name__)
         try:
             outputs = model_outputs(model, self.samples, pl_module.device)
         except Exception as error:

@@ -7,6 +7,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 
 from lrp_lightning.callbacks.common import positive_int
+from lrp_lightning.callbacks.samples import first_dataloader
 
 
 class ScheduledCallback(Callback):
@@ -34,6 +35,23 @@ class ScheduledCallback(Callback):
         if self.every_n_epochs is None and not at_fit_end:
             raise ValueError(f"{type(self).__name__} never runs: set every_n_epochs or at_fit_end=True")
         self.at_fit_end = at_fit_end
+        self._prepared = False
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Prepare now when samples were given or the validation data can be reached, else at the first validation."""
+        self._prepared = False
+        if getattr(self, "samples", None) is not None or first_dataloader(trainer, pl_module, "val") is not None:
+            self._prepare_once(trainer, pl_module)
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Prepare at the first validation while fitting, once the trainer has loaded its dataloaders."""
+        if trainer.state.fn == TrainerFn.FITTING:
+            self._prepare_once(trainer, pl_module)
+
+    def _prepare_once(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self._prepared:
+            self.prepare(trainer, pl_module)
+            self._prepared = True
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Run every ``every_n_epochs`` epochs while fitting (never in the sanity check)."""
@@ -46,6 +64,18 @@ class ScheduledCallback(Callback):
         """With ``at_fit_end``: run once after the last epoch."""
         if self.at_fit_end:
             self.run(trainer, pl_module, in_loop=False)
+
+    def prepare(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Take the samples and build the explainers (once per fit).
+
+        Parameters
+        ----------
+        trainer : Trainer
+            The running trainer.
+        pl_module : LightningModule
+            The bare LightningModule.
+        """
+        raise NotImplementedError
 
     def run(self, trainer: Trainer, pl_module: LightningModule, in_loop: bool) -> None:
         """The analysis; ``in_loop`` tells whether ``pl_module.log`` may be used.

@@ -1,9 +1,15 @@
-"""Explanation-quality metrics as ``torchmetrics.Metric``s, batched on the device of their inputs.
+"""Explanation-quality metrics as ``torchmetrics.Metric`` objects, batched on the device of their inputs.
 
 Faithfulness (model, inputs, attributions, target): ``RegionPerturbation``, ``PixelFlipping``,
 ``Deletion``, ``Insertion``, ``FaithfulnessCorrelation``. Localisation (attributions, mask):
 ``RelevanceMassAccuracy``, ``RelevanceRankAccuracy``. Attributions alone: ``Sparseness``,
 ``Complexity``. LRP health check (input and output relevance): ``Conservation``.
+
+Non-finite input: a sample whose attributions (input or output relevance for ``Conservation``) or,
+for the faithfulness metrics, model scores on the clean or perturbed inputs contain NaN or ±Inf
+counts as NaN — its value, or every point of its curve, is NaN — so ``compute()`` returns NaN (NaN
+curves) once such a sample was seen, never a number ranked or averaged from non-finite values.
+``reset()`` starts afresh.
 """
 from lrp_lightning.metrics.complexity import Complexity
 from lrp_lightning.metrics.conservation import Conservation

@@ -6,6 +6,27 @@ from torch import Tensor
 from torchmetrics import Metric
 
 
+def nan_unless_finite(values: Tensor, *data: Tensor) -> Tensor:
+    """``values`` (one row per sample) with NaN in the rows of samples whose ``data`` is not all finite.
+
+    Parameters
+    ----------
+    values : Tensor
+        Per-sample values (N,) or curves (N, K).
+    *data : Tensor
+        Tensors (N, ...) the values were computed from (attributions, model scores).
+
+    Returns
+    -------
+    Tensor
+        ``values`` where every ``data`` row is finite, NaN elsewhere.
+    """
+    finite = torch.ones(values.shape[0], dtype=torch.bool, device=values.device)
+    for tensor in data:
+        finite = finite & torch.isfinite(tensor.reshape(tensor.shape[0], -1)).all(dim=1).to(values.device)
+    return values.masked_fill(~finite.view(-1, *([1] * (values.ndim - 1))), float("nan"))
+
+
 class DeviceFollowingMetric(Metric):
     """A metric whose states move to the device of the data given to ``update``."""
 
@@ -25,8 +46,10 @@ class SampleMeanMetric(DeviceFollowingMetric):
         self.add_state("value_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("num_samples", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
-    def _accumulate(self, values: Tensor) -> None:
-        self.value_sum = self.value_sum + values.double().sum()
+    def _accumulate(self, values: Tensor, *data: Tensor) -> None:
+        """Add per-sample ``values``; a sample with non-finite ``data`` counts as NaN."""
+        values = nan_unless_finite(values.double(), *data)
+        self.value_sum = self.value_sum + values.sum()
         self.num_samples = self.num_samples + values.numel()
 
     def compute(self) -> Tensor:
@@ -46,7 +69,9 @@ class CurveMeanMetric(DeviceFollowingMetric):
         self.add_state("curve_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("num_samples", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
-    def _accumulate(self, curves: Tensor) -> None:
+    def _accumulate(self, curves: Tensor, *data: Tensor) -> None:
+        """Add per-sample ``curves``; a sample with non-finite ``data`` counts as a NaN curve."""
+        curves = nan_unless_finite(curves.double(), *data)
         if self.curve_sum.ndim == 1 and self.curve_sum.shape[0] != curves.shape[1]:
             raise ValueError(
                 f"curve length changed from {self.curve_sum.shape[0]} to {curves.shape[1]} points; "

@@ -69,7 +69,7 @@ class CumulativePerturbationMetric(ModelPerturbationMixin, CurveMeanMetric):
             self.max_batch_size,
             insert=self.insert,
         )
-        self._accumulate(self._curves(scores))
+        self._accumulate(self._curves(scores), relevance, scores)
 
 
 class ScoreDropMetric(CumulativePerturbationMetric):

@@ -1,6 +1,7 @@
 """Settings and input preparation shared by the metrics that run a model on perturbed inputs."""
 from torch import Tensor
 
+from lrp_lightning._arguments import boolean, integer
 from lrp_lightning.metrics._base import SeededGenerators
 from lrp_lightning.metrics._checks import (
     Baseline,
@@ -18,9 +19,9 @@ class ModelPerturbationMixin:
 
     def _configure(self, baseline: Baseline, softmax: bool, max_batch_size: int, seed: int) -> None:
         self.baseline = check_baseline(baseline)
-        self.softmax = bool(softmax)
+        self.softmax = boolean("softmax", softmax)
         self.max_batch_size = check_positive_int("max_batch_size", max_batch_size)
-        self._generators = SeededGenerators(seed)
+        self._generators = SeededGenerators(integer("seed", seed))
 
     def _prepare(self, inputs: Tensor, attributions: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Validated ``(inputs, relevance per location, target)``, the metric moved to the inputs' device."""

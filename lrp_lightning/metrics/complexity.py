@@ -7,7 +7,7 @@ from lrp_lightning.metrics._checks import flat_attributions
 
 
 class Complexity(SampleMeanMetric):
-    """Mean over samples of the entropy (natural log) of p = |a| / sum|a| (Bhatt et al. 2020).
+    """Mean over samples of the entropy (natural log) of ``p = |a| / sum |a|`` (Bhatt et al. 2020).
 
     0 for a single spike, log(n) for uniform relevance over n values; 0 log 0 counts as 0.
 
@@ -25,4 +25,4 @@ class Complexity(SampleMeanMetric):
         self._follow_device(values)
         magnitude = values.double().abs()
         probabilities = magnitude / magnitude.sum(dim=1, keepdim=True)
-        self._accumulate(-torch.xlogy(probabilities, probabilities).sum(dim=1))
+        self._accumulate(-torch.xlogy(probabilities, probabilities).sum(dim=1), values)

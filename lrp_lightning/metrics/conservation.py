@@ -6,7 +6,7 @@ from lrp_lightning.metrics._checks import check_same_batch, flat_attributions
 
 
 class Conservation(SampleMeanMetric):
-    """Mean over samples of |sum R_in - sum R_out| / |sum R_out|; 0 when relevance is conserved.
+    """Mean over samples of ``|sum R_in - sum R_out| / |sum R_out|``; 0 when relevance is conserved.
 
     Parameters
     ----------
@@ -31,4 +31,4 @@ class Conservation(SampleMeanMetric):
         outgoing = check_same_batch("output_relevance", output_relevance, incoming.shape[0])
         total_out = outgoing.to(incoming.device).double().reshape(incoming.shape[0], -1).sum(dim=1)
         total_in = incoming.double().sum(dim=1)
-        self._accumulate((total_in - total_out).abs() / total_out.abs())
+        self._accumulate((total_in - total_out).abs() / total_out.abs(), incoming, outgoing)

@@ -102,4 +102,4 @@ class FaithfulnessCorrelation(ModelPerturbationMixin, SampleMeanMetric):
             self.softmax,
             self.max_batch_size,
         )
-        self._accumulate(pearson_rows(subset_relevance, scores[:, :1] - scores[:, 1:]))
+        self._accumulate(pearson_rows(subset_relevance, scores[:, :1] - scores[:, 1:]), flat_relevance, scores)

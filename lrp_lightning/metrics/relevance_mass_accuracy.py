@@ -32,4 +32,4 @@ class RelevanceMassAccuracy(SampleMeanMetric):
         self._follow_device(relevance)
         inside = flat_mask(mask, attributions)
         relevance = relevance.double()
-        self._accumulate((relevance * inside).sum(dim=1) / relevance.sum(dim=1))
+        self._accumulate((relevance * inside).sum(dim=1) / relevance.sum(dim=1), relevance)

@@ -7,7 +7,7 @@ from lrp_lightning.metrics._checks import flat_attributions, flat_mask
 
 
 class RelevanceRankAccuracy(SampleMeanMetric):
-    """Mean over samples of |top-K relevance entries inside mask| / K, K = size of the mask (Arras et al. 2022).
+    """Mean over samples of ``|top-K relevance entries inside mask| / K``, K = size of the mask (Arras et al. 2022).
 
     Entries of the attributions are ranked by their signed value; ties are broken by position.
 
@@ -37,4 +37,4 @@ class RelevanceRankAccuracy(SampleMeanMetric):
         ranks.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
         mask_size = inside.sum(dim=1, keepdim=True)
         hits = ((ranks < mask_size) & inside).sum(dim=1)
-        self._accumulate(hits.double() / mask_size[:, 0])
+        self._accumulate(hits.double() / mask_size[:, 0], relevance)

@@ -15,7 +15,7 @@ def gini_rows(values: Tensor) -> Tensor:
 
 
 class Sparseness(SampleMeanMetric):
-    """Mean over samples of the Gini index of |attributions| (Chalasani et al. 2020).
+    """Mean over samples of the Gini index of ``|attributions|`` (Chalasani et al. 2020).
 
     With the n values sorted ascending, a_(1) <= ... <= a_(n):
     G = sum_i (2i - n - 1) a_(i) / (n sum_i a_(i)); 0 for uniform relevance, (n-1)/n for a single spike.
@@ -32,4 +32,4 @@ class Sparseness(SampleMeanMetric):
         """Accumulate the Gini index of each sample's attributions (N, ...)."""
         values = flat_attributions(attributions)
         self._follow_device(values)
-        self._accumulate(gini_rows(values.double().abs()))
+        self._accumulate(gini_rows(values.double().abs()), values)
