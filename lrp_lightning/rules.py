@@ -58,12 +58,12 @@ class LinearRule(BasicHook):
 
     @property
     def _weight_caches(self) -> dict:
-        """Derived weights per module (see :meth:`closed_form.LinearMap.memo`), dropped by :meth:`release`."""
+        """Derived weights per module (see :meth:`closed_form.LinearMap.memo`), dropped by :meth:`remove`."""
         return self.__dict__.setdefault("_weight_cache_by_module", {})
 
-    def release(self) -> None:
+    def remove(self) -> None:
         """Drop the cached derived weights."""
-        super().release()
+        super().remove()
         self.__dict__.pop("_weight_cache_by_module", None)
 
     def probe(self, input: torch.Tensor) -> Union[None, bool, "closed_form.NegativeProbe"]:
@@ -89,7 +89,7 @@ class LinearRule(BasicHook):
                 result = self.closed_form(layer, input.detach(), output, grad_output, bool(call.probe))
             if result is not None:
                 return result
-        return self.backward(module, input, output, grad_output, call.extra_args, call.kwargs)
+        return self.propagate(module, input, output, grad_output, call.extra_args, call.kwargs)
 
     def closed_form(
         self,
@@ -117,8 +117,8 @@ class Epsilon(LinearRule):
     def __init__(self, epsilon: StabilizerLike = 1e-6, zero_params: ZeroParams = None) -> None:
         self.epsilon = epsilon
         self.zero_params = zero_params
-        self.stabilizer = Stabilizer.ensure(epsilon)
         super().__init__(
+            stabilizer=epsilon,
             input_modifiers=[_identity_input],
             param_modifiers=[ParamMod(_identity_param, zero_params=zero_params)],
             output_modifiers=[_identity_input],
@@ -148,8 +148,8 @@ class ZPlus(LinearRule):
 
     def __init__(self, stabilizer: StabilizerLike = 1e-6, zero_params: ZeroParams = None) -> None:
         self.zero_params = zero_params
-        self.stabilizer = Stabilizer.ensure(stabilizer)
         super().__init__(
+            stabilizer=stabilizer,
             input_modifiers=[_positive_input, _negative_input],
             param_modifiers=[
                 ParamMod(_positive, zero_params=zero_params),
@@ -201,9 +201,9 @@ class AlphaBeta(LinearRule):
         self.alpha = alpha
         self.beta = beta
         self.zero_params = zero_params
-        self.stabilizer = Stabilizer.ensure(stabilizer)
         bias_zeroed = _with_bias_zeroed(zero_params)
         super().__init__(
+            stabilizer=stabilizer,
             input_modifiers=[_positive_input, _negative_input] * 2,
             param_modifiers=[
                 ParamMod(_positive, zero_params=zero_params),
@@ -254,7 +254,6 @@ class Gamma(LinearRule):
     def __init__(self, gamma: float = 0.25, stabilizer: StabilizerLike = 1e-6, zero_params: ZeroParams = None) -> None:
         self.gamma = gamma
         self.zero_params = zero_params
-        self.stabilizer = Stabilizer.ensure(stabilizer)
         bias_zeroed = _with_bias_zeroed(zero_params)
 
         def boost_positive(param: torch.Tensor, name: str) -> torch.Tensor:
@@ -264,6 +263,7 @@ class Gamma(LinearRule):
             return param + gamma * param.clamp(max=0)
 
         super().__init__(
+            stabilizer=stabilizer,
             input_modifiers=[_positive_input, _negative_input, _positive_input, _negative_input, _identity_input],
             param_modifiers=[
                 ParamMod(boost_positive, zero_params=zero_params),
@@ -328,8 +328,8 @@ class ZBox(LinearRule):
         self.low = torch.as_tensor(low)
         self.high = torch.as_tensor(high)
         self.zero_params = zero_params
-        self.stabilizer = Stabilizer.ensure(stabilizer)
         super().__init__(
+            stabilizer=stabilizer,
             input_modifiers=[
                 _identity_input,
                 lambda input: self._bound("low", input),
@@ -353,9 +353,9 @@ class ZBox(LinearRule):
             converted[key] = getattr(self, name).to(device=input.device, dtype=input.dtype)
         return _broadcast_bound(converted[key], input, name)
 
-    def release(self) -> None:
+    def remove(self) -> None:
         """Drop the cached derived weights and device copies of the bounds."""
-        super().release()
+        super().remove()
         self.__dict__.pop("_converted_bounds", None)
 
     def _forward_hook(self, module, args, kwargs, output):
@@ -387,8 +387,8 @@ class WSquare(LinearRule):
 
     def __init__(self, stabilizer: StabilizerLike = 1e-6, zero_params: ZeroParams = None) -> None:
         self.zero_params = zero_params
-        self.stabilizer = Stabilizer.ensure(stabilizer)
         super().__init__(
+            stabilizer=stabilizer,
             input_modifiers=[_ones],
             param_modifiers=[ParamMod(lambda param, name: param**2, zero_params=zero_params)],
             output_modifiers=[_identity_input],
@@ -418,8 +418,8 @@ class Flat(LinearRule):
 
     def __init__(self, stabilizer: StabilizerLike = 1e-6, zero_params: ZeroParams = None) -> None:
         self.zero_params = zero_params
-        self.stabilizer = Stabilizer.ensure(stabilizer)
         super().__init__(
+            stabilizer=stabilizer,
             input_modifiers=[_ones],
             param_modifiers=[ParamMod(lambda param, name: torch.ones_like(param), zero_params=_with_bias_zeroed(zero_params))],
             output_modifiers=[_identity_input],
@@ -449,8 +449,8 @@ class Norm(BasicHook):
     saves_output = True
 
     def __init__(self, stabilizer: StabilizerLike = 1e-6) -> None:
-        self.stabilizer = Stabilizer.ensure(stabilizer)
         super().__init__(
+            stabilizer=stabilizer,
             input_modifiers=[_identity_input],
             param_modifiers=[ParamMod(_identity_param)],
             output_modifiers=[_identity_input],
@@ -458,14 +458,14 @@ class Norm(BasicHook):
             reducer=lambda inputs, gradients: inputs[0] * gradients[0],
         )
 
-    def backward(self, module, input, output, grad_output, args, kwargs):
+    def propagate(self, module, input, output, grad_output, args, kwargs):
         """Return the relevance of the input; a :class:`Sum` is split in proportion to its summands."""
         if fast_path_enabled() and isinstance(module, Sum) and not args and not kwargs:
             with torch.no_grad():
                 input = input.detach()
                 total = output if output is not None else module.forward(input)
                 return (grad_output / self.stabilizer(total)).unsqueeze(module.dim).mul(input)
-        return super().backward(module, input, output, grad_output, args, kwargs)
+        return super().propagate(module, input, output, grad_output, args, kwargs)
 
     def _repr_fields(self):
         return {"stabilizer": self.stabilizer}
@@ -482,31 +482,44 @@ class Pass(Hook):
             return None
         return super()._forward_hook(module, args, kwargs, output)
 
-    def backward(self, module, input, output, grad_output, args, kwargs):
+    def propagate(self, module, input, output, grad_output, args, kwargs):
         """Return ``grad_output`` unchanged."""
         return grad_output
 
 
 class ReLUDeconvNet(Hook):
-    """DeconvNet ReLU: ``grad_in = max(grad_out, 0)`` (Zeiler and Fergus, 2014)."""
+    """DeconvNet ReLU: ``grad_in = max(grad_out, 0)`` (Zeiler and Fergus, 2014), on any module it is put on."""
 
     saves_input = False
 
-    def backward(self, module, input, output, grad_output, args, kwargs):
+    def propagate(self, module, input, output, grad_output, args, kwargs):
         """Return ``grad_output.clamp(min=0)``."""
         return grad_output.clamp(min=0)
 
 
 class ReLUGuidedBackprop(Hook):
-    """Guided backprop ReLU: ``grad_in = [x > 0] * grad_out * [grad_out > 0]`` (Springenberg et al., 2015)."""
+    """Guided backprop (Springenberg et al., 2015): ``grad_in = J^T grad_out * [grad_out > 0]``.
 
-    def backward(self, module, input, output, grad_output, args, kwargs):
-        """Return the ReLU gradient restricted to positive incoming gradients."""
-        return grad_output * (input > 0) * (grad_output > 0)
+    ``J^T grad_out`` is the module's own gradient; on a ReLU this is
+    ``[x > 0] * grad_out * [grad_out > 0]``, computed directly. On any other module the module's
+    true gradient is taken (recomputed from its input), as in zennit.
+    """
+
+    def propagate(self, module, input, output, grad_output, args, kwargs):
+        """Return the module's gradient restricted to positive incoming gradients."""
+        if type(module) is torch.nn.ReLU:
+            return grad_output * (input > 0) * (grad_output > 0)
+        return super().propagate(module, input, output, grad_output, args, kwargs)
+
+    def backward(self, module, grad_input, grad_output):
+        """Return ``grad_input`` where ``grad_output`` is positive, zero elsewhere."""
+        return (grad_input[0] * (grad_output[0] > 0),)
 
 
 class ReLUBetaSmooth(Hook):
     """Smooth ReLU gradient: ``grad_in = grad_out * sigmoid(beta * x)`` (Dombrowski et al., 2019).
+
+    The module's own gradient is not used: on any module this gives the softplus gradient, as in zennit.
 
     Parameters
     ----------
@@ -518,7 +531,7 @@ class ReLUBetaSmooth(Hook):
         super().__init__()
         self.beta_smooth = beta_smooth
 
-    def backward(self, module, input, output, grad_output, args, kwargs):
+    def propagate(self, module, input, output, grad_output, args, kwargs):
         """Return ``grad_output * sigmoid(beta_smooth * input)``."""
         return grad_output * torch.sigmoid(self.beta_smooth * input)
 
