@@ -5,11 +5,13 @@ manager it registers the composite on entry and removes it on exit; calling it r
 output and the relevance (the attribution, shaped like the input)::
 
     with Gradient(model, composite) as attributor:
-        output, relevance = attributor(inputs, target)
+        output, relevance = attributor(inputs, attr_output)
 
-``target`` selects what is explained (see :func:`grad_outputs`): class indices ``(N,)``, a single
-class ``int``, an output-shaped tensor used as the output gradient (e.g. a one-hot), a callable
-``output -> target``, or ``None`` for the predicted class.
+``attr_output`` selects what is explained (see :func:`grad_outputs`), as in zennit: an
+output-shaped tensor used as the output gradient (e.g. a one-hot), a callable ``output -> tensor``,
+or ``None`` for the attributor's default (``attr_output=`` of its constructor; if that is None too,
+the output itself). Beyond zennit, class indices ``(N,)`` or a single class ``int`` select one-hot
+outputs.
 
 Every attributor leaves what the user owns as it was: parameters, buffers (also when a forward in
 training mode would update BatchNorm statistics), ``training`` and ``requires_grad`` flags, ``.grad``
@@ -90,7 +92,7 @@ def grad_outputs(target: Target, output: torch.Tensor) -> torch.Tensor:
     Parameters
     ----------
     target : None, int, torch.Tensor or callable
-        ``None``: the predicted class (argmax over dim 1). ``int`` or a 0-d integer tensor: that
+        ``None``: the output itself (zennit's default). ``int`` or a 0-d integer tensor: that
         class for every sample. Integer tensor ``(N,)``: one class per sample. Floating tensor
         broadcastable to ``output.shape``: used as the output gradient as is. Callable: called on the
         detached output; its result is resolved by the same rules. Lists and numpy arrays are
@@ -109,6 +111,10 @@ def grad_outputs(target: Target, output: torch.Tensor) -> torch.Tensor:
     ValueError
         If class indices are out of range, their number does not match the batch, the output has no
         class dimension, or a tensor target does not broadcast to the output.
+
+    Examples
+    --------
+    The predicted class: ``grad_outputs(lambda output: output.argmax(1), output)``.
     TypeError
         If ``target`` is none of the above.
     """
@@ -120,10 +126,7 @@ def grad_outputs(target: Target, output: torch.Tensor) -> torch.Tensor:
     if isinstance(target, (list, tuple, np.ndarray)):
         target = torch.as_tensor(np.asarray(target))
     if target is None:
-        if output.ndim < 2:
-            raise ValueError(f"target=None needs an output with a class dimension, got shape "
-                             f"{tuple(output.shape)}")
-        target = output.argmax(dim=1).reshape(output.shape[0], -1)[:, 0]
+        return output.clone()
     if isinstance(target, bool) or not isinstance(target, (numbers.Integral, torch.Tensor)):
         raise TypeError(f"target must be None, an int, a tensor or a callable, got "
                         f"{type(target).__name__}")
@@ -198,6 +201,68 @@ def _preserved_buffers(model: Any) -> Iterator[None]:
                 buffer.copy_(value)
 
 
+def identity(obj: Any) -> Any:
+    """Return ``obj`` (the default ``attr_output`` function: the model output itself).
+
+    Parameters
+    ----------
+    obj : object
+        Anything.
+
+    Returns
+    -------
+    object
+        ``obj``.
+    """
+    return obj
+
+
+def constant(obj: Any) -> Callable[..., Any]:
+    """Return a function that ignores its arguments and returns ``obj``.
+
+    Parameters
+    ----------
+    obj : object
+        The constant.
+
+    Returns
+    -------
+    callable
+        ``(*args, **kwargs) -> obj``.
+    """
+    def wrapped_const(*args: Any, **kwargs: Any) -> Any:
+        return obj
+
+    return wrapped_const
+
+
+def occlude_independent(input: torch.Tensor, mask: torch.Tensor,
+                        fill_fn: Callable[[torch.Tensor], torch.Tensor] = torch.zeros_like,
+                        invert: bool = False) -> torch.Tensor:
+    """Return ``input`` with the elements where ``mask`` is non-zero replaced by ``fill_fn(input)``.
+
+    Parameters
+    ----------
+    input : torch.Tensor
+        The input.
+    mask : torch.Tensor
+        Boolean (or 0/1) mask broadcastable to ``input``.
+    fill_fn : callable, optional
+        ``input -> tensor of input's shape`` giving the replacement values (default zeros).
+    invert : bool, optional
+        Occlude where ``mask`` is zero instead.
+
+    Returns
+    -------
+    torch.Tensor
+        A new tensor.
+    """
+    mask = mask.bool()
+    if invert:
+        mask = ~mask
+    return torch.where(mask, fill_fn(input), input)
+
+
 def _chunks(total: int, size: int) -> Iterator[torch.Tensor]:
     """Yield consecutive index ranges ``arange(start, stop)`` of at most ``size`` covering ``total``."""
     for start in range(0, total, size):
@@ -212,8 +277,10 @@ class Attributor:
     model : torch.nn.Module
         The model to explain.
     composite : Composite, optional
-        A composite registered on the model while the attributor is entered; ``None`` gives plain
-        gradients.
+        A composite registered on the model while the attributor is entered (unless it is registered
+        already); ``None`` gives plain gradients.
+    attr_output : None, int, torch.Tensor or callable, optional
+        The default ``attr_output`` of calls, see :func:`grad_outputs`; None: the output itself.
 
     Notes
     -----
@@ -221,17 +288,22 @@ class Attributor:
     around the call.
     """
 
-    def __init__(self, model: torch.nn.Module, composite: Optional[Any] = None) -> None:
+    create_graph: bool = False
+    retain_graph: Optional[bool] = None
+
+    def __init__(self, model: torch.nn.Module, composite: Optional[Any] = None,
+                 attr_output: Target = None) -> None:
         self.model = model
         self.composite = composite
+        self.attr_output = attr_output
         self._stack: Optional[contextlib.ExitStack] = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(composite={self.composite!r})"
 
     def _uses_composite(self) -> bool:
-        """Whether the composite is registered while entered."""
-        return self.composite is not None
+        """Whether entering registers the composite (there is one, and it is not registered yet)."""
+        return self.composite is not None and not self.composite.handles
 
     def __enter__(self) -> "Attributor":
         if self._stack is not None:
@@ -252,23 +324,26 @@ class Attributor:
         if stack is not None:
             stack.close()
 
-    def __call__(self, inputs: torch.Tensor, target: Target = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, inputs: torch.Tensor, attr_output: Target = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Explain ``inputs``.
 
         Parameters
         ----------
         inputs : torch.Tensor
             Input batch ``(N, ...)``.
-        target : None, int, torch.Tensor or callable, optional
-            What to explain, see :func:`grad_outputs`; ``None`` explains the predicted class.
+        attr_output : None, int, torch.Tensor or callable, optional
+            What to explain, see :func:`grad_outputs`; ``None``: the attributor's ``attr_output``
+            (if that is None too, the output itself).
 
         Returns
         -------
         output : torch.Tensor
             The model output for ``inputs`` (detached).
         relevance : torch.Tensor
-            The attribution, with the shape of ``inputs``.
+            The attribution, with the shape of ``inputs`` (attached to its graph with
+            ``create_graph=True``).
         """
+        target = self.attr_output if attr_output is None else attr_output
         entered_here = self._stack is None
         with contextlib.ExitStack() as stack:
             if entered_here:
@@ -278,7 +353,7 @@ class Attributor:
             stack.enter_context(torch.enable_grad())
             inputs = inputs.detach().clone()
             output, relevance = self.forward(inputs, target)
-        return output.detach(), relevance.detach()
+        return output.detach(), relevance if self.create_graph else relevance.detach()
 
     def forward(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
         """Compute output and relevance; called by :meth:`__call__` with gradients enabled.
@@ -301,7 +376,8 @@ class Attributor:
         """Return the model output and the (composite-modified) gradient of the target output."""
         inputs = inputs.detach().requires_grad_(True)
         output = self.model(inputs)
-        gradient, = torch.autograd.grad(output, inputs, grad_outputs(target, output))
+        gradient, = torch.autograd.grad(output, inputs, grad_outputs(target, output),
+                                        create_graph=self.create_graph, retain_graph=self.retain_graph)
         return output.detach(), gradient
 
 
@@ -315,7 +391,19 @@ class Gradient(Attributor):
         The model to explain.
     composite : Composite, optional
         Composite modifying the backward pass (``None``: the plain gradient).
+    attr_output : None, int, torch.Tensor or callable, optional
+        Default ``attr_output`` of calls, see :func:`grad_outputs`.
+    create_graph : bool, optional
+        Build the graph of the gradient computation, for higher-order gradients.
+    retain_graph : bool, optional
+        Keep the graph after the gradient computation; default: ``create_graph``.
     """
+
+    def __init__(self, model: torch.nn.Module, composite: Optional[Any] = None, attr_output: Target = None,
+                 create_graph: bool = False, retain_graph: Optional[bool] = None) -> None:
+        super().__init__(model, composite, attr_output)
+        self.create_graph = create_graph
+        self.retain_graph = retain_graph
 
     def forward(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the output and the gradient of the target output, see :meth:`Attributor.forward`."""
@@ -329,9 +417,12 @@ class _PathAttributor(Attributor):
     the rows of one chunk.
     """
 
-    def __init__(self, model: torch.nn.Module, composite: Optional[Any] = None, n_iter: int = 20,
+    def __init__(self, model: torch.nn.Module, composite: Optional[Any] = None, attr_output: Target = None,
+                 create_graph: bool = False, retain_graph: Optional[bool] = None, n_iter: int = 20,
                  batch_size: int = DEFAULT_BATCH_SIZE) -> None:
-        super().__init__(model, composite)
+        super().__init__(model, composite, attr_output)
+        self.create_graph = create_graph
+        self.retain_graph = retain_graph
         if n_iter < 1:
             raise ValueError(f"n_iter must be at least 1, got {n_iter}")
         if batch_size < 1:
@@ -355,7 +446,8 @@ class _PathAttributor(Attributor):
             rows = rows.to(inputs.device)
             sample = rows % batch
             perturbed = self._perturbed(inputs, rows // batch, sample, context).requires_grad_(True)
-            gradient, = torch.autograd.grad(self.model(perturbed), perturbed, weights[sample])
+            gradient, = torch.autograd.grad(self.model(perturbed), perturbed, weights[sample],
+                                            create_graph=self.create_graph, retain_graph=self.retain_graph)
             total.index_add_(0, sample, gradient)
         return output, total / self.n_iter
 
@@ -370,6 +462,12 @@ class SmoothGrad(_PathAttributor):
         The model to explain.
     composite : Composite, optional
         Composite modifying the backward pass (``None``: plain gradients).
+    attr_output : None, int, torch.Tensor or callable, optional
+        Default ``attr_output`` of calls, see :func:`grad_outputs`.
+    create_graph : bool, optional
+        Build the graph of the gradient computation, for higher-order gradients.
+    retain_graph : bool, optional
+        Keep the graph after the gradient computation; default: ``create_graph``.
     noise_level : float, optional
         Noise standard deviation as a fraction of each sample's value range (max - min).
     n_iter : int, optional
@@ -381,10 +479,11 @@ class SmoothGrad(_PathAttributor):
         Most samples per forward pass.
     """
 
-    def __init__(self, model: torch.nn.Module, composite: Optional[Any] = None,
+    def __init__(self, model: torch.nn.Module, composite: Optional[Any] = None, attr_output: Target = None,
+                 create_graph: bool = False, retain_graph: Optional[bool] = None,
                  noise_level: float = 0.1, n_iter: int = 20, seed: Optional[int] = None,
                  batch_size: int = DEFAULT_BATCH_SIZE) -> None:
-        super().__init__(model, composite, n_iter=n_iter, batch_size=batch_size)
+        super().__init__(model, composite, attr_output, create_graph, retain_graph, n_iter, batch_size)
         if noise_level < 0:
             raise ValueError(f"noise_level must be non-negative, got {noise_level}")
         self.noise_level = noise_level
@@ -423,20 +522,36 @@ class IntegratedGradients(_PathAttributor):
         The model to explain.
     composite : Composite, optional
         Composite modifying the backward pass (``None``: plain gradients).
-    baseline : torch.Tensor or callable, optional
-        Baseline ``b``: zeros when ``None``; a tensor broadcastable to the input; or a callable
-        ``inputs -> tensor``.
+    attr_output : None, int, torch.Tensor or callable, optional
+        Default ``attr_output`` of calls, see :func:`grad_outputs`.
+    create_graph : bool, optional
+        Build the graph of the gradient computation, for higher-order gradients.
+    retain_graph : bool, optional
+        Keep the graph after the gradient computation; default: ``create_graph``.
+    baseline_fn : callable, optional
+        zennit's baseline argument: ``inputs -> baseline tensor``; zeros when None.
     n_iter : int, optional
         Number of points on the straight path from the baseline to the input.
+    baseline : torch.Tensor or callable, optional
+        Alternative to ``baseline_fn``: a tensor broadcastable to the input, or a callable
+        ``inputs -> tensor``.
     batch_size : int, optional
         Most samples per forward pass.
+
+    Raises
+    ------
+    ValueError
+        If both ``baseline_fn`` and ``baseline`` are given.
     """
 
-    def __init__(self, model: torch.nn.Module, composite: Optional[Any] = None,
-                 baseline: Baseline = None, n_iter: int = 20,
-                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
-        super().__init__(model, composite, n_iter=n_iter, batch_size=batch_size)
-        self.baseline = baseline
+    def __init__(self, model: torch.nn.Module, composite: Optional[Any] = None, attr_output: Target = None,
+                 create_graph: bool = False, retain_graph: Optional[bool] = None,
+                 baseline_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, n_iter: int = 20,
+                 baseline: Baseline = None, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        super().__init__(model, composite, attr_output, create_graph, retain_graph, n_iter, batch_size)
+        if baseline_fn is not None and baseline is not None:
+            raise ValueError("give either baseline_fn (zennit's name) or baseline, not both")
+        self.baseline = baseline_fn if baseline is None else baseline
 
     def _baseline_for(self, inputs: torch.Tensor) -> torch.Tensor:
         """Return the baseline broadcast to the shape of ``inputs``."""
@@ -462,6 +577,10 @@ class IntegratedGradients(_PathAttributor):
         return baseline + alpha * (inputs[sample] - baseline)
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 @register_attributor("occlusion")
 class Occlusion(Attributor):
     """Occlusion (Zeiler and Fergus, 2014): the drop of the target score when a window is filled.
@@ -477,6 +596,12 @@ class Occlusion(Attributor):
         The model to explain.
     composite : Composite, optional
         Accepted for a uniform call signature and ignored (occlusion needs no backward pass).
+    attr_output : None, int, torch.Tensor or callable, optional
+        Default ``attr_output`` of calls, see :func:`grad_outputs`.
+    occlusion_fn : callable, optional
+        ``(input, mask) -> occluded input`` with ``mask`` True inside the window (zennit's argument);
+        default: the window is set to ``fill``. E.g. ``occlude_independent`` with ``invert=True``
+        keeps only the window, as zennit's default does.
     window : int or sequence of int, optional
         Window size. A sequence applies to the last ``len(window)`` dims (earlier non-batch dims are
         covered whole). An int applies to every dim after the channel dim ``1`` for inputs with
@@ -490,15 +615,20 @@ class Occlusion(Attributor):
         Most samples per forward pass.
     """
 
-    def __init__(self, model: torch.nn.Module, composite: Optional[Any] = None,
+    def __init__(self, model: torch.nn.Module, composite: Optional[Any] = None, attr_output: Target = None,
+                 occlusion_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
                  window: WindowSpec = 8, stride: WindowSpec = 8,
                  fill: Union[float, torch.Tensor] = 0.0, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
-        super().__init__(model, composite)
+        super().__init__(model, composite, attr_output)
+        for name, value in (("window", window), ("stride", stride)):
+            if not _is_int(value) and not (isinstance(value, (tuple, list)) and value and all(map(_is_int, value))):
+                raise TypeError(f"Occlusion {name} must be an int or a tuple of ints, got {value!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.window = window
         self.stride = stride
         self.fill = fill
+        self.occlusion_fn = occlusion_fn
         self.batch_size = batch_size
 
     def _uses_composite(self) -> bool:
@@ -540,6 +670,12 @@ class Occlusion(Attributor):
             raise ValueError(f"fill of shape {tuple(fill.shape)} does not broadcast to the input "
                              f"shape {tuple(inputs.shape)}") from None
 
+    def _occluded(self, rows: torch.Tensor, masks: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+        """Return ``rows`` occluded by ``masks`` (True inside the window)."""
+        if self.occlusion_fn is None:
+            return torch.where(masks, fill, rows)
+        return self.occlusion_fn(rows, masks.expand_as(rows))
+
     def forward(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the output and the occlusion relevance."""
         with torch.no_grad():
@@ -554,7 +690,7 @@ class Occlusion(Attributor):
             for rows in _chunks(len(masks) * batch, self.batch_size):
                 rows = rows.to(inputs.device)
                 window, sample = rows // batch, rows % batch
-                occluded = torch.where(masks[window], fill[sample], inputs[sample])
+                occluded = self._occluded(inputs[sample], masks[window], fill[sample])
                 score = (self.model(occluded) * weights[sample]).reshape(len(rows), -1).sum(dim=1)
                 drop = (clean_score[sample] - score).unsqueeze(1)
                 relevance.index_add_(0, sample, drop * flat_masks[window].to(inputs.dtype))

@@ -26,16 +26,76 @@ StabilizerLike = Union[float, Callable[[torch.Tensor], torch.Tensor]]
 ZeroParams = Union[None, str, Sequence[str]]
 
 
-def _with_bias_zeroed(zero_params: ZeroParams) -> list:
+def zero_bias(zero_params: ZeroParams = None) -> list:
+    """Return ``zero_params`` (None, a name or a list of names) as a list with ``'bias'`` appended.
+
+    Parameters
+    ----------
+    zero_params : str or list of str, optional
+        Names of parameters to be set to zero.
+
+    Returns
+    -------
+    list of str
+        The names, then ``'bias'``.
+    """
     return _as_name_list(zero_params) + ["bias"]
 
 
-def _positive(param: torch.Tensor, name: str) -> torch.Tensor:
-    return param.clamp(min=0)
+class NoMod(ParamMod):
+    """A :class:`~lrp_lightning.core.ParamMod` leaving the parameters as they are (``zero_params`` etc. still apply).
+
+    Parameters
+    ----------
+    **kwargs
+        ``param_keys``, ``zero_params``, ``require_params`` of :class:`~lrp_lightning.core.ParamMod`.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(_identity_param, **kwargs)
 
 
-def _negative(param: torch.Tensor, name: str) -> torch.Tensor:
-    return param.clamp(max=0)
+class ClampMod(ParamMod):
+    """A :class:`~lrp_lightning.core.ParamMod` clamping the parameters: ``w -> clamp(w, min, max)``.
+
+    Parameters
+    ----------
+    min, max : float, optional
+        Bounds; None leaves that side open.
+    **kwargs
+        ``param_keys``, ``zero_params``, ``require_params`` of :class:`~lrp_lightning.core.ParamMod`.
+    """
+
+    def __init__(self, min: Optional[float] = None, max: Optional[float] = None, **kwargs) -> None:
+        self.min = min
+        self.max = max
+        super().__init__(self._clamp, **kwargs)
+
+    def _clamp(self, param: torch.Tensor, name: str) -> torch.Tensor:
+        return param.clamp(min=self.min, max=self.max)
+
+
+class GammaMod(ParamMod):
+    """A :class:`~lrp_lightning.core.ParamMod` of the Gamma rule: ``w -> w + gamma * clamp(w, min, max)``.
+
+    Parameters
+    ----------
+    gamma : float
+        Weight of the clamped parameters added.
+    min, max : float, optional
+        Clamp bounds; None leaves that side open (``min=0``: ``w + gamma w+``).
+    **kwargs
+        ``param_keys``, ``zero_params``, ``require_params`` of :class:`~lrp_lightning.core.ParamMod`.
+    """
+
+    def __init__(self, gamma: float = 0.25, min: Optional[float] = None, max: Optional[float] = None, **kwargs) -> None:
+        self.gamma = gamma
+        self.min = min
+        self.max = max
+        super().__init__(self._boost, **kwargs)
+
+    def _boost(self, param: torch.Tensor, name: str) -> torch.Tensor:
+        return param + self.gamma * param.clamp(min=self.min, max=self.max)
 
 
 def _positive_input(input: torch.Tensor) -> torch.Tensor:
@@ -152,8 +212,8 @@ class ZPlus(LinearRule):
             stabilizer=stabilizer,
             input_modifiers=[_positive_input, _negative_input],
             param_modifiers=[
-                ParamMod(_positive, zero_params=zero_params),
-                ParamMod(_negative, zero_params=_with_bias_zeroed(zero_params)),
+                ClampMod(min=0.0, zero_params=zero_params),
+                ClampMod(max=0.0, zero_params=zero_bias(zero_params)),
             ],
             output_modifiers=[_identity_input] * 2,
             gradient_mapper=lambda grad, outputs: [grad / self.stabilizer(outputs[0] + outputs[1])] * 2,
@@ -201,15 +261,15 @@ class AlphaBeta(LinearRule):
         self.alpha = alpha
         self.beta = beta
         self.zero_params = zero_params
-        bias_zeroed = _with_bias_zeroed(zero_params)
+        bias_zeroed = zero_bias(zero_params)
         super().__init__(
             stabilizer=stabilizer,
             input_modifiers=[_positive_input, _negative_input] * 2,
             param_modifiers=[
-                ParamMod(_positive, zero_params=zero_params),
-                ParamMod(_negative, zero_params=bias_zeroed),
-                ParamMod(_negative, zero_params=zero_params),
-                ParamMod(_positive, zero_params=bias_zeroed),
+                ClampMod(min=0.0, zero_params=zero_params),
+                ClampMod(max=0.0, zero_params=bias_zeroed),
+                ClampMod(max=0.0, zero_params=zero_params),
+                ClampMod(min=0.0, zero_params=bias_zeroed),
             ],
             output_modifiers=[_identity_input] * 4,
             gradient_mapper=lambda grad, outputs: (
@@ -254,22 +314,16 @@ class Gamma(LinearRule):
     def __init__(self, gamma: float = 0.25, stabilizer: StabilizerLike = 1e-6, zero_params: ZeroParams = None) -> None:
         self.gamma = gamma
         self.zero_params = zero_params
-        bias_zeroed = _with_bias_zeroed(zero_params)
-
-        def boost_positive(param: torch.Tensor, name: str) -> torch.Tensor:
-            return param + gamma * param.clamp(min=0)
-
-        def boost_negative(param: torch.Tensor, name: str) -> torch.Tensor:
-            return param + gamma * param.clamp(max=0)
+        bias_zeroed = zero_bias(zero_params)
 
         super().__init__(
             stabilizer=stabilizer,
             input_modifiers=[_positive_input, _negative_input, _positive_input, _negative_input, _identity_input],
             param_modifiers=[
-                ParamMod(boost_positive, zero_params=zero_params),
-                ParamMod(boost_negative, zero_params=bias_zeroed),
-                ParamMod(boost_negative, zero_params=zero_params),
-                ParamMod(boost_positive, zero_params=bias_zeroed),
+                GammaMod(gamma, min=0.0, zero_params=zero_params),
+                GammaMod(gamma, max=0.0, zero_params=bias_zeroed),
+                GammaMod(gamma, max=0.0, zero_params=zero_params),
+                GammaMod(gamma, min=0.0, zero_params=bias_zeroed),
                 ParamMod(_identity_param),
             ],
             output_modifiers=[_identity_input] * 5,
@@ -337,8 +391,8 @@ class ZBox(LinearRule):
             ],
             param_modifiers=[
                 ParamMod(_identity_param, zero_params=zero_params),
-                ParamMod(_positive, zero_params=zero_params),
-                ParamMod(_negative, zero_params=zero_params),
+                ClampMod(min=0.0, zero_params=zero_params),
+                ClampMod(max=0.0, zero_params=zero_params),
             ],
             output_modifiers=[_identity_input] * 3,
             gradient_mapper=lambda grad, outputs: [grad / self.stabilizer(outputs[0] - outputs[1] - outputs[2])] * 3,
@@ -421,7 +475,7 @@ class Flat(LinearRule):
         super().__init__(
             stabilizer=stabilizer,
             input_modifiers=[_ones],
-            param_modifiers=[ParamMod(lambda param, name: torch.ones_like(param), zero_params=_with_bias_zeroed(zero_params))],
+            param_modifiers=[ParamMod(lambda param, name: torch.ones_like(param), zero_params=zero_bias(zero_params))],
             output_modifiers=[_identity_input],
             gradient_mapper=lambda grad, outputs: [grad / self.stabilizer(outputs[0])],
             reducer=lambda inputs, gradients: gradients[0],
