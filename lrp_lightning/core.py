@@ -741,7 +741,7 @@ class Composite:
             self.remove()
             raise
         self.uncovered = uncovered_modules(module, set(self.rule_map))
-        if self.uncovered and self.warn_uncovered:
+        if self.uncovered and self.warn_uncovered and self.module_map is not None:
             warnings.warn(
                 f"no rule covers these layers, their plain gradient is used: {', '.join(self.uncovered)}. "
                 "Add them to the composite's layer_map or name_map.",
