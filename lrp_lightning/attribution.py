@@ -586,9 +586,14 @@ class Occlusion(Attributor):
     """Occlusion (Zeiler and Fergus, 2014): the drop of the target score when a window is filled.
 
     Every window position gets ``score(x) - score(x with the window set to fill)``, where
-    ``score = sum(output * grad_outputs(target, output(x)))`` per sample; each input element receives
-    the mean drop of the windows covering it. Windows are placed every ``stride`` elements, plus one
-    flush with the end where the stride leaves a remainder, so every element is covered.
+    ``score = sum(output * grad_outputs(target, output(x)))`` per sample (``sum(output)`` for
+    ``target=None``); each input element receives the mean drop of the windows covering it. Windows
+    are placed every ``stride`` elements, plus one flush with the end where the stride leaves a
+    remainder, so every element is covered.
+
+    zennit 0.5.1's Occlusion differs: it sums, over padded windows, the score of the input with
+    everything but the window occluded (or what ``occlusion_fn`` makes of it), with
+    ``score = sum(attr_output(output))``. Here ``occlusion_fn`` only replaces how a window is filled.
 
     Parameters
     ----------
@@ -600,8 +605,7 @@ class Occlusion(Attributor):
         Default ``attr_output`` of calls, see :func:`grad_outputs`.
     occlusion_fn : callable, optional
         ``(input, mask) -> occluded input`` with ``mask`` True inside the window (zennit's argument);
-        default: the window is set to ``fill``. E.g. ``occlude_independent`` with ``invert=True``
-        keeps only the window, as zennit's default does.
+        replaces filling the window with ``fill``, e.g. ``partial(occlude_independent, fill_fn=...)``.
     window : int or sequence of int, optional
         Window size. A sequence applies to the last ``len(window)`` dims (earlier non-batch dims are
         covered whole). An int applies to every dim after the channel dim ``1`` for inputs with
@@ -680,7 +684,7 @@ class Occlusion(Attributor):
         """Return the output and the occlusion relevance."""
         with torch.no_grad():
             output = self.model(inputs)
-            weights = grad_outputs(target, output)
+            weights = torch.ones_like(output) if target is None else grad_outputs(target, output)
             clean_score = (output * weights).reshape(len(inputs), -1).sum(dim=1)
             masks = self._window_masks(inputs.shape, inputs.device)
             fill = self._fill_for(inputs)
