@@ -239,7 +239,9 @@ def constant(obj: Any) -> Callable[..., Any]:
 def occlude_independent(input: torch.Tensor, mask: torch.Tensor,
                         fill_fn: Callable[[torch.Tensor], torch.Tensor] = torch.zeros_like,
                         invert: bool = False) -> torch.Tensor:
-    """Return ``input`` with the elements where ``mask`` is non-zero replaced by ``fill_fn(input)``.
+    """Return ``input`` with the elements where ``mask`` is zero replaced by ``fill_fn(input)``.
+
+    This is what zennit 0.5.1 does (its docstring states the opposite): ``mask`` marks what is kept.
 
     Parameters
     ----------
@@ -250,17 +252,17 @@ def occlude_independent(input: torch.Tensor, mask: torch.Tensor,
     fill_fn : callable, optional
         ``input -> tensor of input's shape`` giving the replacement values (default zeros).
     invert : bool, optional
-        Occlude where ``mask`` is zero instead.
+        Occlude where ``mask`` is non-zero instead.
 
     Returns
     -------
     torch.Tensor
         A new tensor.
     """
-    mask = mask.bool()
+    keep = mask.bool()
     if invert:
-        mask = ~mask
-    return torch.where(mask, fill_fn(input), input)
+        keep = ~keep
+    return torch.where(keep, input, fill_fn(input))
 
 
 def _chunks(total: int, size: int) -> Iterator[torch.Tensor]:
@@ -605,7 +607,8 @@ class Occlusion(Attributor):
         Default ``attr_output`` of calls, see :func:`grad_outputs`.
     occlusion_fn : callable, optional
         ``(input, mask) -> occluded input`` with ``mask`` True inside the window (zennit's argument);
-        replaces filling the window with ``fill``, e.g. ``partial(occlude_independent, fill_fn=...)``.
+        replaces filling the window with ``fill``, e.g. ``partial(occlude_independent, invert=True,
+        fill_fn=...)``.
     window : int or sequence of int, optional
         Window size. A sequence applies to the last ``len(window)`` dims (earlier non-batch dims are
         covered whole). An int applies to every dim after the channel dim ``1`` for inputs with

@@ -613,7 +613,8 @@ class BasicHook(Hook):
     reducer : callable
         ``(inputs, gradients) -> relevance of the input``.
     stabilizer : float or callable
-        Stabilizer of the default gradient mapper ``[R / stab(z_k) for each k]``.
+        Stabilizer of the default gradient mapper ``[R / stab(z_k) for each k]`` (zennit 0.5.1
+        accepts this argument but its default mapper always uses 1e-6).
     """
 
     def __init__(
