@@ -534,6 +534,9 @@ class Hook:
         replaced = self.forward(module, (input,) + tuple(args[1:]), output)
         if replaced is not None:
             output = replaced
+        if input is args[0] and type(self).propagate is Hook.propagate and type(self).backward is Hook.backward:
+            # a hook with a forward side effect only: the module's own gradient flows
+            return replaced
         # a detached alias is returned (never the input object itself, which autograd would treat as a view)
         state = _CallState(self, module, tuple(args[1:]), kwargs, output.detach(), self.probe(input))
         return _RuleFunction.apply(state, input)
@@ -583,7 +586,8 @@ def module_gradient(
     """
     with torch.enable_grad(), _hooks_suspended():
         leaf = input.detach().requires_grad_(True)
-        output = module.forward(leaf, *args, **(kwargs or {}))
+        # an in-place module writes to a copy, never to the leaf
+        output = module.forward(leaf.clone() if getattr(module, "inplace", False) else leaf, *args, **(kwargs or {}))
         gradient, = torch.autograd.grad(output, leaf, grad_output, allow_unused=True)
     return torch.zeros_like(leaf) if gradient is None else gradient
 
