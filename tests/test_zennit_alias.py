@@ -90,6 +90,79 @@ with Occlusion(model, window=4, stride=2, occlusion_fn=noisy) as attributor:
 assert relevance.shape == input.shape
 assert identity(3) == 3 and constant(4)() == 4
 
+# --- Using Rules, Composites, and Canonizers ---
+from collections import OrderedDict
+from zennit.canonizers import NamedMergeBatchNorm
+from zennit.composites import LayerMapComposite, NameLayerMapComposite, SpecialFirstLayerMapComposite
+from zennit.rules import Flat
+from zennit.types import BatchNorm
+
+conv = Conv2d(3, 5, 3, padding=1)
+handles = Epsilon(epsilon=1e-5).register(conv)
+image_input = torch.randn(1, 3, 8, 8, requires_grad=True)
+out = conv(image_input)
+attribution, = torch.autograd.grad(out, image_input, grad_outputs=torch.ones_like(out))
+handles.remove()
+assert not conv._forward_hooks
+dense, flat_input = Linear(12, 6), torch.randn(1, 12, requires_grad=True)
+for rule in (ZPlus(zero_params="bias"), ZPlus(stabilizer=1e-3), Epsilon(epsilon=1e-3),
+             ZPlus(stabilizer=Stabilizer(epsilon=1e-4, clip=True)),
+             Epsilon(epsilon=Stabilizer(epsilon=1e-4, norm_scale=True)), ZPlus(stabilizer=lambda x: x + 1e-4),
+             Epsilon(epsilon=lambda x: ((x == 0.0) + x.sign()) * x.abs().clip(min=1e-3))):
+    handles = rule.register(dense)
+    out = dense(flat_input)
+    attribution, = torch.autograd.grad(out, flat_input, grad_outputs=torch.ones_like(out))
+    handles.remove()
+    assert torch.isfinite(attribution).all()
+
+scaled_input = torch.randn(1, 3, 8, 8, requires_grad=True) * 1.0
+composite = EpsilonGammaBox(low=-3.0, high=3.0, epsilon=1e-4, gamma=2.0,
+                            stabilizer=Stabilizer(epsilon=1e-5, clip=True), zero_params="bias")
+composite.register(model)
+out = model(scaled_input)
+registered, = torch.autograd.grad(out, scaled_input, grad_outputs=torch.ones_like(out))
+composite.remove()
+with composite.context(model) as modified_model:
+    out = modified_model(scaled_input)
+    in_context, = torch.autograd.grad(out, scaled_input, grad_outputs=torch.ones_like(out))
+assert torch.equal(registered, in_context)
+
+layer_map = [(Activation, Pass()), (AvgPool, Norm()), (Convolution, ZPlus()), (Linear, Epsilon(epsilon=1e-6))]
+composite_epsilon_plus = LayerMapComposite(layer_map=layer_map)
+low, high = torch.full((1, 3, 8, 8), -3), torch.full((1, 3, 8, 8), 3)
+composite_special_first_layer = SpecialFirstLayerMapComposite(layer_map=layer_map,
+                                                              first_map=[(AnyLinear, ZBox(low, high))])
+named_model = Sequential(OrderedDict([
+    ("conv0", Conv2d(3, 4, 3, padding=1)), ("relu0", ReLU()), ("conv1", Conv2d(4, 6, 3, padding=1)),
+    ("relu1", ReLU()), ("flatten", Flatten()), ("linear0", Linear(6 * 8 * 8, 16)), ("relu2", ReLU()),
+    ("linear1", Linear(16, 10)),
+]))
+name_map = [(["conv0"], ZBox(low, high)), (["conv1"], ZPlus()), (["linear0", "linear1"], Epsilon())]
+for composite in (composite_epsilon_plus, composite_special_first_layer, NameMapComposite(name_map=name_map),
+                  NameLayerMapComposite(name_map=name_map, layer_map=layer_map),
+                  MixedComposite(composites=[NameMapComposite(name_map=name_map), composite_special_first_layer]),
+                  EpsilonGammaBox(low=-3.0, high=3.0, layer_map=[(BatchNorm, Pass()), (Linear, ZPlus())],
+                                  first_map=[(Convolution, Flat())])):
+    with composite.context(named_model) as modified_model:
+        out = modified_model(scaled_input)
+        attribution, = torch.autograd.grad(out, scaled_input, torch.eye(10)[[0]])
+    assert torch.isfinite(attribution).all()
+
+bn_model = Sequential(Conv2d(3, 4, 3, padding=1), ReLU(), Conv2d(4, 6, 3, padding=1), torch.nn.BatchNorm2d(6), ReLU(),
+                      Flatten(), Linear(6 * 8 * 8, 16), ReLU(), Linear(16, 10)).eval()
+before = {key: value.clone() for key, value in bn_model.state_dict().items()}
+instances = SequentialMergeBatchNorm().apply(bn_model)
+bn_model(torch.randn(1, 3, 8, 8))
+for instance in instances:
+    instance.remove()
+with EpsilonPlusFlat(canonizers=[SequentialMergeBatchNorm()]).context(bn_model) as modified_model:
+    out = modified_model(image_input)
+    attribution, = torch.autograd.grad(out, image_input, torch.eye(10)[[0]])
+with EpsilonPlusFlat(canonizers=[NamedMergeBatchNorm([(["2"], "3")])]).context(bn_model) as modified_model:
+    out = modified_model(image_input)
+    assert torch.equal(attribution, torch.autograd.grad(out, image_input, torch.eye(10)[[0]])[0])
+assert all(torch.equal(before[key], value) for key, value in bn_model.state_dict().items())
+
 # --- Writing Custom Rules ---
 class Ignore(Hook):
     def backward(self, module, grad_input, grad_output):
