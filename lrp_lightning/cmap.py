@@ -350,7 +350,8 @@ def get_cmap(cmap: Union[str, ColorMap]) -> ColorMap:
     ----------
     cmap : str or ColorMap
         One of ``coldnhot``, ``bwr``, ``hot``, ``cold``, ``wred``, ``wblue``, ``gray``, a matplotlib
-        colour map name, any of these with a ``_r`` suffix (reversed), or a :class:`ColorMap`.
+        colour map name, any of these with a ``_r`` suffix (reversed), CMSL source (it has a comma,
+        e.g. ``'00f,80:fff,f00'``), or a :class:`ColorMap`.
 
     Returns
     -------
@@ -361,6 +362,8 @@ def get_cmap(cmap: Union[str, ColorMap]) -> ColorMap:
     ------
     KeyError
         If the name is neither built-in nor known to matplotlib.
+    RuntimeError
+        If CMSL source does not compile.
     """
     if isinstance(cmap, ColorMap):
         return cmap
@@ -368,4 +371,6 @@ def get_cmap(cmap: Union[str, ColorMap]) -> ColorMap:
         return ColorMap(BUILTIN_STOPS[cmap], name=cmap)
     if cmap.endswith("_r") and cmap[:-2] in BUILTIN_STOPS:
         return get_cmap(cmap[:-2]).reversed()
+    if "," in cmap:
+        return ColorMap(cmap)
     return _from_matplotlib(cmap)

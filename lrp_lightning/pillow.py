@@ -53,16 +53,15 @@ def get_cmap(cmap: Union[str, ColorMap]) -> ColorMap:
     Raises
     ------
     KeyError
-        If ``cmap`` is no known name and does not compile as CMSL.
+        If ``cmap`` is no known name and no CMSL source (which has a comma).
+    RuntimeError
+        If CMSL source does not compile.
     """
     if isinstance(cmap, ColorMap):
         return cmap
     if cmap in CMAPS:
         return CMAPS[cmap]
-    try:
-        return ColorMap(cmap)
-    except RuntimeError:
-        return colormaps.get_cmap(cmap)
+    return colormaps.get_cmap(cmap)
 
 
 def palette(cmap: Union[str, ColorMap] = "bwr", level: float = 1.0) -> np.ndarray:

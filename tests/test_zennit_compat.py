@@ -393,6 +393,10 @@ def test_image_cmaps_are_zennits():
     for name in image.CMAPS:
         assert np.array_equal(image.palette(name, 1.5), zennit_image.palette(name, 1.5))
     assert image.get_cmap("1f:fff,f0f,000").source == "1f:fff,f0f,000"
+    # the heatmap helpers take CMSL too
+    assert cmap.get_cmap("00f,80:fff,f00").source == "00f,80:fff,f00"
+    assert image.heatmap(torch.zeros(1, 1, 2, 2), cmap="f00,f00").permute(0, 2, 3, 1).reshape(-1, 3).tolist() == [
+        [255, 0, 0]] * 4
 
 
 @pytest.mark.parametrize("shape", [(5, 1, 3, 4), (5, 3, 4, 5), (7, 2, 2), (5, 3, 4, 3), (10, 1, 2, 2)])
