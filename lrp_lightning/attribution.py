@@ -303,6 +303,12 @@ class Attributor:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(composite={self.composite!r})"
 
+    @property
+    def inactive(self) -> Callable[[], Any]:
+        """The composite's ``inactive`` context, for ``with attributor.inactive():`` (plain gradients
+        inside); without a composite, a context that does nothing."""
+        return contextlib.nullcontext if self.composite is None else self.composite.inactive
+
     def _uses_composite(self) -> bool:
         """Whether entering registers the composite (there is one, and it is not registered yet)."""
         return self.composite is not None and not self.composite.handles

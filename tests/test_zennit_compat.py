@@ -311,6 +311,15 @@ def test_gradient_with_create_graph_is_differentiable():
     assert second.abs().sum() > 0
 
 
+def test_attributor_inactive_gives_plain_gradients():
+    model, input = conv_net(), torch.rand(2, 3, 6, 6, requires_grad=True)
+    plain, = torch.autograd.grad(model(input), input, torch.eye(4)[[1, 1]])
+    for attributor in (attribution.Gradient(model, composites.EpsilonPlusFlat()), attribution.Gradient(model)):
+        with attributor:
+            with attributor.inactive():
+                torch.testing.assert_close(torch.autograd.grad(model(input), input, torch.eye(4)[[1, 1]])[0], plain)
+
+
 def test_attributor_uses_a_composite_registered_by_the_user():
     model, input = conv_net(), torch.rand(2, 3, 6, 6)
     composite = composites.EpsilonPlusFlat()
