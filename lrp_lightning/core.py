@@ -534,12 +534,17 @@ class Hook:
         replaced = self.forward(module, (input,) + tuple(args[1:]), output)
         if replaced is not None:
             output = replaced
-        if input is args[0] and type(self).propagate is Hook.propagate and type(self).backward is Hook.backward:
+        if input is args[0] and not self._replaces_gradient():
             # a hook with a forward side effect only: the module's own gradient flows
             return replaced
         # a detached alias is returned (never the input object itself, which autograd would treat as a view)
         state = _CallState(self, module, tuple(args[1:]), kwargs, output.detach(), self.probe(input))
         return _RuleFunction.apply(state, input)
+
+    def _replaces_gradient(self) -> bool:
+        """Whether the hook changes the module's gradient (it overrides a backward method)."""
+        cls = type(self)
+        return not (cls.propagate is Hook.propagate and cls.backward is Hook.backward and cls.relevance is Hook.relevance)
 
     def _applies(self, args: tuple) -> bool:
         return (
@@ -703,9 +708,18 @@ class Composite:
         After ``register``: the rule attached to each named module.
     uncovered : list of str
         After ``register``: leaf modules with parameters that no rule covers (their plain gradient flows).
+    gradient_view : bool
+        Class attribute. False: the rules' backward pass carries relevance, and the gradient
+        arriving at the input is the relevance. True: it carries a modified gradient ``g`` and the
+        relevance of an input ``x`` is ``x * g`` (``x * x.grad``); the attributors multiply.
+    rule_free_types : tuple of type
+        Class attribute: leaf modules of these types are not reported as uncovered (e.g. embedding
+        lookups, where the gradient view reads the relevance of token inputs).
     """
 
     warn_uncovered: bool = True
+    gradient_view: bool = False
+    rule_free_types: tuple = ()
 
     def __init__(self, module_map: Optional[ModuleMap] = None, canonizers: Optional[list] = None) -> None:
         if module_map is None:
@@ -745,7 +759,10 @@ class Composite:
         except BaseException:
             self.remove()
             raise
-        self.uncovered = uncovered_modules(module, set(self.rule_map))
+        modules = dict(module.named_modules())
+        self.uncovered = [
+            name for name in uncovered_modules(module, set(self.rule_map)) if not isinstance(modules[name], self.rule_free_types)
+        ]
         if self.uncovered and self.warn_uncovered and self.module_map is not None:
             warnings.warn(
                 f"no rule covers these layers, their plain gradient is used: {', '.join(self.uncovered)}. "
