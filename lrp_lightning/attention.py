@@ -178,7 +178,7 @@ class MultiheadAttentionCanonizer(AttributeCanonizer):
             "canonizer_scores": MatMul(),
             "canonizer_softmax": torch.nn.Softmax(dim=-1),
             "canonizer_context": MatMul(),
-            "forward": _multihead_attention_forward,
+            "forward": _multihead_attention_forward.__get__(module),
         }
 
 

@@ -5,12 +5,14 @@ manager it registers the composite on entry and removes it on exit; calling it r
 output and the relevance (the attribution, shaped like the input)::
 
     with Gradient(model, composite) as attributor:
-        output, relevance = attributor(inputs, target)
+        output, relevance = attributor(inputs, attr_output)
 
-``target`` selects what is explained (see :func:`grad_outputs`): class indices ``(N,)``, a single
-class ``int``, an output-shaped tensor used as the output gradient (e.g. a one-hot), a callable
-``output -> target``, or ``None`` for the predicted class. A model output with ``logits`` (a Hugging
-Face ``ModelOutput``) is explained through its logits.
+``attr_output`` selects what is explained (see :func:`grad_outputs`), as in zennit: an
+output-shaped tensor used as the output gradient (e.g. a one-hot), a callable ``output -> tensor``,
+or ``None`` for the attributor's default (``attr_output=`` of its constructor; if that is None too,
+the output itself). Beyond zennit, class indices ``(N,)`` or a single class ``int`` select one-hot
+outputs. A model output with ``logits`` (a Hugging Face ``ModelOutput``) is explained through its
+logits.
 
 With a composite whose ``gradient_view`` is True (the transformer composites ``AttnLRP``, ``CPLRP``)
 the backward pass carries a modified gradient ``g`` and the attributors return ``input * g``.
@@ -105,7 +107,7 @@ def grad_outputs(target: Target, output: torch.Tensor) -> torch.Tensor:
     Parameters
     ----------
     target : None, int, torch.Tensor or callable
-        ``None``: the predicted class (argmax over dim 1). ``int`` or a 0-d integer tensor: that
+        ``None``: the output itself (zennit's default). ``int`` or a 0-d integer tensor: that
         class for every sample. Integer tensor ``(N,)``: one class per sample. Floating tensor
         broadcastable to ``output.shape``: used as the output gradient as is. Callable: called on the
         detached output; its result is resolved by the same rules. Lists and numpy arrays are
@@ -124,6 +126,10 @@ def grad_outputs(target: Target, output: torch.Tensor) -> torch.Tensor:
     ValueError
         If class indices are out of range, their number does not match the batch, the output has no
         class dimension, or a tensor target does not broadcast to the output.
+
+    Examples
+    --------
+    The predicted class: ``grad_outputs(lambda output: output.argmax(1), output)``.
     TypeError
         If ``target`` is none of the above.
     """
@@ -135,10 +141,7 @@ def grad_outputs(target: Target, output: torch.Tensor) -> torch.Tensor:
     if isinstance(target, (list, tuple, np.ndarray)):
         target = torch.as_tensor(np.asarray(target))
     if target is None:
-        if output.ndim < 2:
-            raise ValueError(f"target=None needs an output with a class dimension, got shape "
-                             f"{tuple(output.shape)}")
-        target = output.argmax(dim=1).reshape(output.shape[0], -1)[:, 0]
+        return output.clone()
     if isinstance(target, bool) or not isinstance(target, (numbers.Integral, torch.Tensor)):
         raise TypeError(f"target must be None, an int, a tensor or a callable, got "
                         f"{type(target).__name__}")
@@ -213,6 +216,70 @@ def _preserved_buffers(model: Any) -> Iterator[None]:
                 buffer.copy_(value)
 
 
+def identity(obj: Any) -> Any:
+    """Return ``obj`` (the default ``attr_output`` function: the model output itself).
+
+    Parameters
+    ----------
+    obj : object
+        Anything.
+
+    Returns
+    -------
+    object
+        ``obj``.
+    """
+    return obj
+
+
+def constant(obj: Any) -> Callable[..., Any]:
+    """Return a function that ignores its arguments and returns ``obj``.
+
+    Parameters
+    ----------
+    obj : object
+        The constant.
+
+    Returns
+    -------
+    callable
+        ``(*args, **kwargs) -> obj``.
+    """
+    def wrapped_const(*args: Any, **kwargs: Any) -> Any:
+        return obj
+
+    return wrapped_const
+
+
+def occlude_independent(input: torch.Tensor, mask: torch.Tensor,
+                        fill_fn: Callable[[torch.Tensor], torch.Tensor] = torch.zeros_like,
+                        invert: bool = False) -> torch.Tensor:
+    """Return ``input`` with the elements where ``mask`` is zero replaced by ``fill_fn(input)``.
+
+    This is what zennit 0.5.1 does (its docstring states the opposite): ``mask`` marks what is kept.
+
+    Parameters
+    ----------
+    input : torch.Tensor
+        The input.
+    mask : torch.Tensor
+        Boolean (or 0/1) mask broadcastable to ``input``.
+    fill_fn : callable, optional
+        ``input -> tensor of input's shape`` giving the replacement values (default zeros).
+    invert : bool, optional
+        Occlude where ``mask`` is non-zero instead.
+
+    Returns
+    -------
+    torch.Tensor
+        A new tensor.
+    """
+    keep = mask.bool()
+    if invert:
+        keep = ~keep
+    return torch.where(keep, input, fill_fn(input))
+
+
 def _chunks(total: int, size: int) -> Iterator[torch.Tensor]:
     """Yield consecutive index ranges ``arange(start, stop)`` of at most ``size`` covering ``total``."""
     for start in range(0, total, size):
@@ -227,8 +294,10 @@ class Attributor:
     model : torch.nn.Module
         The model to explain.
     composite : Composite, optional
-        A composite registered on the model while the attributor is entered; ``None`` gives plain
-        gradients.
+        A composite registered on the model while the attributor is entered (unless it is registered
+        already); ``None`` gives plain gradients.
+    attr_output : None, int, torch.Tensor or callable, optional
+        The default ``attr_output`` of calls, see :func:`grad_outputs`; None: the output itself.
 
     Notes
     -----
@@ -236,25 +305,36 @@ class Attributor:
     around the call.
     """
 
-    def __init__(self, model: torch.nn.Module, composite: Optional[Any] = None) -> None:
+    create_graph: bool = False
+    retain_graph: Optional[bool] = None
+
+    def __init__(self, model: torch.nn.Module, composite: Optional[Any] = None,
+                 attr_output: Target = None) -> None:
         if not callable(model):
             raise TypeError(f"model must be a callable (an nn.Module), got {type(model).__name__}")
         if composite is not None and not callable(getattr(composite, "context", None)):
             raise TypeError(f"composite must be a Composite (with a context() method) or None, got {composite!r}")
         self.model = model
         self.composite = composite
+        self.attr_output = attr_output
         self._stack: Optional[contextlib.ExitStack] = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(composite={self.composite!r})"
 
+    @property
+    def inactive(self) -> Callable[[], Any]:
+        """The composite's ``inactive`` context, for ``with attributor.inactive():`` (plain gradients
+        inside); without a composite, a context that does nothing."""
+        return contextlib.nullcontext if self.composite is None else self.composite.inactive
+
     def _uses_composite(self) -> bool:
-        """Whether the composite is registered while entered."""
-        return self.composite is not None
+        """Whether entering registers the composite (there is one, and it is not registered yet)."""
+        return self.composite is not None and not self.composite.handles
 
     def _gradient_view(self) -> bool:
         """Whether the composite's backward pass carries gradients (relevance = input * gradient)."""
-        return self._uses_composite() and bool(getattr(self.composite, "gradient_view", False))
+        return self.composite is not None and bool(getattr(self.composite, "gradient_view", False))
 
     def _scores(self, inputs: torch.Tensor) -> torch.Tensor:
         """The model's scores for ``inputs``: its output, or the output's ``logits``."""
@@ -279,15 +359,17 @@ class Attributor:
         if stack is not None:
             stack.close()
 
-    def __call__(self, inputs: torch.Tensor, target: Target = None, **model_kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, inputs: torch.Tensor, attr_output: Target = None,
+                 **model_kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Explain ``inputs``.
 
         Parameters
         ----------
         inputs : torch.Tensor
             Input batch ``(N, ...)``; for :class:`Gradient` also token ids ``(N, T)``.
-        target : None, int, torch.Tensor or callable, optional
-            What to explain, see :func:`grad_outputs`; ``None`` explains the predicted class.
+        attr_output : None, int, torch.Tensor or callable, optional
+            What to explain, see :func:`grad_outputs`; ``None``: the attributor's ``attr_output``
+            (if that is None too, the output itself).
         **model_kwargs
             Only :class:`Gradient`: keyword arguments passed to the model (e.g. ``attention_mask``)
             and, for token inputs, ``position`` (see :meth:`Gradient.explain_tokens`).
@@ -298,7 +380,8 @@ class Attributor:
             The model output (its ``logits`` for a ``ModelOutput``; for token inputs the explained
             logits, see :meth:`Gradient.explain_tokens`), detached.
         relevance : torch.Tensor
-            The attribution, with the shape of ``inputs``.
+            The attribution, with the shape of ``inputs`` (attached to its graph with
+            ``create_graph=True``).
 
         Raises
         ------
@@ -313,6 +396,7 @@ class Attributor:
             )
         if "position" in model_kwargs and not is_token_input(inputs):
             raise TypeError("position= selects the explained position for token-id inputs; float inputs take none")
+        target = self.attr_output if attr_output is None else attr_output
         entered_here = self._stack is None
         with contextlib.ExitStack() as stack:
             if entered_here:
@@ -327,7 +411,7 @@ class Attributor:
                 output, relevance = self._gradient(inputs, target, model_kwargs)
             else:
                 output, relevance = self.forward(inputs, target)
-        return output.detach(), relevance.detach()
+        return output.detach(), relevance if self.create_graph else relevance.detach()
 
     def forward(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
         """Compute output and relevance; called by :meth:`__call__` with gradients enabled.
@@ -351,7 +435,8 @@ class Attributor:
         gradient view, the input times that gradient."""
         inputs = inputs.detach().requires_grad_(True)
         output = logits_of(self.model(inputs, **(model_kwargs or {})))
-        gradient, = torch.autograd.grad(output, inputs, grad_outputs(target, output))
+        gradient, = torch.autograd.grad(output, inputs, grad_outputs(target, output),
+                                        create_graph=self.create_graph, retain_graph=self.retain_graph)
         if self._gradient_view():
             gradient = inputs.detach() * gradient
         return output.detach(), gradient
@@ -367,7 +452,19 @@ class Gradient(Attributor):
         The model to explain.
     composite : Composite, optional
         Composite modifying the backward pass (``None``: the plain gradient).
+    attr_output : None, int, torch.Tensor or callable, optional
+        Default ``attr_output`` of calls, see :func:`grad_outputs`.
+    create_graph : bool, optional
+        Build the graph of the gradient computation, for higher-order gradients.
+    retain_graph : bool, optional
+        Keep the graph after the gradient computation; default: ``create_graph``.
     """
+
+    def __init__(self, model: torch.nn.Module, composite: Optional[Any] = None, attr_output: Target = None,
+                 create_graph: bool = False, retain_graph: Optional[bool] = None) -> None:
+        super().__init__(model, composite, attr_output)
+        self.create_graph = create_graph
+        self.retain_graph = retain_graph
 
     def forward(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the output and the gradient of the target output, see :meth:`Attributor.forward`."""
@@ -411,7 +508,7 @@ class Gradient(Attributor):
         embedding = captured[0]
         logits = explained_logits(logits_of(output), tokens, position, model_kwargs.get("attention_mask"))
         gradient, = torch.autograd.grad(logits, embedding, grad_outputs(target, logits))
-        if self._gradient_view() or not self._uses_composite():
+        if self._gradient_view() or self.composite is None:
             gradient = embedding.detach() * gradient
         return logits.detach(), gradient.sum(dim=-1)
 
@@ -423,9 +520,12 @@ class _PathAttributor(Attributor):
     the rows of one chunk.
     """
 
-    def __init__(self, model: torch.nn.Module, composite: Optional[Any] = None, n_iter: int = 20,
+    def __init__(self, model: torch.nn.Module, composite: Optional[Any] = None, attr_output: Target = None,
+                 create_graph: bool = False, retain_graph: Optional[bool] = None, n_iter: int = 20,
                  batch_size: int = DEFAULT_BATCH_SIZE) -> None:
-        super().__init__(model, composite)
+        super().__init__(model, composite, attr_output)
+        self.create_graph = _arguments.boolean("create_graph", create_graph)
+        self.retain_graph = None if retain_graph is None else _arguments.boolean("retain_graph", retain_graph)
         self.n_iter = _arguments.integer("n_iter", n_iter, minimum=1)
         self.batch_size = _arguments.integer("batch_size", batch_size, minimum=1)
 
@@ -446,7 +546,8 @@ class _PathAttributor(Attributor):
             rows = rows.to(inputs.device)
             sample = rows % batch
             perturbed = self._perturbed(inputs, rows // batch, sample, context).requires_grad_(True)
-            gradient, = torch.autograd.grad(self._scores(perturbed), perturbed, weights[sample])
+            gradient, = torch.autograd.grad(self._scores(perturbed), perturbed, weights[sample],
+                                            create_graph=self.create_graph, retain_graph=self.retain_graph)
             if times_input:
                 gradient = perturbed.detach() * gradient
             total.index_add_(0, sample, gradient)
@@ -466,6 +567,12 @@ class SmoothGrad(_PathAttributor):
         The model to explain.
     composite : Composite, optional
         Composite modifying the backward pass (``None``: plain gradients).
+    attr_output : None, int, torch.Tensor or callable, optional
+        Default ``attr_output`` of calls, see :func:`grad_outputs`.
+    create_graph : bool, optional
+        Build the graph of the gradient computation, for higher-order gradients.
+    retain_graph : bool, optional
+        Keep the graph after the gradient computation; default: ``create_graph``.
     noise_level : float, optional
         Noise standard deviation as a fraction of each sample's value range (max - min).
     n_iter : int, optional
@@ -477,10 +584,11 @@ class SmoothGrad(_PathAttributor):
         Most samples per forward pass.
     """
 
-    def __init__(self, model: torch.nn.Module, composite: Optional[Any] = None,
+    def __init__(self, model: torch.nn.Module, composite: Optional[Any] = None, attr_output: Target = None,
+                 create_graph: bool = False, retain_graph: Optional[bool] = None,
                  noise_level: float = 0.1, n_iter: int = 20, seed: Optional[int] = None,
                  batch_size: int = DEFAULT_BATCH_SIZE) -> None:
-        super().__init__(model, composite, n_iter=n_iter, batch_size=batch_size)
+        super().__init__(model, composite, attr_output, create_graph, retain_graph, n_iter, batch_size)
         self.noise_level = _arguments.real_number("noise_level", noise_level, minimum=0.0)
         self.seed = None if seed is None else _arguments.integer("seed", seed)
 
@@ -518,22 +626,39 @@ class IntegratedGradients(_PathAttributor):
         The model to explain.
     composite : Composite, optional
         Composite modifying the backward pass (``None``: plain gradients).
-    baseline : torch.Tensor or callable, optional
-        Baseline ``b``: zeros when ``None``; a tensor broadcastable to the input; or a callable
-        ``inputs -> tensor``.
+    attr_output : None, int, torch.Tensor or callable, optional
+        Default ``attr_output`` of calls, see :func:`grad_outputs`.
+    create_graph : bool, optional
+        Build the graph of the gradient computation, for higher-order gradients.
+    retain_graph : bool, optional
+        Keep the graph after the gradient computation; default: ``create_graph``.
+    baseline_fn : callable, optional
+        zennit's baseline argument: ``inputs -> baseline tensor``; zeros when None.
     n_iter : int, optional
         Number of points on the straight path from the baseline to the input.
+    baseline : torch.Tensor or callable, optional
+        Alternative to ``baseline_fn``: a tensor broadcastable to the input, or a callable
+        ``inputs -> tensor``.
     batch_size : int, optional
         Most samples per forward pass.
+
+    Raises
+    ------
+    ValueError
+        If both ``baseline_fn`` and ``baseline`` are given.
     """
 
-    def __init__(self, model: torch.nn.Module, composite: Optional[Any] = None,
-                 baseline: Baseline = None, n_iter: int = 20,
-                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
-        super().__init__(model, composite, n_iter=n_iter, batch_size=batch_size)
+    def __init__(self, model: torch.nn.Module, composite: Optional[Any] = None, attr_output: Target = None,
+                 create_graph: bool = False, retain_graph: Optional[bool] = None,
+                 baseline_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, n_iter: int = 20,
+                 baseline: Baseline = None, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        super().__init__(model, composite, attr_output, create_graph, retain_graph, n_iter, batch_size)
+        if baseline_fn is not None and baseline is not None:
+            raise ValueError("give either baseline_fn (zennit's name) or baseline, not both")
+        _arguments.optional_callable("baseline_fn", baseline_fn)
         if baseline is not None and not callable(baseline):
             baseline = _arguments.tensor_like("baseline", baseline)
-        self.baseline = baseline
+        self.baseline = baseline_fn if baseline is None else baseline
 
     def _baseline_for(self, inputs: torch.Tensor) -> torch.Tensor:
         """Return the baseline broadcast to the shape of ``inputs``."""
@@ -571,9 +696,14 @@ class Occlusion(Attributor):
     """Occlusion (Zeiler and Fergus, 2014): the drop of the target score when a window is filled.
 
     Every window position gets ``score(x) - score(x with the window set to fill)``, where
-    ``score = sum(output * grad_outputs(target, output(x)))`` per sample; each input element receives
-    the mean drop of the windows covering it. Windows are placed every ``stride`` elements, plus one
-    flush with the end where the stride leaves a remainder, so every element is covered.
+    ``score = sum(output * grad_outputs(target, output(x)))`` per sample (``sum(output)`` for
+    ``target=None``); each input element receives the mean drop of the windows covering it. Windows
+    are placed every ``stride`` elements, plus one flush with the end where the stride leaves a
+    remainder, so every element is covered.
+
+    zennit 0.5.1's Occlusion differs: it sums, over padded windows, the score of the input with
+    everything but the window occluded (or what ``occlusion_fn`` makes of it), with
+    ``score = sum(attr_output(output))``. Here ``occlusion_fn`` only replaces how a window is filled.
 
     Parameters
     ----------
@@ -581,6 +711,12 @@ class Occlusion(Attributor):
         The model to explain.
     composite : Composite, optional
         Accepted for a uniform call signature and ignored (occlusion needs no backward pass).
+    attr_output : None, int, torch.Tensor or callable, optional
+        Default ``attr_output`` of calls, see :func:`grad_outputs`.
+    occlusion_fn : callable, optional
+        ``(input, mask) -> occluded input`` with ``mask`` True inside the window (zennit's argument);
+        replaces filling the window with ``fill``, e.g. ``partial(occlude_independent, invert=True,
+        fill_fn=...)``.
     window : int or sequence of int, optional
         Window size. A sequence applies to the last ``len(window)`` dims (earlier non-batch dims are
         covered whole). An int applies to every dim after the channel dim ``1`` for inputs with
@@ -594,15 +730,17 @@ class Occlusion(Attributor):
         Most samples per forward pass.
     """
 
-    def __init__(self, model: torch.nn.Module, composite: Optional[Any] = None,
+    def __init__(self, model: torch.nn.Module, composite: Optional[Any] = None, attr_output: Target = None,
+                 occlusion_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
                  window: WindowSpec = 8, stride: WindowSpec = 8,
                  fill: Union[float, torch.Tensor] = 0.0, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
-        super().__init__(model, composite)
+        super().__init__(model, composite, attr_output)
         self.batch_size = _arguments.integer("batch_size", batch_size, minimum=1)
         self.window = _window_spec("window", window)
         self.stride = _window_spec("stride", stride)
         _arguments.tensor_like("fill", fill)
         self.fill = fill
+        self.occlusion_fn = _arguments.optional_callable("occlusion_fn", occlusion_fn)
 
     def _uses_composite(self) -> bool:
         return False
@@ -643,11 +781,17 @@ class Occlusion(Attributor):
             raise ValueError(f"fill of shape {tuple(fill.shape)} does not broadcast to the input "
                              f"shape {tuple(inputs.shape)}") from None
 
+    def _occluded(self, rows: torch.Tensor, masks: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+        """Return ``rows`` occluded by ``masks`` (True inside the window)."""
+        if self.occlusion_fn is None:
+            return torch.where(masks, fill, rows)
+        return self.occlusion_fn(rows, masks.expand_as(rows))
+
     def forward(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the output and the occlusion relevance."""
         with torch.no_grad():
             output = self._scores(inputs)
-            weights = grad_outputs(target, output)
+            weights = torch.ones_like(output) if target is None else grad_outputs(target, output)
             clean_score = (output * weights).reshape(len(inputs), -1).sum(dim=1)
             masks = self._window_masks(inputs.shape, inputs.device)
             fill = self._fill_for(inputs)
@@ -657,7 +801,7 @@ class Occlusion(Attributor):
             for rows in _chunks(len(masks) * batch, self.batch_size):
                 rows = rows.to(inputs.device)
                 window, sample = rows // batch, rows % batch
-                occluded = torch.where(masks[window], fill[sample], inputs[sample])
+                occluded = self._occluded(inputs[sample], masks[window], fill[sample])
                 score = (self._scores(occluded) * weights[sample]).reshape(len(rows), -1).sum(dim=1)
                 drop = (clean_score[sample] - score).unsqueeze(1)
                 relevance.index_add_(0, sample, drop * flat_masks[window].to(inputs.dtype))

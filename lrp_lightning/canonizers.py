@@ -24,7 +24,11 @@ class Canonizer(ABC):
 
     @abstractmethod
     def apply(self, root_module: torch.nn.Module) -> list:
-        """Register copies of this canonizer wherever it applies in ``root_module``; return them."""
+        """Register copies of this canonizer wherever it applies in ``root_module``; return them.
+
+        The base implementation applies nowhere and returns an empty list.
+        """
+        return []
 
     @abstractmethod
     def remove(self) -> None:
@@ -171,7 +175,8 @@ class AttributeCanonizer(Canonizer):
     ----------
     attribute_map : callable
         ``(name, module) -> dict or None``: the attributes to set on ``module``, or None to skip it.
-        Functions are bound to the module when they are set as ``forward`` (write them as methods).
+        Values are set as they are, as in zennit: a plain function set as ``forward`` is called
+        without the module; bind it (``function.__get__(module)``) to get ``self``.
     """
 
     def __init__(self, attribute_map: Callable[[str, torch.nn.Module], Optional[dict]]) -> None:
@@ -203,8 +208,6 @@ class AttributeCanonizer(Canonizer):
         self.saved = {}
         for key, value in attributes.items():
             self.saved[key] = (module.__dict__.get(key, _MISSING), module._modules.get(key, _MISSING))
-            if callable(value) and not isinstance(value, torch.nn.Module) and key == "forward":
-                value = value.__get__(module)
             setattr(module, key, value)
 
     def remove(self) -> None:

@@ -176,7 +176,7 @@ class MixedComposite(Composite):
     Parameters
     ----------
     composites : list of Composite
-        The first composite whose mapping returns a hook for a module decides.
+        Every module is offered to every composite, in list order; the first hook returned decides.
     canonizers : list of Canonizer, optional
         Canonizers applied before the hooks (those of the listed composites are not used).
     """
@@ -186,12 +186,16 @@ class MixedComposite(Composite):
         super().__init__(self.mapping, canonizers)
 
     def mapping(self, ctx: dict, name: str, module: torch.nn.Module) -> Optional[Hook]:
-        """Return the first hook any of the composites maps ``module`` to, or None."""
-        for index, composite in enumerate(self.composites):
-            hook = composite.module_map(ctx.setdefault(index, {}), name, module)
-            if hook is not None:
-                return hook
-        return None
+        """Return the first hook any of the composites maps ``module`` to, or None.
+
+        Every composite sees every module (in list order, each with its own context), also when an
+        earlier one claims it: a first-layer map whose first layer a name map claims has still
+        seen its first layer.
+        """
+        hooks = [
+            composite.module_map(ctx.setdefault(index, {}), name, module) for index, composite in enumerate(self.composites)
+        ]
+        return next((hook for hook in hooks if hook is not None), None)
 
 
 class NameLayerMapComposite(MixedComposite):
@@ -402,7 +406,9 @@ class EpsilonAlpha2Beta1Flat(SpecialFirstLayerMapComposite):
 
 @register_composite("excitation_backprop")
 class ExcitationBackprop(LayerMapComposite):
-    """ExcitationBackprop (Zhang et al., 2016): ZPlus for all linear layers.
+    """ExcitationBackprop (Zhang et al., 2016): ZPlus for all linear layers, Norm for sums and average pooling.
+
+    Activations and BatchNorm keep their plain gradient (no Pass rule), as in zennit.
 
     Parameters
     ----------
@@ -418,7 +424,12 @@ class ExcitationBackprop(LayerMapComposite):
 
     def __init__(self, stabilizer=1e-6, layer_map=None, zero_params=None, canonizers=None) -> None:
         super().__init__(
-            _lrp_layer_map(layer_map, stabilizer, [(Linear, ZPlus(stabilizer=stabilizer, zero_params=zero_params))]),
+            list(layer_map or [])
+            + [
+                (Sum, Norm(stabilizer)),
+                (AvgPool, Norm(stabilizer)),
+                (Linear, ZPlus(stabilizer=stabilizer, zero_params=zero_params)),
+            ],
             canonizers,
         )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import threading
 import warnings
+import weakref
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
@@ -62,12 +63,116 @@ def _hooks_suspended() -> Iterator[None]:
         _STATE.suspended = previous
 
 
-class Stabilizer:
-    """Stabilize a denominator by moving it away from zero.
+def _as_name_list(names: Union[None, str, Sequence[str]], argument: str = "zero_params") -> list:
+    return _arguments.names(argument, names)
 
-    ``stab(d) = d + epsilon * sign(d)`` with ``sign(0) = +1``. With ``clip=True`` the result is
-    instead ``sign(d) * max(|d|, epsilon)``. With ``norm_scale=True`` epsilon is scaled by the mean
-    absolute value of ``d`` over ``dim`` (all dimensions but the first when ``dim`` is None).
+
+def stabilize(
+    input: torch.Tensor,
+    epsilon: float = 1e-6,
+    clip: bool = False,
+    norm_scale: bool = False,
+    dim: Optional[Sequence[int]] = None,
+) -> torch.Tensor:
+    """Return ``input`` moved away from zero, for a safe division.
+
+    ``stab(d) = d + epsilon * sign(d)`` with ``sign(0) = +1``; with ``clip=True`` instead
+    ``sign(d) * max(|d|, epsilon)``. With ``norm_scale=True`` epsilon is first multiplied by the
+    root mean square of ``d`` over ``dim``.
+
+    Parameters
+    ----------
+    input : torch.Tensor
+        The denominator.
+    epsilon : float
+        Shift (or, with ``clip``, the smallest magnitude).
+    clip : bool
+        Clip the magnitude to at least ``epsilon`` instead of adding it.
+    norm_scale : bool
+        Scale ``epsilon`` by ``sqrt(mean(d ** 2))`` over ``dim``.
+    dim : tuple of int, optional
+        Dimensions of the mean for ``norm_scale``; all but the first when None.
+
+    Returns
+    -------
+    torch.Tensor
+        A new tensor.
+    """
+    if norm_scale:
+        dims = tuple(range(1, input.dim())) if dim is None else tuple(dim)
+        epsilon = epsilon * input.pow(2).mean(dim=dims, keepdim=True).sqrt()
+    if clip:
+        magnitude = torch.maximum(input.abs(), epsilon) if isinstance(epsilon, torch.Tensor) else input.abs().clamp_(min=epsilon)
+        return torch.where(input >= 0, magnitude, -magnitude)
+    if isinstance(epsilon, torch.Tensor):
+        return torch.where(input >= 0, input + epsilon, input - epsilon)
+    # a fill on the input's device, not a copy from the host, which would make a CUDA stream wait
+    positive = input.new_full((), epsilon)
+    return torch.where(input >= 0, positive, -positive).add_(input)
+
+
+def expand(tensor: Any, shape: Sequence[int], cut_batch_dim: bool = False) -> torch.Tensor:
+    """Expand a scalar or tensor to ``shape``, appending singleton dimensions where it has fewer.
+
+    Parameters
+    ----------
+    tensor : int, float or torch.Tensor
+        The value; a non-tensor becomes a new tensor.
+    shape : tuple of int
+        Target shape.
+    cut_batch_dim : bool
+        Keep only the first ``shape[0]`` entries of dimension 0 when ``tensor`` has more.
+
+    Returns
+    -------
+    torch.Tensor
+        ``tensor`` expanded to ``shape``.
+
+    Raises
+    ------
+    RuntimeError
+        If ``tensor`` does not expand to ``shape``.
+    """
+    if not isinstance(tensor, torch.Tensor):
+        tensor = torch.tensor(tensor)
+    shape = tuple(shape)
+    if tensor.dim() > len(shape):
+        raise RuntimeError(f"cannot expand a tensor of shape {tuple(tensor.shape)} to the shape {shape}")
+    tensor = tensor.reshape(tuple(tensor.shape) + (1,) * (len(shape) - tensor.dim()))
+    if cut_batch_dim and tensor.dim() and tensor.shape[0] > shape[0]:
+        tensor = tensor[: shape[0]]
+    try:
+        return tensor.expand(shape)
+    except RuntimeError:
+        raise RuntimeError(f"cannot expand a tensor of shape {tuple(tensor.shape)} to the shape {shape}") from None
+
+
+def zero_wrap(zero_params: Union[str, Sequence[str]]) -> Callable[[Callable], Callable]:
+    """Return a decorator making a parameter modifier ``(param, name) -> tensor`` give zeros for ``zero_params``.
+
+    Parameters
+    ----------
+    zero_params : str or list of str
+        Names of the parameters that become zero.
+
+    Returns
+    -------
+    callable
+        Decorator of a modifier function.
+    """
+    names = _as_name_list(zero_params)
+
+    def decorator(modifier: Callable[[torch.Tensor, str], torch.Tensor]) -> Callable[[torch.Tensor, str], torch.Tensor]:
+        def wrapped(param: torch.Tensor, name: str) -> torch.Tensor:
+            return torch.zeros_like(param) if name in names else modifier(param, name)
+
+        return wrapped
+
+    return decorator
+
+
+class Stabilizer:
+    """Stabilize a denominator by moving it away from zero, see :func:`stabilize`.
 
     Parameters
     ----------
@@ -95,18 +200,7 @@ class Stabilizer:
 
     def __call__(self, input: torch.Tensor) -> torch.Tensor:
         """Return the stabilized ``input``."""
-        epsilon = self.epsilon
-        if self.norm_scale:
-            dim = tuple(range(1, input.dim())) if self.dim is None else tuple(self.dim)
-            epsilon = epsilon * input.abs().mean(dim=dim, keepdim=True)
-        if self.clip:
-            magnitude = input.abs().clamp_(min=epsilon) if not isinstance(epsilon, torch.Tensor) else torch.maximum(input.abs(), epsilon)
-            return torch.where(input >= 0, magnitude, -magnitude)
-        if isinstance(epsilon, torch.Tensor):
-            return torch.where(input >= 0, input + epsilon, input - epsilon)
-        # a fill on the input's device, not a copy from the host, which would make a CUDA stream wait
-        positive = input.new_full((), epsilon)
-        return torch.where(input >= 0, positive, -positive).add_(input)
+        return stabilize(input, self.epsilon, self.clip, self.norm_scale, self.dim)
 
     def __repr__(self) -> str:
         return f"Stabilizer(epsilon={self.epsilon})"
@@ -127,10 +221,6 @@ class Stabilizer:
         return cls(epsilon=_arguments.real_number(name, value, minimum=0.0))
 
 
-def _as_name_list(names: Union[None, str, Sequence[str]], argument: str = "zero_params") -> list:
-    return _arguments.names(argument, names)
-
-
 class ParamMod:
     """A temporary modification of a module's parameters, applied inside a rule's forward maps.
 
@@ -143,7 +233,13 @@ class ParamMod:
     zero_params : str or list of str, optional
         Names of parameters set to zero (after ``modifier`` is skipped for them).
     require_params : bool
-        Raise when a name in ``param_keys`` is not a parameter of the module.
+        Raise a RuntimeError when a name in ``param_keys`` is not an attribute of the module
+        (attributes that are None are skipped).
+
+    Examples
+    --------
+    >>> with ParamMod(lambda param, name: param.clamp(min=0))(module) as modified:
+    ...     positive_output = modified(input)
     """
 
     def __init__(
@@ -160,17 +256,27 @@ class ParamMod:
         self.zero_params = _as_name_list(zero_params)
         self.require_params = _arguments.boolean("require_params", require_params)
 
-    def __call__(self, module: torch.nn.Module) -> dict:
-        """Return ``{name: modified tensor}`` for the module's parameters (detached, no grad)."""
+    def overrides(self, module: torch.nn.Module) -> dict:
+        """Return ``{name: modified tensor}`` for the module's parameters (detached, no grad).
+
+        Raises
+        ------
+        RuntimeError
+            If ``require_params`` and a name in ``param_keys`` is no attribute of ``module``.
+        """
         keys = self.param_keys
         if keys is None:
             keys = [name for name, param in module.named_parameters(recurse=False) if param is not None]
+        missing = [name for name in keys if not hasattr(module, name)]
+        if missing and self.require_params:
+            raise RuntimeError(
+                f"module {type(module).__name__} lacks the parameters {missing} named in param_keys; "
+                "remove them from param_keys or pass require_params=False"
+            )
         overrides = {}
         for name in keys:
             param = getattr(module, name, None)
             if param is None:
-                if self.require_params and name not in module._parameters:
-                    raise AttributeError(f"module {type(module).__name__} has no parameter {name!r}")
                 continue
             param = param.detach()
             if name in self.zero_params:
@@ -178,6 +284,20 @@ class ParamMod:
             else:
                 overrides[name] = self.modifier(param, name)
         return overrides
+
+    @contextmanager
+    def __call__(self, module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+        """Modify the parameters of ``module`` for the duration of the block (``with mod(module) as modified:``).
+
+        The original parameter objects are put back unchanged on exit, even when the body raises.
+
+        Raises
+        ------
+        RuntimeError
+            If ``require_params`` and a name in ``param_keys`` is no attribute of ``module``.
+        """
+        with swapped_parameters(module, self.overrides(module)) as modified:
+            yield modified
 
     @classmethod
     def ensure(cls, value: Union["ParamMod", Callable], name: str = "param_modifiers") -> "ParamMod":
@@ -219,6 +339,43 @@ class RemovableHandleList(list):
         for handle in reversed(self):
             handle.remove()
         self.clear()
+
+
+class RemovableHandle:
+    """A handle calling ``instance.remove()`` on :meth:`remove`, holding ``instance`` only weakly.
+
+    Parameters
+    ----------
+    instance : object
+        Anything with a ``remove()`` method (a canonizer, a hook).
+    """
+
+    def __init__(self, instance: Any) -> None:
+        self.instance = weakref.ref(instance)
+
+    def remove(self) -> None:
+        """Call ``remove()`` on the instance if it still exists."""
+        instance = self.instance()
+        if instance is not None:
+            instance.remove()
+
+
+class Identity(torch.autograd.Function):
+    """The identity on any number of tensors, giving them a ``grad_fn`` to attach backward hooks to.
+
+    ``Identity.apply(*tensors)`` returns a tuple of new tensors equal to ``tensors``; the backward
+    pass passes the gradients through unchanged.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, *inputs: torch.Tensor) -> tuple:
+        """Return aliases of ``inputs``."""
+        return tuple(input.view_as(input) for input in inputs)
+
+    @staticmethod
+    def backward(ctx: Any, *grad_outputs: torch.Tensor) -> tuple:
+        """Return ``grad_outputs`` unchanged."""
+        return grad_outputs
 
 
 class _CallState:
@@ -264,11 +421,24 @@ class _RuleFunction(torch.autograd.Function):
 
 
 class Hook:
-    """Base class of rules: replaces the gradient of a module by ``backward``'s result.
+    """Base class of rules: replaces the gradient of a module by the rule's relevance.
 
-    Subclasses implement :meth:`backward`. ``saves_input`` says whether it needs the module's
-    input (an in-place module then works on a copy, so the input survives), ``saves_output``
-    whether it uses the module's output (``None`` is passed when it was modified in place since).
+    Two ways to write a rule:
+
+    - zennit's protocol: override :meth:`forward` ``(module, input, output)`` (called after the
+      module's forward; a non-None result replaces the output) and/or :meth:`backward`
+      ``(module, grad_input, grad_output)``, which receives the module's true gradient
+      ``grad_input = J^T grad_output`` and ``grad_output`` as 1-tuples and returns the new input
+      gradient (a tuple or a tensor; None keeps ``grad_input``). ``grad_input`` is recomputed from
+      the saved input in the backward pass. ``stored_tensors`` is a dict for the rule's own use,
+      emptied by :meth:`remove`.
+    - the engine's protocol: override :meth:`propagate`, which gets the input, the output and the
+      module's further arguments of one call directly (no recomputed gradient).
+
+    ``saves_input`` says whether the input is needed (an in-place module then works on a copy, so the
+    input survives), ``saves_output`` whether the output is (``None`` is passed when it was modified
+    in place since). Composites register a :meth:`copy` per module, so per-module state of a rule is
+    never shared between modules.
     """
 
     saves_input: bool = True
@@ -277,8 +447,27 @@ class Hook:
     def __init__(self) -> None:
         self.active = True
         self._inplace_inputs: dict = {}
+        self.stored_tensors: dict = {}
 
-    def backward(
+    def forward(self, module: torch.nn.Module, input: tuple, output: torch.Tensor) -> Optional[torch.Tensor]:
+        """Called after the module's forward with its inputs (a tuple) and output; a non-None result replaces the output."""
+        return None
+
+    def backward(self, module: torch.nn.Module, grad_input: tuple, grad_output: tuple) -> Union[None, tuple, torch.Tensor]:
+        """Return the new gradient of the module's input from its true gradient ``grad_input`` (None: keep it).
+
+        Parameters
+        ----------
+        module : torch.nn.Module
+            The hooked module.
+        grad_input : tuple of torch.Tensor
+            ``(J^T grad_output,)``, the module's plain gradient of its first input.
+        grad_output : tuple of torch.Tensor
+            ``(grad_output,)``, the gradient arriving at the module's output.
+        """
+        return None
+
+    def propagate(
         self,
         module: torch.nn.Module,
         input: Optional[torch.Tensor],
@@ -287,7 +476,10 @@ class Hook:
         args: tuple,
         kwargs: dict,
     ) -> torch.Tensor:
-        """Return the relevance (modified gradient) of the module's first input.
+        """Return the relevance (modified gradient) of the module's first input for one call.
+
+        The base implementation is zennit's protocol: the module's true gradient, passed through
+        :meth:`backward`.
 
         Parameters
         ----------
@@ -302,23 +494,34 @@ class Hook:
         args, kwargs
             The module's further positional and keyword arguments.
         """
-        raise NotImplementedError
+        grad_input = module_gradient(module, input, grad_output, args, kwargs)
+        result = self.backward(module, (grad_input,), (grad_output,))
+        if result is None:
+            return grad_input
+        return result[0] if isinstance(result, (tuple, list)) else result
 
     def probe(self, input: torch.Tensor) -> Any:
         """Return what the backward pass needs to know about the input, taken in the forward pass (default: nothing)."""
         return None
 
     def relevance(self, call: _CallState, input: Optional[torch.Tensor], output: Optional[torch.Tensor], grad_output: torch.Tensor) -> torch.Tensor:
-        """Dispatch one call's backward pass to :meth:`backward`."""
-        return self.backward(call.module, input, output, grad_output, call.extra_args, call.kwargs)
+        """Dispatch one call's backward pass to :meth:`propagate`."""
+        return self.propagate(call.module, input, output, grad_output, call.extra_args, call.kwargs)
 
-    def release(self) -> None:
-        """Drop whatever the hook cached while registered (called when its composite is removed)."""
-        self._inplace_inputs.clear()
+    def remove(self) -> None:
+        """Drop whatever the hook stored or cached while registered (called when its composite is removed)."""
+        self._inplace_inputs = {}
+        self.stored_tensors = {}
 
     def copy(self) -> "Hook":
-        """Return an independent copy of this hook."""
-        return copy.copy(self)
+        """Return an independent copy of this hook (same settings, none of its stored state).
+
+        Unlike zennit's default, which calls ``type(self)()``, the copy keeps constructor
+        arguments, so a subclass needs no ``copy`` of its own.
+        """
+        duplicate = copy.copy(self)
+        duplicate.remove()
+        return duplicate
 
     def _pre_hook(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> Optional[tuple]:
         # An in-place module runs on a detached alias of its input, so its own autograd node never
@@ -340,9 +543,20 @@ class Hook:
             return None
         if input is None:
             input = args[0]
+        replaced = self.forward(module, (input,) + tuple(args[1:]), output)
+        if replaced is not None:
+            output = replaced
+        if input is args[0] and not self._replaces_gradient():
+            # a hook with a forward side effect only: the module's own gradient flows
+            return replaced
         # a detached alias is returned (never the input object itself, which autograd would treat as a view)
         state = _CallState(self, module, tuple(args[1:]), kwargs, output.detach(), self.probe(input))
         return _RuleFunction.apply(state, input)
+
+    def _replaces_gradient(self) -> bool:
+        """Whether the hook changes the module's gradient (it overrides a backward method)."""
+        cls = type(self)
+        return not (cls.propagate is Hook.propagate and cls.backward is Hook.backward and cls.relevance is Hook.relevance)
 
     def _applies(self, args: tuple) -> bool:
         return (
@@ -371,6 +585,30 @@ class Hook:
         return f"{type(self).__name__}({fields})"
 
 
+def module_gradient(
+    module: torch.nn.Module, input: torch.Tensor, grad_output: torch.Tensor, args: tuple = (), kwargs: Optional[dict] = None
+) -> torch.Tensor:
+    """Return the module's plain gradient of its first input, ``J^T grad_output``, recomputed from ``input``.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The module; its forward runs once more, without hooks.
+    input : torch.Tensor
+        The module's first input.
+    grad_output : torch.Tensor
+        The gradient at the module's output.
+    args, kwargs
+        The module's further arguments.
+    """
+    with torch.enable_grad(), _hooks_suspended():
+        leaf = input.detach().requires_grad_(True)
+        # an in-place module writes to a copy, never to the leaf
+        output = module.forward(leaf.clone() if getattr(module, "inplace", False) else leaf, *args, **(kwargs or {}))
+        gradient, = torch.autograd.grad(output, leaf, grad_output, allow_unused=True)
+    return torch.zeros_like(leaf) if gradient is None else gradient
+
+
 def _identity(value: Any) -> Any:
     return value
 
@@ -395,6 +633,9 @@ class BasicHook(Hook):
         ``(grad_output, outputs) -> list of grad_outputs``, one per forward map.
     reducer : callable
         ``(inputs, gradients) -> relevance of the input``.
+    stabilizer : float or callable
+        Stabilizer of the default gradient mapper ``[R / stab(z_k) for each k]`` (zennit 0.5.1
+        accepts this argument but its default mapper always uses 1e-6).
     """
 
     def __init__(
@@ -404,6 +645,7 @@ class BasicHook(Hook):
         output_modifiers: Optional[Sequence[Callable]] = None,
         gradient_mapper: Optional[Callable] = None,
         reducer: Optional[Callable] = None,
+        stabilizer: Union[float, Callable[[torch.Tensor], torch.Tensor]] = 1e-6,
     ) -> None:
         super().__init__()
         callables = _arguments.instance_of_callable
@@ -414,21 +656,24 @@ class BasicHook(Hook):
         output_modifiers = _arguments.sequence("output_modifiers", output_modifiers, callables)
         _arguments.optional_callable("gradient_mapper", gradient_mapper)
         _arguments.optional_callable("reducer", reducer)
+        self.stabilizer = Stabilizer.ensure(stabilizer)
         count = max(len(mods) for mods in (input_modifiers or [0], param_modifiers or [0], output_modifiers or [0]))
         self.input_modifiers = list(input_modifiers or [_identity] * count)
         self.param_modifiers = [ParamMod.ensure(mod) for mod in (param_modifiers or [_identity_param] * count)]
         self.output_modifiers = list(output_modifiers or [_identity] * count)
         if not len(self.input_modifiers) == len(self.param_modifiers) == len(self.output_modifiers):
             raise ValueError("input_modifiers, param_modifiers and output_modifiers must have equal lengths")
-        self.gradient_mapper = gradient_mapper or (lambda grad_output, outputs: [grad_output / output for output in outputs])
+        self.gradient_mapper = gradient_mapper or (
+            lambda grad_output, outputs: [grad_output / self.stabilizer(output) for output in outputs]
+        )
         self.reducer = reducer or (lambda inputs, gradients: sum(i * g for i, g in zip(inputs, gradients)))
 
-    def backward(self, module, input, output, grad_output, args, kwargs):
+    def propagate(self, module, input, output, grad_output, args, kwargs):
         """Return the relevance of the input from the modified forward maps, via autograd."""
         inputs = [modifier(input).detach().requires_grad_() for modifier in self.input_modifiers]
         outputs = []
         for modified_input, param_mod, output_modifier in zip(inputs, self.param_modifiers, self.output_modifiers):
-            with swapped_parameters(module, param_mod(module)):
+            with param_mod(module):
                 outputs.append(output_modifier(module.forward(modified_input, *args, **kwargs)))
         grad_outputs = self.gradient_mapper(grad_output, outputs)
         gradients = torch.autograd.grad(outputs, inputs, grad_outputs=grad_outputs, allow_unused=True)
@@ -506,10 +751,20 @@ class Composite:
         self.handles = RemovableHandleList()
         self.canonizer_instances: list = []
         self.rule_map: dict = {}
+        self.hook_refs: weakref.WeakSet = weakref.WeakSet()
         self.uncovered: list = []
 
     def register(self, module: torch.nn.Module) -> None:
-        """Apply the canonizers to ``module`` and attach the rules to its submodules."""
+        """Apply the canonizers to ``module`` and attach a copy of its rule to each submodule.
+
+        Every module is offered to ``module_map`` in ``module.named_modules()`` order; the hook it
+        returns is a template, of which the module gets its own :meth:`Hook.copy`.
+
+        Raises
+        ------
+        RuntimeError
+            If the composite is registered already (zennit instead removes the earlier registration).
+        """
         if self.handles or self.canonizer_instances:
             raise RuntimeError("this composite is already registered; call remove() first")
         try:
@@ -517,10 +772,12 @@ class Composite:
                 self.canonizer_instances.extend(canonizer.apply(module))
             ctx: dict = {}
             for name, child in module.named_modules():
-                hook = self.module_map(ctx, name, child) if self.module_map is not None else None
-                if hook is not None:
+                template = self.module_map(ctx, name, child) if self.module_map is not None else None
+                if template is not None:
+                    hook = template.copy()
                     self.handles.append(hook.register(child))
                     self.rule_map[name] = hook
+                    self.hook_refs.add(hook)
         except BaseException:
             self.remove()
             raise
@@ -528,7 +785,7 @@ class Composite:
         self.uncovered = [
             name for name in uncovered_modules(module, set(self.rule_map)) if not isinstance(modules[name], self.rule_free_types)
         ]
-        if self.uncovered and self.warn_uncovered:
+        if self.uncovered and self.warn_uncovered and self.module_map is not None:
             warnings.warn(
                 f"no rule covers these layers, their plain gradient is used: {', '.join(self.uncovered)}. "
                 "Add them to the composite's layer_map or name_map.",
@@ -539,25 +796,24 @@ class Composite:
         """Detach all rules, then undo all canonizers (last applied first)."""
         self.handles.remove()
         for hook in self.rule_map.values():
-            hook.release()
+            hook.remove()
         for instance in reversed(self.canonizer_instances):
             instance.remove()
         self.canonizer_instances = []
         self.rule_map = {}
+        self.hook_refs = weakref.WeakSet()
 
-    @contextmanager
-    def context(self, module: torch.nn.Module) -> Iterator[torch.nn.Module]:
-        """Register on ``module`` for the duration of the block; always removed on exit."""
-        self.register(module)
-        try:
-            yield module
-        finally:
-            self.remove()
+    def context(self, module: torch.nn.Module) -> "CompositeContext":
+        """Return a context manager registering this composite on ``module``; always removed on exit.
+
+        ``with composite.context(model) as modified:`` yields ``model`` with the rules attached.
+        """
+        return CompositeContext(module, self)
 
     @contextmanager
     def inactive(self) -> Iterator[None]:
         """Temporarily switch off the registered rules (plain gradients flow)."""
-        hooks = list(self.rule_map.values())
+        hooks = list(self.hook_refs)
         states = [hook.active for hook in hooks]
         try:
             for hook in hooks:
@@ -566,3 +822,27 @@ class Composite:
         finally:
             for hook, state in zip(hooks, states):
                 hook.active = state
+
+
+class CompositeContext:
+    """Registers ``composite`` on ``module`` on entering and removes it on exit, even when the body raises.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The model.
+    composite : Composite
+        The composite to register.
+    """
+
+    def __init__(self, module: torch.nn.Module, composite: Composite) -> None:
+        self.module = module
+        self.composite = composite
+
+    def __enter__(self) -> torch.nn.Module:
+        self.composite.register(self.module)
+        return self.module
+
+    def __exit__(self, *exc_info: Any) -> bool:
+        self.composite.remove()
+        return False

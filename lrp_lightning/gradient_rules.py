@@ -107,7 +107,7 @@ class _InputOutputRule(_Stabilized, Hook):
 
     saves_output = True
 
-    def backward(self, module, input, output, grad_output, args, kwargs):
+    def propagate(self, module, input, output, grad_output, args, kwargs):
         """Return :meth:`input_gradient` (without autograd; the output recomputed if it was modified in place)."""
         with torch.no_grad():
             return self.input_gradient(module, input, _module_output(module, input, output, args, kwargs), grad_output)
@@ -370,10 +370,10 @@ class AffineGamma(Hook):
             nonzero = input != 0
             return torch.where(nonzero, relevance / torch.where(nonzero, input, torch.ones_like(input)), torch.zeros_like(relevance))
 
-    def release(self):
+    def remove(self):
         """Drop what the wrapped Gamma rule cached."""
-        super().release()
-        self.rule.release()
+        super().remove()
+        self.rule.remove()
 
     def _repr_fields(self):
         return {"gamma": self.gamma, "stabilizer": self.rule.stabilizer}

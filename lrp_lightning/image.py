@@ -1,7 +1,10 @@
 """Render relevance and inputs as uint8 RGB images, batched, in torch on the device.
 
 Everything up to the uint8 ``(N, 3, H, W)`` (or ``(3, H, W)``) result stays on the device of its
-input; only :func:`save_png` moves data to the CPU (Pillow).
+input; only :func:`save_png` moves data to the CPU (Pillow). zennit's CPU helpers (``CMAPS``,
+``get_cmap``, ``palette``, ``imgify``, ``imsave``, ``gridify``, ``interval_norm_bounds``) are
+re-exported from :mod:`lrp_lightning.pillow`; the heatmaps here take colour-map names as
+:func:`lrp_lightning.cmap.get_cmap` does.
 
 Normalisation of a heatmap is per sample. ``symmetric=True`` divides by the largest ``|R|`` (or by
 the ``percentile``-th percentile of ``|R|``, clipping above it), so zero relevance lands at the
@@ -16,7 +19,15 @@ from typing import Optional, Union
 
 import torch
 
-from lrp_lightning.cmap import ColorMap, get_cmap
+from lrp_lightning import cmap as colormaps
+from lrp_lightning.cmap import ColorMap
+from lrp_lightning.pillow import CMAPS, get_cmap, gridify, imgify, imsave, interval_norm_bounds, palette
+
+__all__ = [
+    "CMAPS", "ColorMap", "get_cmap", "gridify", "imgify", "imsave", "interval_norm_bounds", "palette",
+    "is_image_batch", "reduce_channels", "row_percentile", "normalize", "heatmap", "input_image", "overlay",
+    "attribution_grid", "strip", "save_png",
+]
 
 CmapSpec = Union[str, ColorMap]
 
@@ -157,7 +168,7 @@ def heatmap(relevance: torch.Tensor, cmap: CmapSpec = "coldnhot", symmetric: boo
         uint8 ``(N, 3, H, W)`` on the device of ``relevance``.
     """
     unit = normalize(reduce_channels(relevance), symmetric=symmetric, percentile_clip=percentile)
-    return _to_uint8_chw(get_cmap(cmap)(unit))
+    return _to_uint8_chw(colormaps.get_cmap(cmap)(unit))
 
 
 def input_image(x: torch.Tensor) -> torch.Tensor:

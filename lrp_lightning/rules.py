@@ -26,16 +26,76 @@ StabilizerLike = Union[float, Callable[[torch.Tensor], torch.Tensor]]
 ZeroParams = Union[None, str, Sequence[str]]
 
 
-def _with_bias_zeroed(zero_params: ZeroParams) -> list:
+def zero_bias(zero_params: ZeroParams = None) -> list:
+    """Return ``zero_params`` (None, a name or a list of names) as a list with ``'bias'`` appended.
+
+    Parameters
+    ----------
+    zero_params : str or list of str, optional
+        Names of parameters to be set to zero.
+
+    Returns
+    -------
+    list of str
+        The names, then ``'bias'``.
+    """
     return _as_name_list(zero_params) + ["bias"]
 
 
-def _positive(param: torch.Tensor, name: str) -> torch.Tensor:
-    return param.clamp(min=0)
+class NoMod(ParamMod):
+    """A :class:`~lrp_lightning.core.ParamMod` leaving the parameters as they are (``zero_params`` etc. still apply).
+
+    Parameters
+    ----------
+    **kwargs
+        ``param_keys``, ``zero_params``, ``require_params`` of :class:`~lrp_lightning.core.ParamMod`.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(_identity_param, **kwargs)
 
 
-def _negative(param: torch.Tensor, name: str) -> torch.Tensor:
-    return param.clamp(max=0)
+class ClampMod(ParamMod):
+    """A :class:`~lrp_lightning.core.ParamMod` clamping the parameters: ``w -> clamp(w, min, max)``.
+
+    Parameters
+    ----------
+    min, max : float, optional
+        Bounds; None leaves that side open.
+    **kwargs
+        ``param_keys``, ``zero_params``, ``require_params`` of :class:`~lrp_lightning.core.ParamMod`.
+    """
+
+    def __init__(self, min: Optional[float] = None, max: Optional[float] = None, **kwargs) -> None:
+        self.min = min
+        self.max = max
+        super().__init__(self._clamp, **kwargs)
+
+    def _clamp(self, param: torch.Tensor, name: str) -> torch.Tensor:
+        return param.clamp(min=self.min, max=self.max)
+
+
+class GammaMod(ParamMod):
+    """A :class:`~lrp_lightning.core.ParamMod` of the Gamma rule: ``w -> w + gamma * clamp(w, min, max)``.
+
+    Parameters
+    ----------
+    gamma : float
+        Weight of the clamped parameters added.
+    min, max : float, optional
+        Clamp bounds; None leaves that side open (``min=0``: ``w + gamma w+``).
+    **kwargs
+        ``param_keys``, ``zero_params``, ``require_params`` of :class:`~lrp_lightning.core.ParamMod`.
+    """
+
+    def __init__(self, gamma: float = 0.25, min: Optional[float] = None, max: Optional[float] = None, **kwargs) -> None:
+        self.gamma = gamma
+        self.min = min
+        self.max = max
+        super().__init__(self._boost, **kwargs)
+
+    def _boost(self, param: torch.Tensor, name: str) -> torch.Tensor:
+        return param + self.gamma * param.clamp(min=self.min, max=self.max)
 
 
 def _positive_input(input: torch.Tensor) -> torch.Tensor:
@@ -58,12 +118,12 @@ class LinearRule(BasicHook):
 
     @property
     def _weight_caches(self) -> dict:
-        """Derived weights per module (see :meth:`closed_form.LinearMap.memo`), dropped by :meth:`release`."""
+        """Derived weights per module (see :meth:`closed_form.LinearMap.memo`), dropped by :meth:`remove`."""
         return self.__dict__.setdefault("_weight_cache_by_module", {})
 
-    def release(self) -> None:
+    def remove(self) -> None:
         """Drop the cached derived weights."""
-        super().release()
+        super().remove()
         self.__dict__.pop("_weight_cache_by_module", None)
 
     def probe(self, input: torch.Tensor) -> Union[None, bool, "closed_form.NegativeProbe"]:
@@ -89,7 +149,7 @@ class LinearRule(BasicHook):
                 result = self.closed_form(layer, input.detach(), output, grad_output, bool(call.probe))
             if result is not None:
                 return result
-        return self.backward(module, input, output, grad_output, call.extra_args, call.kwargs)
+        return self.propagate(module, input, output, grad_output, call.extra_args, call.kwargs)
 
     def closed_form(
         self,
@@ -117,8 +177,8 @@ class Epsilon(LinearRule):
     def __init__(self, epsilon: StabilizerLike = 1e-6, zero_params: ZeroParams = None) -> None:
         self.epsilon = epsilon
         self.zero_params = zero_params
-        self.stabilizer = Stabilizer.ensure(epsilon, "epsilon")
         super().__init__(
+            stabilizer=Stabilizer.ensure(epsilon, "epsilon"),
             input_modifiers=[_identity_input],
             param_modifiers=[ParamMod(_identity_param, zero_params=zero_params)],
             output_modifiers=[_identity_input],
@@ -148,12 +208,12 @@ class ZPlus(LinearRule):
 
     def __init__(self, stabilizer: StabilizerLike = 1e-6, zero_params: ZeroParams = None) -> None:
         self.zero_params = zero_params
-        self.stabilizer = Stabilizer.ensure(stabilizer)
         super().__init__(
+            stabilizer=stabilizer,
             input_modifiers=[_positive_input, _negative_input],
             param_modifiers=[
-                ParamMod(_positive, zero_params=zero_params),
-                ParamMod(_negative, zero_params=_with_bias_zeroed(zero_params)),
+                ClampMod(min=0.0, zero_params=zero_params),
+                ClampMod(max=0.0, zero_params=zero_bias(zero_params)),
             ],
             output_modifiers=[_identity_input] * 2,
             gradient_mapper=lambda grad, outputs: [grad / self.stabilizer(outputs[0] + outputs[1])] * 2,
@@ -202,15 +262,15 @@ class AlphaBeta(LinearRule):
         self.alpha = alpha
         self.beta = beta
         self.zero_params = zero_params
-        self.stabilizer = Stabilizer.ensure(stabilizer)
-        bias_zeroed = _with_bias_zeroed(zero_params)
+        bias_zeroed = zero_bias(zero_params)
         super().__init__(
+            stabilizer=stabilizer,
             input_modifiers=[_positive_input, _negative_input] * 2,
             param_modifiers=[
-                ParamMod(_positive, zero_params=zero_params),
-                ParamMod(_negative, zero_params=bias_zeroed),
-                ParamMod(_negative, zero_params=zero_params),
-                ParamMod(_positive, zero_params=bias_zeroed),
+                ClampMod(min=0.0, zero_params=zero_params),
+                ClampMod(max=0.0, zero_params=bias_zeroed),
+                ClampMod(max=0.0, zero_params=zero_params),
+                ClampMod(min=0.0, zero_params=bias_zeroed),
             ],
             output_modifiers=[_identity_input] * 4,
             gradient_mapper=lambda grad, outputs: (
@@ -255,22 +315,16 @@ class Gamma(LinearRule):
     def __init__(self, gamma: float = 0.25, stabilizer: StabilizerLike = 1e-6, zero_params: ZeroParams = None) -> None:
         self.gamma = gamma = _arguments.real_number("gamma", gamma, minimum=0.0)
         self.zero_params = zero_params
-        self.stabilizer = Stabilizer.ensure(stabilizer)
-        bias_zeroed = _with_bias_zeroed(zero_params)
-
-        def boost_positive(param: torch.Tensor, name: str) -> torch.Tensor:
-            return param + gamma * param.clamp(min=0)
-
-        def boost_negative(param: torch.Tensor, name: str) -> torch.Tensor:
-            return param + gamma * param.clamp(max=0)
+        bias_zeroed = zero_bias(zero_params)
 
         super().__init__(
+            stabilizer=stabilizer,
             input_modifiers=[_positive_input, _negative_input, _positive_input, _negative_input, _identity_input],
             param_modifiers=[
-                ParamMod(boost_positive, zero_params=zero_params),
-                ParamMod(boost_negative, zero_params=bias_zeroed),
-                ParamMod(boost_negative, zero_params=zero_params),
-                ParamMod(boost_positive, zero_params=bias_zeroed),
+                GammaMod(gamma, min=0.0, zero_params=zero_params),
+                GammaMod(gamma, max=0.0, zero_params=bias_zeroed),
+                GammaMod(gamma, max=0.0, zero_params=zero_params),
+                GammaMod(gamma, min=0.0, zero_params=bias_zeroed),
                 ParamMod(_identity_param),
             ],
             output_modifiers=[_identity_input] * 5,
@@ -329,8 +383,8 @@ class ZBox(LinearRule):
         self.low = _arguments.tensor_like("low", low)
         self.high = _arguments.tensor_like("high", high)
         self.zero_params = zero_params
-        self.stabilizer = Stabilizer.ensure(stabilizer)
         super().__init__(
+            stabilizer=stabilizer,
             input_modifiers=[
                 _identity_input,
                 lambda input: self._bound("low", input),
@@ -338,8 +392,8 @@ class ZBox(LinearRule):
             ],
             param_modifiers=[
                 ParamMod(_identity_param, zero_params=zero_params),
-                ParamMod(_positive, zero_params=zero_params),
-                ParamMod(_negative, zero_params=zero_params),
+                ClampMod(min=0.0, zero_params=zero_params),
+                ClampMod(max=0.0, zero_params=zero_params),
             ],
             output_modifiers=[_identity_input] * 3,
             gradient_mapper=lambda grad, outputs: [grad / self.stabilizer(outputs[0] - outputs[1] - outputs[2])] * 3,
@@ -354,9 +408,9 @@ class ZBox(LinearRule):
             converted[key] = getattr(self, name).to(device=input.device, dtype=input.dtype)
         return _broadcast_bound(converted[key], input, name)
 
-    def release(self) -> None:
+    def remove(self) -> None:
         """Drop the cached derived weights and device copies of the bounds."""
-        super().release()
+        super().remove()
         self.__dict__.pop("_converted_bounds", None)
 
     def _forward_hook(self, module, args, kwargs, output):
@@ -388,8 +442,8 @@ class WSquare(LinearRule):
 
     def __init__(self, stabilizer: StabilizerLike = 1e-6, zero_params: ZeroParams = None) -> None:
         self.zero_params = zero_params
-        self.stabilizer = Stabilizer.ensure(stabilizer)
         super().__init__(
+            stabilizer=stabilizer,
             input_modifiers=[_ones],
             param_modifiers=[ParamMod(lambda param, name: param**2, zero_params=zero_params)],
             output_modifiers=[_identity_input],
@@ -419,10 +473,10 @@ class Flat(LinearRule):
 
     def __init__(self, stabilizer: StabilizerLike = 1e-6, zero_params: ZeroParams = None) -> None:
         self.zero_params = zero_params
-        self.stabilizer = Stabilizer.ensure(stabilizer)
         super().__init__(
+            stabilizer=stabilizer,
             input_modifiers=[_ones],
-            param_modifiers=[ParamMod(lambda param, name: torch.ones_like(param), zero_params=_with_bias_zeroed(zero_params))],
+            param_modifiers=[ParamMod(lambda param, name: torch.ones_like(param), zero_params=zero_bias(zero_params))],
             output_modifiers=[_identity_input],
             gradient_mapper=lambda grad, outputs: [grad / self.stabilizer(outputs[0])],
             reducer=lambda inputs, gradients: gradients[0],
@@ -450,8 +504,8 @@ class Norm(BasicHook):
     saves_output = True
 
     def __init__(self, stabilizer: StabilizerLike = 1e-6) -> None:
-        self.stabilizer = Stabilizer.ensure(stabilizer)
         super().__init__(
+            stabilizer=stabilizer,
             input_modifiers=[_identity_input],
             param_modifiers=[ParamMod(_identity_param)],
             output_modifiers=[_identity_input],
@@ -459,14 +513,14 @@ class Norm(BasicHook):
             reducer=lambda inputs, gradients: inputs[0] * gradients[0],
         )
 
-    def backward(self, module, input, output, grad_output, args, kwargs):
+    def propagate(self, module, input, output, grad_output, args, kwargs):
         """Return the relevance of the input; a :class:`Sum` is split in proportion to its summands."""
         if fast_path_enabled() and isinstance(module, Sum) and not args and not kwargs:
             with torch.no_grad():
                 input = input.detach()
                 total = output if output is not None else module.forward(input)
                 return (grad_output / self.stabilizer(total)).unsqueeze(module.dim).mul(input)
-        return super().backward(module, input, output, grad_output, args, kwargs)
+        return super().propagate(module, input, output, grad_output, args, kwargs)
 
     def _repr_fields(self):
         return {"stabilizer": self.stabilizer}
@@ -483,31 +537,44 @@ class Pass(Hook):
             return None
         return super()._forward_hook(module, args, kwargs, output)
 
-    def backward(self, module, input, output, grad_output, args, kwargs):
+    def propagate(self, module, input, output, grad_output, args, kwargs):
         """Return ``grad_output`` unchanged."""
         return grad_output
 
 
 class ReLUDeconvNet(Hook):
-    """DeconvNet ReLU: ``grad_in = max(grad_out, 0)`` (Zeiler and Fergus, 2014)."""
+    """DeconvNet ReLU: ``grad_in = max(grad_out, 0)`` (Zeiler and Fergus, 2014), on any module it is put on."""
 
     saves_input = False
 
-    def backward(self, module, input, output, grad_output, args, kwargs):
+    def propagate(self, module, input, output, grad_output, args, kwargs):
         """Return ``grad_output.clamp(min=0)``."""
         return grad_output.clamp(min=0)
 
 
 class ReLUGuidedBackprop(Hook):
-    """Guided backprop ReLU: ``grad_in = [x > 0] * grad_out * [grad_out > 0]`` (Springenberg et al., 2015)."""
+    """Guided backprop (Springenberg et al., 2015): ``grad_in = J^T grad_out * [grad_out > 0]``.
 
-    def backward(self, module, input, output, grad_output, args, kwargs):
-        """Return the ReLU gradient restricted to positive incoming gradients."""
-        return grad_output * (input > 0) * (grad_output > 0)
+    ``J^T grad_out`` is the module's own gradient; on a ReLU this is
+    ``[x > 0] * grad_out * [grad_out > 0]``, computed directly. On any other module the module's
+    true gradient is taken (recomputed from its input), as in zennit.
+    """
+
+    def propagate(self, module, input, output, grad_output, args, kwargs):
+        """Return the module's gradient restricted to positive incoming gradients."""
+        if type(module) is torch.nn.ReLU:
+            return grad_output * (input > 0) * (grad_output > 0)
+        return super().propagate(module, input, output, grad_output, args, kwargs)
+
+    def backward(self, module, grad_input, grad_output):
+        """Return ``grad_input`` where ``grad_output`` is positive, zero elsewhere."""
+        return (grad_input[0] * (grad_output[0] > 0),)
 
 
 class ReLUBetaSmooth(Hook):
     """Smooth ReLU gradient: ``grad_in = grad_out * sigmoid(beta * x)`` (Dombrowski et al., 2019).
+
+    The module's own gradient is not used: on any module this gives the softplus gradient, as in zennit.
 
     Parameters
     ----------
@@ -519,7 +586,7 @@ class ReLUBetaSmooth(Hook):
         super().__init__()
         self.beta_smooth = _arguments.real_number("beta_smooth", beta_smooth)
 
-    def backward(self, module, input, output, grad_output, args, kwargs):
+    def propagate(self, module, input, output, grad_output, args, kwargs):
         """Return ``grad_output * sigmoid(beta_smooth * input)``."""
         return grad_output * torch.sigmoid(self.beta_smooth * input)
 

@@ -35,20 +35,33 @@ def _bottleneck_forward(self, x: torch.Tensor) -> torch.Tensor:
     return self.relu(out)
 
 
-class ResidualBlockCanonizer(AttributeCanonizer):
-    """Make the residual addition of torchvision's BasicBlock and Bottleneck an explicit :class:`Sum` module."""
+class _ResidualBlockCanonizer(AttributeCanonizer):
+    """Make the residual addition of one kind of torchvision ResNet block an explicit :class:`Sum` module."""
+
+    block_index: int
+    block_forward: staticmethod
 
     def __init__(self) -> None:
         super().__init__(self._attribute_map)
 
-    @staticmethod
-    def _attribute_map(name: str, module: torch.nn.Module):
-        basic_block, bottleneck = _residual_blocks()
-        if isinstance(module, bottleneck):
-            return {"forward": _bottleneck_forward, "canonizer_sum": Sum()}
-        if isinstance(module, basic_block):
-            return {"forward": _basic_block_forward, "canonizer_sum": Sum()}
+    def _attribute_map(self, name: str, module: torch.nn.Module):
+        if isinstance(module, _residual_blocks()[self.block_index]):
+            return {"forward": self.block_forward.__get__(module), "canonizer_sum": Sum()}
         return None
+
+
+class ResNetBasicBlockCanonizer(_ResidualBlockCanonizer):
+    """Make the residual addition of torchvision's ``BasicBlock`` an explicit :class:`Sum` module."""
+
+    block_index = 0
+    block_forward = staticmethod(_basic_block_forward)
+
+
+class ResNetBottleneckCanonizer(_ResidualBlockCanonizer):
+    """Make the residual addition of torchvision's ``Bottleneck`` an explicit :class:`Sum` module."""
+
+    block_index = 1
+    block_forward = staticmethod(_bottleneck_forward)
 
 
 class VGGCanonizer(CompositeCanonizer):
@@ -62,7 +75,7 @@ class ResNetCanonizer(CompositeCanonizer):
     """Canonizer for torchvision ResNet models: merges BatchNorms and makes residual additions explicit."""
 
     def __init__(self) -> None:
-        super().__init__([SequentialMergeBatchNorm(), ResidualBlockCanonizer()])
+        super().__init__([SequentialMergeBatchNorm(), ResNetBottleneckCanonizer(), ResNetBasicBlockCanonizer()])
 
 
 class VisionTransformerCanonizer(CompositeCanonizer):

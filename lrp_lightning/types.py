@@ -28,17 +28,22 @@ class SubclassMeta(type):
         return issubclass(subclass, cls.__subclass__)
 
 
+class ConvolutionStandard(metaclass=SubclassMeta):
+    """Standard (not transposed) convolutions: ``Conv1d/2d/3d``."""
+
+    __subclass__ = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+
+
+class ConvolutionTranspose(metaclass=SubclassMeta):
+    """Transposed convolutions: ``ConvTranspose1d/2d/3d``."""
+
+    __subclass__ = (torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d)
+
+
 class Convolution(metaclass=SubclassMeta):
     """Convolutions: ``Conv1d/2d/3d`` and ``ConvTranspose1d/2d/3d``."""
 
-    __subclass__ = (
-        torch.nn.Conv1d,
-        torch.nn.Conv2d,
-        torch.nn.Conv3d,
-        torch.nn.ConvTranspose1d,
-        torch.nn.ConvTranspose2d,
-        torch.nn.ConvTranspose3d,
-    )
+    __subclass__ = ConvolutionStandard.__subclass__ + ConvolutionTranspose.__subclass__
 
 
 class Linear(metaclass=SubclassMeta):

@@ -121,13 +121,29 @@ def test_gradient_equals_autograd_of_selected_output(target, weights):
     torch.testing.assert_close(relevance, reference_gradient(model, x, weights), rtol=0, atol=0)
 
 
-def test_target_none_and_callable_explain_the_prediction():
+def test_callable_targets_explain_the_prediction():
     model, x = smooth_cnn(), inputs()
     predicted = model(x).argmax(1)
     expected = reference_gradient(model, x, one_hot(predicted))
-    for target in (None, lambda out: out.argmax(1), lambda out: one_hot(out.argmax(1))):
+    for target in (lambda out: out.argmax(1), lambda out: one_hot(out.argmax(1))):
         _, relevance = Gradient(model)(x, target)
         torch.testing.assert_close(relevance, expected, rtol=0, atol=0)
+        _, relevance = Gradient(model, attr_output=target)(x)
+        torch.testing.assert_close(relevance, expected, rtol=0, atol=0)
+
+
+def test_default_attr_output_is_the_output_itself_as_in_zennit():
+    from zennit.attribution import Gradient as ZennitGradient
+
+    model, x = smooth_cnn(), inputs()
+    expected = reference_gradient(model, x, model(x).detach())
+    with ZennitGradient(model) as attributor:
+        _, zennit_relevance = attributor(x)
+    torch.testing.assert_close(zennit_relevance, expected)
+    for relevance in (Gradient(model)(x)[1], Gradient(model)(x, None)[1]):
+        torch.testing.assert_close(relevance, expected, rtol=0, atol=0)
+    # a call's attr_output wins over the attributor's default
+    torch.testing.assert_close(Gradient(model, attr_output=2)(x, 0)[1], Gradient(model)(x, 0)[1], rtol=0, atol=0)
 
 
 def test_class_indices_select_along_dim_1_of_spatial_outputs():
