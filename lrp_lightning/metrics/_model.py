@@ -1,11 +1,11 @@
 """Running the user's model: eval mode without autograd, user state restored, target scores read off."""
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 
-Model = Callable[[Tensor], Tensor]
+Model = Callable[..., Any]
 
 
 @contextmanager
@@ -22,6 +22,21 @@ def evaluation_mode(model: Model) -> Iterator[None]:
     finally:
         for module, flag in zip(modules, flags):
             module.training = flag
+
+
+def class_scores(outputs: Any) -> Any:
+    """The class scores (B, classes) in a model's outputs.
+
+    An object with ``logits`` (a Hugging Face ``ModelOutput``) gives its logits; per-position
+    logits (B, T, V) of a language model give the last position's, the position explained by
+    default. Anything else is returned as it is (and checked by :func:`check_classes`).
+    """
+    logits = getattr(outputs, "logits", None)
+    if isinstance(logits, Tensor):
+        outputs = logits
+    if isinstance(outputs, Tensor) and outputs.ndim == 3:
+        outputs = outputs[:, -1]
+    return outputs
 
 
 def check_classes(outputs: Tensor, target: Tensor) -> None:
