@@ -27,6 +27,7 @@ TOKEN_IMAGE_WIDTH = 720
 TOKEN_PADDING = 3
 TOKEN_GAP = 2
 ROW_GAP = 6
+FONT_SIZE = 13
 # tokens of a sample shown in the Markdown table before it is cut
 TABLE_MAX_TOKENS = 64
 MARKDOWN_SPECIAL = "\\`*_{}[]<>()#+!|"
@@ -175,6 +176,14 @@ def _text_color(fill: tuple[int, int, int]) -> tuple[int, int, int]:
     return (0, 0, 0) if luminance > 140 else (255, 255, 255)
 
 
+def _font() -> Any:
+    """Pillow's built-in font at ``FONT_SIZE`` (Pillow >= 10.1), else its fixed-size bitmap font."""
+    try:
+        return ImageFont.load_default(size=FONT_SIZE)
+    except TypeError:
+        return ImageFont.load_default()
+
+
 def token_heatmap(
     tokens: Sequence[Sequence[tuple[str, float]]],
     colors: Sequence[Sequence[tuple[int, int, int]]],
@@ -196,8 +205,8 @@ def token_heatmap(
     torch.Tensor
         uint8 (3, H, W) with ``W = TOKEN_IMAGE_WIDTH``.
     """
-    font = ImageFont.load_default()
-    ascent, descent = font.getmetrics() if hasattr(font, "getmetrics") else (11, 0)
+    font = _font()
+    ascent, descent = font.getmetrics()
     box_height = ascent + descent + 2 * TOKEN_PADDING
     placed = []  # (x, y, text, fill) boxes, captions with fill None
     y = ROW_GAP
