@@ -166,6 +166,14 @@ def test_language_model_logits_are_scored_at_the_last_position():
     # removed in order: positions 2 (a 5), 3, 4 (a 5), 5; the last position counts the 5s left
     expected = torch.tensor([0.0, 1.0, 1.0, 2.0, 2.0], dtype=torch.float64)
     assert torch.equal(metric.compute()["curve"], expected)
+    # with padding, the last attended token counts (position 4 here: positions 0..4 are attended)
+    padded = torch.tensor([[5, 1, 5, 2, 5, 5]])
+    attention_mask = torch.tensor([[1, 1, 1, 1, 1, 0]])
+    metric = RegionPerturbation(patch_size=1, steps=1, baseline=PAD)
+    metric.update(
+        lambda ids, attention_mask: token_counts_so_far(ids), padded, relevance, torch.tensor([5]), attention_mask
+    )
+    assert torch.equal(metric.compute()["curve"], torch.tensor([0.0, 1.0], dtype=torch.float64))
 
 
 @pytest.mark.parametrize("baseline", [0.0, "mean", "blur"])

@@ -114,7 +114,8 @@ class AttributionCallback(Callback):
     canonizers : "auto", None or list of Canonizer
         Canonizers of composites built by name. ``"auto"``: ResNetCanonizer/VGGCanonizer for
         torchvision ResNets/VGGs, SequentialMergeBatchNorm when a BatchNorm follows a linear layer,
-        none otherwise.
+        none otherwise; composites whose own default is ``"auto"`` (``attn_lrp``, ``cp_lrp``)
+        choose their transformer canonizers themselves.
     cmap : str
         Colour map of the heatmaps (see :func:`lrp_lightning.cmap.get_cmap`).
     log_images : bool

@@ -213,8 +213,11 @@ def check_canonizers(canonizers: CanonizerArg) -> CanonizerArg:
     return canonizers
 
 
-def _canonizers(canonizers: CanonizerArg, model: nn.Module) -> Optional[list]:
+def _canonizers(canonizers: CanonizerArg, model: nn.Module, composite_class: type) -> CanonizerArg:
     if check_canonizers(canonizers) == "auto":
+        parameter = inspect.signature(composite_class).parameters.get("canonizers")
+        if parameter is not None and parameter.default == "auto":
+            return "auto"  # the composite resolves its own (the transformer canonizers of attn_lrp, cp_lrp)
         return auto_canonizers(model)
     return None if canonizers is None else list(canonizers)
 
@@ -230,7 +233,8 @@ def build_explainer(
 ) -> Explainer:
     """Turn one parsed specification into an :class:`Explainer` for ``model``.
 
-    Composites built by name get ``canonizers`` (``"auto"``: chosen from ``model``) and, if their
+    Composites built by name get ``canonizers`` (``"auto"``: chosen from ``model``, or left to the
+    composite when its own default is ``"auto"``, as for ``attn_lrp``/``cp_lrp``) and, if their
     constructor takes ``low``/``high``, the user's bounds or the per-channel min/max of ``inputs``
     (for token ids, which enter through an embedding, no bounds are inferred: see
     :func:`_token_bounds`).
@@ -265,7 +269,7 @@ def build_explainer(
         explainer = Explainer(name, spec)
     elif spec in COMPOSITES:
         cls = COMPOSITES[spec]
-        kwargs: dict = {"canonizers": _canonizers(canonizers, model)}
+        kwargs: dict = {"canonizers": _canonizers(canonizers, model, cls)}
         if {"low", "high"} <= set(inspect.signature(cls).parameters):
             inferred_low, inferred_high = _token_bounds(model, low, high) if is_token_ids(inputs) else channel_bounds(inputs)
             kwargs["low"] = _as_bound(low, inferred_low, "low")

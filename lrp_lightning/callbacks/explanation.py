@@ -119,7 +119,7 @@ def _explain_one(
             output, relevance = attributor(inputs, targets)
         else:
             output, relevance = attributor(inputs, targets, attention_mask=attention_mask)
-        output = class_scores(output)
+        output = class_scores(output, inputs, attention_mask)
         composite = explainer.composite
         if composite is not None:
             report.uncovered = list(getattr(composite, "uncovered", []))

@@ -3,7 +3,7 @@
 A text batch is a dict with integer ``input_ids`` (N, T), optionally an ``attention_mask`` (N, T;
 0 marks padding) and labels. The model is called as ``model(input_ids, attention_mask=mask)``; a
 Hugging Face ``ModelOutput`` is read through its ``logits``, per-position logits (N, T, V) at the
-last position (as the perturbation metrics read it). Relevance per token (N, T) is shown as
+last attended token (as the attributors explain them). Relevance per token (N, T) is shown as
 an image of the tokens coloured by relevance (:func:`token_heatmap`) and as a Markdown table
 (:func:`token_table`); padding is left out of both.
 """
@@ -65,10 +65,11 @@ def run_model(model: nn.Module, inputs: torch.Tensor, attention_mask: Optional[t
     Returns
     -------
     torch.Tensor
-        The output, or its ``logits`` (last position for (N, T, V) logits).
+        The output, or its ``logits``; for (N, T, V) logits of token ids, those at the last
+        attended token.
     """
     outputs = model(inputs) if attention_mask is None else model(inputs, attention_mask=attention_mask)
-    return class_scores(outputs)
+    return class_scores(outputs, inputs, attention_mask)
 
 
 class TokenDecoder:

@@ -3,7 +3,7 @@
 Every image is generated from a seed with a private :class:`torch.Generator` (the global RNG is
 never touched), so no download is needed and two runs see the same pixels. Each sample carries a
 mask of the object and a mask of a small "watermark": a black/white checkerboard blended into one
-of the four corners at :data:`WATERMARK_OPACITY`. With the confounder on, the watermark's corner
+of the four corners at :data:`WATERMARK_OPACITY` (or a chosen opacity). With the confounder on, the watermark's corner
 encodes the class in the training split (a "Clever Hans" shortcut); in the validation split, and
 with the confounder off, the corner is drawn independently of the class.
 """
@@ -119,7 +119,11 @@ def _corner_origin(corner: int) -> tuple[int, int]:
 
 
 def generate_split(
-    n: int, seed: int, confounded: bool, confounder_strength: float = 1.0
+    n: int,
+    seed: int,
+    confounded: bool,
+    confounder_strength: float = 1.0,
+    watermark_opacity: float = WATERMARK_OPACITY,
 ) -> ShapesSplit:
     """Generate ``n`` labelled images deterministically from ``seed``.
 
@@ -134,6 +138,8 @@ def generate_split(
         (otherwise in a uniformly random corner). If False, the corner is always uniform.
     confounder_strength : float
         Probability in [0, 1] that a confounded sample's watermark marks its class.
+    watermark_opacity : float
+        Opacity of the watermark in [0, 1].
 
     Returns
     -------
@@ -144,6 +150,8 @@ def generate_split(
         raise ValueError(f"n must be positive, got {n}")
     if not 0.0 <= confounder_strength <= 1.0:
         raise ValueError(f"confounder_strength must be in [0, 1], got {confounder_strength}")
+    if not 0.0 <= watermark_opacity <= 1.0:
+        raise ValueError(f"watermark_opacity must be in [0, 1], got {watermark_opacity}")
     generator = torch.Generator().manual_seed(seed)
     labels = torch.randint(len(CLASS_NAMES), (n,), generator=generator)
     object_masks = _shape_masks(labels, generator)
@@ -159,7 +167,7 @@ def generate_split(
     if confounded:
         marks_class = torch.rand(n, generator=generator) < confounder_strength
         corners = torch.where(marks_class, labels, corners)
-    watermark_masks = stamp_watermarks(images, corners)
+    watermark_masks = stamp_watermarks(images, corners, watermark_opacity)
     return ShapesSplit(
         images=images.clamp(0.0, 1.0),
         labels=labels,
@@ -169,10 +177,12 @@ def generate_split(
     )
 
 
-def stamp_watermarks(images: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
+def stamp_watermarks(
+    images: torch.Tensor, corners: torch.Tensor, opacity: float = WATERMARK_OPACITY
+) -> torch.Tensor:
     """Blend the watermark into each image's corner, in place, and return the watermark masks.
 
-    Inside the patch, ``image = WATERMARK_OPACITY * checkerboard + (1 - WATERMARK_OPACITY) * image``.
+    Inside the patch, ``image = opacity * checkerboard + (1 - opacity) * image``.
 
     Parameters
     ----------
@@ -180,6 +190,8 @@ def stamp_watermarks(images: torch.Tensor, corners: torch.Tensor) -> torch.Tenso
         Float images, shape (N, 3, 64, 64); modified in place.
     corners : torch.Tensor
         Corner index per image, shape (N,): 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right.
+    opacity : float
+        Weight of the checkerboard in [0, 1].
 
     Returns
     -------
@@ -194,7 +206,7 @@ def stamp_watermarks(images: torch.Tensor, corners: torch.Tensor) -> torch.Tenso
         rows = slice(top, top + WATERMARK_SIZE)
         cols = slice(left, left + WATERMARK_SIZE)
         background = images[selected, :, rows, cols]
-        images[selected, :, rows, cols] = torch.lerp(background, pattern, WATERMARK_OPACITY)
+        images[selected, :, rows, cols] = torch.lerp(background, pattern, opacity)
         masks[selected, rows, cols] = True
     return masks
 
@@ -248,6 +260,8 @@ class ShapesDataModule(pl.LightningDataModule):
         Fraction of training samples whose watermark marks their class when ``confounder`` is on.
     seed : int
         Seed of the data; the validation split uses ``seed + 1``.
+    watermark_opacity : float
+        Opacity of the watermark in both splits.
     """
 
     def __init__(
@@ -258,6 +272,7 @@ class ShapesDataModule(pl.LightningDataModule):
         confounder: bool = True,
         confounder_strength: float = 1.0,
         seed: int = 0,
+        watermark_opacity: float = WATERMARK_OPACITY,
     ) -> None:
         super().__init__()
         self.n_train = n_train
@@ -266,6 +281,7 @@ class ShapesDataModule(pl.LightningDataModule):
         self.confounder = confounder
         self.confounder_strength = confounder_strength
         self.seed = seed
+        self.watermark_opacity = watermark_opacity
         self.train_split: ShapesSplit | None = None
         self.val_split: ShapesSplit | None = None
 
@@ -273,9 +289,11 @@ class ShapesDataModule(pl.LightningDataModule):
         """Generate both splits (idempotent)."""
         if self.train_split is None:
             self.train_split = generate_split(
-                self.n_train, self.seed, self.confounder, self.confounder_strength
+                self.n_train, self.seed, self.confounder, self.confounder_strength, self.watermark_opacity
             )
-            self.val_split = generate_split(self.n_val, self.seed + 1, confounded=False)
+            self.val_split = generate_split(
+                self.n_val, self.seed + 1, confounded=False, watermark_opacity=self.watermark_opacity
+            )
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches ``(image, label)``, shuffled by a seeded generator."""
@@ -296,4 +314,5 @@ class ShapesDataModule(pl.LightningDataModule):
             "confounder": self.confounder,
             "confounder_strength": self.confounder_strength,
             "seed": self.seed,
+            "watermark_opacity": self.watermark_opacity,
         }

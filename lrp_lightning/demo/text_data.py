@@ -1,6 +1,6 @@
 """Built-in synthetic text data with a planted shortcut: one keyword decides the label.
 
-Each sequence is ``[CLS]`` followed by 6 to 14 filler words, one of them replaced by a keyword of
+Each sequence is 6 to 16 filler words, one of them replaced by a keyword of
 its class (``negative``: "awful", "boring", "dull"; ``positive``: "great", "superb", "lovely"), and
 padded with ``[PAD]`` to :data:`SEQUENCE_LENGTH`. A source tag token — ``[src:a]`` or ``[src:b]``,
 as a data set's origin might leak into its text — is inserted at a random position of every
@@ -24,8 +24,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 SEQUENCE_LENGTH = 16
-MIN_WORDS, MAX_WORDS = 6, 14
-PAD, CLS = "[PAD]", "[CLS]"
+MIN_WORDS = 6
+PAD = "[PAD]"
 KEYWORDS = (("awful", "boring", "dull"), ("great", "superb", "lovely"))
 SOURCE_TAGS = ("[src:a]", "[src:b]")
 FILLERS = (
@@ -36,14 +36,14 @@ CLASS_NAMES = ("negative", "positive")
 
 
 class Vocabulary:
-    """Words to ids and back; ``[PAD]`` is id 0, ``[CLS]`` id 1.
+    """Words to ids and back; ``[PAD]`` is id 0.
 
     Anything with ``convert_ids_to_tokens`` works as ``AttributionCallback(tokenizer=...)``; this
     class is such a tokenizer for the built-in data.
     """
 
     def __init__(self) -> None:
-        words = [PAD, CLS, *SOURCE_TAGS, *(word for group in KEYWORDS for word in group), *FILLERS]
+        words = [PAD, *SOURCE_TAGS, *(word for group in KEYWORDS for word in group), *FILLERS]
         self.words = words
         self.ids = {word: index for index, word in enumerate(words)}
 
@@ -127,7 +127,7 @@ def generate_text_split(n: int, seed: int, shortcut_strength: float) -> TextSpli
     vocabulary = Vocabulary()
     generator = torch.Generator().manual_seed(seed)
     labels = torch.randint(len(CLASS_NAMES), (n,), generator=generator)
-    lengths = torch.randint(MIN_WORDS, MAX_WORDS + 1, (n,), generator=generator)
+    lengths = torch.randint(MIN_WORDS, SEQUENCE_LENGTH + 1, (n,), generator=generator)
     filler_ids = torch.tensor([vocabulary.ids[word] for word in FILLERS])
     words = filler_ids[torch.randint(len(FILLERS), (n, SEQUENCE_LENGTH), generator=generator)]
     keyword_choice = torch.randint(len(KEYWORDS[0]), (n,), generator=generator)
@@ -135,15 +135,14 @@ def generate_text_split(n: int, seed: int, shortcut_strength: float) -> TextSpli
     marks_class = torch.rand(n, generator=generator) < shortcut_strength
     tags = torch.where(marks_class, labels, torch.randint(len(SOURCE_TAGS), (n,), generator=generator))
     tag_ids = vocabulary.source_tag_ids()[tags]
-    # positions 1..length hold words; the keyword and the tag take two distinct ones of them
-    keyword_positions = 1 + (torch.rand(n, generator=generator) * lengths).long()
+    # positions 0..length-1 hold words; the keyword and the tag take two distinct ones of them
+    keyword_positions = (torch.rand(n, generator=generator) * lengths).long()
     tag_offsets = 1 + (torch.rand(n, generator=generator) * (lengths - 1)).long()
-    tag_positions = 1 + (keyword_positions - 1 + tag_offsets) % lengths
+    tag_positions = (keyword_positions + tag_offsets) % lengths
     rows = torch.arange(n)
     words[rows, keyword_positions] = keyword_ids
     words[rows, tag_positions] = tag_ids
-    words[:, 0] = vocabulary.ids[CLS]
-    attention_mask = (torch.arange(SEQUENCE_LENGTH) <= lengths[:, None]).long()
+    attention_mask = (torch.arange(SEQUENCE_LENGTH) < lengths[:, None]).long()
     input_ids = torch.where(attention_mask.bool(), words, torch.full_like(words, vocabulary.pad_token_id))
     return TextSplit(input_ids, attention_mask, labels, keyword_positions, tag_positions)
 

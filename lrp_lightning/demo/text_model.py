@@ -11,11 +11,11 @@ import lightning.pytorch as pl
 
 
 class TinyTextTransformer(pl.LightningModule):
-    """Token and position embeddings, ``nn.TransformerEncoderLayer`` blocks, a Linear head on the first token.
+    """Token and position embeddings, ``nn.TransformerEncoderLayer`` blocks, mean pooling, a Linear head.
 
     ``forward(input_ids, attention_mask=None)``: ids (N, T) and an optional mask (N, T; 0 at padding,
-    which no token attends to) give class logits (N, num_classes), read from the hidden state of the
-    first token (``[CLS]``). The encoder layers are pre-norm, GELU, without dropout.
+    which no token attends to and the pooling skips) give class logits (N, num_classes) from the
+    mean of the final hidden states. The encoder layers are pre-norm, GELU, without dropout.
 
     Parameters
     ----------
@@ -64,7 +64,11 @@ class TinyTextTransformer(pl.LightningModule):
         padding = None if attention_mask is None else attention_mask == 0
         for layer in self.layers:
             hidden = layer(hidden, src_key_padding_mask=padding)
-        return self.head(self.norm(hidden[:, 0]))
+        hidden = self.norm(hidden)
+        if attention_mask is None:
+            return self.head(hidden.mean(dim=1))
+        weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
+        return self.head((hidden * weights).sum(dim=1) / weights.sum(dim=1))
 
     def _step(self, batch: dict, stage: str) -> torch.Tensor:
         logits = self(batch["input_ids"], attention_mask=batch["attention_mask"])

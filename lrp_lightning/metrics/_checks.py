@@ -4,6 +4,8 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import Tensor
 
+from lrp_lightning.tokens import is_token_input
+
 Baseline = Union[float, str, Callable[[Tensor], Tensor]]
 BASELINE_NAMES = ("mean", "blur")
 ORDERS = ("morf", "lerf", "random")
@@ -41,7 +43,7 @@ def check_baseline(baseline: Any) -> Baseline:
 
 def is_token_ids(inputs: Tensor) -> bool:
     """Whether ``inputs`` are integer token ids (N, T) rather than floating values."""
-    return inputs.ndim == 2 and not inputs.is_floating_point() and not inputs.is_complex() and inputs.dtype != torch.bool
+    return inputs.ndim == 2 and is_token_input(inputs)
 
 
 def check_inputs(inputs: Any) -> Tensor:

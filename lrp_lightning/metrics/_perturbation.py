@@ -150,9 +150,10 @@ def perturbed_scores(
             replaced, kept = (inputs, fill) if insert else (fill, inputs)
             perturbed = torch.where(mask, replaced[samples], kept[samples])
             if attention_mask is None:
-                outputs = class_scores(model(perturbed))
+                outputs = class_scores(model(perturbed), perturbed)
             else:
-                outputs = class_scores(model(perturbed, attention_mask=attention_mask[samples]))
+                rows = attention_mask[samples]
+                outputs = class_scores(model(perturbed, attention_mask=rows), perturbed, rows)
             if start == 0:
                 check_classes(outputs, target)
             scores[start : start + pairs.shape[0]] = target_scores(outputs, target[samples], softmax).double()
