@@ -231,5 +231,17 @@ def _has_transformer_layer(module: torch.nn.Module) -> bool:
     return isinstance(module, _TRANSFORMER_LAYERS)
 
 
-register_auto_canonizer("torch.nn.MultiheadAttention", _has_multihead_attention, MultiheadAttentionCanonizer)
-register_auto_canonizer("torch.nn.Transformer*Layer activation", _has_transformer_layer, TransformerLayerActivationCanonizer)
+def _forward_replaced(module: torch.nn.Module) -> bool:
+    return "forward" in module.__dict__
+
+
+def _activation_is_module(module: torch.nn.Module) -> bool:
+    return isinstance(module.activation, torch.nn.Module)
+
+
+register_auto_canonizer(
+    "torch.nn.MultiheadAttention", _has_multihead_attention, MultiheadAttentionCanonizer, _forward_replaced
+)
+register_auto_canonizer(
+    "torch.nn.Transformer*Layer activation", _has_transformer_layer, TransformerLayerActivationCanonizer, _activation_is_module
+)

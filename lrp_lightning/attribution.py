@@ -298,13 +298,16 @@ class Attributor:
         Raises
         ------
         TypeError
-            If ``model_kwargs`` or token ids are given to an attributor other than :class:`Gradient`.
+            If ``model_kwargs`` or token ids are given to an attributor other than :class:`Gradient`,
+            or ``position`` with float inputs.
         """
         if (model_kwargs or is_token_input(inputs)) and not isinstance(self, Gradient):
             raise TypeError(
                 f"{type(self).__name__} takes float inputs and no model keyword arguments; "
                 "explain token ids or pass model keyword arguments with Gradient"
             )
+        if "position" in model_kwargs and not is_token_input(inputs):
+            raise TypeError("position= selects the explained position for token-id inputs; float inputs take none")
         entered_here = self._stack is None
         with contextlib.ExitStack() as stack:
             if entered_here:

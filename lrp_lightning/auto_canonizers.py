@@ -12,7 +12,7 @@ the library they detect (test ``type(module).__module__`` or the class name inst
 from __future__ import annotations
 
 import importlib
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import torch
 
@@ -30,17 +30,26 @@ class AutoCanonizer(NamedTuple):
         ``module -> bool``: whether the model needs the canonizer because of this module.
     build : callable
         ``() -> Canonizer``: a fresh, unregistered canonizer.
+    canonized : callable, optional
+        ``module -> bool``: whether a detected module is currently canonized; lets a composite warn
+        about detected modules that the canonizers it was given left as they are.
     """
 
     name: str
     detects: Callable[[torch.nn.Module], bool]
     build: Callable[[], object]
+    canonized: Optional[Callable[[torch.nn.Module], bool]] = None
 
 
 _REGISTRY: dict = {}
 
 
-def register_auto_canonizer(name: str, detects: Callable[[torch.nn.Module], bool], build: Callable[[], object]) -> None:
+def register_auto_canonizer(
+    name: str,
+    detects: Callable[[torch.nn.Module], bool],
+    build: Callable[[], object],
+    canonized: Optional[Callable[[torch.nn.Module], bool]] = None,
+) -> None:
     """Register (or replace) the entry ``name`` of the ``canonizers="auto"`` registry.
 
     Parameters
@@ -51,8 +60,10 @@ def register_auto_canonizer(name: str, detects: Callable[[torch.nn.Module], bool
         ``module -> bool``, called on each module of a model.
     build : callable
         ``() -> Canonizer``.
+    canonized : callable, optional
+        ``module -> bool``: whether a detected module is canonized at the moment.
     """
-    _REGISTRY[name] = AutoCanonizer(name, detects, build)
+    _REGISTRY[name] = AutoCanonizer(name, detects, build, canonized)
 
 
 def registered_auto_canonizers() -> list:
@@ -77,3 +88,15 @@ def auto_canonizers(model: torch.nn.Module) -> list:
     """
     modules = list(model.modules())
     return [entry.build() for entry in registered_auto_canonizers() if any(entry.detects(module) for module in modules)]
+
+
+def uncanonized_modules(model: torch.nn.Module) -> list:
+    """Return ``(module name, entry name)`` for every module a registry entry detects and reports as
+    not canonized (entries without ``canonized`` are not checked)."""
+    entries = [entry for entry in registered_auto_canonizers() if entry.canonized is not None]
+    return [
+        (name, entry.name)
+        for name, module in model.named_modules()
+        for entry in entries
+        if entry.detects(module) and not entry.canonized(module)
+    ]

@@ -7,11 +7,12 @@ order, that matches an entry of ``first_map``.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Optional, Sequence
 
 import torch
 
-from lrp_lightning.auto_canonizers import auto_canonizers
+from lrp_lightning.auto_canonizers import auto_canonizers, uncanonized_modules
 from lrp_lightning.core import Composite, Hook
 from lrp_lightning.gradient_rules import (
     AffineEpsilon,
@@ -497,10 +498,19 @@ class _TransformerComposite(LayerMapComposite):
         super().__init__(entries, None if self.auto_canonizers else canonizers)
 
     def register(self, module: torch.nn.Module) -> None:
-        """Resolve ``canonizers="auto"`` for ``module``, then register as any composite."""
+        """Resolve ``canonizers="auto"`` for ``module``, then register as any composite; warn about
+        transformer modules the canonizers left hiding their attention from the rules."""
         if self.auto_canonizers and not (self.handles or self.canonizer_instances):
             self.canonizers = auto_canonizers(module)
         super().register(module)
+        left = uncanonized_modules(module)
+        if left:
+            names = ", ".join(f"{name or type(module).__name__} ({entry})" for name, entry in left)
+            warnings.warn(
+                f"these modules are not canonized, so their attention gets no rules: {names}. "
+                'Use canonizers="auto" or add their canonizers.',
+                stacklevel=2,
+            )
 
 
 @register_composite("attn_lrp")

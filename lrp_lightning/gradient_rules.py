@@ -34,7 +34,7 @@ StabilizerLike = Union[float, Callable[[torch.Tensor], torch.Tensor]]
 class _OutputCall:
     """What one hooked call leaves for the backward pass of an :class:`OutputGradientHook`."""
 
-    __slots__ = ("hook", "module", "args", "kwargs", "output", "version", "share")
+    __slots__ = ("hook", "module", "args", "kwargs", "output", "version", "input_versions", "share")
 
     def __init__(self, hook: "OutputGradientHook", module: torch.nn.Module, args: tuple, kwargs: dict, output: torch.Tensor, share: float):
         self.hook = hook
@@ -43,14 +43,30 @@ class _OutputCall:
         self.kwargs = kwargs
         self.output = output
         self.version = output._version
+        self.input_versions = _versions(args)
         self.share = share
 
     def current_output(self) -> torch.Tensor:
-        """The module output, recomputed from the inputs if it was modified in place since the call."""
+        """The module output, recomputed from the inputs if it was modified in place since the call.
+
+        Raises
+        ------
+        RuntimeError
+            If the inputs were modified in place as well.
+        """
         if self.output._version == self.version:
             return self.output
+        if _versions(self.args) != self.input_versions:
+            raise RuntimeError(
+                f"the output and the inputs of {type(self.module).__name__} were both modified in place after the "
+                "call, so its rule cannot see them; make the in-place operation after it out-of-place"
+            )
         with torch.no_grad(), _hooks_suspended():
             return self.module.forward(*self.args, **self.kwargs)
+
+
+def _versions(values: tuple) -> list:
+    return [value._version for value in values if isinstance(value, torch.Tensor)]
 
 
 class _OutputGradientFunction(torch.autograd.Function):
@@ -71,6 +87,39 @@ class _OutputGradientFunction(torch.autograd.Function):
 def _is_variable(value: Any) -> bool:
     """A tensor argument through which relevance flows: it requires grad and is not a parameter."""
     return isinstance(value, torch.Tensor) and value.requires_grad and not isinstance(value, torch.nn.Parameter)
+
+
+class _Stabilized:
+    """Mixed into rules with one stabilizer: ``epsilon`` (float or callable) and ``stabilizer``."""
+
+    def __init__(self, epsilon: StabilizerLike = 1e-6) -> None:
+        super().__init__()
+        self.epsilon = epsilon
+        self.stabilizer = Stabilizer.ensure(epsilon)
+
+    def _repr_fields(self):
+        return {"epsilon": self.epsilon}
+
+
+class _InputOutputRule(_Stabilized, Hook):
+    """A rule replacing the module's backward pass by :meth:`input_gradient` of its input and output."""
+
+    saves_output = True
+
+    def backward(self, module, input, output, grad_output, args, kwargs):
+        """Return :meth:`input_gradient` (without autograd; the output recomputed if it was modified in place)."""
+        with torch.no_grad():
+            return self.input_gradient(module, input, _module_output(module, input, output, args, kwargs), grad_output)
+
+    def input_gradient(self, module: torch.nn.Module, input: torch.Tensor, output: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
+        """Return the modified gradient ``g_x`` of the input for ``g_y`` at the output."""
+        raise NotImplementedError
+
+
+def _module_output(module: torch.nn.Module, input: torch.Tensor, output: Optional[torch.Tensor], args: tuple, kwargs: dict) -> torch.Tensor:
+    """The module output saved by a :class:`~lrp_lightning.core.Hook`, recomputed from the input when
+    it was modified in place since the call (the hook then passes None)."""
+    return module.forward(input, *args, **kwargs) if output is None else output
 
 
 class OutputGradientHook(Hook):
@@ -116,11 +165,14 @@ class OutputGradientHook(Hook):
 
 
 def _epsilon_ratio(output: torch.Tensor, stabilizer: Callable) -> torch.Tensor:
-    """``y / stab(y)``."""
+    """``y / stab(y)``; for the plain stabilizer computed as ``|y| / (|y| + eps)`` (equal, fewer passes)."""
+    if type(stabilizer) is Stabilizer and not stabilizer.clip and not stabilizer.norm_scale and isinstance(stabilizer.epsilon, (int, float)):
+        magnitude = output.abs()
+        return magnitude.div_(magnitude + stabilizer.epsilon)
     return output / stabilizer(output)
 
 
-class AffineEpsilon(OutputGradientHook):
+class AffineEpsilon(_Stabilized, OutputGradientHook):
     """LRP-epsilon for any layer affine in its input (``nn.Linear``, convolutions, Hugging Face
     ``Conv1D``, BatchNorm in eval mode), in the gradient view.
 
@@ -134,20 +186,12 @@ class AffineEpsilon(OutputGradientHook):
         Stabilizer of the denominator (a callable replaces ``stab`` wholesale).
     """
 
-    def __init__(self, epsilon: StabilizerLike = 1e-6) -> None:
-        super().__init__()
-        self.epsilon = epsilon
-        self.stabilizer = Stabilizer.ensure(epsilon)
-
     def output_gradient(self, output, grad_output, share):
         """Return ``g_z * z / stab(z)``."""
-        return grad_output * _epsilon_ratio(output, self.stabilizer)
-
-    def _repr_fields(self):
-        return {"epsilon": self.epsilon}
+        return _epsilon_ratio(output, self.stabilizer).mul_(grad_output)
 
 
-class UniformProduct(OutputGradientHook):
+class UniformProduct(_Stabilized, OutputGradientHook):
     """Uniform rule for products of tensors (:class:`~lrp_lightning.layer.MatMul`,
     :class:`~lrp_lightning.layer.Mul`), in the gradient view (AttnLRP, Achtibat et al., 2024).
 
@@ -167,20 +211,13 @@ class UniformProduct(OutputGradientHook):
         Stabilizer of the denominator.
     """
 
-    def __init__(self, epsilon: StabilizerLike = 1e-6) -> None:
-        super().__init__()
-        self.epsilon = epsilon
-        self.stabilizer = Stabilizer.ensure(epsilon)
-
     def output_gradient(self, output, grad_output, share):
         """Return ``g_Y * Y / stab(Y) / n``."""
-        return grad_output * _epsilon_ratio(output, self.stabilizer).mul_(share)
-
-    def _repr_fields(self):
-        return {"epsilon": self.epsilon}
+        ratio = _epsilon_ratio(output, self.stabilizer).mul_(grad_output)
+        return ratio.mul_(share) if share != 1 else ratio
 
 
-class IdentityRule(Hook):
+class IdentityRule(_InputOutputRule):
     """Identity rule for element-wise non-linearities ``y = f(x)`` (GELU, SiLU, tanh, exp, ...).
 
     ``R_x = R_y``, so ``g_x = g_y * y / stab(x)`` (``x * g_x = R_y * x / stab(x)``; the stabilizer
@@ -192,22 +229,9 @@ class IdentityRule(Hook):
         Stabilizer of the division by the input.
     """
 
-    saves_output = True
-
-    def __init__(self, epsilon: StabilizerLike = 1e-6) -> None:
-        super().__init__()
-        self.epsilon = epsilon
-        self.stabilizer = Stabilizer.ensure(epsilon)
-
-    def backward(self, module, input, output, grad_output, args, kwargs):
+    def input_gradient(self, module, input, output, grad_output):
         """Return ``g_y * y / stab(x)``."""
-        with torch.no_grad():
-            if output is None:
-                output = module.forward(input, *args, **kwargs)
-            return grad_output * output / self.stabilizer(input)
-
-    def _repr_fields(self):
-        return {"epsilon": self.epsilon}
+        return grad_output * output / self.stabilizer(input)
 
 
 def _normalized_dims(module: torch.nn.Module) -> tuple:
@@ -217,7 +241,7 @@ def _normalized_dims(module: torch.nn.Module) -> tuple:
     return tuple(range(-count, 0))
 
 
-class LayerNormEpsilon(Hook):
+class LayerNormEpsilon(_InputOutputRule):
     """LRP-epsilon on a LayerNorm with its standard deviation held constant (AttnLRP).
 
     With ``sigma = sqrt(var(x) + eps)`` detached, ``y = (x - mean(x)) / sigma * w + b`` is affine
@@ -231,30 +255,17 @@ class LayerNormEpsilon(Hook):
         Stabilizer of the denominator.
     """
 
-    saves_output = True
-
-    def __init__(self, epsilon: StabilizerLike = 1e-6) -> None:
-        super().__init__()
-        self.epsilon = epsilon
-        self.stabilizer = Stabilizer.ensure(epsilon)
-
-    def backward(self, module, input, output, grad_output, args, kwargs):
+    def input_gradient(self, module, input, output, grad_output):
         """Return ``(v - mean(v)) / sigma`` with ``v = w * g_y * y / stab(y)``."""
-        with torch.no_grad():
-            if output is None:
-                output = module.forward(input, *args, **kwargs)
-            dims = _normalized_dims(module)
-            sigma = torch.sqrt(input.var(dim=dims, unbiased=False, keepdim=True) + module.eps)
-            scaled = grad_output * _epsilon_ratio(output, self.stabilizer)
-            if getattr(module, "weight", None) is not None:
-                scaled = scaled * module.weight
-            return (scaled - scaled.mean(dim=dims, keepdim=True)) / sigma
-
-    def _repr_fields(self):
-        return {"epsilon": self.epsilon}
+        dims = _normalized_dims(module)
+        sigma = torch.sqrt(input.var(dim=dims, unbiased=False, keepdim=True) + module.eps)
+        scaled = grad_output * _epsilon_ratio(output, self.stabilizer)
+        if getattr(module, "weight", None) is not None:
+            scaled = scaled * module.weight
+        return (scaled - scaled.mean(dim=dims, keepdim=True)) / sigma
 
 
-class RMSNormEpsilon(Hook):
+class RMSNormEpsilon(_InputOutputRule):
     """LRP-epsilon on an RMSNorm with its root mean square held constant (AttnLRP).
 
     With ``rms = sqrt(mean(x^2) + eps)`` detached, ``y = x / rms * w`` is linear in ``x``:
@@ -268,32 +279,19 @@ class RMSNormEpsilon(Hook):
         Stabilizer of the denominator.
     """
 
-    saves_output = True
-
-    def __init__(self, epsilon: StabilizerLike = 1e-6) -> None:
-        super().__init__()
-        self.epsilon = epsilon
-        self.stabilizer = Stabilizer.ensure(epsilon)
-
-    def backward(self, module, input, output, grad_output, args, kwargs):
+    def input_gradient(self, module, input, output, grad_output):
         """Return ``w / rms * g_y * y / stab(y)``."""
-        with torch.no_grad():
-            if output is None:
-                output = module.forward(input, *args, **kwargs)
-            eps = getattr(module, "variance_epsilon", None)
-            if eps is None:
-                eps = getattr(module, "eps", None)
-            if eps is None:
-                eps = torch.finfo(input.dtype).eps
-            wide = input.to(torch.promote_types(input.dtype, torch.float32))
-            rms = torch.sqrt(wide.pow(2).mean(dim=_normalized_dims(module), keepdim=True) + eps).to(input.dtype)
-            gradient = grad_output * _epsilon_ratio(output, self.stabilizer) / rms
-            if getattr(module, "weight", None) is not None:
-                gradient = gradient * module.weight
-            return gradient.to(input.dtype)
-
-    def _repr_fields(self):
-        return {"epsilon": self.epsilon}
+        eps = getattr(module, "variance_epsilon", None)
+        if eps is None:
+            eps = getattr(module, "eps", None)
+        if eps is None:
+            eps = torch.finfo(input.dtype).eps
+        wide = input.to(torch.promote_types(input.dtype, torch.float32))
+        rms = torch.sqrt(wide.pow(2).mean(dim=_normalized_dims(module), keepdim=True) + eps).to(input.dtype)
+        gradient = grad_output * _epsilon_ratio(output, self.stabilizer) / rms
+        if getattr(module, "weight", None) is not None:
+            gradient = gradient * module.weight
+        return gradient.to(input.dtype)
 
 
 class ConstantAttention(Hook):
@@ -343,9 +341,8 @@ class AffineGamma(Hook):
 
     def relevance(self, call, input, output, grad_output):
         """Return ``R_x / x`` (0 where ``x = 0``) for the Gamma rule's ``R_x`` with ``R_z = z * g_z``."""
-        with torch.no_grad(), _hooks_suspended():
-            if output is None:
-                output = call.module.forward(input, *call.extra_args, **call.kwargs)
+        with torch.no_grad():
+            output = _module_output(call.module, input, output, call.extra_args, call.kwargs)
         relevance = self.rule.relevance(call, input, output, grad_output * output)
         with torch.no_grad():
             nonzero = input != 0

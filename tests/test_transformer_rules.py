@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lrp_lightning import gradient_rules, types
-from lrp_lightning.composites import COMPOSITES, AttnLRP, CPLRP, LayerMapComposite
+from lrp_lightning.composites import COMPOSITES, AttnLRP, CPLRP
 from lrp_lightning.layer import MatMul, Mul
 
 pytestmark = pytest.mark.usefixtures("float64_default")
@@ -318,3 +318,31 @@ def test_rules_leave_no_grad_mode_call_unchanged():
     expected = model(x)
     with AttnLRP().context(model), torch.no_grad():
         assert torch.equal(model(x), expected)
+
+
+def test_output_modified_in_place_is_recomputed_and_both_modified_raise():
+    torch.manual_seed(13)
+    linear = torch.nn.Linear(4, 3)
+    x = torch.randn(2, 4, requires_grad=True)
+    g = torch.randn(2, 3)
+    rule = gradient_rules.AffineEpsilon(EPS)
+    _, (expected,) = hooked_gradients(rule, linear, (x,), g)
+    handles = rule.register(linear)
+    try:
+        inputs = x * 1
+        output = linear(inputs)
+        clean = output.detach().clone()
+        result = output.mul(1)
+        with torch.no_grad():
+            output.add_(1.0)  # an unhooked in-place change of the saved output
+        gradient, = torch.autograd.grad(result, x, g)
+        torch.testing.assert_close(gradient, expected)
+        output = linear(inputs)
+        with torch.no_grad():
+            output.add_(1.0)
+            inputs.add_(1.0)
+        with pytest.raises(RuntimeError, match="both modified in place"):
+            torch.autograd.grad(output, x, g)
+    finally:
+        handles.remove()
+    assert torch.equal(clean, linear(x.detach()))

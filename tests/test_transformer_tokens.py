@@ -157,6 +157,8 @@ def test_bad_token_inputs_get_clear_errors():
         SmoothGrad(model, AttnLRP())(ids, 0)
     with pytest.raises(ValueError, match="no get_input_embeddings"):
         Gradient(torch.nn.Linear(5, 3), AttnLRP())(ids, 0)
+    with pytest.raises(TypeError, match="position= selects the explained position for token-id inputs"):
+        Gradient(model, AttnLRP())(torch.randn(3, 5), 0, position=1)
     with pytest.raises(ValueError, match=r"logits \(N, K\) or \(N, T, V\)"):
         explained_logits(torch.zeros(3, 5, 2, 2), ids, None, None)
 

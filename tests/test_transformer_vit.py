@@ -5,6 +5,7 @@ import itertools
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import pytest
 import torch
@@ -12,7 +13,6 @@ import torch
 from lrp_lightning.attention import MultiheadAttentionCanonizer, TransformerLayerActivationCanonizer
 from lrp_lightning.auto_canonizers import auto_canonizers, register_auto_canonizer, registered_auto_canonizers
 from lrp_lightning.composites import AttnLRP, CPLRP
-from lrp_lightning.gradient_rules import ConstantAttention, UniformProduct
 from lrp_lightning.torchvision import VisionTransformerCanonizer
 
 from engine_models import assert_same_state, model_state
@@ -311,3 +311,34 @@ def test_importing_lrp_lightning_changes_no_class():
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_transformer_decoder_layer_with_cross_attention_is_canonized():
+    torch.manual_seed(2)
+    layer = torch.nn.TransformerDecoderLayer(8, 2, 16, dropout=0.0, batch_first=True).eval()
+    target, memory = torch.randn(2, 4, 8), torch.randn(2, 6, 8)
+    causal = torch.nn.Transformer.generate_square_subsequent_mask(4)
+    expected = layer(target, memory, tgt_mask=causal, tgt_is_causal=True)
+    before = full_state(layer)
+    with AttnLRP().context(layer):
+        assert isinstance(layer.activation, torch.nn.ReLU)
+        inputs = target.clone().requires_grad_(True)
+        output = layer(inputs, memory, tgt_mask=causal, tgt_is_causal=True)
+        torch.autograd.grad(output.sum(), inputs)
+    torch.testing.assert_close(output.detach(), expected, rtol=1e-12, atol=1e-12)
+    assert_same_state(before, full_state(layer))
+
+
+def test_composites_warn_about_attention_their_canonizers_left_fused():
+    model = tiny_vit()
+    with pytest.warns(UserWarning, match=r"not canonized.*encoder_layer_0.self_attention \(torch.nn.MultiheadAttention\)"):
+        with CPLRP(canonizers=[]).context(model):
+            pass
+    encoder = tiny_encoder(True, "gelu")
+    with pytest.warns(UserWarning, match=r"layers.0 \(torch.nn.Transformer\*Layer activation\)"):
+        with AttnLRP(canonizers=[MultiheadAttentionCanonizer()]).context(encoder):
+            pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with AttnLRP().context(model), CPLRP().context(encoder):
+            pass
