@@ -6,7 +6,8 @@ explanation (``gradient``: unpatched forward and backward to the input embedding
 ``attn_lrp``/``cp_lrp``: after ``lxt.efficient.monkey_patch`` with LXT's map for the model, for the
 ViT its documented recipe — ``monkey_patch(vision_transformer)``, ``monkey_patch_zennit`` and
 zennit's Epsilon on ``nn.Linear``/``nn.Conv2d``, which is CP-LRP). The models and inputs are those
-of :func:`benchmarks.transformers.build` (same seed and configuration). Never imports lrp_lightning.
+of :func:`benchmarks.transformers.build`, explained by its ``plain_gradient`` (with LXT's patches
+in place); lrp_lightning is never imported here.
 """
 from __future__ import annotations
 
@@ -17,26 +18,7 @@ import importlib
 import torch
 
 from benchmarks.common import time_ms
-
-SEED = 0
-
-
-def build(model_name: str, batch: int, sequence: int) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    torch.manual_seed(SEED)
-    if model_name == "vit_b_16":
-        from torchvision.models import vit_b_16
-
-        model = vit_b_16(weights=None)
-        inputs = torch.randn(batch, 3, 224, 224)
-        target = torch.randint(1000, (batch,))
-    else:
-        from transformers import GPT2Config, GPT2LMHeadModel
-
-        config = GPT2Config(n_layer=12, n_embd=768, n_head=12, n_positions=max(1024, sequence))
-        model = GPT2LMHeadModel(config)
-        inputs = torch.randint(config.vocab_size, (batch, sequence))
-        target = torch.randint(config.vocab_size, (batch,))
-    return model.eval(), inputs, target
+from benchmarks.transformers import build, plain_gradient
 
 
 def patch(model_name: str, method: str) -> contextlib.AbstractContextManager:
@@ -58,17 +40,6 @@ def patch(model_name: str, method: str) -> contextlib.AbstractContextManager:
     return LayerMapComposite([(torch.nn.Conv2d, zennit.rules.Epsilon(1e-6)), (torch.nn.Linear, zennit.rules.Epsilon(1e-6))])
 
 
-def explain(model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    if inputs.is_floating_point():
-        leaf = inputs.detach().requires_grad_(True)
-        logits = model(leaf)
-    else:
-        leaf = model.get_input_embeddings()(inputs).detach().requires_grad_(True)
-        logits = model(inputs_embeds=leaf, use_cache=False).logits[:, -1]
-    gradient, = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), leaf)
-    return (leaf.detach() * gradient).detach()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model", choices=("vit_b_16", "gpt2"))
@@ -80,10 +51,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     composite = contextlib.nullcontext() if args.method == "gradient" else patch(args.model, args.method)
-    model, inputs, target = build(args.model, args.batch, args.sequence)
+    model, data = build(args.model, args.batch, args.sequence, torch.device("cpu"))
     context = composite.context(model) if hasattr(composite, "context") else composite
     with context:
-        print(time_ms(lambda: explain(model, inputs, target), torch.device("cpu"), warmup=1, repeats=args.repeats))
+        run = lambda: plain_gradient(model, data["inputs"], data["target"])  # noqa: E731
+        print(time_ms(run, torch.device("cpu"), warmup=1, repeats=args.repeats))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
 from lrp_lightning.image import heatmap
-from lrp_lightning.metrics._checks import is_token_ids
 from lrp_lightning.metrics._model import class_scores
 
 TOKEN_IDS_KEY = "input_ids"
