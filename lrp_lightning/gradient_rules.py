@@ -21,6 +21,7 @@ Composites that use these rules set ``gradient_view = True``; the attributors th
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Optional, Union
 
 import torch
@@ -127,8 +128,8 @@ class OutputGradientHook(Hook):
     pass maps it to the inputs.
 
     Subclasses implement :meth:`output_gradient`. The rule applies to calls whose output requires
-    grad; ``share`` is ``1 / n`` for ``n`` tensor inputs that require grad and are not parameters
-    (at least 1).
+    grad; ``share`` is ``1 / n`` for ``n`` tensor arguments (positional or keyword) that require
+    grad and are not parameters (at least 1).
     """
 
     saves_input = False
@@ -159,7 +160,7 @@ class OutputGradientHook(Hook):
             and output.requires_grad
         ):
             return None
-        variables = sum(1 for value in args if _is_variable(value))
+        variables = sum(1 for value in (*args, *kwargs.values()) if _is_variable(value))
         call = _OutputCall(self, module, args, kwargs, output.detach(), 1.0 / max(variables, 1))
         return _OutputGradientFunction.apply(call, output)
 
@@ -270,8 +271,10 @@ class RMSNormEpsilon(_InputOutputRule):
 
     With ``rms = sqrt(mean(x^2) + eps)`` detached, ``y = x / rms * w`` is linear in ``x``:
     ``R_x = x * w / rms * R_y / stab(y)``, so ``g_x = w / rms * g_y * y / stab(y)``. ``eps`` is
-    the module's ``eps`` (``torch.finfo`` of the input's dtype when None) or ``variance_epsilon``;
-    ``rms`` is computed in at least float32, as the Hugging Face implementations do.
+    the module's ``variance_epsilon`` or ``eps`` (``torch.finfo`` of the input's dtype when None);
+    ``rms`` is computed in at least float32, as the Hugging Face implementations do. The effective
+    scale ``w`` is read from the module itself, ``w = f(1) * sqrt(1 + eps)`` for an input of ones,
+    so variants scaling by ``1 + weight`` (Gemma) or by nothing are handled alike.
 
     Parameters
     ----------
@@ -286,12 +289,12 @@ class RMSNormEpsilon(_InputOutputRule):
             eps = getattr(module, "eps", None)
         if eps is None:
             eps = torch.finfo(input.dtype).eps
+        dims = _normalized_dims(module)
         wide = input.to(torch.promote_types(input.dtype, torch.float32))
-        rms = torch.sqrt(wide.pow(2).mean(dim=_normalized_dims(module), keepdim=True) + eps).to(input.dtype)
-        gradient = grad_output * _epsilon_ratio(output, self.stabilizer) / rms
-        if getattr(module, "weight", None) is not None:
-            gradient = gradient * module.weight
-        return gradient.to(input.dtype)
+        rms = torch.sqrt(wide.pow(2).mean(dim=dims, keepdim=True) + eps)
+        ones = input.new_ones((1,) * (input.dim() - len(dims)) + tuple(input.shape[dim] for dim in dims))
+        scale = module.forward(ones).to(rms.dtype) * math.sqrt(1.0 + eps)
+        return (grad_output * _epsilon_ratio(output, self.stabilizer) * (scale / rms)).to(input.dtype)
 
 
 class ConstantAttention(Hook):

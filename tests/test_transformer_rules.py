@@ -154,20 +154,28 @@ class TinyRMSNorm(torch.nn.Module):
         return self.weight * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
 
 
-@pytest.mark.parametrize("build", [lambda: torch.nn.RMSNorm(5, eps=1e-4), lambda: TinyRMSNorm(5, eps=1e-4)])
+class TinyGemmaRMSNorm(TinyRMSNorm):
+    """An RMSNorm scaling by ``1 + weight``, as Gemma's does."""
+
+    def forward(self, x):
+        return (1 + self.weight) * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+
+
+@pytest.mark.parametrize("build", [lambda: torch.nn.RMSNorm(5, eps=1e-4), lambda: TinyRMSNorm(5, eps=1e-4), lambda: TinyGemmaRMSNorm(5, eps=1e-4)])
 def test_rms_norm_rule_holds_rms_constant_and_applies_epsilon(build):
     torch.manual_seed(6)
     norm = build()
     if isinstance(norm, torch.nn.RMSNorm):
         norm.weight.data.normal_()
     assert isinstance(norm, types.RMSNorm)
+    scale = norm.weight.detach() + (1 if isinstance(norm, TinyGemmaRMSNorm) else 0)
     x = torch.randn(2, 3, 5, requires_grad=True)
     g = torch.randn(2, 3, 5)
     y, (g_x,) = hooked_gradients(gradient_rules.RMSNormEpsilon(EPS), norm, (x,), g)
     xd = x.detach()
     rms = torch.sqrt((xd**2).mean(-1, keepdim=True) + 1e-4)
     # y = diag(w / rms) x, so R_x = x * w / rms * R_y / stab(y)
-    expected = xd * norm.weight.detach() / rms * (y * g) / stab(y)
+    expected = xd * scale / rms * (y * g) / stab(y)
     torch.testing.assert_close(xd * g_x, expected, rtol=1e-12, atol=1e-14)
 
 
@@ -186,6 +194,13 @@ def test_uniform_rule_halves_matmul_relevance_between_the_factors():
     torch.testing.assert_close(bd * g_b, R_b, rtol=1e-12, atol=1e-14)
     # conservation up to the stabilizer: sum R_a + sum R_b = sum R_y * y / stab(y)
     torch.testing.assert_close(R_a.sum() + R_b.sum(), (R_y * y / stab(y)).sum())
+    # the second factor given by keyword counts as a factor too
+    handles = gradient_rules.UniformProduct(EPS).register(matmul := MatMul())
+    try:
+        g_a_keyword, = torch.autograd.grad(matmul(a, b=b), a, g)
+    finally:
+        handles.remove()
+    torch.testing.assert_close(g_a_keyword, g_a)
 
 
 def test_uniform_rule_gives_a_single_variable_factor_everything():
