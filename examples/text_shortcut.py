@@ -43,6 +43,7 @@ class TopTokenIn(RelevanceRankAccuracy):
         self.which = which
 
     def update(self, attributions: torch.Tensor, mask: torch.Tensor) -> None:
+        """Accumulate the top-1 hits of relevance (N, T) against channel ``which`` of ``mask`` (N, 2, T)."""
         super().update(attributions, mask[:, self.which])
 
 
