@@ -147,8 +147,8 @@ def test_first_of_several_dataloaders_and_lazy_top_level_import():
 def test_samples_validation_and_state():
     with pytest.raises(ValueError, match="labels"):
         Samples(torch.zeros(3, 2), torch.zeros(2, dtype=torch.long))
-    with pytest.raises(TypeError, match="floating"):
-        Samples(torch.zeros(3, 2, dtype=torch.long))
+    with pytest.raises(TypeError, match="floating point or integer token ids"):
+        Samples(torch.zeros(3, 2, 2, dtype=torch.long))
     with pytest.raises(TypeError, match="integer"):
         Samples(torch.zeros(3, 2), torch.zeros(3))
     with torch.inference_mode():

@@ -129,6 +129,10 @@ def test_command_line_defaults_and_switches():
     changed = parse_args(["--no-confounder", "--epochs", "2", "--composites", "gradient", "--accelerator", "cpu"])
     assert not changed.confounder and changed.epochs == 2 and changed.composites == ["gradient"]
     assert changed.accelerator == "cpu"
+    vit = parse_args(["--model", "vit"])
+    assert vit.composites == ["attn_lrp", "cp_lrp", "gradient"] and vit.watermark_opacity == 0.5
+    assert (vit.epochs, vit.n_train) == (6, 1500) and (defaults.epochs, defaults.n_train) == (6, 3000)
+    assert parse_args(["--model", "vit", "--watermark-opacity", "0.3"]).watermark_opacity == 0.3
 
 
 def test_unknown_composite_name_exits_with_the_known_names(capsys):
@@ -277,3 +281,20 @@ def test_demo_defaults_show_the_confounder_on_and_not_off(tmp_path):
     assert accuracy["--confounder"] < 0.5 and accuracy["--no-confounder"] > 0.9, accuracy
     for name in ("epsilon_gamma_box", "epsilon_plus_flat"):
         assert object_masses["--no-confounder"][name] > object_masses["--no-confounder"]["gradient"], object_masses
+
+
+def test_vit_demo_attn_lrp_and_cp_lrp_show_the_confounder_on_and_not_off_and_beat_gradient_and_random(tmp_path):
+    """``--model vit`` at its defaults: the ViT explanations find the watermark only when it was a shortcut."""
+    area_share = WATERMARK_SIZE**2 / IMAGE_SIZE**2
+    scalars = {}
+    for switch in ("--confounder", "--no-confounder"):
+        with restored_global_state(), redirect_stdout(io.StringIO()):
+            log_dir = main(["--model", "vit", "--accelerator", "cpu", switch, "--log-dir", str(tmp_path)])
+        scalars[switch] = {tag: values[-1] for tag, values in read_scalars(log_dir).items()}
+    for name in ("attn_lrp", "cp_lrp"):
+        assert scalars["--confounder"][f"attribution/{name}/watermark_mass"] > 8 * area_share, name
+        assert scalars["--no-confounder"][f"attribution/{name}/watermark_mass"] < 2 * area_share, name
+        for switch, values in scalars.items():
+            aopc = values[f"attribution/{name}/aopc_morf"]
+            assert aopc > values["attribution/gradient/aopc_morf"], (name, switch)
+            assert aopc > values[f"attribution/{name}/aopc_random"], (name, switch)

@@ -33,7 +33,7 @@ def event_tags(log_dir):
 
 def test_every_example_has_a_test():
     tested = {"resnet_heatmap.py", "custom_composite.py", "lightning_callback.py", "lightning_cli.py",
-              "metrics_standalone.py"}
+              "metrics_standalone.py", "text_shortcut.py"}
     assert {path.name for path in EXAMPLES.glob("*.py")} == tested
 
 
@@ -93,3 +93,24 @@ def test_metrics_standalone_prints_every_metric_for_both_explainers(monkeypatch)
     assert 0.0 <= values["sparseness"] <= 1.0 and 0.0 <= values["relevance mass on object"] <= 1.0
     assert -1.0 <= values["faithfulness corr"] <= 1.0
     assert torch.isfinite(torch.tensor(list(values.values()))).all()
+
+
+def test_text_shortcut_attn_lrp_finds_the_deciding_keyword_in_the_logged_tables(tmp_path, monkeypatch):
+    """The tag is right for 90 % of the training data and random in validation; the model reads the keyword."""
+    from lrp_lightning.demo.text_data import KEYWORDS, SOURCE_TAGS
+
+    printed = run_example("text_shortcut.py", "--epochs", 3, "--n-train", 800, "--composites", "attn_lrp", "gradient",
+                          "--log-dir", tmp_path, monkeypatch=monkeypatch)
+    log_dir = printed.split("TensorBoard logs: ")[1].splitlines()[0]
+    accumulator = EventAccumulator(log_dir, size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    accumulator.Reload()
+    assert accumulator.Scalars("val/acc")[-1].value >= 0.95
+    table = accumulator.Tensors("attribution/attn_lrp/tokens/text_summary")[-1].tensor_proto.string_val[0].decode()
+    top_tokens = [row.split(" | ")[2].replace("\\", "") for row in table.splitlines()[2:]]
+    keywords = {word for group in KEYWORDS for word in group}
+    assert len(top_tokens) == 32
+    assert sum(token in keywords for token in top_tokens) >= 0.9 * len(top_tokens), top_tokens
+    assert sum(token in SOURCE_TAGS for token in top_tokens) <= 0.1 * len(top_tokens), top_tokens
+    assert accumulator.Scalars("attribution/attn_lrp/keyword_top")[-1].value >= 0.9
+    image = accumulator.Images("attribution/attn_lrp/grid")[-1]
+    assert image.width == 720 and image.height > 32 * 10

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -31,6 +31,7 @@ from lrp_lightning.callbacks.nonfinite import NonFiniteWarnings
 from lrp_lightning.callbacks.samples import BatchToInput, Samples, collect_samples, first_dataloader
 from lrp_lightning.callbacks.sinks import sinks_for
 from lrp_lightning.callbacks.targets import TargetSpec, check_target_spec, resolve_targets
+from lrp_lightning.callbacks.tokens import TokenDecoder
 from lrp_lightning.cmap import get_cmap
 
 # samples in the unlogged trial pass at fit start (enough to surface errors, cheap)
@@ -54,7 +55,9 @@ class AttributionCallback(Callback):
     Logged, per explainer ``<name>``: every metric through ``pl_module.log`` as
     ``attribution/<name>/<metric>`` (monitorable by ``ModelCheckpoint``/``EarlyStopping``; LRP
     composites also get ``conservation``); on global rank zero the image grid (input | heatmap |
-    overlay per sample) ``attribution/<name>/grid`` — heat strips for (N, D) and (N, T, D) inputs —,
+    overlay per sample) ``attribution/<name>/grid`` — heat strips for (N, D) and (N, T, D) inputs;
+    for token ids (N, T) the tokens coloured by relevance, plus a Markdown table of them as text
+    ``attribution/<name>/tokens`` —,
     the rule map as text ``attribution/<name>/rule_map`` (once), one figure per perturbation
     metric comparing the explainers' curves ``attribution/curves/<metric>``, and a TensorBoard
     custom-scalars dashboard (one chart per metric, one line per explainer). With ``random_baseline``
@@ -86,21 +89,27 @@ class AttributionCallback(Callback):
         Explanation-quality metrics (any ``torchmetrics.Metric`` whose ``update`` takes some of
         ``model, inputs, attributions, target, input_relevance, output_relevance, mask``). None: a
         cheap default set — Sparseness, Complexity and a 8-step region-perturbation AOPC (MoRF).
-    samples : tensor or tuple, optional
-        ``x``, ``(x, y)`` or ``(x, y, mask)`` to explain instead of validation samples.
+    samples : tensor, tuple or dict, optional
+        ``x``, ``(x, y)`` or ``(x, y, mask)`` — or a dict batch such as ``{"input_ids",
+        "attention_mask", "labels"}`` — to explain instead of validation samples.
     batch_to_input : callable, optional
         Maps a validation batch to ``x``, ``(x, y)`` or ``(x, y, mask)``; by default tuples
-        ``(x, y, ...)``, dicts (keys ``x``/``input``/``image``..., ``y``/``label``/``target``...,
-        ``mask``) and bare tensors are understood.
+        ``(x, y, ...)``, dicts (keys ``x``/``input``/``image``.../``input_ids``,
+        ``y``/``label``/``target``..., ``mask``) and bare tensors are understood. Text batches:
+        dicts with integer ``input_ids`` (N, T) and optionally ``attention_mask`` (N, T), which is
+        passed to the model as ``model(input_ids, attention_mask=...)``; padding (mask 0) is left
+        out of the token pictures.
     module : str, optional
         Dotted name of the submodule to explain; by default the LightningModule's ``forward``.
     low, high : float, sequence of float or tensor, optional
         Input bounds of the box rule of composites that take them (``epsilon_gamma_box``); by
-        default the per-channel min and max of the samples.
+        default the per-channel min and max of the samples (token ids: not needed unless the
+        model has convolutions).
     canonizers : "auto", None or list of Canonizer
         Canonizers of composites built by name. ``"auto"``: ResNetCanonizer/VGGCanonizer for
         torchvision ResNets/VGGs, SequentialMergeBatchNorm when a BatchNorm follows a linear layer,
-        none otherwise.
+        none otherwise; composites whose own default is ``"auto"`` (``attn_lrp``, ``cp_lrp``)
+        choose their transformer canonizers themselves.
     cmap : str
         Colour map of the heatmaps (see :func:`lrp_lightning.cmap.get_cmap`).
     log_images : bool
@@ -117,6 +126,14 @@ class AttributionCallback(Callback):
         Seed of the random attribution's private generator (the same noise every epoch).
     drift : bool
         Log the drift of each explainer's attributions between logged epochs.
+    tokenizer : object, optional
+        For token ids: shows tokens as text, through ``convert_ids_to_tokens`` or ``decode`` (e.g.
+        a Hugging Face tokenizer); its ``pad_token_id`` is the default ``baseline_token_id``.
+    decode : callable, optional
+        For token ids: ``token id -> str``, instead of a tokenizer. Without either, ids are shown.
+    baseline_token_id : int, optional
+        The token that replaces tokens in the default perturbation metric for token ids; by
+        default the tokenizer's ``pad_token_id``, else 0.
 
     Raises
     ------
@@ -150,6 +167,9 @@ class AttributionCallback(Callback):
         random_baseline: bool = True,
         random_seed: int = DEFAULT_RANDOM_SEED,
         drift: bool = True,
+        tokenizer: Any = None,
+        decode: Optional[Callable[[int], str]] = None,
+        baseline_token_id: Optional[int] = None,
     ) -> None:
         self.specs = parse_explainers(composite)
         if random_baseline and RANDOM_NAME in self.explainer_names:
@@ -183,6 +203,10 @@ class AttributionCallback(Callback):
         self.random_seed = random_seed
         self.drift = _arguments.boolean("drift", drift)
         self._drift = DriftTracker()
+        self.decoder = TokenDecoder(tokenizer, decode)
+        self.baseline_token_id = None if baseline_token_id is None else _arguments.integer(
+            "baseline_token_id", baseline_token_id, minimum=0
+        )
         self._explainers: list[Explainer] = []
         self._metric_sets: list[MetricSet] = []
         self._rule_maps_logged: set = set()
@@ -242,7 +266,7 @@ class AttributionCallback(Callback):
         self._explainers = [
             build_explainer(name, spec, model, inputs, self.low, self.high, self.canonizers) for name, spec in self.specs
         ]
-        prototypes = self.metrics if self.metrics is not None else default_metrics(inputs)
+        prototypes = self.metrics if self.metrics is not None else default_metrics(inputs, self._baseline_token())
         self._metric_sets = [
             MetricSet(prototypes, device, self.conservation and explainer.is_lrp) for explainer in self._explainers
         ]
@@ -259,6 +283,13 @@ class AttributionCallback(Callback):
                     f"{type(report.error).__name__}: {report.error}"
                 ) from report.error
 
+    def _baseline_token(self) -> int:
+        """The replacement token of the default perturbation metric (token-id inputs)."""
+        if self.baseline_token_id is not None:
+            return self.baseline_token_id
+        pad = self.decoder.pad_token_id
+        return 0 if pad is None else pad
+
     def _explain(self, pl_module: LightningModule, samples: Samples, with_rule_map: bool) -> list[ExplainerReport]:
         """One explanation pass over ``samples`` with every explainer (see :func:`explain`)."""
         reports = explain(
@@ -270,6 +301,7 @@ class AttributionCallback(Callback):
             pl_module.device,
             self.cmap if self.log_images else None,
             lambda name: with_rule_map and name not in self._rule_maps_logged,
+            self.decoder,
         )
         self._warn_uncovered(reports)
         return reports
@@ -391,6 +423,8 @@ class AttributionCallback(Callback):
             for sink in sinks:
                 if report.picture is not None and report.name != RANDOM_NAME:
                     sink.image(f"attribution/{report.name}/grid", report.picture, step, epoch)
+                if report.token_table is not None:
+                    sink.text(f"attribution/{report.name}/tokens", report.token_table, step, epoch)
                 if report.rule_map is not None:
                     sink.text(f"attribution/{report.name}/rule_map", report.rule_map, step, epoch)
             if report.rule_map is not None:
@@ -408,7 +442,7 @@ class AttributionCallback(Callback):
         Returns
         -------
         dict
-            ``{"samples": {"inputs", "labels", "masks"} or None, "drift": {name: attributions}}``.
+            ``{"samples": {"inputs", "labels", "masks", "attention_mask"} or None, "drift": {name: attributions}}``.
         """
         return {
             "samples": None if self.samples is None else self.samples.state_dict(),

@@ -9,9 +9,10 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from torch import nn
 
-from lrp_lightning.callbacks.samples import BatchToInput, Samples, collect_samples, first_dataloader
+from lrp_lightning.callbacks.samples import BatchToInput, Samples, collect_samples, first_dataloader, split_batch
+from lrp_lightning.callbacks.tokens import batch_attention_mask
 
-SampleArg = Union[None, torch.Tensor, Sequence[Optional[torch.Tensor]]]
+SampleArg = Union[None, torch.Tensor, Sequence[Optional[torch.Tensor]], Mapping[str, torch.Tensor]]
 
 
 def user_samples(samples: SampleArg) -> Optional[Samples]:
@@ -19,8 +20,8 @@ def user_samples(samples: SampleArg) -> Optional[Samples]:
 
     Parameters
     ----------
-    samples : tensor, tuple or None
-        ``x``, ``(x, y)`` or ``(x, y, mask)``.
+    samples : tensor, tuple, mapping or None
+        ``x``, ``(x, y)`` or ``(x, y, mask)``, or a dict batch (``input_ids``, ``attention_mask``, ``labels``).
 
     Returns
     -------
@@ -37,6 +38,8 @@ def user_samples(samples: SampleArg) -> Optional[Samples]:
         return None
     if isinstance(samples, torch.Tensor):
         return Samples(samples)
+    if isinstance(samples, Mapping):
+        return Samples(*split_batch(samples), attention_mask=batch_attention_mask(samples))
     if not isinstance(samples, (list, tuple)):
         raise TypeError(f"samples must be a tensor x or a tuple (x, y) or (x, y, mask), got {type(samples).__name__}")
     parts = list(samples)

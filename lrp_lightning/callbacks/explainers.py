@@ -21,6 +21,8 @@ from lrp_lightning.callbacks.canonizer_choice import auto_canonizers
 from lrp_lightning.callbacks.naming import check_tag_component, snake_case
 from lrp_lightning.composites import COMPOSITES
 from lrp_lightning.core import Composite
+from lrp_lightning.metrics._checks import is_token_ids
+from lrp_lightning.types import Convolution
 
 ExplainerSpec = Union[str, Composite]
 CompositeArg = Union[ExplainerSpec, Sequence[ExplainerSpec], Mapping[str, ExplainerSpec]]
@@ -176,6 +178,22 @@ def _as_bound(value: Bound, inferred: torch.Tensor, what: str) -> torch.Tensor:
     return bound
 
 
+def _token_bounds(model: nn.Module, low: Bound, high: Bound) -> tuple[torch.Tensor, torch.Tensor]:
+    """Box bounds for a model fed token ids: none are needed unless a convolution could take the box rule.
+
+    Token ids enter through an embedding, so the box rule (first convolution) has no input range to
+    infer; a model without convolutions never uses it (placeholder zeros), one with convolutions
+    needs the user's ``low`` and ``high``.
+    """
+    if any(isinstance(module, Convolution) for module in model.modules()) and (low is None or high is None):
+        raise ValueError(
+            "the box rule's bounds cannot be inferred from token ids and this model has convolutions; "
+            "give low=... and high=... (the value range of the first convolution's input)"
+        )
+    zero = torch.zeros(())
+    return zero, zero
+
+
 def check_canonizers(canonizers: CanonizerArg) -> CanonizerArg:
     """Return ``canonizers`` if it is ``"auto"``, None or a sequence of canonizers.
 
@@ -199,8 +217,11 @@ def check_canonizers(canonizers: CanonizerArg) -> CanonizerArg:
     return canonizers
 
 
-def _canonizers(canonizers: CanonizerArg, model: nn.Module) -> Optional[list]:
+def _canonizers(canonizers: CanonizerArg, model: nn.Module, composite_class: type) -> CanonizerArg:
     if check_canonizers(canonizers) == "auto":
+        parameter = inspect.signature(composite_class).parameters.get("canonizers")
+        if parameter is not None and parameter.default == "auto":
+            return "auto"  # the composite resolves its own (the transformer canonizers of attn_lrp, cp_lrp)
         return auto_canonizers(model)
     return None if canonizers is None else list(canonizers)
 
@@ -216,8 +237,11 @@ def build_explainer(
 ) -> Explainer:
     """Turn one parsed specification into an :class:`Explainer` for ``model``.
 
-    Composites built by name get ``canonizers`` (``"auto"``: chosen from ``model``) and, if their
-    constructor takes ``low``/``high``, the user's bounds or the per-channel min/max of ``inputs``.
+    Composites built by name get ``canonizers`` (``"auto"``: chosen from ``model``, or left to the
+    composite when its own default is ``"auto"``, as for ``attn_lrp``/``cp_lrp``) and, if their
+    constructor takes ``low``/``high``, the user's bounds or the per-channel min/max of ``inputs``
+    (for token ids, which enter through an embedding, no bounds are inferred: see
+    :func:`_token_bounds`).
     Attributors built by name get a fixed seed where they take one.
 
     Parameters
@@ -249,9 +273,9 @@ def build_explainer(
         explainer = Explainer(name, spec)
     elif spec in COMPOSITES:
         cls = COMPOSITES[spec]
-        kwargs: dict = {"canonizers": _canonizers(canonizers, model)}
+        kwargs: dict = {"canonizers": _canonizers(canonizers, model, cls)}
         if {"low", "high"} <= set(inspect.signature(cls).parameters):
-            inferred_low, inferred_high = channel_bounds(inputs)
+            inferred_low, inferred_high = _token_bounds(model, low, high) if is_token_ids(inputs) else channel_bounds(inputs)
             kwargs["low"] = _as_bound(low, inferred_low, "low")
             kwargs["high"] = _as_bound(high, inferred_high, "high")
             if (kwargs["low"] > kwargs["high"]).any():

@@ -22,6 +22,9 @@ from lrp_lightning.callbacks.nonfinite import finite_results, nonfinite_cause
 from lrp_lightning.callbacks.rule_map_text import rule_map_markdown
 from lrp_lightning.callbacks.samples import Samples
 from lrp_lightning.callbacks.targets import TargetSpec, resolve_targets
+from lrp_lightning.callbacks.tokens import TokenDecoder, run_model, token_pictures
+from lrp_lightning.metrics._checks import is_token_ids
+from lrp_lightning.metrics._model import class_scores
 
 
 @dataclass
@@ -37,8 +40,11 @@ class ExplainerReport:
     relevance : torch.Tensor
         The attributions (CPU), shaped like the inputs.
     picture : torch.Tensor or None
-        uint8 (3, H, W): the input | heatmap | overlay grid for images, heat strips for
-        (N, D)/(N, T, D) inputs, None otherwise or when images are off.
+        uint8 (3, H, W): the input | heatmap | overlay grid for images, the tokens coloured by
+        relevance for token ids, heat strips for (N, D)/(N, T, D) inputs, None otherwise or when
+        images are off.
+    token_table : str or None
+        For token ids (when images are on): a Markdown table of the tokens and their relevance.
     rule_map : str or None
         Markdown rule map (LRP composites, when asked for).
     uncovered : list of str
@@ -56,6 +62,7 @@ class ExplainerReport:
     results: MetricResults = field(default_factory=MetricResults)
     relevance: Optional[torch.Tensor] = None
     picture: Optional[torch.Tensor] = None
+    token_table: Optional[str] = None
     rule_map: Optional[str] = None
     uncovered: list = field(default_factory=list)
     nonfinite: Optional[str] = None
@@ -86,10 +93,11 @@ def model_outputs(model: nn.Module, samples: Samples, device: torch.device) -> t
     torch.Tensor
         Detached outputs.
     """
+    attention_mask = None if samples.attention_mask is None else samples.attention_mask.to(device)
     with preserved_state(model), attribution_mode(device), torch.no_grad():
         model.eval()
         _float32(model)
-        return model(samples.inputs.to(device)).detach()
+        return run_model(model, samples.inputs.to(device), attention_mask).detach()
 
 
 def _picture(inputs: torch.Tensor, relevance: torch.Tensor, cmap: str) -> Optional[torch.Tensor]:
@@ -109,12 +117,18 @@ def _explain_one(
     outputs: torch.Tensor,
     targets: torch.Tensor,
     masks: Optional[torch.Tensor],
+    attention_mask: Optional[torch.Tensor],
     cmap: Optional[str],
+    decoder: TokenDecoder,
     with_rule_map: bool,
 ) -> ExplainerReport:
     report = ExplainerReport(explainer.name)
     with explainer.attributor(model) as attributor:
-        output, relevance = attributor(inputs, targets)
+        if attention_mask is None:
+            output, relevance = attributor(inputs, targets)
+        else:
+            output, relevance = attributor(inputs, targets, attention_mask=attention_mask)
+        output = class_scores(output, inputs, attention_mask)
         composite = explainer.composite
         if composite is not None:
             report.uncovered = list(getattr(composite, "uncovered", []))
@@ -131,11 +145,17 @@ def _explain_one(
         "input_relevance": relevance,
         "output_relevance": output_relevance,
         "mask": masks,
+        "attention_mask": attention_mask,
     }
     report.nonfinite = nonfinite_cause(outputs, relevance)
     report.results, report.dropped = finite_results(metric_set.evaluate(arguments))
     report.relevance = relevance.detach().cpu()
-    report.picture = None if cmap is None or report.nonfinite is not None else _picture(inputs, relevance, cmap)
+    if cmap is None or report.nonfinite is not None:
+        report.picture = None
+    elif is_token_ids(inputs):
+        report.picture, report.token_table = token_pictures(decoder, inputs, relevance, attention_mask, targets, cmap)
+    else:
+        report.picture = _picture(inputs, relevance, cmap)
     return report
 
 
@@ -148,6 +168,7 @@ def explain(
     device: torch.device,
     cmap: Optional[str],
     with_rule_map: Callable[[str], bool],
+    decoder: Optional[TokenDecoder] = None,
 ) -> list[ExplainerReport]:
     """Explain the samples with every explainer and evaluate its metrics.
 
@@ -174,6 +195,8 @@ def explain(
         Colour map of the pictures; None skips them.
     with_rule_map : callable
         ``explainer name -> bool``: whether to render that explainer's rule map.
+    decoder : TokenDecoder, optional
+        Token id to text in the pictures of token-id inputs; by default the ids themselves.
 
     Returns
     -------
@@ -186,15 +209,17 @@ def explain(
         _float32(model)
         inputs = samples.inputs.to(device)
         masks = None if samples.masks is None else samples.masks.to(device)
+        attention_mask = None if samples.attention_mask is None else samples.attention_mask.to(device)
         with torch.no_grad():
-            outputs = model(inputs)
+            outputs = run_model(model, inputs, attention_mask)
         labels = None if samples.labels is None else samples.labels.to(device)
         targets = resolve_targets(target, outputs, labels)
         for explainer, metric_set in zip(explainers, metric_sets):
             try:
                 reports.append(
                     _explain_one(
-                        explainer, metric_set, model, inputs, outputs, targets, masks, cmap,
+                        explainer, metric_set, model, inputs, outputs, targets, masks, attention_mask, cmap,
+                        decoder or TokenDecoder(),
                         with_rule_map(explainer.name),
                     )
                 )

@@ -16,8 +16,18 @@ from torchmetrics import Metric
 
 from lrp_lightning.callbacks.naming import check_tag_component, snake_case
 from lrp_lightning.metrics import Complexity, Conservation, RegionPerturbation, Sparseness
+from lrp_lightning.metrics._checks import is_token_ids
 
-METRIC_ARGUMENTS = ("model", "inputs", "attributions", "target", "input_relevance", "output_relevance", "mask")
+METRIC_ARGUMENTS = (
+    "model",
+    "inputs",
+    "attributions",
+    "target",
+    "input_relevance",
+    "output_relevance",
+    "mask",
+    "attention_mask",
+)
 MetricsArg = Union[None, Mapping[str, Metric], Sequence[Metric]]
 CONSERVATION = "conservation"
 # default region perturbation: patches of 1/8 of the image side, the 8 most relevant replaced
@@ -96,17 +106,20 @@ def parse_metrics(metrics: MetricsArg) -> Optional[dict]:
     return named
 
 
-def default_metrics(inputs: torch.Tensor) -> dict[str, Metric]:
+def default_metrics(inputs: torch.Tensor, baseline_token_id: int = 0) -> dict[str, Metric]:
     """The cheap default set for samples like ``inputs``.
 
     Sparseness and Complexity always; for images (N, C, H, W) and vectors (N, D) also a short
     region-perturbation curve (MoRF, zero baseline): patches of 1/8 of each side (segments of 1/8
-    of the length), the 8 most relevant replaced, logged as ``aopc_morf``.
+    of the length), the 8 most relevant replaced, logged as ``aopc_morf``. For token ids (N, T) the
+    curve replaces single tokens, the (up to) 8 most relevant, by ``baseline_token_id``.
 
     Parameters
     ----------
     inputs : torch.Tensor
         The samples.
+    baseline_token_id : int
+        Replacement token of the perturbation curve for token-id inputs.
 
     Returns
     -------
@@ -114,7 +127,10 @@ def default_metrics(inputs: torch.Tensor) -> dict[str, Metric]:
         Fresh metric instances.
     """
     metrics: dict = {"sparseness": Sparseness(), "complexity": Complexity()}
-    if inputs.ndim in (2, 4):
+    if is_token_ids(inputs):
+        steps = min(DEFAULT_PERTURBATION_STEPS, inputs.shape[1])
+        metrics["aopc_morf"] = RegionPerturbation(patch_size=1, steps=steps, order="morf", baseline=baseline_token_id)
+    elif inputs.ndim in (2, 4):
         sides = inputs.shape[2:] if inputs.ndim == 4 else inputs.shape[1:]
         patch_size = max(1, min(sides) // DEFAULT_PATCHES_PER_SIDE)
         num_patches = 1
@@ -182,7 +198,7 @@ class MetricSet:
         Parameters
         ----------
         arguments : mapping
-            Values for the names in :data:`METRIC_ARGUMENTS` (``mask`` may be absent when unused).
+            Values for the names in :data:`METRIC_ARGUMENTS` (``mask`` and ``attention_mask`` may be absent; the metric's default applies).
 
         Returns
         -------
@@ -193,7 +209,7 @@ class MetricSet:
         with torch.no_grad():
             for name, metric in self.metrics.items():
                 metric.reset()
-                metric.update(*(arguments[argument] for argument in self.arguments[name]))
+                metric.update(**{argument: arguments[argument] for argument in self.arguments[name] if argument in arguments})
                 _collect(name, metric.compute(), results)
                 metric.reset()
         return results

@@ -2,7 +2,7 @@
 
 A batch is split into inputs, labels and masks by :func:`split_batch`: ``(x, y, ...)``
 tuples/lists, dicts with an input key (``x``, ``input``, ``inputs``, ``image``, ``images``,
-``data``), an optional label key (``y``, ``label``, ``labels``, ``target``, ``targets``) and an
+``data``, ``input_ids`` — integer token ids, whose ``attention_mask`` is kept too), an optional label key (``y``, ``label``, ``labels``, ``target``, ``targets``) and an
 optional ground-truth mask key (``mask``, ``masks``), a bare tensor, or anything a user
 ``batch_to_input`` callable maps to ``x``, ``(x, y)`` or ``(x, y, mask)``.
 """
@@ -16,10 +16,12 @@ from lightning.pytorch.core.hooks import DataHooks
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
 
 from lrp_lightning.attribution import preserved_random_state
+from lrp_lightning.callbacks.tokens import TOKEN_IDS_KEY, batch_attention_mask
+from lrp_lightning.metrics._checks import is_token_ids
 
 BatchToInput = Callable[[Any], Any]
 
-INPUT_KEYS = ("x", "input", "inputs", "image", "images", "data")
+INPUT_KEYS = ("x", "input", "inputs", "image", "images", "data", TOKEN_IDS_KEY)
 LABEL_KEYS = ("y", "label", "labels", "target", "targets")
 MASK_KEYS = ("mask", "masks")
 
@@ -31,22 +33,31 @@ class Samples:
     Attributes
     ----------
     inputs : torch.Tensor
-        Shape (N, ...), float32, on the CPU, outside autograd.
+        Shape (N, ...), float32 — or integer token ids (N, T), int64 —, on the CPU, outside autograd.
     labels : torch.Tensor or None
         Integer class labels, shape (N,), or None when the data has none.
     masks : torch.Tensor or None
         Ground-truth masks (N, ...) for localisation metrics, or None.
+    attention_mask : torch.Tensor or None
+        For token ids: (N, T), 0 at padding; passed to the model as ``attention_mask=``.
     """
 
     inputs: torch.Tensor
     labels: Optional[torch.Tensor] = None
     masks: Optional[torch.Tensor] = None
+    attention_mask: Optional[torch.Tensor] = None
 
     def __post_init__(self) -> None:
         self.inputs = _detached_cpu(self.inputs, "inputs")
-        if not torch.is_floating_point(self.inputs):
-            raise TypeError(f"sample inputs must be floating point, got dtype {self.inputs.dtype}")
-        self.inputs = self.inputs.float()
+        if is_token_ids(self.inputs):
+            self.inputs = self.inputs.long()
+        elif not torch.is_floating_point(self.inputs):
+            raise TypeError(
+                f"sample inputs must be floating point or integer token ids (N, T), got dtype {self.inputs.dtype} "
+                f"and shape {tuple(self.inputs.shape)}"
+            )
+        else:
+            self.inputs = self.inputs.float()
         if self.inputs.ndim < 2 or self.inputs.shape[0] == 0:
             raise ValueError(f"sample inputs must have shape (N, ...) with N >= 1, got {tuple(self.inputs.shape)}")
         if self.labels is not None:
@@ -62,6 +73,20 @@ class Samples:
             self.masks = _detached_cpu(self.masks, "masks")
             if self.masks.shape[0] != self.inputs.shape[0]:
                 raise ValueError(f"got {self.inputs.shape[0]} sample inputs but {self.masks.shape[0]} masks")
+        if self.attention_mask is not None:
+            self.attention_mask = _detached_cpu(self.attention_mask, "attention_mask")
+            if not self.is_tokens or self.attention_mask.shape != self.inputs.shape:
+                raise ValueError(
+                    f"an attention_mask needs integer token ids of its shape; got a mask of shape "
+                    f"{tuple(self.attention_mask.shape)} for inputs of shape {tuple(self.inputs.shape)} "
+                    f"and dtype {self.inputs.dtype}"
+                )
+            self.attention_mask = self.attention_mask.long()
+
+    @property
+    def is_tokens(self) -> bool:
+        """Whether the inputs are integer token ids (N, T)."""
+        return is_token_ids(self.inputs)
 
     def __len__(self) -> int:
         return self.inputs.shape[0]
@@ -82,6 +107,7 @@ class Samples:
             self.inputs[:count],
             None if self.labels is None else self.labels[:count],
             None if self.masks is None else self.masks[:count],
+            None if self.attention_mask is None else self.attention_mask[:count],
         )
 
     def state_dict(self) -> dict:
@@ -90,9 +116,10 @@ class Samples:
         Returns
         -------
         dict
-            ``{"inputs": tensor, "labels": tensor or None, "masks": tensor or None}``.
+            ``{"inputs": tensor, "labels": tensor or None, "masks": tensor or None,
+            "attention_mask": tensor or None}``.
         """
-        return {"inputs": self.inputs, "labels": self.labels, "masks": self.masks}
+        return {"inputs": self.inputs, "labels": self.labels, "masks": self.masks, "attention_mask": self.attention_mask}
 
 
 def _detached_cpu(tensor: Any, what: str) -> torch.Tensor:
@@ -189,7 +216,8 @@ def _batches(loader: Iterable) -> Iterator:
 def collect_samples(loader: Iterable, num_samples: int, batch_to_input: Optional[BatchToInput] = None) -> Samples:
     """The first ``num_samples`` samples of ``loader``, leaving every RNG as it was.
 
-    Multi-process DataLoaders are read through a worker-free copy; the global RNGs and the
+    Dict batches of token ids keep their ``attention_mask``. Multi-process DataLoaders are read
+    through a worker-free copy; the global RNGs and the
     loader's own generators are restored afterwards.
 
     Parameters
@@ -211,16 +239,18 @@ def collect_samples(loader: Iterable, num_samples: int, batch_to_input: Optional
     ValueError
         If the loader yields no samples.
     """
-    inputs, labels, masks = [], [], []
+    inputs, labels, masks, attention_masks = [], [], [], []
     taken = 0
     batches = _batches(loader)
     try:
         for batch in batches:
             x, y, mask = split_batch(batch, batch_to_input)
+            attention_mask = None if batch_to_input is not None else batch_attention_mask(batch)
             wanted = num_samples - taken
             inputs.append(x[:wanted])
             labels.append(None if y is None else y[:wanted])
             masks.append(None if mask is None else mask[:wanted])
+            attention_masks.append(None if attention_mask is None else attention_mask[:wanted])
             taken += inputs[-1].shape[0]
             if taken >= num_samples:
                 break
@@ -228,7 +258,7 @@ def collect_samples(loader: Iterable, num_samples: int, batch_to_input: Optional
         batches.close()
     if taken == 0:
         raise ValueError("the validation dataloader yielded no samples to explain; pass samples=...")
-    return Samples(torch.cat(inputs), _cat_or_none(labels), _cat_or_none(masks))
+    return Samples(torch.cat(inputs), _cat_or_none(labels), _cat_or_none(masks), _cat_or_none(attention_masks))
 
 
 def _cat_or_none(parts: list) -> Optional[torch.Tensor]:

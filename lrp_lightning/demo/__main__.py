@@ -1,6 +1,7 @@
-"""``python -m lrp_lightning.demo``: train the shapes CNN with AttributionCallback and TensorBoard.
+"""``python -m lrp_lightning.demo``: train the shapes CNN (or ViT) with AttributionCallback and TensorBoard.
 
-The model trains on the built-in shapes data (watermark confounder on by default), and at every
+The model — a small CNN, or with ``--model vit`` a small torchvision VisionTransformer explained
+with AttnLRP and CP-LRP — trains on the built-in shapes data (watermark confounder on by default), and at every
 validation epoch end ``AttributionCallback`` explains a fixed set of validation images with each
 chosen composite, logging heatmaps, the relevance mass on the object and on the watermark, and
 faithfulness metrics (with a random baseline and the drift between epochs) to TensorBoard; at the
@@ -22,15 +23,31 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from lrp_lightning.callbacks import AttributionCallback
 from lrp_lightning.callbacks.explainers import known_names
-from lrp_lightning.demo.data import IMAGE_SIZE, WATERMARK_SIZE, ShapesDataModule, input_bounds, normalize
+from lrp_lightning.demo.data import (
+    IMAGE_SIZE,
+    WATERMARK_OPACITY,
+    WATERMARK_SIZE,
+    ShapesDataModule,
+    input_bounds,
+    normalize,
+)
 from lrp_lightning.demo.metrics import OBJECT, WATERMARK, RegionRelevanceMass, stack_masks
-from lrp_lightning.demo.model import ShapesCNN
+from lrp_lightning.demo.model import ShapesCNN, ShapesViT
 from lrp_lightning.demo.suite import add_suite_arguments, suite_callbacks, suite_report
 from lrp_lightning.demo.summary import epoch_table, read_scalars
 from lrp_lightning.metrics import RegionPerturbation, Sparseness
 
 DEFAULT_LOG_DIR = "demo_logs"
 DEFAULT_COMPOSITES = ("epsilon_gamma_box", "epsilon_plus_flat", "gradient")
+VIT_COMPOSITES = ("attn_lrp", "cp_lrp", "gradient")
+# per model: its class, the explainers compared and the settings it is tuned for (the ViT needs a
+# visible watermark to pick the shortcut up at all, and learns from fewer images in fewer epochs)
+MODELS = {
+    "cnn": {"model": ShapesCNN, "composites": DEFAULT_COMPOSITES, "epochs": 6, "n_train": 3000,
+            "watermark_opacity": WATERMARK_OPACITY, "cluster_composite": "epsilon_gamma_box"},
+    "vit": {"model": ShapesViT, "composites": VIT_COMPOSITES, "epochs": 6, "n_train": 1500,
+            "watermark_opacity": 0.5, "cluster_composite": "attn_lrp"},
+}
 TABLE_METRICS = {"object_mass": "object", "watermark_mass": "watermark"}
 # Lightning's advice on dataloader workers (the data is in memory) and a torch/Lightning
 # version-mismatch deprecation notice, neither actionable for a demo user
@@ -59,7 +76,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Train a small CNN on built-in shapes data and watch its explanations in TensorBoard.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--epochs", type=int, default=6, help="training epochs")
+    parser.add_argument(
+        "--model", choices=sorted(MODELS), default="cnn", help="the classifier: a small CNN or a small ViT"
+    )
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: cnn 6, vit 6)")
     parser.add_argument(
         "--confounder",
         action=argparse.BooleanOptionalAction,
@@ -73,7 +93,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="share of training images whose watermark marks the class",
     )
     parser.add_argument(
-        "--composites", nargs="+", default=list(DEFAULT_COMPOSITES), help="composites/attributors to compare"
+        "--watermark-opacity",
+        type=float,
+        default=None,
+        help=f"opacity of the watermark (default: cnn {WATERMARK_OPACITY}, vit 0.5)",
+    )
+    parser.add_argument(
+        "--composites",
+        nargs="+",
+        default=None,
+        help="composites/attributors to compare (default: cnn "
+        f"{' '.join(DEFAULT_COMPOSITES)}; vit {' '.join(VIT_COMPOSITES)})",
     )
     parser.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu, ...")
     parser.add_argument("--devices", default="auto", help="Lightning devices: auto, 1, 2, ...")
@@ -81,12 +111,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--name", default=None, help="run name under the log dir (default: from --confounder)")
     parser.add_argument("--num-samples", type=int, default=16, help="validation images explained each epoch")
     parser.add_argument("--target", default="label", choices=("label", "prediction"), help="class to explain")
-    parser.add_argument("--n-train", type=int, default=3000, help="training images")
+    parser.add_argument("--n-train", type=int, default=None, help="training images (default: cnn 3000, vit 1500)")
     parser.add_argument("--n-val", type=int, default=500, help="validation images")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the model initialisation")
     add_suite_arguments(parser)
     args = parser.parse_args(argv)
+    for setting, value in MODELS[args.model].items():
+        if setting != "model" and getattr(args, setting) is None:
+            setattr(args, setting, list(value) if setting == "composites" else value)
     unknown = [name for name in args.composites + [args.cluster_composite] if name not in known_names()]
     if unknown:
         parser.error(f"unknown composite(s) {', '.join(unknown)}; known names: {', '.join(known_names())}")
@@ -97,7 +130,9 @@ def build_callback(datamodule: ShapesDataModule, args: argparse.Namespace) -> At
     """The AttributionCallback of the demo, explaining the first watermarked validation images.
 
     The box rule of ``epsilon_gamma_box`` gets the exact input range (pixel values 0 and 1,
-    normalized); the metrics include the relevance mass on the object and on the watermark.
+    normalized); the metrics include the relevance mass on the object and on the watermark, and
+    next to the region-perturbation AOPC of each explainer (``aopc_morf``) that of a random patch
+    order (``aopc_random``, the same for every explainer: what a random attribution scores).
 
     Parameters
     ----------
@@ -123,6 +158,7 @@ def build_callback(datamodule: ShapesDataModule, args: argparse.Namespace) -> At
         "watermark_mass": RegionRelevanceMass(WATERMARK),
         "sparseness": Sparseness(),
         "aopc_morf": RegionPerturbation(patch_size=8, steps=16, order="morf"),
+        "aopc_random": RegionPerturbation(patch_size=8, steps=16, order="random"),
     }
     low, high = (bound.flatten().tolist() for bound in input_bounds())  # the box rule's input range
     return AttributionCallback(
@@ -154,6 +190,7 @@ def train(args: argparse.Namespace) -> pl.Trainer:
         confounder_strength=args.confounder_strength,
         seed=args.seed,
         val_watermark=args.val_watermark,
+        watermark_opacity=args.watermark_opacity,
     )
     datamodule.setup()
     callback = build_callback(datamodule, args)
@@ -168,7 +205,7 @@ def train(args: argparse.Namespace) -> pl.Trainer:
         enable_checkpointing=False,
         log_every_n_steps=10,
     )
-    trainer.fit(ShapesCNN(), datamodule=datamodule)
+    trainer.fit(MODELS[args.model]["model"](), datamodule=datamodule)
     return trainer
 
 

@@ -3,7 +3,7 @@
 Every image is generated from a seed with a private :class:`torch.Generator` (the global RNG is
 never touched), so no download is needed and two runs see the same pixels. Each sample carries a
 mask of the object and a mask of a small "watermark": a black/white checkerboard blended into one
-of the four corners at :data:`WATERMARK_OPACITY`. With the confounder on, the watermark's corner
+of the four corners at :data:`WATERMARK_OPACITY` (or a chosen opacity). With the confounder on, the watermark's corner
 encodes the class in the training split (a "Clever Hans" shortcut); in the validation split, and
 with the confounder off, the corner is drawn independently of the class. A "mixed" validation split
 (``val_watermark="mixed"``) instead gives half of the images the watermark in the corner that marks
@@ -127,7 +127,12 @@ def _corner_origin(corner: int) -> tuple[int, int]:
 
 
 def generate_split(
-    n: int, seed: int, confounded: bool, confounder_strength: float = 1.0, watermarked: float = 1.0
+    n: int,
+    seed: int,
+    confounded: bool,
+    confounder_strength: float = 1.0,
+    watermarked: float = 1.0,
+    watermark_opacity: float = WATERMARK_OPACITY,
 ) -> ShapesSplit:
     """Generate ``n`` labelled images deterministically from ``seed``.
 
@@ -145,6 +150,8 @@ def generate_split(
     watermarked : float
         Probability in [0, 1] that a sample carries a watermark at all (corner -1: none). At 1.0
         no extra random number is drawn, so the split equals the one of earlier versions.
+    watermark_opacity : float
+        Opacity of the watermark in [0, 1].
 
     Returns
     -------
@@ -157,6 +164,8 @@ def generate_split(
         raise ValueError(f"confounder_strength must be in [0, 1], got {confounder_strength}")
     if not 0.0 <= watermarked <= 1.0:
         raise ValueError(f"watermarked must be in [0, 1], got {watermarked}")
+    if not 0.0 <= watermark_opacity <= 1.0:
+        raise ValueError(f"watermark_opacity must be in [0, 1], got {watermark_opacity}")
     generator = torch.Generator().manual_seed(seed)
     labels = torch.randint(len(CLASS_NAMES), (n,), generator=generator)
     object_masks = _shape_masks(labels, generator)
@@ -174,7 +183,7 @@ def generate_split(
         corners = torch.where(marks_class, labels, corners)
     if watermarked < 1.0:
         corners = torch.where(torch.rand(n, generator=generator) < watermarked, corners, torch.full_like(corners, -1))
-    watermark_masks = stamp_watermarks(images, corners)
+    watermark_masks = stamp_watermarks(images, corners, watermark_opacity)
     return ShapesSplit(
         images=images.clamp(0.0, 1.0),
         labels=labels,
@@ -184,10 +193,12 @@ def generate_split(
     )
 
 
-def stamp_watermarks(images: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
+def stamp_watermarks(
+    images: torch.Tensor, corners: torch.Tensor, opacity: float = WATERMARK_OPACITY
+) -> torch.Tensor:
     """Blend the watermark into each image's corner, in place, and return the watermark masks.
 
-    Inside the patch, ``image = WATERMARK_OPACITY * checkerboard + (1 - WATERMARK_OPACITY) * image``.
+    Inside the patch, ``image = opacity * checkerboard + (1 - opacity) * image``.
 
     Parameters
     ----------
@@ -196,6 +207,8 @@ def stamp_watermarks(images: torch.Tensor, corners: torch.Tensor) -> torch.Tenso
     corners : torch.Tensor
         Corner index per image, shape (N,): 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right;
         any other value (e.g. -1) leaves the image without watermark.
+    opacity : float
+        Weight of the checkerboard in [0, 1].
 
     Returns
     -------
@@ -210,7 +223,7 @@ def stamp_watermarks(images: torch.Tensor, corners: torch.Tensor) -> torch.Tenso
         rows = slice(top, top + WATERMARK_SIZE)
         cols = slice(left, left + WATERMARK_SIZE)
         background = images[selected, :, rows, cols]
-        images[selected, :, rows, cols] = torch.lerp(background, pattern, WATERMARK_OPACITY)
+        images[selected, :, rows, cols] = torch.lerp(background, pattern, opacity)
         masks[selected, rows, cols] = True
     return masks
 
@@ -267,6 +280,8 @@ class ShapesDataModule(pl.LightningDataModule):
     val_watermark : {"random", "mixed"}
         ``"random"``: every validation image carries the watermark in a random corner. ``"mixed"``:
         half carry it in the corner that marks their class in training, half carry none.
+    watermark_opacity : float
+        Opacity of the watermark in both splits.
     """
 
     def __init__(
@@ -278,6 +293,7 @@ class ShapesDataModule(pl.LightningDataModule):
         confounder_strength: float = 1.0,
         seed: int = 0,
         val_watermark: str = "random",
+        watermark_opacity: float = WATERMARK_OPACITY,
     ) -> None:
         super().__init__()
         if val_watermark not in VAL_WATERMARKS:
@@ -289,6 +305,7 @@ class ShapesDataModule(pl.LightningDataModule):
         self.confounder = confounder
         self.confounder_strength = confounder_strength
         self.seed = seed
+        self.watermark_opacity = watermark_opacity
         self.train_split: ShapesSplit | None = None
         self.val_split: ShapesSplit | None = None
 
@@ -296,12 +313,18 @@ class ShapesDataModule(pl.LightningDataModule):
         """Generate both splits (idempotent)."""
         if self.train_split is None:
             self.train_split = generate_split(
-                self.n_train, self.seed, self.confounder, self.confounder_strength
+                self.n_train, self.seed, self.confounder, self.confounder_strength,
+                watermark_opacity=self.watermark_opacity,
             )
             if self.val_watermark == "mixed":
-                self.val_split = generate_split(self.n_val, self.seed + 1, confounded=True, watermarked=MIXED_SHARE)
+                self.val_split = generate_split(
+                    self.n_val, self.seed + 1, confounded=True, watermarked=MIXED_SHARE,
+                    watermark_opacity=self.watermark_opacity,
+                )
             else:
-                self.val_split = generate_split(self.n_val, self.seed + 1, confounded=False)
+                self.val_split = generate_split(
+                    self.n_val, self.seed + 1, confounded=False, watermark_opacity=self.watermark_opacity
+                )
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches ``(image, label)``, shuffled by a seeded generator."""
@@ -323,4 +346,5 @@ class ShapesDataModule(pl.LightningDataModule):
             "confounder_strength": self.confounder_strength,
             "seed": self.seed,
             "val_watermark": self.val_watermark,
+            "watermark_opacity": self.watermark_opacity,
         }

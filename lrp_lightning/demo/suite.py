@@ -33,7 +33,9 @@ def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--sanity-samples", type=int, default=8, help="validation images of the sanity checks")
     parser.add_argument("--cluster-samples", type=int, default=96, help="validation images per class for SpRAy")
-    parser.add_argument("--cluster-composite", default="epsilon_gamma_box", help="explainer of SpRAy")
+    parser.add_argument(
+        "--cluster-composite", default=None, help="explainer of SpRAy (default: cnn epsilon_gamma_box, vit attn_lrp)"
+    )
     parser.add_argument(
         "--val-watermark", choices=VAL_WATERMARKS, default="random",
         help="validation watermark: in a random corner, or 'mixed' (half in the class's corner, half none)",

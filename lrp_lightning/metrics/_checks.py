@@ -1,8 +1,10 @@
 """Validation of the arguments the metrics receive; every failure is a ``ValueError`` naming the problem."""
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 from torch import Tensor
+
+from lrp_lightning.tokens import is_token_input
 
 Baseline = Union[float, str, Callable[[Tensor], Tensor]]
 BASELINE_NAMES = ("mean", "blur")
@@ -24,21 +26,37 @@ def check_order(order: Any) -> str:
 
 
 def check_baseline(baseline: Any) -> Baseline:
-    """Return ``baseline`` if it is a number, a name in ``BASELINE_NAMES`` or a callable, else raise."""
+    """Return ``baseline`` if it is a number, a name in ``BASELINE_NAMES`` or a callable, else raise.
+
+    An ``int`` stays an ``int``: for token-id inputs it is the replacement token id.
+    """
     if callable(baseline) or baseline in BASELINE_NAMES:
         return baseline
-    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
-        return float(baseline)
+    if isinstance(baseline, int) and not isinstance(baseline, bool):
+        return baseline
+    if isinstance(baseline, float):
+        return baseline
     raise ValueError(
         f"unknown baseline {baseline!r}; expected a number, one of {BASELINE_NAMES} or a callable (x) -> fill"
     )
 
 
+def is_token_ids(inputs: Tensor) -> bool:
+    """Whether ``inputs`` are integer token ids (N, T) rather than floating values."""
+    return inputs.ndim == 2 and is_token_input(inputs)
+
+
 def check_inputs(inputs: Any) -> Tensor:
-    """Check that ``inputs`` is a floating tensor of images (N, C, H, W) or vectors (N, D)."""
-    if not isinstance(inputs, Tensor) or inputs.ndim not in (2, 4) or not inputs.is_floating_point():
+    """Check that ``inputs`` are floating images (N, C, H, W) or vectors (N, D), or integer token ids (N, T)."""
+    valid = isinstance(inputs, Tensor) and (
+        (inputs.ndim in (2, 4) and inputs.is_floating_point()) or is_token_ids(inputs)
+    )
+    if not valid:
         shape = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
-        raise ValueError(f"inputs must be a floating tensor (N, C, H, W) or (N, D), got {shape}")
+        dtype = f" of dtype {inputs.dtype}" if isinstance(inputs, Tensor) else ""
+        raise ValueError(
+            f"inputs must be a floating tensor (N, C, H, W) or (N, D), or integer token ids (N, T), got {shape}{dtype}"
+        )
     if inputs.shape[0] == 0:
         raise ValueError("inputs must hold at least one sample")
     return inputs
@@ -76,6 +94,18 @@ def check_target(target: Any, num_samples: int, device: torch.device) -> Tensor:
     if bool((target < 0).any()):
         raise ValueError(f"target holds negative class indices: {target.tolist()}")
     return target.to(device=device, dtype=torch.long)
+
+
+def check_attention_mask(attention_mask: Any, inputs: Tensor) -> Optional[Tensor]:
+    """Check that ``attention_mask`` is None or a tensor of the token ids' shape (N, T); return it on their device."""
+    if attention_mask is None:
+        return None
+    if not is_token_ids(inputs):
+        raise ValueError("attention_mask is only taken with integer token-id inputs (N, T)")
+    if not isinstance(attention_mask, Tensor) or tuple(attention_mask.shape) != tuple(inputs.shape):
+        shape = tuple(attention_mask.shape) if isinstance(attention_mask, Tensor) else type(attention_mask).__name__
+        raise ValueError(f"attention_mask must have the token ids' shape {tuple(inputs.shape)}, got {shape}")
+    return attention_mask.to(inputs.device)
 
 
 def check_same_batch(name: str, tensor: Any, num_samples: int) -> Tensor:

@@ -1,5 +1,5 @@
 """Base class of the metrics that replace input locations cumulatively, most relevant first."""
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
@@ -41,22 +41,29 @@ class CumulativePerturbationMetric(ModelPerturbationMixin, CurveMeanMetric):
     def _curves(self, scores: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def update(self, model: Model, inputs: Tensor, attributions: Tensor, target: Tensor) -> None:
+    def update(
+        self, model: Model, inputs: Tensor, attributions: Tensor, target: Tensor, attention_mask: Optional[Tensor] = None
+    ) -> None:
         """Perturb ``inputs`` in the order given by ``attributions`` and accumulate the curves.
 
         Parameters
         ----------
         model : callable
-            Maps a batch of inputs to class scores (B, classes); an ``nn.Module`` runs in eval mode
-            under ``torch.no_grad()`` and gets its training flags back afterwards.
+            Maps a batch of inputs to class scores (B, classes) — or to an object with ``logits``, or
+            to per-position logits (B, T, V) of which the last position counts; an ``nn.Module`` runs
+            in eval mode under ``torch.no_grad()`` and gets its training flags back afterwards.
         inputs : Tensor
-            Images (N, C, H, W) or vectors (N, D).
+            Images (N, C, H, W), vectors (N, D), or integer token ids (N, T) (then ``baseline`` must be
+            a token id, e.g. the pad id).
         attributions : Tensor
             The inputs' shape, or for images (N, 1, H, W) / (N, H, W); channels are summed.
         target : Tensor
             Class indices (N,).
+        attention_mask : Tensor, optional
+            For token ids: the mask (N, T) passed to the model as ``attention_mask=`` with every
+            perturbed copy of its sample.
         """
-        inputs, relevance, target = self._prepare(inputs, attributions, target)
+        inputs, relevance, target, attention_mask = self._prepare(inputs, attributions, target, attention_mask)
         ranks, counts = self._schedule(relevance, self._generators.get(inputs.device))
         scores = perturbed_scores(
             model,
@@ -68,6 +75,7 @@ class CumulativePerturbationMetric(ModelPerturbationMixin, CurveMeanMetric):
             self.softmax,
             self.max_batch_size,
             insert=self.insert,
+            attention_mask=attention_mask,
         )
         self._accumulate(self._curves(scores), relevance, scores)
 

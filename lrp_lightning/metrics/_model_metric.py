@@ -1,10 +1,13 @@
 """Settings and input preparation shared by the metrics that run a model on perturbed inputs."""
+from typing import Optional
+
 from torch import Tensor
 
 from lrp_lightning._arguments import boolean, integer
 from lrp_lightning.metrics._base import SeededGenerators
 from lrp_lightning.metrics._checks import (
     Baseline,
+    check_attention_mask,
     check_baseline,
     check_inputs,
     check_positive_int,
@@ -23,12 +26,16 @@ class ModelPerturbationMixin:
         self.max_batch_size = check_positive_int("max_batch_size", max_batch_size)
         self._generators = SeededGenerators(integer("seed", seed))
 
-    def _prepare(self, inputs: Tensor, attributions: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Validated ``(inputs, relevance per location, target)``, the metric moved to the inputs' device."""
+    def _prepare(
+        self, inputs: Tensor, attributions: Tensor, target: Tensor, attention_mask: Optional[Tensor] = None
+    ) -> tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
+        """Validated ``(inputs, relevance per location, target, attention_mask)``, the metric moved to the
+        inputs' device."""
         inputs = check_inputs(inputs)
         self._follow_device(inputs)
         relevance = location_relevance(inputs, attributions)
-        return inputs, relevance, check_target(target, inputs.shape[0], inputs.device)
+        target = check_target(target, inputs.shape[0], inputs.device)
+        return inputs, relevance, target, check_attention_mask(attention_mask, inputs)
 
     def reset(self) -> None:
         """Clear the accumulated state and re-seed the metric's random generator."""

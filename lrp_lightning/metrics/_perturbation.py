@@ -4,14 +4,14 @@ All (sample, variant) pairs of an update go through the model in chunks of at mo
 ``max_batch_size`` images; each chunk is built from boolean location masks with one ``torch.where``.
 """
 import math
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lrp_lightning.metrics._checks import Baseline
-from lrp_lightning.metrics._model import Model, check_classes, evaluation_mode, target_scores
+from lrp_lightning.metrics._checks import Baseline, is_token_ids
+from lrp_lightning.metrics._model import Model, check_classes, class_scores, evaluation_mode, target_scores
 
 BLUR_KERNEL_SIZE = 11
 BLUR_SIGMA = 5.0
@@ -36,11 +36,17 @@ def resolve_fill(baseline: Baseline, inputs: Tensor) -> Tensor:
 
     A number fills with that value, ``"mean"`` with each sample's mean over all its values,
     ``"blur"`` with a Gaussian-blurred copy of the image, a callable ``(x) -> fill`` with its result.
+    Integer token ids (N, T) take an ``int`` token id (e.g. the pad id) or a callable returning ids;
+    anything else raises ``ValueError``.
     """
+    if is_token_ids(inputs):
+        check_token_baseline(baseline)
     if callable(baseline):
         fill = baseline(inputs)
         if not isinstance(fill, Tensor):
             raise ValueError(f"a baseline callable must return a tensor, got {type(fill).__name__}")
+        if is_token_ids(inputs) and fill.is_floating_point():
+            raise ValueError("a baseline callable for token-id inputs must return integer token ids, got floats")
         try:
             return torch.broadcast_to(fill.to(device=inputs.device, dtype=inputs.dtype), inputs.shape)
         except RuntimeError as error:
@@ -57,6 +63,16 @@ def resolve_fill(baseline: Baseline, inputs: Tensor) -> Tensor:
     else:
         fill = torch.tensor(baseline, device=inputs.device, dtype=inputs.dtype)
     return torch.broadcast_to(fill, inputs.shape)
+
+
+def check_token_baseline(baseline: Baseline) -> None:
+    """Raise ``ValueError`` unless ``baseline`` can replace token ids: an ``int`` id or a callable."""
+    if callable(baseline) or isinstance(baseline, int):
+        return
+    raise ValueError(
+        f"baseline {baseline!r} is a fill value, but the inputs are integer token ids; give the id of the "
+        "replacement token instead, e.g. baseline=tokenizer.pad_token_id"
+    )
 
 
 def region_ranks(relevance: Tensor, patch_size: int, order: str, generator: torch.Generator) -> tuple[Tensor, int]:
@@ -113,12 +129,14 @@ def perturbed_scores(
     softmax: bool,
     max_batch_size: int,
     insert: bool = False,
+    attention_mask: Optional[Tensor] = None,
 ) -> Tensor:
     """Target score of every (sample, variant) pair, shape (N, num_variants).
 
     ``masks(samples, variants)`` returns bool (B, *spatial): the locations (all channels) that take the
     ``fill`` value (with ``insert=True``: that keep the input value while all others take ``fill``).
-    Pairs are enumerated sample-major and sent through ``model`` in chunks of ``max_batch_size``.
+    Pairs are enumerated sample-major and sent through ``model`` in chunks of ``max_batch_size``,
+    with ``attention_mask=`` the rows of ``attention_mask`` (N, T) when given (token-id inputs).
     """
     num_pairs = inputs.shape[0] * num_variants
     scores = torch.empty(num_pairs, device=inputs.device, dtype=torch.float64)
@@ -130,7 +148,12 @@ def perturbed_scores(
             if inputs.ndim == 4:
                 mask = mask.unsqueeze(1)
             replaced, kept = (inputs, fill) if insert else (fill, inputs)
-            outputs = model(torch.where(mask, replaced[samples], kept[samples]))
+            perturbed = torch.where(mask, replaced[samples], kept[samples])
+            if attention_mask is None:
+                outputs = class_scores(model(perturbed), perturbed)
+            else:
+                rows = attention_mask[samples]
+                outputs = class_scores(model(perturbed, attention_mask=rows), perturbed, rows)
             if start == 0:
                 check_classes(outputs, target)
             scores[start : start + pairs.shape[0]] = target_scores(outputs, target[samples], softmax).double()

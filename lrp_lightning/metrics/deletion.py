@@ -16,8 +16,9 @@ class Deletion(FractionCurveMetric):
     ----------
     steps : int
         Number of deletion steps, at most the number of locations.
-    baseline : float, str or callable
+    baseline : float, int, str or callable
         A number, ``"mean"``, ``"blur"`` or a callable ``(x) -> fill``.
+        Token-id inputs (N, T) need an ``int``: the id of the replacement token (e.g. the pad id).
     softmax : bool
         Score the target softmax probability (as in the paper) instead of the target logit.
     max_batch_size : int

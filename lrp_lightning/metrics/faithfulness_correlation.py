@@ -1,5 +1,5 @@
 """Faithfulness correlation (Bhatt et al. 2020): relevance of random subsets vs the score drop."""
-from typing import Any
+from typing import Any, Optional
 
 from torch import Tensor
 
@@ -34,8 +34,9 @@ class FaithfulnessCorrelation(ModelPerturbationMixin, SampleMeanMetric):
         Number of random subsets per sample (at least 2).
     subset_size : int
         Locations per subset, at most the number of locations.
-    baseline : float, str or callable
+    baseline : float, int, str or callable
         A number, ``"mean"``, ``"blur"`` or a callable ``(x) -> fill``.
+        Token-id inputs (N, T) need an ``int``: the id of the replacement token (e.g. the pad id).
     softmax : bool
         Score the target softmax probability instead of the target logit.
     seed : int
@@ -65,22 +66,29 @@ class FaithfulnessCorrelation(ModelPerturbationMixin, SampleMeanMetric):
         self.subset_size = check_positive_int("subset_size", subset_size)
         self._configure(baseline, softmax, max_batch_size, seed)
 
-    def update(self, model: Model, inputs: Tensor, attributions: Tensor, target: Tensor) -> None:
+    def update(
+        self, model: Model, inputs: Tensor, attributions: Tensor, target: Tensor, attention_mask: Optional[Tensor] = None
+    ) -> None:
         """Correlate subset relevance with score drops for each sample and accumulate the r values.
 
         Parameters
         ----------
         model : callable
-            Maps a batch of inputs to class scores (B, classes); an ``nn.Module`` runs in eval mode
-            under ``torch.no_grad()`` and gets its training flags back afterwards.
+            Maps a batch of inputs to class scores (B, classes) — or to an object with ``logits``, or
+            to per-position logits (B, T, V) of which the last position counts; an ``nn.Module`` runs
+            in eval mode under ``torch.no_grad()`` and gets its training flags back afterwards.
         inputs : Tensor
-            Images (N, C, H, W) or vectors (N, D).
+            Images (N, C, H, W), vectors (N, D), or integer token ids (N, T) (then ``baseline`` must be
+            a token id, e.g. the pad id).
         attributions : Tensor
             The inputs' shape, or for images (N, 1, H, W) / (N, H, W); channels are summed.
         target : Tensor
             Class indices (N,).
+        attention_mask : Tensor, optional
+            For token ids: the mask (N, T) passed to the model as ``attention_mask=`` with every
+            perturbed copy of its sample.
         """
-        inputs, relevance, target = self._prepare(inputs, attributions, target)
+        inputs, relevance, target, attention_mask = self._prepare(inputs, attributions, target, attention_mask)
         num_samples, spatial = relevance.shape[0], tuple(relevance.shape[1:])
         flat_relevance = relevance.reshape(num_samples, -1).double()
         if self.subset_size > flat_relevance.shape[1]:
@@ -101,5 +109,6 @@ class FaithfulnessCorrelation(ModelPerturbationMixin, SampleMeanMetric):
             self.nr_runs + 1,
             self.softmax,
             self.max_batch_size,
+            attention_mask=attention_mask,
         )
         self._accumulate(pearson_rows(subset_relevance, scores[:, :1] - scores[:, 1:]), flat_relevance, scores)

@@ -24,8 +24,9 @@ class PixelFlipping(ScoreDropMetric):
         Number of steps; ``None`` runs until every location is replaced.
     order : str
         ``"morf"``, ``"lerf"`` or ``"random"``.
-    baseline : float, str or callable
+    baseline : float, int, str or callable
         A number, ``"mean"``, ``"blur"`` or a callable ``(x) -> fill``.
+        Token-id inputs (N, T) need an ``int``: the id of the replacement token (e.g. the pad id).
     softmax : bool
         Score the target softmax probability instead of the target logit.
     max_batch_size : int

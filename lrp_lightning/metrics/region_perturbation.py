@@ -28,9 +28,10 @@ class RegionPerturbation(ScoreDropMetric):
     order : str
         ``"morf"`` (most relevant first), ``"lerf"`` (least relevant first) or ``"random"``
         (a permutation drawn from the metric's own generator).
-    baseline : float, str or callable
+    baseline : float, int, str or callable
         Replacement value: a number, ``"mean"`` (each sample's mean), ``"blur"`` (blurred image) or a
         callable ``(x) -> fill`` returning a tensor broadcastable to ``x``.
+        Token-id inputs (N, T) need an ``int``: the id of the replacement token (e.g. the pad id).
     softmax : bool
         Score the target softmax probability instead of the target logit.
     max_batch_size : int
