@@ -1,4 +1,6 @@
 """Settings and input preparation shared by the metrics that run a model on perturbed inputs."""
+from typing import Optional
+
 from torch import Tensor
 
 from lrp_lightning.metrics._base import SeededGenerators
@@ -16,10 +18,10 @@ class ModelPerturbationMixin:
     """Mixin for a ``DeviceFollowingMetric`` whose ``update(model, inputs, attributions, target)``
     replaces input locations by a baseline: holds the shared settings and the seeded generators."""
 
-    def _configure(self, baseline: Baseline, softmax: bool, max_batch_size: int, seed: int) -> None:
+    def _configure(self, baseline: Baseline, softmax: bool, max_batch_size: Optional[int], seed: int) -> None:
         self.baseline = check_baseline(baseline)
         self.softmax = bool(softmax)
-        self.max_batch_size = check_positive_int("max_batch_size", max_batch_size)
+        self.max_batch_size = None if max_batch_size is None else check_positive_int("max_batch_size", max_batch_size)
         self._generators = SeededGenerators(seed)
 
     def _prepare(self, inputs: Tensor, attributions: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
