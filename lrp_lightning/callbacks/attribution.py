@@ -11,7 +11,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import Metric
 
-from lrp_lightning.callbacks.dashboard import curve_figure, custom_scalars_layout, metric_tag
+from lrp_lightning.callbacks.background import BackgroundWriter
+from lrp_lightning.callbacks.dashboard import CurveFigure, custom_scalars_layout, metric_tag
 from lrp_lightning.callbacks.explainers import (
     Bound,
     CanonizerArg,
@@ -70,7 +71,9 @@ class AttributionCallback(Callback):
     custom-scalars dashboard (one chart per metric, one line per explainer). ``TensorBoardLogger``
     gets all of it, other loggers with a ``log_dir`` (e.g. ``CSVLogger``) PNG and Markdown files
     under ``<log_dir>/attribution/``; without such a logger the files go under
-    ``trainer.default_root_dir``.
+    ``trainer.default_root_dir``. Figures are rendered, images encoded and everything written on
+    a background thread (``write_in_background``), so training goes on meanwhile; the callback
+    waits for it before the next explained epoch and before the loggers are finalized.
 
     Parameters
     ----------
@@ -115,6 +118,9 @@ class AttributionCallback(Callback):
         Also explain during the sanity check.
     on_test : bool
         Also explain at test epoch end (samples from the first test dataloader if none are held).
+    write_in_background : bool
+        Render figures, encode images and write them on a worker thread; false does it in the
+        callback's hooks.
 
     Raises
     ------
@@ -145,6 +151,7 @@ class AttributionCallback(Callback):
         conservation: bool = True,
         on_sanity_check: bool = False,
         on_test: bool = False,
+        write_in_background: bool = True,
     ) -> None:
         self.specs = parse_explainers(composite)
         self.num_samples = _positive_int("num_samples", num_samples)
@@ -168,6 +175,8 @@ class AttributionCallback(Callback):
         self._rule_maps_logged: set = set()
         self._uncovered_warned: set = set()
         self._layout_written = False
+        self._writer = BackgroundWriter(write_in_background)
+        self._curve_figures: dict[str, CurveFigure] = {}
 
     @property
     def state_key(self) -> str:
@@ -325,30 +334,48 @@ class AttributionCallback(Callback):
             for metric, value in report.results.scalars.items():
                 pl_module.log(metric_tag(report.name, metric), value, on_step=False, on_epoch=True, sync_dist=False)
 
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Finish the pending log writes (before Lightning finalizes the loggers)."""
+        self._writer.close()
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        """Finish the pending log writes (before Lightning finalizes the loggers)."""
+        self._writer.close()
+
     def _write(self, trainer: Trainer, reports: Sequence[ExplainerReport]) -> None:
+        """Hand this epoch's pictures, texts and curves (all on the CPU) to the background writer."""
         sinks = sinks_for(trainer)
-        step, epoch = trainer.global_step, trainer.current_epoch
+        layout = None
         if not self._layout_written:
             metrics = list(dict.fromkeys(metric for report in reports for metric in report.results.scalars))
-            for sink in sinks:
-                sink.layout(custom_scalars_layout(self.explainer_names, metrics))
+            layout = custom_scalars_layout(self.explainer_names, metrics)
             self._layout_written = True
+        images = [(f"attribution/{report.name}/grid", report.picture) for report in reports if report.picture is not None]
+        texts = [(f"attribution/{report.name}/rule_map", report.rule_map) for report in reports if report.rule_map is not None]
+        self._rule_maps_logged.update(report.name for report in reports if report.rule_map is not None)
         curves: dict = {}
-        for report in reports:
-            for metric, curve in report.results.curves.items():
-                curves.setdefault(metric, {})[report.name] = curve
-            for sink in sinks:
-                if report.picture is not None:
-                    sink.image(f"attribution/{report.name}/grid", report.picture, step, epoch)
-                if report.rule_map is not None:
-                    sink.text(f"attribution/{report.name}/rule_map", report.rule_map, step, epoch)
-            if report.rule_map is not None:
-                self._rule_maps_logged.add(report.name)
         if self.log_images:
+            for report in reports:
+                for metric, curve in report.results.curves.items():
+                    curves.setdefault(metric, {})[report.name] = curve.detach().cpu()
+        step, epoch = trainer.global_step, trainer.current_epoch
+
+        def write() -> None:
+            for sink in sinks:
+                if layout is not None:
+                    sink.layout(layout)
+                for tag, text in texts:
+                    sink.text(tag, text, step, epoch)
+                for tag, picture in images:
+                    sink.image(tag, picture, step, epoch)
             for metric, by_explainer in curves.items():
-                figure = curve_figure(metric, by_explainer)
+                if metric not in self._curve_figures:
+                    self._curve_figures[metric] = CurveFigure(metric)
+                figure = self._curve_figures[metric].render(by_explainer)
                 for sink in sinks:
                     sink.image(f"attribution/curves/{metric}", figure, step, epoch)
+
+        self._writer.submit(write)
 
     def state_dict(self) -> dict[str, Any]:
         """The fixed samples, so that a resumed run explains the same ones.
