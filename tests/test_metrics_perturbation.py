@@ -287,6 +287,24 @@ def test_cpu_chunks_hold_fewer_large_images():
     assert model.batch_sizes == [2] * 8
 
 
+def test_cuda_chunks_follow_the_free_memory_and_other_accelerators_get_large_ones(monkeypatch):
+    from lrp_lightning.metrics import _perturbation
+
+    image_bytes = 3 * 224 * 224 * 4
+    free = {"bytes": 80 * 2**30}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (free["bytes"], 96 * 2**30))
+    cuda = torch.device("cuda", 0)
+    assert _perturbation.device_chunk_cap(cuda, image_bytes) == int(0.25 * 80 * 2**30 / (64 * image_bytes))
+    free["bytes"] = 2**30
+    assert _perturbation.device_chunk_cap(cuda, image_bytes) == 6
+    free["bytes"] = 2**20
+    assert _perturbation.device_chunk_cap(cuda, image_bytes) == 1
+    free["bytes"] = 2**40
+    assert _perturbation.device_chunk_cap(cuda, 3 * 32 * 32 * 4) == 1024
+    assert _perturbation.device_chunk_cap(torch.device("mps"), image_bytes) == 1024
+    assert _perturbation.device_chunk_cap(torch.device("cpu"), image_bytes) == 6
+
+
 @pytest.mark.parametrize("make_metric", perturbation_metrics()[:1] + perturbation_metrics()[2:4])
 def test_several_updates_average_over_all_samples_and_reset_starts_over(make_metric):
     inputs, attributions, target = data((5, 3, 6, 6), (5, 3, 6, 6), 4, seed=14)

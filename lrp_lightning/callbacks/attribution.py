@@ -350,9 +350,11 @@ class AttributionCallback(Callback):
             metrics = list(dict.fromkeys(metric for report in reports for metric in report.results.scalars))
             layout = custom_scalars_layout(self.explainer_names, metrics)
             self._layout_written = True
-        images = [(f"attribution/{report.name}/grid", report.picture) for report in reports if report.picture is not None]
-        texts = [(f"attribution/{report.name}/rule_map", report.rule_map) for report in reports if report.rule_map is not None]
-        self._rule_maps_logged.update(report.name for report in reports if report.rule_map is not None)
+        pictured = [report for report in reports if report.picture is not None]
+        mapped = [report for report in reports if report.rule_map is not None]
+        images = [(f"attribution/{report.name}/grid", report.picture) for report in pictured]
+        texts = [(f"attribution/{report.name}/rule_map", report.rule_map) for report in mapped]
+        self._rule_maps_logged.update(report.name for report in mapped)
         curves: dict = {}
         if self.log_images:
             for report in reports:

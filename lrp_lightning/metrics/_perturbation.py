@@ -109,10 +109,8 @@ def cumulative_masks(ranks: Tensor, counts: Tensor) -> MaskFn:
     return masks
 
 
-def chunk_bounds(inputs: Tensor, num_pairs: int, max_batch_size: Optional[int]) -> list[tuple[int, int]]:
-    """``(start, stop)`` of each forward pass over ``num_pairs`` perturbed copies of ``inputs``.
-
-    The cap on a chunk is ``max_batch_size`` when given. Otherwise it is sized to the device:
+def device_chunk_cap(device: torch.device, image_bytes: int) -> int:
+    """The most images of ``image_bytes`` bytes each sent through a model at once on ``device``.
 
     - CPU: about ``CPU_CHUNK_BYTES`` of input images, at most ``CPU_MAX_CHUNK`` images (a few dozen
       images of 64x64 are fastest per image on a CPU; a few hundred at once leave the caches and
@@ -122,20 +120,28 @@ def chunk_bounds(inputs: Tensor, num_pairs: int, max_batch_size: Optional[int]) 
       ``ACCELERATOR_MAX_CHUNK`` images (large batches keep a GPU busy);
     - other accelerators: ``ACCELERATOR_MAX_CHUNK`` images.
 
-    The pairs are split into the fewest chunks that respect the cap, their sizes differing by at
-    most one image (no small remainder chunk).
+    Never less than one image.
+    """
+    if device.type == "cpu":
+        cap = min(CPU_MAX_CHUNK, CPU_CHUNK_BYTES // image_bytes)
+    elif device.type == "cuda":
+        free_bytes, _ = torch.cuda.mem_get_info(device)
+        budget = CUDA_MEMORY_FRACTION * free_bytes / (CUDA_BYTES_PER_INPUT_BYTE * image_bytes)
+        cap = min(ACCELERATOR_MAX_CHUNK, int(budget))
+    else:
+        cap = ACCELERATOR_MAX_CHUNK
+    return max(1, cap)
+
+
+def chunk_bounds(inputs: Tensor, num_pairs: int, max_batch_size: Optional[int]) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each forward pass over ``num_pairs`` perturbed copies of ``inputs``.
+
+    The pairs are split into the fewest chunks of at most ``max_batch_size`` images (``None``:
+    :func:`device_chunk_cap` of the inputs' device), their sizes differing by at most one image (no
+    small remainder chunk).
     """
     if max_batch_size is None:
-        image_bytes = inputs[0].numel() * inputs.element_size()
-        if inputs.device.type == "cpu":
-            max_batch_size = min(CPU_MAX_CHUNK, CPU_CHUNK_BYTES // image_bytes)
-        elif inputs.device.type == "cuda":
-            free_bytes, _ = torch.cuda.mem_get_info(inputs.device)
-            budget = CUDA_MEMORY_FRACTION * free_bytes / (CUDA_BYTES_PER_INPUT_BYTE * image_bytes)
-            max_batch_size = min(ACCELERATOR_MAX_CHUNK, int(budget))
-        else:
-            max_batch_size = ACCELERATOR_MAX_CHUNK
-        max_batch_size = max(1, max_batch_size)
+        max_batch_size = device_chunk_cap(inputs.device, inputs[0].numel() * inputs.element_size())
     num_chunks = -(-num_pairs // max_batch_size)
     edges = [index * num_pairs // num_chunks for index in range(num_chunks + 1)]
     return list(zip(edges[:-1], edges[1:]))
