@@ -9,7 +9,19 @@ output and the relevance (the attribution, shaped like the input)::
 
 ``target`` selects what is explained (see :func:`grad_outputs`): class indices ``(N,)``, a single
 class ``int``, an output-shaped tensor used as the output gradient (e.g. a one-hot), a callable
-``output -> target``, or ``None`` for the predicted class.
+``output -> target``, or ``None`` for the predicted class. A model output with ``logits`` (a Hugging
+Face ``ModelOutput``) is explained through its logits.
+
+With a composite whose ``gradient_view`` is True (the transformer composites ``AttnLRP``, ``CPLRP``)
+the backward pass carries a modified gradient ``g`` and the attributors return ``input * g``.
+
+:class:`Gradient` also explains token inputs: integer token ids ``(N, T)`` (model keyword arguments
+such as ``attention_mask=`` are passed through) give relevance ``(N, T)``, per token the sum over the
+hidden dimension of its input-embedding output times its (modified) gradient (see
+:mod:`lrp_lightning.tokens`)::
+
+    with Gradient(model, AttnLRP()) as attributor:
+        output, relevance = attributor(input_ids, target, attention_mask=attention_mask)
 
 Every attributor leaves what the user owns as it was: parameters, buffers (also when a forward in
 training mode would update BatchNorm statistics), ``training`` and ``requires_grad`` flags, ``.grad``
@@ -27,6 +39,8 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Type, TypeVar, U
 
 import numpy as np
 import torch
+
+from lrp_lightning.tokens import Position, captured_embedding, explained_logits, is_token_input, logits_of
 
 Target = Union[None, int, torch.Tensor, Callable[[torch.Tensor], Any]]
 Baseline = Union[None, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
@@ -233,6 +247,14 @@ class Attributor:
         """Whether the composite is registered while entered."""
         return self.composite is not None
 
+    def _gradient_view(self) -> bool:
+        """Whether the composite's backward pass carries gradients (relevance = input * gradient)."""
+        return self._uses_composite() and bool(getattr(self.composite, "gradient_view", False))
+
+    def _scores(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The model's scores for ``inputs``: its output, or the output's ``logits``."""
+        return logits_of(self.model(inputs))
+
     def __enter__(self) -> "Attributor":
         if self._stack is not None:
             raise RuntimeError(f"{type(self).__name__} is already entered")
@@ -252,23 +274,40 @@ class Attributor:
         if stack is not None:
             stack.close()
 
-    def __call__(self, inputs: torch.Tensor, target: Target = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, inputs: torch.Tensor, target: Target = None, **model_kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Explain ``inputs``.
 
         Parameters
         ----------
         inputs : torch.Tensor
-            Input batch ``(N, ...)``.
+            Input batch ``(N, ...)``; for :class:`Gradient` also token ids ``(N, T)``.
         target : None, int, torch.Tensor or callable, optional
             What to explain, see :func:`grad_outputs`; ``None`` explains the predicted class.
+        **model_kwargs
+            Only :class:`Gradient`: keyword arguments passed to the model (e.g. ``attention_mask``)
+            and, for token inputs, ``position`` (see :meth:`Gradient.explain_tokens`).
 
         Returns
         -------
         output : torch.Tensor
-            The model output for ``inputs`` (detached).
+            The model output (its ``logits`` for a ``ModelOutput``; for token inputs the explained
+            logits, see :meth:`Gradient.explain_tokens`), detached.
         relevance : torch.Tensor
             The attribution, with the shape of ``inputs``.
+
+        Raises
+        ------
+        TypeError
+            If ``model_kwargs`` or token ids are given to an attributor other than :class:`Gradient`,
+            or ``position`` with float inputs.
         """
+        if (model_kwargs or is_token_input(inputs)) and not isinstance(self, Gradient):
+            raise TypeError(
+                f"{type(self).__name__} takes float inputs and no model keyword arguments; "
+                "explain token ids or pass model keyword arguments with Gradient"
+            )
+        if "position" in model_kwargs and not is_token_input(inputs):
+            raise TypeError("position= selects the explained position for token-id inputs; float inputs take none")
         entered_here = self._stack is None
         with contextlib.ExitStack() as stack:
             if entered_here:
@@ -277,7 +316,12 @@ class Attributor:
             stack.enter_context(torch.inference_mode(False))
             stack.enter_context(torch.enable_grad())
             inputs = inputs.detach().clone()
-            output, relevance = self.forward(inputs, target)
+            if is_token_input(inputs):
+                output, relevance = self.explain_tokens(inputs, target, **model_kwargs)
+            elif model_kwargs:
+                output, relevance = self._gradient(inputs, target, model_kwargs)
+            else:
+                output, relevance = self.forward(inputs, target)
         return output.detach(), relevance.detach()
 
     def forward(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
@@ -297,11 +341,14 @@ class Attributor:
         """
         raise NotImplementedError
 
-    def _gradient(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the model output and the (composite-modified) gradient of the target output."""
+    def _gradient(self, inputs: torch.Tensor, target: Target, model_kwargs: Optional[dict] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the model output and the (composite-modified) gradient of the target output; in the
+        gradient view, the input times that gradient."""
         inputs = inputs.detach().requires_grad_(True)
-        output = self.model(inputs)
+        output = logits_of(self.model(inputs, **(model_kwargs or {})))
         gradient, = torch.autograd.grad(output, inputs, grad_outputs(target, output))
+        if self._gradient_view():
+            gradient = inputs.detach() * gradient
         return output.detach(), gradient
 
 
@@ -320,6 +367,48 @@ class Gradient(Attributor):
     def forward(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the output and the gradient of the target output, see :meth:`Attributor.forward`."""
         return self._gradient(inputs, target)
+
+    def explain_tokens(
+        self, tokens: torch.Tensor, target: Target = None, position: Position = None, **model_kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Explain token ids ``(N, T)``; called by :meth:`__call__` for integer inputs.
+
+        The output of the model's input embedding (see :func:`lrp_lightning.tokens.input_embedding`)
+        ``e`` ``(N, T, H)`` is where relevance is read: per token ``sum_h e * g`` for the gradient
+        ``g`` at ``e`` (without a composite this is gradient x input; a composite that carries
+        relevance instead of gradients gives ``sum_h g``). Position or token-type embeddings added
+        later take their own share. Only the first call of the embedding in a forward pass is read.
+
+        Parameters
+        ----------
+        tokens : torch.Tensor
+            Integer token ids ``(N, T)``.
+        target : None, int, torch.Tensor or callable
+            Class or next-token indices ``(N,)`` etc., see :func:`grad_outputs`, applied to the
+            explained logits.
+        position : None, int or torch.Tensor
+            For logits ``(N, T, V)``: the explained position (None: the last attended token), see
+            :func:`lrp_lightning.tokens.explained_logits`.
+        **model_kwargs
+            Passed to the model (e.g. ``attention_mask``).
+
+        Returns
+        -------
+        output : torch.Tensor
+            The explained logits ``(N, K)`` (for ``(N, T, V)`` logits, those at the explained position).
+        relevance : torch.Tensor
+            ``(N, T)``.
+        """
+        with captured_embedding(self.model) as captured:
+            output = self.model(tokens, **model_kwargs)
+        if not captured:
+            raise ValueError("the model's input embedding was not called with the token ids; pass float inputs instead")
+        embedding = captured[0]
+        logits = explained_logits(logits_of(output), tokens, position, model_kwargs.get("attention_mask"))
+        gradient, = torch.autograd.grad(logits, embedding, grad_outputs(target, logits))
+        if self._gradient_view() or not self._uses_composite():
+            gradient = embedding.detach() * gradient
+        return logits.detach(), gradient.sum(dim=-1)
 
 
 class _PathAttributor(Attributor):
@@ -345,9 +434,10 @@ class _PathAttributor(Attributor):
         raise NotImplementedError
 
     def _mean_gradient(self, inputs: torch.Tensor, target: Target,
-                       context: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the clean output and the gradient averaged over all perturbed copies."""
-        output = self.model(inputs).detach()
+                       context: Any, times_input: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the clean output and the gradient averaged over all perturbed copies (with
+        ``times_input``, the perturbed copy times its gradient)."""
+        output = self._scores(inputs).detach()
         weights = grad_outputs(target, output)
         total = torch.zeros_like(inputs)
         batch = inputs.shape[0]
@@ -355,7 +445,9 @@ class _PathAttributor(Attributor):
             rows = rows.to(inputs.device)
             sample = rows % batch
             perturbed = self._perturbed(inputs, rows // batch, sample, context).requires_grad_(True)
-            gradient, = torch.autograd.grad(self.model(perturbed), perturbed, weights[sample])
+            gradient, = torch.autograd.grad(self._scores(perturbed), perturbed, weights[sample])
+            if times_input:
+                gradient = perturbed.detach() * gradient
             total.index_add_(0, sample, gradient)
         return output, total / self.n_iter
 
@@ -363,6 +455,9 @@ class _PathAttributor(Attributor):
 @register_attributor("smoothgrad")
 class SmoothGrad(_PathAttributor):
     """SmoothGrad (Smilkov et al., 2017): the gradient averaged over noisy copies of the input.
+
+    With a gradient-view composite (``composite.gradient_view``), the average of each noisy copy
+    times its modified gradient (its relevance).
 
     Parameters
     ----------
@@ -400,7 +495,7 @@ class SmoothGrad(_PathAttributor):
         flat = inputs.detach().reshape(inputs.shape[0], -1)
         value_range = flat.amax(dim=1) - flat.amin(dim=1)
         std = (self.noise_level * value_range).reshape(-1, *([1] * (inputs.ndim - 1)))
-        return self._mean_gradient(inputs, target, (generator, std))
+        return self._mean_gradient(inputs, target, (generator, std), times_input=self._gradient_view())
 
     def _perturbed(self, inputs: torch.Tensor, iteration: torch.Tensor, sample: torch.Tensor,
                    context: tuple[torch.Generator, torch.Tensor]) -> torch.Tensor:
@@ -415,7 +510,8 @@ class IntegratedGradients(_PathAttributor):
     """Integrated Gradients (Sundararajan et al., 2017) with a right Riemann sum.
 
     The relevance is ``(x - b) * mean_k grad f(b + k/n_iter * (x - b))`` for ``k = 1..n_iter``;
-    it sums to ``f(x) - f(b)`` in the limit (completeness).
+    it sums to ``f(x) - f(b)`` in the limit (completeness). With a composite the gradients are the
+    composite's modified gradients (for a gradient-view composite: the same formula).
 
     Parameters
     ----------
@@ -543,7 +639,7 @@ class Occlusion(Attributor):
     def forward(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the output and the occlusion relevance."""
         with torch.no_grad():
-            output = self.model(inputs)
+            output = self._scores(inputs)
             weights = grad_outputs(target, output)
             clean_score = (output * weights).reshape(len(inputs), -1).sum(dim=1)
             masks = self._window_masks(inputs.shape, inputs.device)
@@ -555,7 +651,7 @@ class Occlusion(Attributor):
                 rows = rows.to(inputs.device)
                 window, sample = rows // batch, rows % batch
                 occluded = torch.where(masks[window], fill[sample], inputs[sample])
-                score = (self.model(occluded) * weights[sample]).reshape(len(rows), -1).sum(dim=1)
+                score = (self._scores(occluded) * weights[sample]).reshape(len(rows), -1).sum(dim=1)
                 drop = (clean_score[sample] - score).unsqueeze(1)
                 relevance.index_add_(0, sample, drop * flat_masks[window].to(inputs.dtype))
             coverage = flat_masks.sum(dim=0).to(inputs.dtype)

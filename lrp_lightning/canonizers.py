@@ -182,12 +182,17 @@ class AttributeCanonizer(Canonizer):
     def apply(self, root_module: torch.nn.Module) -> list:
         """Register a copy on every module for which ``attribute_map`` returns attributes."""
         instances = []
-        for name, module in list(root_module.named_modules()):
-            attributes = self.attribute_map(name, module)
-            if attributes:
-                instance = self.copy()
-                instance.register(module, attributes)
-                instances.append(instance)
+        try:
+            for name, module in list(root_module.named_modules()):
+                attributes = self.attribute_map(name, module)
+                if attributes:
+                    instance = self.copy()
+                    instances.append(instance)
+                    instance.register(module, attributes)
+        except BaseException:
+            for instance in reversed(instances):
+                instance.remove()
+            raise
         return instances
 
     def register(self, module: torch.nn.Module, attributes: dict) -> None:

@@ -7,11 +7,22 @@ order, that matches an entry of ``first_map``.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Optional, Sequence
 
 import torch
 
+from lrp_lightning.auto_canonizers import auto_canonizers, uncanonized_modules
 from lrp_lightning.core import Composite, Hook
+from lrp_lightning.gradient_rules import (
+    AffineEpsilon,
+    AffineGamma,
+    ConstantAttention,
+    IdentityRule,
+    LayerNormEpsilon,
+    RMSNormEpsilon,
+    UniformProduct,
+)
 from lrp_lightning.layer import Sum
 from lrp_lightning.rules import (
     AlphaBeta,
@@ -26,7 +37,18 @@ from lrp_lightning.rules import (
     ZBox,
     ZPlus,
 )
-from lrp_lightning.types import Activation, AvgPool, BatchNorm, Convolution, Linear
+from lrp_lightning.types import (
+    Activation,
+    Affine,
+    AvgPool,
+    BatchNorm,
+    Convolution,
+    ElementwiseActivation,
+    LayerNorm,
+    Linear,
+    Product,
+    RMSNorm,
+)
 
 class CompositeRegistry(dict):
     """The registry of composite classes by name; an unknown name raises a KeyError listing the known ones."""
@@ -446,3 +468,112 @@ class BetaSmooth(_ReLUComposite):
 
     def __init__(self, beta_smooth=10.0, layer_map=None, zero_params=None, canonizers=None) -> None:
         super().__init__(list(layer_map or []) + [(torch.nn.ReLU, ReLUBetaSmooth(beta_smooth=beta_smooth))], canonizers)
+
+
+class _TransformerComposite(LayerMapComposite):
+    """Rules of the transformer composites in the gradient view (see :mod:`lrp_lightning.gradient_rules`).
+
+    ``canonizers="auto"`` resolves, at each :meth:`register`, the canonizers of
+    :func:`lrp_lightning.auto_canonizers.auto_canonizers` for the model; None or a list replaces them.
+    """
+
+    gradient_view = True
+    rule_free_types = (torch.nn.Embedding,)
+
+    def __init__(self, epsilon, gamma, layer_map, canonizers, softmax_map: list) -> None:
+        if isinstance(canonizers, str) and canonizers != "auto":
+            raise ValueError(f'canonizers must be "auto", None or a list of canonizers, got {canonizers!r}')
+        self.epsilon = epsilon
+        self.gamma = gamma
+        self.auto_canonizers = canonizers == "auto"
+        linear_rule = AffineEpsilon(epsilon) if gamma is None else AffineGamma(gamma=gamma, stabilizer=epsilon)
+        entries = list(layer_map or []) + softmax_map + [
+            (Product, UniformProduct(epsilon)),
+            (LayerNorm, LayerNormEpsilon(epsilon)),
+            (RMSNorm, RMSNormEpsilon(epsilon)),
+            (ElementwiseActivation, IdentityRule(epsilon)),
+            (BatchNorm, AffineEpsilon(epsilon)),
+            (Affine, linear_rule),
+        ]
+        super().__init__(entries, None if self.auto_canonizers else canonizers)
+
+    def register(self, module: torch.nn.Module) -> None:
+        """Resolve ``canonizers="auto"`` for ``module``, then register as any composite; warn about
+        transformer modules the canonizers left hiding their attention from the rules."""
+        if self.auto_canonizers and not (self.handles or self.canonizer_instances):
+            self.canonizers = auto_canonizers(module)
+        super().register(module)
+        left = uncanonized_modules(module)
+        if left:
+            names = ", ".join(f"{name or type(module).__name__} ({entry})" for name, entry in left)
+            warnings.warn(
+                f"these modules are not canonized, so their attention gets no rules: {names}. "
+                'Use canonizers="auto" or add their canonizers.',
+                stacklevel=2,
+            )
+
+
+@register_composite("attn_lrp")
+class AttnLRP(_TransformerComposite):
+    """AttnLRP (Achtibat et al., ICML 2024) for transformers, in the gradient x input view.
+
+    Rules (``gradient_view = True``: the backward pass carries modified gradients ``g``; relevance is
+    ``input * g``, with the plain ``context`` API ``x * x.grad``):
+
+    - linear and convolution layers (patch embedding included), Hugging Face ``Conv1D``:
+      LRP-epsilon, :class:`~lrp_lightning.gradient_rules.AffineEpsilon`; with ``gamma``, LRP-gamma
+      (:class:`~lrp_lightning.gradient_rules.AffineGamma`) instead; BatchNorm: LRP-epsilon;
+    - element-wise non-linearities: identity rule ``R_x = R_y``
+      (:class:`~lrp_lightning.gradient_rules.IdentityRule`);
+    - LayerNorm / RMSNorm: LRP-epsilon with the standard deviation (root mean square) held constant;
+    - :class:`~lrp_lightning.layer.MatMul` / :class:`~lrp_lightning.layer.Mul` products: uniform
+      rule, each variable factor gets its share (:class:`~lrp_lightning.gradient_rules.UniformProduct`);
+    - softmax: ``R_x = x * (R_s - s * sum_j R_s_j)``. With ``R_s = s * g_s`` this is
+      ``x * J^T g_s``, the plain gradient of the softmax times its input, so the softmax needs no
+      hook in this view. The rule drops the softmax's bias term, which is why AttnLRP does not
+      conserve relevance exactly;
+    - reshapes, scalings, residual additions, additive masks, rotary embeddings, pooling: the plain
+      gradient (LRP-0 for linear maps without bias).
+
+    Parameters
+    ----------
+    epsilon : float or callable
+        Stabilizer of every rule.
+    gamma : float, optional
+        None: LRP-epsilon on linear and convolution layers; a float: LRP-gamma there.
+    layer_map : list of (tuple of types, Hook), optional
+        Prepended to the composite's own map.
+    canonizers : "auto", None or list of Canonizer
+        ``"auto"``: the canonizers of every supported transformer module found in the model (see
+        :mod:`lrp_lightning.auto_canonizers`); None or a list replaces them.
+    """
+
+    def __init__(self, epsilon=1e-6, gamma: Optional[float] = None, layer_map: Optional[LayerMap] = None, canonizers="auto") -> None:
+        super().__init__(epsilon, gamma, layer_map, canonizers, [])
+
+
+@register_composite("cp_lrp")
+class CPLRP(_TransformerComposite):
+    """CP-LRP (Ali et al., ICML 2022): AttnLRP with the attention weights held constant.
+
+    As :class:`AttnLRP`, except that ``nn.Softmax`` modules (the attention weights, made explicit by
+    the canonizers) are detached (:class:`~lrp_lightning.gradient_rules.ConstantAttention`): no
+    relevance flows into queries and keys, and attention is linear in the values, whose product
+    with the weights passes relevance to the values whole. With epsilon -> 0 and no biases,
+    relevance is conserved. A softmax output layer of a classifier would be detached as well: give
+    such a model a ``layer_map`` entry for it.
+
+    Parameters
+    ----------
+    epsilon : float or callable
+        Stabilizer of every rule.
+    gamma : float, optional
+        None: LRP-epsilon on linear and convolution layers; a float: LRP-gamma there.
+    layer_map : list of (tuple of types, Hook), optional
+        Prepended to the composite's own map.
+    canonizers : "auto", None or list of Canonizer
+        As for :class:`AttnLRP`.
+    """
+
+    def __init__(self, epsilon=1e-6, gamma: Optional[float] = None, layer_map: Optional[LayerMap] = None, canonizers="auto") -> None:
+        super().__init__(epsilon, gamma, layer_map, canonizers, [(torch.nn.Softmax, ConstantAttention())])

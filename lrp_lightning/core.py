@@ -463,9 +463,18 @@ class Composite:
         After ``register``: the rule attached to each named module.
     uncovered : list of str
         After ``register``: leaf modules with parameters that no rule covers (their plain gradient flows).
+    gradient_view : bool
+        Class attribute. False: the rules' backward pass carries relevance, and the gradient
+        arriving at the input is the relevance. True: it carries a modified gradient ``g`` and the
+        relevance of an input ``x`` is ``x * g`` (``x * x.grad``); the attributors multiply.
+    rule_free_types : tuple of type
+        Class attribute: leaf modules of these types are not reported as uncovered (e.g. embedding
+        lookups, where the gradient view reads the relevance of token inputs).
     """
 
     warn_uncovered: bool = True
+    gradient_view: bool = False
+    rule_free_types: tuple = ()
 
     def __init__(self, module_map: Optional[ModuleMap] = None, canonizers: Optional[list] = None) -> None:
         if module_map is None:
@@ -493,7 +502,10 @@ class Composite:
         except BaseException:
             self.remove()
             raise
-        self.uncovered = uncovered_modules(module, set(self.rule_map))
+        modules = dict(module.named_modules())
+        self.uncovered = [
+            name for name in uncovered_modules(module, set(self.rule_map)) if not isinstance(modules[name], self.rule_free_types)
+        ]
         if self.uncovered and self.warn_uncovered:
             warnings.warn(
                 f"no rule covers these layers, their plain gradient is used: {', '.join(self.uncovered)}. "

@@ -21,3 +21,26 @@ class Sum(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
+
+
+class MatMul(torch.nn.Module):
+    """Matrix product of two tensors, e.g. ``Q K^T`` or attention weights times values.
+
+    An explicit module so that a rule can be attached to the product (``torch.matmul`` semantics,
+    broadcasting included).
+    """
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Return ``torch.matmul(a, b)``."""
+        return torch.matmul(a, b)
+
+
+class Mul(torch.nn.Module):
+    """Element-wise product of two tensors (broadcasting), e.g. the gate of a gated MLP.
+
+    An explicit module so that a rule can be attached to the product.
+    """
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Return ``a * b``."""
+        return a * b

@@ -1,8 +1,9 @@
-"""Canonizers for torchvision's VGG and ResNet models (torchvision is imported only when applied)."""
+"""Canonizers for torchvision's VGG, ResNet and VisionTransformer models (torchvision is imported only when applied)."""
 from __future__ import annotations
 
 import torch
 
+from lrp_lightning.attention import MultiheadAttentionCanonizer
 from lrp_lightning.canonizers import AttributeCanonizer, CompositeCanonizer, SequentialMergeBatchNorm
 from lrp_lightning.layer import Sum
 
@@ -62,3 +63,12 @@ class ResNetCanonizer(CompositeCanonizer):
 
     def __init__(self) -> None:
         super().__init__([SequentialMergeBatchNorm(), ResidualBlockCanonizer()])
+
+
+class VisionTransformerCanonizer(CompositeCanonizer):
+    """Canonizer for torchvision ``VisionTransformer`` models: makes each ``nn.MultiheadAttention``
+    explicit (see :class:`lrp_lightning.attention.MultiheadAttentionCanonizer`); the rest of the
+    model (LayerNorm, GELU, Linear and convolution modules, residual additions) needs no change."""
+
+    def __init__(self) -> None:
+        super().__init__([MultiheadAttentionCanonizer()])

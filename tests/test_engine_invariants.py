@@ -36,10 +36,11 @@ def build(name: str, input: torch.Tensor, **kwargs):
     return get_composite(name)(**kwargs)
 
 
-def test_registry_holds_the_nine_composites():
+def test_registry_holds_the_eleven_composites():
     assert set(COMPOSITES) == {
         "epsilon_gamma_box", "epsilon_plus", "epsilon_plus_flat", "epsilon_alpha2_beta1",
         "epsilon_alpha2_beta1_flat", "deconvnet", "guided_backprop", "excitation_backprop", "beta_smooth",
+        "attn_lrp", "cp_lrp",
     }
 
 

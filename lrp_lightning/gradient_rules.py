@@ -1,0 +1,360 @@
+"""Rules in the gradient x input view, used by the transformer composites (AttnLRP, CP-LRP).
+
+In this view the backward pass carries a *modified gradient* ``g`` and the relevance of any tensor
+``t`` is ``R_t = t * g_t``. A rule returns ``g_x`` for its module's input such that
+``x * g_x`` is the rule's relevance ``R_x`` given ``R_y = y * g_y`` at the output. Linear maps
+without bias (reshapes, scalings, residual additions, rotary embeddings, additive masks) need no
+rule: their plain gradient is LRP-0. ``stab(d) = d + eps * sign(d)`` with ``sign(0) = +1``.
+
+Two mechanisms realise the rules:
+
+- :class:`OutputGradientHook` rescales the gradient arriving at the module output and lets the
+  module's own backward pass (its transposed map ``J^T``) carry it to the inputs. This is exact for
+  modules that are affine in each input (linear layers, products with the other factor fixed),
+  costs one element-wise operation and needs no second forward pass.
+- Rules derived from :class:`~lrp_lightning.core.Hook` replace the module's backward pass (element-
+  wise non-linearities, normalisation layers).
+
+Composites that use these rules set ``gradient_view = True``; the attributors then return
+``input * gradient``. With the plain ``composite.context(model)`` API the relevance of an input
+``x`` is ``x * x.grad``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional, Union
+
+import torch
+
+from lrp_lightning.core import Hook, Stabilizer, _flag, _hooks_suspended
+from lrp_lightning.rules import Gamma
+
+StabilizerLike = Union[float, Callable[[torch.Tensor], torch.Tensor]]
+
+
+class _OutputCall:
+    """What one hooked call leaves for the backward pass of an :class:`OutputGradientHook`."""
+
+    __slots__ = ("hook", "module", "args", "kwargs", "output", "version", "input_versions", "share")
+
+    def __init__(self, hook: "OutputGradientHook", module: torch.nn.Module, args: tuple, kwargs: dict, output: torch.Tensor, share: float):
+        self.hook = hook
+        self.module = module
+        self.args = args
+        self.kwargs = kwargs
+        self.output = output
+        self.version = output._version
+        self.input_versions = _versions(args)
+        self.share = share
+
+    def current_output(self) -> torch.Tensor:
+        """The module output, recomputed from the inputs if it was modified in place since the call.
+
+        Raises
+        ------
+        RuntimeError
+            If the inputs were modified in place as well.
+        """
+        if self.output._version == self.version:
+            return self.output
+        if _versions(self.args) != self.input_versions:
+            raise RuntimeError(
+                f"the output and the inputs of {type(self.module).__name__} were both modified in place after the "
+                "call, so its rule cannot see them; make the in-place operation after it out-of-place"
+            )
+        with torch.no_grad(), _hooks_suspended():
+            return self.module.forward(*self.args, **self.kwargs)
+
+
+def _versions(values: tuple) -> list:
+    return [value._version for value in values if isinstance(value, torch.Tensor)]
+
+
+class _OutputGradientFunction(torch.autograd.Function):
+    """Identity on the module output whose backward rescales the incoming gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, call: _OutputCall, output: torch.Tensor) -> torch.Tensor:
+        ctx.call = call
+        return call.output
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple:
+        call = ctx.call
+        with torch.no_grad():
+            return None, call.hook.output_gradient(call.current_output(), grad_output, call.share)
+
+
+def _is_variable(value: Any) -> bool:
+    """A tensor argument through which relevance flows: it requires grad and is not a parameter."""
+    return isinstance(value, torch.Tensor) and value.requires_grad and not isinstance(value, torch.nn.Parameter)
+
+
+class _Stabilized:
+    """Mixed into rules with one stabilizer: ``epsilon`` (float or callable) and ``stabilizer``."""
+
+    def __init__(self, epsilon: StabilizerLike = 1e-6) -> None:
+        super().__init__()
+        self.epsilon = epsilon
+        self.stabilizer = Stabilizer.ensure(epsilon)
+
+    def _repr_fields(self):
+        return {"epsilon": self.epsilon}
+
+
+class _InputOutputRule(_Stabilized, Hook):
+    """A rule replacing the module's backward pass by :meth:`input_gradient` of its input and output."""
+
+    saves_output = True
+
+    def backward(self, module, input, output, grad_output, args, kwargs):
+        """Return :meth:`input_gradient` (without autograd; the output recomputed if it was modified in place)."""
+        with torch.no_grad():
+            return self.input_gradient(module, input, _module_output(module, input, output, args, kwargs), grad_output)
+
+    def input_gradient(self, module: torch.nn.Module, input: torch.Tensor, output: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
+        """Return the modified gradient ``g_x`` of the input for ``g_y`` at the output."""
+        raise NotImplementedError
+
+
+def _module_output(module: torch.nn.Module, input: torch.Tensor, output: Optional[torch.Tensor], args: tuple, kwargs: dict) -> torch.Tensor:
+    """The module output saved by a :class:`~lrp_lightning.core.Hook`, recomputed from the input when
+    it was modified in place since the call (the hook then passes None)."""
+    return module.forward(input, *args, **kwargs) if output is None else output
+
+
+class OutputGradientHook(Hook):
+    """Base of rules that rescale the gradient at the module output; the module's own backward
+    pass maps it to the inputs.
+
+    Subclasses implement :meth:`output_gradient`. The rule applies to calls whose output requires
+    grad; ``share`` is ``1 / n`` for ``n`` tensor arguments (positional or keyword) that require
+    grad and are not parameters (at least 1).
+    """
+
+    saves_input = False
+
+    def output_gradient(self, output: torch.Tensor, grad_output: torch.Tensor, share: float) -> torch.Tensor:
+        """Return the gradient passed on to the module's own backward pass.
+
+        Parameters
+        ----------
+        output : torch.Tensor
+            The module output ``y``.
+        grad_output : torch.Tensor
+            The modified gradient ``g_y`` arriving at the output.
+        share : float
+            ``1 / n`` for ``n`` variable tensor inputs.
+        """
+        raise NotImplementedError
+
+    def _pre_hook(self, module, args, kwargs):
+        return None
+
+    def _forward_hook(self, module, args, kwargs, output):
+        if not (
+            self.active
+            and not _flag("suspended", False)
+            and torch.is_grad_enabled()
+            and isinstance(output, torch.Tensor)
+            and output.requires_grad
+        ):
+            return None
+        variables = sum(1 for value in (*args, *kwargs.values()) if _is_variable(value))
+        call = _OutputCall(self, module, args, kwargs, output.detach(), 1.0 / max(variables, 1))
+        return _OutputGradientFunction.apply(call, output)
+
+
+def _epsilon_ratio(output: torch.Tensor, stabilizer: Callable) -> torch.Tensor:
+    """``y / stab(y)``; for the plain stabilizer computed as ``|y| / (|y| + eps)`` (equal, fewer passes)."""
+    if type(stabilizer) is Stabilizer and not stabilizer.clip and not stabilizer.norm_scale and isinstance(stabilizer.epsilon, (int, float)):
+        magnitude = output.abs()
+        return magnitude.div_(magnitude + stabilizer.epsilon)
+    return output / stabilizer(output)
+
+
+class AffineEpsilon(_Stabilized, OutputGradientHook):
+    """LRP-epsilon for any layer affine in its input (``nn.Linear``, convolutions, Hugging Face
+    ``Conv1D``, BatchNorm in eval mode), in the gradient view.
+
+    For ``z = W x + b``: ``R_x = x * W^T(R_z / stab(z))`` with ``R_z = z * g_z``, so
+    ``g_x = W^T(g_z * z / stab(z))``: the incoming gradient is scaled by ``z / stab(z)`` and the
+    layer's own backward pass applies ``W^T``. ``epsilon -> 0`` gives the plain gradient (LRP-0).
+
+    Parameters
+    ----------
+    epsilon : float or callable
+        Stabilizer of the denominator (a callable replaces ``stab`` wholesale).
+    """
+
+    def output_gradient(self, output, grad_output, share):
+        """Return ``g_z * z / stab(z)``."""
+        return _epsilon_ratio(output, self.stabilizer).mul_(grad_output)
+
+
+class UniformProduct(_Stabilized, OutputGradientHook):
+    """Uniform rule for products of tensors (:class:`~lrp_lightning.layer.MatMul`,
+    :class:`~lrp_lightning.layer.Mul`), in the gradient view (AttnLRP, Achtibat et al., 2024).
+
+    Each of the ``n`` variable factors receives ``1/n`` of the relevance that LRP-epsilon gives it
+    with the other factors held fixed. For ``Y = A B``:
+    ``R_A = 1/2 * A * ((R_Y / stab(Y)) B^T)``, ``R_B = 1/2 * B * (A^T (R_Y / stab(Y)))`` with
+    ``R_Y = Y * g_Y``, so ``g_A = 1/2 (g_Y * Y / stab(Y)) B^T`` and
+    ``g_B = 1/2 A^T (g_Y * Y / stab(Y))``: the incoming gradient is scaled by ``Y / (n stab(Y))``
+    and the product's own backward pass distributes it. For ``y = a * b`` likewise
+    ``g_a = 1/2 b * g_y * y / stab(y)``. A factor that is a constant (no grad) or a parameter
+    receives nothing, so a product with one variable factor is a linear map that gets LRP-epsilon
+    whole.
+
+    Parameters
+    ----------
+    epsilon : float or callable
+        Stabilizer of the denominator.
+    """
+
+    def output_gradient(self, output, grad_output, share):
+        """Return ``g_Y * Y / stab(Y) / n``."""
+        ratio = _epsilon_ratio(output, self.stabilizer).mul_(grad_output)
+        return ratio.mul_(share) if share != 1 else ratio
+
+
+class IdentityRule(_InputOutputRule):
+    """Identity rule for element-wise non-linearities ``y = f(x)`` (GELU, SiLU, tanh, exp, ...).
+
+    ``R_x = R_y``, so ``g_x = g_y * y / stab(x)`` (``x * g_x = R_y * x / stab(x)``; the stabilizer
+    only matters where ``|x|`` is of the order of epsilon).
+
+    Parameters
+    ----------
+    epsilon : float or callable
+        Stabilizer of the division by the input.
+    """
+
+    def input_gradient(self, module, input, output, grad_output):
+        """Return ``g_y * y / stab(x)``."""
+        return grad_output * output / self.stabilizer(input)
+
+
+def _normalized_dims(module: torch.nn.Module) -> tuple:
+    """The trailing dimensions a normalisation layer normalises over (the last one if unspecified)."""
+    shape = getattr(module, "normalized_shape", None)
+    count = len(shape) if isinstance(shape, (tuple, list, torch.Size)) else 1
+    return tuple(range(-count, 0))
+
+
+class LayerNormEpsilon(_InputOutputRule):
+    """LRP-epsilon on a LayerNorm with its standard deviation held constant (AttnLRP).
+
+    With ``sigma = sqrt(var(x) + eps)`` detached, ``y = (x - mean(x)) / sigma * w + b`` is affine
+    in ``x`` with the symmetric centring map ``C``: ``R_x = x * J^T(R_y / stab(y))``,
+    ``J^T u = C(u * w) / sigma``, so ``g_x = (v - mean(v)) / sigma`` with
+    ``v = w * g_y * y / stab(y)`` (means over the normalised dimensions).
+
+    Parameters
+    ----------
+    epsilon : float or callable
+        Stabilizer of the denominator.
+    """
+
+    def input_gradient(self, module, input, output, grad_output):
+        """Return ``(v - mean(v)) / sigma`` with ``v = w * g_y * y / stab(y)``."""
+        dims = _normalized_dims(module)
+        sigma = torch.sqrt(input.var(dim=dims, unbiased=False, keepdim=True) + module.eps)
+        scaled = grad_output * _epsilon_ratio(output, self.stabilizer)
+        if getattr(module, "weight", None) is not None:
+            scaled = scaled * module.weight
+        return (scaled - scaled.mean(dim=dims, keepdim=True)) / sigma
+
+
+class RMSNormEpsilon(_InputOutputRule):
+    """LRP-epsilon on an RMSNorm with its root mean square held constant (AttnLRP).
+
+    With ``rms = sqrt(mean(x^2) + eps)`` detached, ``y = x / rms * w`` is linear in ``x``:
+    ``R_x = x * w / rms * R_y / stab(y)``, so ``g_x = w / rms * g_y * y / stab(y)``. ``eps`` is
+    the module's ``variance_epsilon`` or ``eps`` (``torch.finfo`` of the input's dtype when None);
+    ``rms`` is computed in at least float32, as the Hugging Face implementations do. The effective
+    scale ``w`` is read from the module itself, ``w = f(1) * sqrt(1 + eps)`` for an input of ones,
+    so variants scaling by ``1 + weight`` (Gemma) or by nothing are handled alike.
+
+    Parameters
+    ----------
+    epsilon : float or callable
+        Stabilizer of the denominator.
+    """
+
+    def input_gradient(self, module, input, output, grad_output):
+        """Return ``w / rms * g_y * y / stab(y)``."""
+        eps = getattr(module, "variance_epsilon", None)
+        if eps is None:
+            eps = getattr(module, "eps", None)
+        if eps is None:
+            eps = torch.finfo(input.dtype).eps
+        dims = _normalized_dims(module)
+        wide = input.to(torch.promote_types(input.dtype, torch.float32))
+        rms = torch.sqrt(wide.pow(2).mean(dim=dims, keepdim=True) + eps)
+        ones = input.new_ones((1,) * (input.dim() - len(dims)) + tuple(input.shape[dim] for dim in dims))
+        scale = module.forward(ones).to(rms.dtype) * math.sqrt(1.0 + eps)
+        return (grad_output * _epsilon_ratio(output, self.stabilizer) * (scale / rms)).to(input.dtype)
+
+
+class ConstantAttention(Hook):
+    """CP-LRP's rule for the attention softmax (Ali et al., 2022): the attention weights are constants.
+
+    The softmax output is detached, so no relevance flows into queries and keys, and the product
+    of the attention weights with the values is linear in the values (it then gets LRP-epsilon
+    whole, see :class:`UniformProduct`).
+    """
+
+    saves_input = False
+
+    def _pre_hook(self, module, args, kwargs):
+        return None
+
+    def _forward_hook(self, module, args, kwargs, output):
+        if self.active and not _flag("suspended", False) and torch.is_grad_enabled() and isinstance(output, torch.Tensor):
+            return output.detach()
+        return None
+
+
+class AffineGamma(Hook):
+    """LRP-gamma (see :class:`lrp_lightning.rules.Gamma`) for affine layers, in the gradient view.
+
+    The Gamma rule's relevance ``R_x`` for ``R_z = z * g_z`` is a sum of terms that are each
+    ``x+`` or ``x-`` times a transposed map, so ``g_x = R_x / x`` where ``x != 0`` and ``0`` where
+    ``x = 0`` (where ``R_x = 0``).
+
+    Parameters
+    ----------
+    gamma : float
+        Weight of the positive (resp. negative) contributions added to the plain ones.
+    stabilizer : float or callable
+        Stabilizer of the denominators.
+    """
+
+    saves_output = True
+
+    def __init__(self, gamma: float = 0.25, stabilizer: StabilizerLike = 1e-6) -> None:
+        super().__init__()
+        self.gamma = gamma
+        self.rule = Gamma(gamma=gamma, stabilizer=stabilizer)
+
+    def probe(self, input):
+        """See :meth:`lrp_lightning.rules.LinearRule.probe`."""
+        return self.rule.probe(input)
+
+    def relevance(self, call, input, output, grad_output):
+        """Return ``R_x / x`` (0 where ``x = 0``) for the Gamma rule's ``R_x`` with ``R_z = z * g_z``."""
+        with torch.no_grad():
+            output = _module_output(call.module, input, output, call.extra_args, call.kwargs)
+        relevance = self.rule.relevance(call, input, output, grad_output * output)
+        with torch.no_grad():
+            nonzero = input != 0
+            return torch.where(nonzero, relevance / torch.where(nonzero, input, torch.ones_like(input)), torch.zeros_like(relevance))
+
+    def release(self):
+        """Drop what the wrapped Gamma rule cached."""
+        super().release()
+        self.rule.release()
+
+    def _repr_fields(self):
+        return {"gamma": self.gamma, "stabilizer": self.rule.stabilizer}
