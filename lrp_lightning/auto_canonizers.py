@@ -16,7 +16,7 @@ from typing import Callable, NamedTuple, Optional
 
 import torch
 
-PROVIDERS: list = ["lrp_lightning.attention"]
+PROVIDERS: list = ["lrp_lightning.attention", "lrp_lightning.huggingface", "lrp_lightning.timm"]
 
 
 class AutoCanonizer(NamedTuple):

@@ -18,12 +18,13 @@ from lrp_lightning.gradient_rules import (
     AffineEpsilon,
     AffineGamma,
     ConstantAttention,
+    ConstantGate,
     IdentityRule,
     LayerNormEpsilon,
     RMSNormEpsilon,
     UniformProduct,
 )
-from lrp_lightning.layer import Sum
+from lrp_lightning.layer import GatedMul, Sum
 from lrp_lightning.rules import (
     AlphaBeta,
     Epsilon,
@@ -560,8 +561,10 @@ class CPLRP(_TransformerComposite):
     the canonizers) are detached (:class:`~lrp_lightning.gradient_rules.ConstantAttention`): no
     relevance flows into queries and keys, and attention is linear in the values, whose product
     with the weights passes relevance to the values whole. With epsilon -> 0 and no biases,
-    relevance is conserved. A softmax output layer of a classifier would be detached as well: give
-    such a model a ``layer_map`` entry for it.
+    relevance is conserved. The gates of gated MLPs (:class:`~lrp_lightning.layer.GatedMul`) are held
+    constant likewise (:class:`~lrp_lightning.gradient_rules.ConstantGate`), as in LXT's CP-LRP. A
+    softmax output layer of a classifier would be detached as well: give such a model a
+    ``layer_map`` entry for it.
 
     Parameters
     ----------
@@ -576,4 +579,10 @@ class CPLRP(_TransformerComposite):
     """
 
     def __init__(self, epsilon=1e-6, gamma: Optional[float] = None, layer_map: Optional[LayerMap] = None, canonizers="auto") -> None:
-        super().__init__(epsilon, gamma, layer_map, canonizers, [(torch.nn.Softmax, ConstantAttention())])
+        super().__init__(
+            epsilon,
+            gamma,
+            layer_map,
+            canonizers,
+            [(torch.nn.Softmax, ConstantAttention()), (GatedMul, ConstantGate(epsilon))],
+        )

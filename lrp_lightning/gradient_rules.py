@@ -316,6 +316,25 @@ class ConstantAttention(Hook):
         return None
 
 
+class ConstantGate(UniformProduct):
+    """CP-LRP's rule for a gated product ``y = gate * value`` (:class:`~lrp_lightning.layer.GatedMul`).
+
+    The gate (the first factor) is detached, as CP-LRP holds attention weights constant: the product
+    is then linear in the value, which gets LRP-epsilon whole,
+    ``R_value = value * gate * R_y / stab(y)``; nothing flows into the gate's branch.
+
+    Parameters
+    ----------
+    epsilon : float or callable
+        Stabilizer of the denominator.
+    """
+
+    def _pre_hook(self, module, args, kwargs):
+        if self.active and not _flag("suspended", False) and torch.is_grad_enabled() and args:
+            return (args[0].detach(),) + tuple(args[1:]), kwargs
+        return None
+
+
 class AffineGamma(Hook):
     """LRP-gamma (see :class:`lrp_lightning.rules.Gamma`) for affine layers, in the gradient view.
 

@@ -44,3 +44,15 @@ class Mul(torch.nn.Module):
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Return ``a * b``."""
         return a * b
+
+
+class GatedMul(Mul):
+    """Element-wise product of a gate and a value, ``gate * value`` (the gated MLP of Llama-style models).
+
+    A :class:`Mul` whose first factor is a gate: AttnLRP treats it as any product (uniform rule),
+    CP-LRP holds the gate constant, so that the value receives the relevance whole.
+    """
+
+    def forward(self, gate: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """Return ``gate * value``."""
+        return gate * value

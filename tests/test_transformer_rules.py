@@ -361,3 +361,19 @@ def test_output_modified_in_place_is_recomputed_and_both_modified_raise():
     finally:
         handles.remove()
     assert torch.equal(clean, linear(x.detach()))
+
+
+def test_affine_gamma_on_hugging_face_conv1d_equals_its_linear_equivalent():
+    pytorch_utils = pytest.importorskip("transformers.pytorch_utils")
+    torch.manual_seed(14)
+    conv1d = pytorch_utils.Conv1D(4, 5)
+    conv1d.weight.data.normal_()
+    conv1d.bias.data.normal_()
+    linear = torch.nn.Linear(5, 4)
+    linear.weight.data.copy_(conv1d.weight.detach().T)
+    linear.bias.data.copy_(conv1d.bias.detach())
+    x = torch.randn(3, 5, requires_grad=True)
+    g = torch.randn(3, 4)
+    _, (generic,) = hooked_gradients(gradient_rules.AffineGamma(0.25, stabilizer=EPS), conv1d, (x,), g)
+    _, (closed,) = hooked_gradients(gradient_rules.AffineGamma(0.25, stabilizer=EPS), linear, (x,), g)
+    torch.testing.assert_close(generic, closed, rtol=1e-10, atol=1e-13)

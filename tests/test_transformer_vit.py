@@ -274,10 +274,9 @@ def test_auto_canonizer_registry_is_extensible():
     class MarkerCanonizer(MultiheadAttentionCanonizer):
         pass
 
-    assert [entry.name for entry in registered_auto_canonizers()][:2] == [
-        "torch.nn.MultiheadAttention",
-        "torch.nn.Transformer*Layer activation",
-    ]
+    assert {"torch.nn.MultiheadAttention", "torch.nn.Transformer*Layer activation"} <= {
+        entry.name for entry in registered_auto_canonizers()
+    }
     register_auto_canonizer("test marker", lambda module: isinstance(module, Marker), MarkerCanonizer)
     try:
         assert [type(c) for c in auto_canonizers(torch.nn.Sequential(Marker()))] == [MarkerCanonizer]
