@@ -2,6 +2,9 @@
 
 Run ``python -m benchmarks.attribution --device cpu`` (ResNet18 and VGG11-BN, batch 8, 64x64,
 10 classes, 2 threads) or ``--device cuda`` (VGG16 and ResNet50, batch 32, 224x224, 1000 classes).
+``--case dispatch-bound`` measures ResNet50 and VGG16 at batch 1, 32x32, 10 classes instead: there
+even a plain gradient is bound by per-layer dispatch rather than arithmetic, so per-layer Python
+overhead shows as it does on a GPU.
 For each model it prints one Markdown table: the median milliseconds (all methods timed
 interleaved, so a changing machine load affects them alike) of a plain input gradient (forward +
 backward to the input, parameters not requiring grad), of each composite of ``lrp_lightning`` and
@@ -32,6 +35,7 @@ DEFAULTS = {
     "cpu": {"model": ["resnet18", "vgg11_bn"], "batch": 8, "size": 64, "classes": 10, "threads": 2},
     "cuda": {"model": ["vgg16", "resnet50"], "batch": 32, "size": 224, "classes": 1000, "threads": None},
 }
+DISPATCH_BOUND = {"model": ["resnet50", "vgg16"], "batch": 1, "size": 32, "classes": 10}
 CHECK_SAMPLES = 2
 CHECK_BATCHNORM_EPS = 1e-30
 BATCHNORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
@@ -611,6 +615,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """
     parser = argparse.ArgumentParser(prog="python -m benchmarks.attribution", description=__doc__.split("\n")[0])
     parser.add_argument("--device", choices=sorted(DEFAULTS), default="cpu")
+    parser.add_argument("--case", choices=("standard", "dispatch-bound"), default="standard",
+                        help="dispatch-bound: resnet50 and vgg16, batch 1, 32x32, 10 classes (defaults for the "
+                        "settings not given)")
     parser.add_argument("--model", nargs="+", help="torchvision VGG/ResNet names "
                         "(default: resnet18 vgg11_bn on cpu, vgg16 resnet50 on cuda)")
     parser.add_argument("--batch", type=int, help="batch size (default: 8 on cpu, 32 on cuda)")
@@ -629,7 +636,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--generic", action="store_true",
                         help="force lrp_lightning's generic autograd path (lrp_lightning.core.fast_path(False))")
     args = parser.parse_args(argv)
-    for key, value in DEFAULTS[args.device].items():
+    defaults = dict(DEFAULTS[args.device], **(DISPATCH_BOUND if args.case == "dispatch-bound" else {}))
+    for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     if args.device == "cuda" and not torch.cuda.is_available():

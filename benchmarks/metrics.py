@@ -1,16 +1,21 @@
 """Speed and memory of ``RegionPerturbation`` against the bare forward passes it needs and Quantus 0.6.0.
 
-Run ``python -m benchmarks.metrics --device cpu`` (ResNet18, batch 8, 64x64, 8x8 patches, 32 steps,
-10 classes, 2 threads) or ``--device cuda`` (ResNet50, batch 32, 224x224, 16x16 patches, 100 steps,
-1000 classes); every setting can be overridden. Models are torchvision models with random weights.
+Run ``python -m benchmarks.metrics --case NAME`` with one of the cases:
+
+- ``small-cnn`` (CPU): the demo's ShapesCNN, 32 images 64x64, 8x8 patches, 64 steps, 10 classes, 2 threads;
+- ``resnet18`` (CPU): ResNet18, 8 images 64x64, 8x8 patches, 32 steps, 10 classes, 2 threads;
+- ``resnet50`` (CUDA): ResNet50, 32 images 224x224, 16x16 patches, 100 steps, 1000 classes.
+
+Every setting can be overridden. Models have random weights.
 
 The metric sends N * (steps + 1) images through the model (the unperturbed inputs and one image per
-step) in chunks of ``--max-batch-size``. The "bare forward" row times exactly those forward passes on
-a ready-made batch, in rounds alternating with the metric, so ``ours / bare`` is the overhead of
+step) in chunks sized to the device (``--max-batch-size`` caps them instead). The "bare forward" rows
+time exactly those forward passes on a ready-made batch, in the metric's chunk sizes and in chunks of
+N (what Quantus sends), in rounds alternating with the metric, so ``ours / bare`` is the overhead of
 building the perturbed images, ranking the patches and bookkeeping. Quantus 0.6.0's
-``RegionPerturbation`` (numeric baseline 0, no normalisation, logits) does the same work once (it is
-slow; ``--skip-quantus`` leaves it out); the table also reports the largest deviation of its mean
-curve from ours, so a fast but wrong metric shows.
+``RegionPerturbation`` (numeric baseline 0, no normalisation, logits) does the same work, timed in the
+same rounds (``--skip-quantus`` leaves it out); the table also reports the largest deviation of its
+mean curve from ours, so a fast but wrong metric shows.
 """
 from __future__ import annotations
 
@@ -24,40 +29,50 @@ import torch
 
 from benchmarks.common import MIB, format_table, machine_description, peak_memory_bytes, time_ms
 from lrp_lightning.metrics import RegionPerturbation
+from lrp_lightning.metrics._perturbation import chunk_bounds
 
-DEFAULTS = {
-    "cpu": {"model": "resnet18", "batch": 8, "size": 64, "patch": 8, "steps": 32, "classes": 10, "threads": 2},
-    "cuda": {"model": "resnet50", "batch": 32, "size": 224, "patch": 16, "steps": 100, "classes": 1000,
-             "threads": None},
+CASES = {
+    "small-cnn": {"device": "cpu", "model": "shapes_cnn", "batch": 32, "size": 64, "patch": 8, "steps": 64,
+                  "classes": 10, "threads": 2},
+    "resnet18": {"device": "cpu", "model": "resnet18", "batch": 8, "size": 64, "patch": 8, "steps": 32,
+                 "classes": 10, "threads": 2},
+    "resnet50": {"device": "cuda", "model": "resnet50", "batch": 32, "size": 224, "patch": 16, "steps": 100,
+                 "classes": 1000, "threads": None},
 }
 
 
 def parse_arguments() -> argparse.Namespace:
     """Command-line settings, with the device's defaults filled in for the ones not given."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--model", help="a torchvision classification model name")
+    parser.add_argument("--case", choices=list(CASES), default="small-cnn")
+    parser.add_argument("--device", choices=["cpu", "cuda"])
+    parser.add_argument("--model", help="a torchvision classification model name, or shapes_cnn (the demo's CNN)")
     parser.add_argument("--batch", type=int, help="number of images N")
     parser.add_argument("--size", type=int, help="image height and width")
     parser.add_argument("--patch", type=int, help="patch size")
     parser.add_argument("--steps", type=int, help="patches replaced")
     parser.add_argument("--classes", type=int, help="number of output classes")
     parser.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
-    parser.add_argument("--max-batch-size", type=int, default=256, help="images per forward pass")
-    parser.add_argument("--repeats", type=int, default=5, help="timed rounds, bare and ours alternating (medians)")
+    parser.add_argument("--max-batch-size", type=int, help="largest chunk (default: sized to the device)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds, all methods alternating (medians)")
     parser.add_argument("--skip-quantus", action="store_true", help="do not run Quantus 0.6.0 (slow)")
     arguments = parser.parse_args()
-    for name, value in DEFAULTS[arguments.device].items():
+    for name, value in CASES[arguments.case].items():
         if getattr(arguments, name) is None:
             setattr(arguments, name, value)
     return arguments
 
 
 def build_model(name: str, classes: int, device: torch.device) -> torch.nn.Module:
-    """A torchvision model with random weights (nothing downloaded), in eval mode on ``device``."""
+    """A torchvision model or the demo's ShapesCNN with random weights (nothing downloaded), in eval
+    mode on ``device``."""
     import torchvision
 
+    from lrp_lightning.demo.model import ShapesCNN
+
     torch.manual_seed(0)
+    if name == "shapes_cnn":
+        return ShapesCNN(num_classes=classes).to(device).eval()
     return torchvision.models.get_model(name, weights=None, num_classes=classes).to(device).eval()
 
 
@@ -75,16 +90,17 @@ def interleaved_medians(
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def bare_forward(model: torch.nn.Module, images: torch.Tensor, total: int, max_batch_size: int) -> None:
-    """Send ``total`` images through ``model`` in the chunk sizes the metric uses."""
+def bare_forward(model: torch.nn.Module, images: torch.Tensor, bounds: list[tuple[int, int]]) -> None:
+    """Send ``stop - start`` images through ``model`` for each chunk in ``bounds``."""
     with torch.no_grad():
-        for start in range(0, total, max_batch_size):
-            model(images[: min(max_batch_size, total - start)])
+        for start, stop in bounds:
+            model(images[: stop - start])
 
 
-def run_quantus(model: torch.nn.Module, inputs: torch.Tensor, attributions: torch.Tensor, target: torch.Tensor,
-                arguments: argparse.Namespace) -> np.ndarray:
-    """Quantus 0.6.0's RegionPerturbation on the same work; returns its mean curve over steps 1..S."""
+def quantus_region_perturbation(model: torch.nn.Module, inputs: torch.Tensor, attributions: torch.Tensor,
+                                target: torch.Tensor, arguments: argparse.Namespace) -> np.ndarray:
+    """Quantus 0.6.0's RegionPerturbation on the same work (forward passes of N images); returns its
+    mean curve over steps 1..S."""
     import quantus
 
     warnings.filterwarnings("ignore", module="quantus")
@@ -115,7 +131,9 @@ def main() -> None:
     attributions = torch.rand((arguments.batch, 1, arguments.size, arguments.size), generator=generator).to(device)
     target = torch.randint(0, arguments.classes, (arguments.batch,), generator=generator).to(device)
     total_images = arguments.batch * (arguments.steps + 1)
-    ready_batch = inputs.repeat(-(-min(arguments.max_batch_size, total_images) // arguments.batch), 1, 1, 1)
+    bounds = chunk_bounds(inputs, total_images, arguments.max_batch_size)
+    chunk = max(stop - start for start, stop in bounds)
+    ready_batch = inputs.repeat(-(-max(chunk, arguments.batch) // arguments.batch), 1, 1, 1)
     metric = RegionPerturbation(patch_size=arguments.patch, steps=arguments.steps, order="morf", baseline=0.0,
                                 max_batch_size=arguments.max_batch_size)
 
@@ -124,30 +142,35 @@ def main() -> None:
         metric.update(model, inputs, attributions, target)
         return metric.compute()
 
-    def bare() -> None:
-        bare_forward(model, ready_batch, total_images, arguments.max_batch_size)
-
-    medians = interleaved_medians({"bare": bare, "ours": ours}, device, arguments.repeats)
-    bare_ms, ours_ms = medians["bare"], medians["ours"]
+    quantus_curve: list[np.ndarray] = []
+    functions: dict[str, Callable[[], Any]] = {
+        "bare": lambda: bare_forward(model, ready_batch, bounds),
+        "bare_n": lambda: bare_forward(model, ready_batch, chunk_bounds(inputs, total_images, arguments.batch)),
+        "ours": ours,
+    }
+    if not arguments.skip_quantus:
+        functions["quantus"] = lambda: quantus_curve.append(
+            quantus_region_perturbation(model, inputs, attributions, target, arguments))
+    medians = interleaved_medians(functions, device, arguments.repeats)
+    bare_ms = medians["bare"]
     rows: list[list[Any]] = [
-        ["bare forward passes", f"{bare_ms:.0f}", "1.00", mebibytes(peak_memory_bytes(bare, device)), "-"],
-        ["lrp_lightning RegionPerturbation", f"{ours_ms:.0f}", f"{ours_ms / bare_ms:.2f}",
+        [f"bare forward passes, {len(bounds)} chunks of <= {chunk} (the metric's)", f"{bare_ms:.0f}", "1.00",
+         mebibytes(peak_memory_bytes(functions["bare"], device)), "-"],
+        [f"bare forward passes, chunks of {arguments.batch} (N)", f"{medians['bare_n']:.0f}",
+         f"{medians['bare_n'] / bare_ms:.2f}", "-", "-"],
+        ["lrp_lightning RegionPerturbation", f"{medians['ours']:.0f}", f"{medians['ours'] / bare_ms:.2f}",
          mebibytes(peak_memory_bytes(ours, device)), "-"],
     ]
+    speedup = ""
     if not arguments.skip_quantus:
-        quantus_curve: list[np.ndarray] = []
-        quantus_ms = time_ms(lambda: quantus_curve.append(run_quantus(model, inputs, attributions, target, arguments)),
-                             device, warmup=0, repeats=1)
-        deviation = np.abs(ours()["curve"][1:].cpu().numpy() - quantus_curve[0]).max()
-        rows.append(["Quantus 0.6.0 RegionPerturbation", f"{quantus_ms:.0f}", f"{quantus_ms / bare_ms:.2f}", "-",
-                     f"{deviation:.1e}"])
-        speedup = f"; Quantus / ours = {quantus_ms / ours_ms:.1f}x"
-    else:
-        speedup = ""
+        deviation = np.abs(ours()["curve"][1:].cpu().numpy() - quantus_curve[-1]).max()
+        rows.append(["Quantus 0.6.0 RegionPerturbation", f"{medians['quantus']:.0f}",
+                     f"{medians['quantus'] / bare_ms:.2f}", "-", f"{deviation:.1e}"])
+        speedup = f"; Quantus / ours = {medians['quantus'] / medians['ours']:.2f}x"
     print(machine_description(device))
     print(f"{arguments.model}, {arguments.batch} images {arguments.size}x{arguments.size}, {arguments.patch}x"
-          f"{arguments.patch} patches, {arguments.steps} steps, {total_images} images through the model in chunks "
-          f"of {arguments.max_batch_size}, fp32{speedup}")
+          f"{arguments.patch} patches, {arguments.steps} steps, {total_images} images through the model in "
+          f"{len(bounds)} chunks of <= {chunk}, fp32, median of {arguments.repeats} interleaved rounds{speedup}")
     headers = ["method", "ms (median)", "x bare forward", "CUDA peak MiB", "max deviation from our curve"]
     print(format_table(headers, rows))
 

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from lrp_lightning.callbacks import AttributionCallback
 from lrp_lightning.callbacks.canonizer_choice import auto_canonizers, batch_norm_follows_linear
-from lrp_lightning.callbacks.dashboard import curve_figure, custom_scalars_layout
+from lrp_lightning.callbacks.dashboard import CurveFigure, custom_scalars_layout
 from lrp_lightning.callbacks.explainers import build_explainer, channel_bounds, parse_explainers
 from lrp_lightning.callbacks.explanation import explain
 from lrp_lightning.callbacks.hygiene import attribution_mode, preserved_state
@@ -298,8 +298,19 @@ def test_custom_scalars_layout_and_curve_figure():
     layout = custom_scalars_layout(["a", "b.c"], ["sparseness"])
     kind, regexes = layout["attribution"]["sparseness"]
     assert kind == "Multiline" and regexes == ["^attribution/a/sparseness$", r"^attribution/b\.c/sparseness$"]
-    picture = curve_figure("aopc", {"a": torch.linspace(0, 1, 5), "b": torch.zeros(5)})
+    picture = CurveFigure("aopc").render({"a": torch.linspace(0, 1, 5), "b": torch.zeros(5)})
     assert picture.dtype == torch.uint8 and picture.shape[0] == 3 and picture.float().std() > 0
+
+
+def test_reused_curve_figure_draws_what_a_fresh_one_draws():
+    epochs = [
+        {"a": torch.linspace(0, 1, 5), "b": torch.zeros(5)},
+        {"a": torch.linspace(3, -2, 9), "b": torch.ones(9)},
+        {"b": torch.linspace(0, 5, 9)},
+    ]
+    reused = CurveFigure("aopc")
+    for curves in epochs:
+        torch.testing.assert_close(reused.render(curves), CurveFigure("aopc").render(curves), rtol=0, atol=0)
 
 
 def test_file_sink_writes_png_and_markdown(tmp_path):
@@ -329,3 +340,37 @@ def test_file_sink_writes_png_and_markdown(tmp_path):
 def test_bad_arguments_raise_at_construction(kwargs, error):
     with pytest.raises(error):
         AttributionCallback(**kwargs)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_background_writer_runs_jobs_in_order_off_the_calling_thread_and_warns_on_failure(enabled):
+    import pickle
+    import threading
+
+    from lrp_lightning.callbacks.background import THREAD_NAME, BackgroundWriter
+
+    writer = BackgroundWriter(enabled)
+    ran = []
+
+    def job(index):
+        def run():
+            ran.append((index, threading.current_thread().name))
+        return run
+
+    def failing():
+        raise OSError("disk full")
+
+    for index in range(3):
+        writer.submit(job(index))
+    with pytest.warns(RuntimeWarning, match="could not write its logs: OSError: disk full"):
+        writer.submit(failing)
+        writer.wait()
+    writer.submit(job(3))
+    writer.close()
+    assert [index for index, _ in ran] == [0, 1, 2, 3]
+    on_worker = [name.startswith(THREAD_NAME) for _, name in ran]
+    assert on_worker == [enabled] * 4
+    copy = pickle.loads(pickle.dumps(writer))
+    copy.submit(job(4))
+    copy.close()
+    assert ran[-1][0] == 4

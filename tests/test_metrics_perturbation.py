@@ -252,6 +252,59 @@ def test_result_does_not_depend_on_max_batch_size(make_metric):
             torch.testing.assert_close(result[key], results[0][key])
 
 
+class BatchSizeRecorder(nn.Module):
+    """Wraps a model and records the batch size of every forward pass."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.batch_sizes: list[int] = []
+
+    def forward(self, inputs):
+        self.batch_sizes.append(inputs.shape[0])
+        return self.model(inputs)
+
+
+@pytest.mark.parametrize("max_batch_size, cap", [(None, 64), (100, 100), (1000, 1000)])
+def test_cpu_chunks_are_sized_to_the_device_and_even(max_batch_size, cap):
+    inputs, attributions, target = data((16, 3, 8, 8), (16, 1, 8, 8), 4, seed=15)
+    model = BatchSizeRecorder(image_model(size=8))
+    metric = RegionPerturbation(patch_size=1, steps=64, max_batch_size=max_batch_size)
+    metric.update(model, inputs, attributions, target)
+    sizes = model.batch_sizes
+    assert sum(sizes) == 16 * 65 and len(sizes) == math.ceil(16 * 65 / cap)
+    assert max(sizes) <= cap and max(sizes) - min(sizes) <= 1
+    reference = RegionPerturbation(patch_size=1, steps=64, max_batch_size=7)
+    reference.update(model.model, inputs, attributions, target)
+    torch.testing.assert_close(metric.compute()["curve"], reference.compute()["curve"])
+
+
+def test_cpu_chunks_hold_fewer_large_images():
+    inputs, attributions, target = data((4, 3, 256, 256), (4, 1, 256, 256), 4, seed=16)
+    model = BatchSizeRecorder(nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(12, 4)).double())
+    metric = RegionPerturbation(patch_size=64, steps=3)
+    metric.update(model, inputs, attributions, target)
+    assert model.batch_sizes == [2] * 8
+
+
+def test_cuda_chunks_follow_the_free_memory_and_other_accelerators_get_large_ones(monkeypatch):
+    from lrp_lightning.metrics import _perturbation
+
+    image_bytes = 3 * 224 * 224 * 4
+    free = {"bytes": 80 * 2**30}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (free["bytes"], 96 * 2**30))
+    cuda = torch.device("cuda", 0)
+    assert _perturbation.device_chunk_cap(cuda, image_bytes) == int(0.25 * 80 * 2**30 / (64 * image_bytes))
+    free["bytes"] = 2**30
+    assert _perturbation.device_chunk_cap(cuda, image_bytes) == 6
+    free["bytes"] = 2**20
+    assert _perturbation.device_chunk_cap(cuda, image_bytes) == 1
+    free["bytes"] = 2**40
+    assert _perturbation.device_chunk_cap(cuda, 3 * 32 * 32 * 4) == 1024
+    assert _perturbation.device_chunk_cap(torch.device("mps"), image_bytes) == 1024
+    assert _perturbation.device_chunk_cap(torch.device("cpu"), image_bytes) == 6
+
+
 @pytest.mark.parametrize("make_metric", perturbation_metrics()[:1] + perturbation_metrics()[2:4])
 def test_several_updates_average_over_all_samples_and_reset_starts_over(make_metric):
     inputs, attributions, target = data((5, 3, 6, 6), (5, 3, 6, 6), 4, seed=14)

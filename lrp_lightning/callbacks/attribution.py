@@ -13,9 +13,10 @@ from torchmetrics import Metric
 
 from lrp_lightning.callbacks.baseline import DEFAULT_RANDOM_SEED, RANDOM_NAME, attribution_metrics, random_explainer
 from lrp_lightning.callbacks.common import SampleArg, explained_submodule, positive_int, user_samples
-from lrp_lightning.callbacks.dashboard import DASHBOARD_CATEGORY, curve_figure, custom_scalars_layout, metric_tag
+from lrp_lightning.callbacks.dashboard import DASHBOARD_CATEGORY, CurveFigure, custom_scalars_layout, metric_tag
 from lrp_lightning.callbacks.drift import DRIFT_METRICS, DriftTracker
 from lrp_lightning import _arguments
+from lrp_lightning.callbacks.background import BackgroundWriter
 from lrp_lightning.callbacks.explainers import (
     Bound,
     CanonizerArg,
@@ -69,7 +70,9 @@ class AttributionCallback(Callback):
     are exactly 0 when the model did not change. ``TensorBoardLogger``
     gets all of it, other loggers with a ``log_dir`` (e.g. ``CSVLogger``) PNG and Markdown files
     under ``<log_dir>/attribution/``; without such a logger the files go under
-    ``trainer.default_root_dir``.
+    ``trainer.default_root_dir``. Figures are rendered, images encoded and everything written on
+    a background thread (``write_in_background``), so training goes on meanwhile; the callback
+    waits for it before the next explained epoch and before the loggers are finalized.
 
     Parameters
     ----------
@@ -134,6 +137,9 @@ class AttributionCallback(Callback):
     baseline_token_id : int, optional
         The token that replaces tokens in the default perturbation metric for token ids; by
         default the tokenizer's ``pad_token_id``, else 0.
+    write_in_background : bool
+        Render figures, encode images and write them on a worker thread; false does it in the
+        callback's hooks.
 
     Raises
     ------
@@ -170,6 +176,7 @@ class AttributionCallback(Callback):
         tokenizer: Any = None,
         decode: Optional[Callable[[int], str]] = None,
         baseline_token_id: Optional[int] = None,
+        write_in_background: bool = True,
     ) -> None:
         self.specs = parse_explainers(composite)
         if random_baseline and RANDOM_NAME in self.explainer_names:
@@ -213,6 +220,8 @@ class AttributionCallback(Callback):
         self._uncovered_warned: set = set()
         self._nonfinite_warnings = NonFiniteWarnings()
         self._layout_written = False
+        self._writer = BackgroundWriter(_arguments.boolean("write_in_background", write_in_background))
+        self._curve_figures: dict[str, CurveFigure] = {}
 
     @property
     def state_key(self) -> str:
@@ -403,9 +412,18 @@ class AttributionCallback(Callback):
             for metric, value in (drift or {}).items():
                 pl_module.log(metric_tag(report.name, metric), value, on_step=False, on_epoch=True, sync_dist=False)
 
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Finish the pending log writes (before Lightning finalizes the loggers)."""
+        self._writer.close()
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        """Finish the pending log writes (before Lightning finalizes the loggers)."""
+        self._writer.close()
+
     def _write(self, trainer: Trainer, reports: Sequence[ExplainerReport]) -> None:
+        """Hand this epoch's pictures, texts and curves (all on the CPU) to the background writer."""
         sinks = sinks_for(trainer)
-        step, epoch = trainer.global_step, trainer.current_epoch
+        layout = None
         if not self._layout_written:
             metrics = list(dict.fromkeys(metric for report in reports for metric in report.results.scalars))
             lines = self.explainer_names + ([RANDOM_NAME] if self.random_baseline else [])
@@ -413,27 +431,37 @@ class AttributionCallback(Callback):
             if self.drift:
                 drift_charts = custom_scalars_layout(self.explainer_names, DRIFT_METRICS)[DASHBOARD_CATEGORY]
                 layout[DASHBOARD_CATEGORY].update(drift_charts)
-            for sink in sinks:
-                sink.layout(layout)
             self._layout_written = True
+        pictured = [report for report in reports if report.picture is not None and report.name != RANDOM_NAME]
+        mapped = [report for report in reports if report.rule_map is not None]
+        images = [(f"attribution/{report.name}/grid", report.picture) for report in pictured]
+        texts = [(f"attribution/{report.name}/rule_map", report.rule_map) for report in mapped]
+        texts += [(f"attribution/{report.name}/tokens", report.token_table) for report in reports
+                  if report.token_table is not None]
+        self._rule_maps_logged.update(report.name for report in mapped)
         curves: dict = {}
-        for report in reports:
-            for metric, curve in report.results.curves.items():
-                curves.setdefault(metric, {})[report.name] = curve
-            for sink in sinks:
-                if report.picture is not None and report.name != RANDOM_NAME:
-                    sink.image(f"attribution/{report.name}/grid", report.picture, step, epoch)
-                if report.token_table is not None:
-                    sink.text(f"attribution/{report.name}/tokens", report.token_table, step, epoch)
-                if report.rule_map is not None:
-                    sink.text(f"attribution/{report.name}/rule_map", report.rule_map, step, epoch)
-            if report.rule_map is not None:
-                self._rule_maps_logged.add(report.name)
         if self.log_images:
+            for report in reports:
+                for metric, curve in report.results.curves.items():
+                    curves.setdefault(metric, {})[report.name] = curve.detach().cpu()
+        step, epoch = trainer.global_step, trainer.current_epoch
+
+        def write() -> None:
+            for sink in sinks:
+                if layout is not None:
+                    sink.layout(layout)
+                for tag, text in texts:
+                    sink.text(tag, text, step, epoch)
+                for tag, picture in images:
+                    sink.image(tag, picture, step, epoch)
             for metric, by_explainer in curves.items():
-                figure = curve_figure(metric, by_explainer)
+                if metric not in self._curve_figures:
+                    self._curve_figures[metric] = CurveFigure(metric)
+                figure = self._curve_figures[metric].render(by_explainer)
                 for sink in sinks:
                     sink.image(f"attribution/curves/{metric}", figure, step, epoch)
+
+        self._writer.submit(write)
 
     def state_dict(self) -> dict[str, Any]:
         """The fixed samples and the last attributions, so that a resumed run explains the same

@@ -5,11 +5,12 @@ parameter/buffer/submodule/hook dictionaries, instance-level overrides), every p
 buffer's values, ``requires_grad`` flag and ``.grad``, torch's global module hooks, and the global
 random number generators (torch CPU and initialized CUDA devices, NumPy, :mod:`random`); on exit —
 also when the body raised — all of it is put back as it was. :func:`attribution_mode` leaves
-inference mode, enables autograd and disables autocast for the attribution itself.
+inference mode, enables autograd, disables autocast and runs compiled modules eagerly for the
+attribution itself.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
@@ -158,7 +159,12 @@ def preserved_state(model: nn.Module) -> Iterator[nn.Module]:
 
 @contextmanager
 def attribution_mode(device: torch.device) -> Iterator[None]:
-    """Leave inference mode, enable autograd and disable autocast on ``device``'s type.
+    """Leave inference mode, enable autograd, disable autocast on ``device``'s type, and run
+    ``torch.compile``'d modules and functions eagerly.
+
+    The compiler's ``"force_eager"`` stance (torch >= 2.6) runs the original module behind a
+    ``torch.compile`` wrapper: the rules' hooks act on it as on any module, and nothing is traced
+    or compiled, so the compiled training graph and its guards stay as they are.
 
     Parameters
     ----------
@@ -169,5 +175,7 @@ def attribution_mode(device: torch.device) -> Iterator[None]:
     ------
     None
     """
-    with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device.type, enabled=False):
+    set_stance = getattr(torch.compiler, "set_stance", None)
+    eager = set_stance("force_eager") if set_stance is not None else nullcontext()
+    with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device.type, enabled=False), eager:
         yield

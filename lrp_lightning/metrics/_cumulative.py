@@ -27,7 +27,7 @@ class CumulativePerturbationMetric(ModelPerturbationMixin, CurveMeanMetric):
         order: str,
         baseline: Baseline,
         softmax: bool,
-        max_batch_size: int,
+        max_batch_size: Optional[int],
         seed: int,
         **kwargs: Any,
     ) -> None:
@@ -102,7 +102,7 @@ class FractionCurveMetric(CumulativePerturbationMetric):
     """
 
     def __init__(
-        self, steps: int, baseline: Baseline, softmax: bool, max_batch_size: int, **kwargs: Any
+        self, steps: int, baseline: Baseline, softmax: bool, max_batch_size: Optional[int], **kwargs: Any
     ) -> None:
         super().__init__("morf", baseline, softmax, max_batch_size, seed=0, **kwargs)
         self.steps = check_positive_int("steps", steps)

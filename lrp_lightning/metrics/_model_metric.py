@@ -20,10 +20,10 @@ class ModelPerturbationMixin:
     """Mixin for a ``DeviceFollowingMetric`` whose ``update(model, inputs, attributions, target)``
     replaces input locations by a baseline: holds the shared settings and the seeded generators."""
 
-    def _configure(self, baseline: Baseline, softmax: bool, max_batch_size: int, seed: int) -> None:
+    def _configure(self, baseline: Baseline, softmax: bool, max_batch_size: Optional[int], seed: int) -> None:
         self.baseline = check_baseline(baseline)
         self.softmax = boolean("softmax", softmax)
-        self.max_batch_size = check_positive_int("max_batch_size", max_batch_size)
+        self.max_batch_size = None if max_batch_size is None else check_positive_int("max_batch_size", max_batch_size)
         self._generators = SeededGenerators(integer("seed", seed))
 
     def _prepare(

@@ -1,7 +1,7 @@
 """Batched perturbation engine shared by the faithfulness metrics.
 
-All (sample, variant) pairs of an update go through the model in chunks of at most
-``max_batch_size`` images; each chunk is built from boolean location masks with one ``torch.where``.
+All (sample, variant) pairs of an update go through the model in chunks of nearly equal size
+(see :func:`chunk_bounds`); each chunk is built from boolean location masks with one ``torch.where``.
 """
 import math
 from typing import Callable, Optional
@@ -15,6 +15,12 @@ from lrp_lightning.metrics._model import Model, check_classes, class_scores, eva
 
 BLUR_KERNEL_SIZE = 11
 BLUR_SIGMA = 5.0
+
+CPU_CHUNK_BYTES = 4 * 2**20
+CPU_MAX_CHUNK = 64
+CUDA_MEMORY_FRACTION = 0.25
+CUDA_BYTES_PER_INPUT_BYTE = 64
+ACCELERATOR_MAX_CHUNK = 1024
 
 MaskFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -119,6 +125,44 @@ def cumulative_masks(ranks: Tensor, counts: Tensor) -> MaskFn:
     return masks
 
 
+def device_chunk_cap(device: torch.device, image_bytes: int) -> int:
+    """The most images of ``image_bytes`` bytes each sent through a model at once on ``device``.
+
+    - CPU: about ``CPU_CHUNK_BYTES`` of input images, at most ``CPU_MAX_CHUNK`` images (a few dozen
+      images of 64x64 are fastest per image on a CPU; a few hundred at once leave the caches and
+      cost up to 1.8x more per image);
+    - CUDA: ``CUDA_MEMORY_FRACTION`` of the device's free memory, counting
+      ``CUDA_BYTES_PER_INPUT_BYTE`` bytes of activations per input byte, at most
+      ``ACCELERATOR_MAX_CHUNK`` images (large batches keep a GPU busy);
+    - other accelerators: ``ACCELERATOR_MAX_CHUNK`` images.
+
+    Never less than one image.
+    """
+    if device.type == "cpu":
+        cap = min(CPU_MAX_CHUNK, CPU_CHUNK_BYTES // image_bytes)
+    elif device.type == "cuda":
+        free_bytes, _ = torch.cuda.mem_get_info(device)
+        budget = CUDA_MEMORY_FRACTION * free_bytes / (CUDA_BYTES_PER_INPUT_BYTE * image_bytes)
+        cap = min(ACCELERATOR_MAX_CHUNK, int(budget))
+    else:
+        cap = ACCELERATOR_MAX_CHUNK
+    return max(1, cap)
+
+
+def chunk_bounds(inputs: Tensor, num_pairs: int, max_batch_size: Optional[int]) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each forward pass over ``num_pairs`` perturbed copies of ``inputs``.
+
+    The pairs are split into the fewest chunks of at most ``max_batch_size`` images (``None``:
+    :func:`device_chunk_cap` of the inputs' device), their sizes differing by at most one image (no
+    small remainder chunk).
+    """
+    if max_batch_size is None:
+        max_batch_size = device_chunk_cap(inputs.device, inputs[0].numel() * inputs.element_size())
+    num_chunks = -(-num_pairs // max_batch_size)
+    edges = [index * num_pairs // num_chunks for index in range(num_chunks + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
 def perturbed_scores(
     model: Model,
     inputs: Tensor,
@@ -127,7 +171,7 @@ def perturbed_scores(
     masks: MaskFn,
     num_variants: int,
     softmax: bool,
-    max_batch_size: int,
+    max_batch_size: Optional[int],
     insert: bool = False,
     attention_mask: Optional[Tensor] = None,
 ) -> Tensor:
@@ -135,14 +179,15 @@ def perturbed_scores(
 
     ``masks(samples, variants)`` returns bool (B, *spatial): the locations (all channels) that take the
     ``fill`` value (with ``insert=True``: that keep the input value while all others take ``fill``).
-    Pairs are enumerated sample-major and sent through ``model`` in chunks of ``max_batch_size``,
+    Pairs are enumerated sample-major and sent through ``model`` in the chunks of
+    :func:`chunk_bounds` (at most ``max_batch_size`` images; ``None`` sizes them to the device),
     with ``attention_mask=`` the rows of ``attention_mask`` (N, T) when given (token-id inputs).
     """
     num_pairs = inputs.shape[0] * num_variants
     scores = torch.empty(num_pairs, device=inputs.device, dtype=torch.float64)
     with evaluation_mode(model):
-        for start in range(0, num_pairs, max_batch_size):
-            pairs = torch.arange(start, min(start + max_batch_size, num_pairs), device=inputs.device)
+        for start, stop in chunk_bounds(inputs, num_pairs, max_batch_size):
+            pairs = torch.arange(start, stop, device=inputs.device)
             samples, variants = pairs // num_variants, pairs % num_variants
             mask = masks(samples, variants)
             if inputs.ndim == 4:

@@ -41,8 +41,9 @@ class FaithfulnessCorrelation(ModelPerturbationMixin, SampleMeanMetric):
         Score the target softmax probability instead of the target logit.
     seed : int
         Seed of the subset generator.
-    max_batch_size : int
-        Largest number of images sent through the model at once.
+    max_batch_size : int or None
+        Largest number of images sent through the model at once; ``None`` sizes the chunks to the
+        inputs' device (on the CPU a few dozen images, on CUDA up to a quarter of the free memory).
     **kwargs
         Passed to ``torchmetrics.Metric``.
     """
@@ -56,7 +57,7 @@ class FaithfulnessCorrelation(ModelPerturbationMixin, SampleMeanMetric):
         baseline: Baseline = 0.0,
         softmax: bool = False,
         seed: int = 0,
-        max_batch_size: int = 256,
+        max_batch_size: Optional[int] = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

@@ -1,5 +1,5 @@
 """Insertion (Petsiuk et al. 2018): score while the most relevant locations are inserted."""
-from typing import Any
+from typing import Any, Optional
 
 from lrp_lightning.metrics._checks import Baseline
 from lrp_lightning.metrics._cumulative import FractionCurveMetric
@@ -23,8 +23,9 @@ class Insertion(FractionCurveMetric):
         Token-id inputs (N, T) need an ``int``: the id of the replacement token (e.g. the pad id).
     softmax : bool
         Score the target softmax probability (as in the paper) instead of the target logit.
-    max_batch_size : int
-        Largest number of images sent through the model at once.
+    max_batch_size : int or None
+        Largest number of images sent through the model at once; ``None`` sizes the chunks to the
+        inputs' device (on the CPU a few dozen images, on CUDA up to a quarter of the free memory).
     **kwargs
         Passed to ``torchmetrics.Metric``.
     """
@@ -37,7 +38,7 @@ class Insertion(FractionCurveMetric):
         steps: int = 100,
         baseline: Baseline = "blur",
         softmax: bool = False,
-        max_batch_size: int = 256,
+        max_batch_size: Optional[int] = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(steps, baseline, softmax, max_batch_size, **kwargs)

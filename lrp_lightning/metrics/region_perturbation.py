@@ -1,5 +1,5 @@
 """Region perturbation (Samek et al. 2017): AOPC of patch-wise cumulative replacement."""
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
@@ -34,8 +34,9 @@ class RegionPerturbation(ScoreDropMetric):
         Token-id inputs (N, T) need an ``int``: the id of the replacement token (e.g. the pad id).
     softmax : bool
         Score the target softmax probability instead of the target logit.
-    max_batch_size : int
-        Largest number of images sent through the model at once.
+    max_batch_size : int or None
+        Largest number of images sent through the model at once; ``None`` sizes the chunks to the
+        inputs' device (on the CPU a few dozen images, on CUDA up to a quarter of the free memory).
     seed : int
         Seed of the generator behind ``order="random"``; re-seeded by ``reset()``.
     **kwargs
@@ -49,7 +50,7 @@ class RegionPerturbation(ScoreDropMetric):
         order: str = "morf",
         baseline: Baseline = 0.0,
         softmax: bool = False,
-        max_batch_size: int = 256,
+        max_batch_size: Optional[int] = None,
         seed: int = 0,
         **kwargs: Any,
     ) -> None:
