@@ -685,10 +685,13 @@ class IntegratedGradients(_PathAttributor):
 
 
 def _window_spec(name: str, value: Any) -> WindowSpec:
-    """An int >= 1 or a list/tuple of them."""
-    if isinstance(value, (list, tuple)):
-        return type(value)(_arguments.sequence(name, value, lambda item, v: _arguments.integer(item, v, minimum=1)))
-    return _arguments.integer(name, value, minimum=1)
+    """An int >= 1 or a non-empty list/tuple of them (TypeError for any other type, as zennit)."""
+    try:
+        if isinstance(value, (list, tuple)) and value:
+            return type(value)(_arguments.sequence(name, value, lambda item, v: _arguments.integer(item, v, minimum=1)))
+        return _arguments.integer(name, value, minimum=1)
+    except TypeError:
+        raise TypeError(f"Occlusion {name} must be an int or a tuple of ints, got {value!r}") from None
 
 
 @register_attributor("occlusion")

@@ -163,5 +163,5 @@ class ExplicitAttentionCanonizer(AttributeCanonizer):
             "canonizer_scores": MatMul(),
             "canonizer_softmax": torch.nn.Softmax(dim=-1),
             "canonizer_context": MatMul(),
-            "forward": explicit_attention_forward(self.eager_forward(module)),
+            "forward": explicit_attention_forward(self.eager_forward(module)).__get__(module),
         }

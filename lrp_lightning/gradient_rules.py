@@ -96,7 +96,7 @@ class _Stabilized:
     def __init__(self, epsilon: StabilizerLike = 1e-6) -> None:
         super().__init__()
         self.epsilon = epsilon
-        self.stabilizer = Stabilizer.ensure(epsilon)
+        self.stabilizer = Stabilizer.ensure(epsilon, "epsilon")
 
     def _repr_fields(self):
         return {"epsilon": self.epsilon}

@@ -159,7 +159,7 @@ class GatedMLPCanonizer(AttributeCanonizer):
     def _attribute_map(name: str, module: torch.nn.Module) -> Optional[dict]:
         if not is_gated_mlp(module):
             return None
-        return {"canonizer_product": GatedMul(), "forward": _gated_mlp_forward}
+        return {"canonizer_product": GatedMul(), "forward": _gated_mlp_forward.__get__(module)}
 
 
 def _rms_norm_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -182,7 +182,7 @@ class RMSNormCanonizer(AttributeCanonizer):
 
     @staticmethod
     def _attribute_map(name: str, module: torch.nn.Module) -> Optional[dict]:
-        return {"forward": _rms_norm_forward} if is_rms_norm(module) else None
+        return {"forward": _rms_norm_forward.__get__(module)} if is_rms_norm(module) else None
 
 
 def canonizers() -> list:

@@ -15,6 +15,7 @@ def _residual_blocks():
 
 
 def _basic_block_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """torchvision ``BasicBlock.forward`` with the residual addition as the explicit ``canonizer_sum``."""
     identity = x
     out = self.relu(self.bn1(self.conv1(x)))
     out = self.bn2(self.conv2(out))
@@ -25,6 +26,7 @@ def _basic_block_forward(self, x: torch.Tensor) -> torch.Tensor:
 
 
 def _bottleneck_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """torchvision ``Bottleneck.forward`` with the residual addition as the explicit ``canonizer_sum``."""
     identity = x
     out = self.relu(self.bn1(self.conv1(x)))
     out = self.relu(self.bn2(self.conv2(out)))

@@ -289,7 +289,7 @@ def test_vit_demo_attn_lrp_and_cp_lrp_show_the_confounder_on_and_not_off_and_bea
     scalars = {}
     for switch in ("--confounder", "--no-confounder"):
         with restored_global_state(), redirect_stdout(io.StringIO()):
-            log_dir = main(["--model", "vit", "--accelerator", "cpu", switch, "--log-dir", str(tmp_path)])
+            log_dir = main(["--model", "vit", "--accelerator", "cpu", switch, "--no-suite", "--log-dir", str(tmp_path)])
         scalars[switch] = {tag: values[-1] for tag, values in read_scalars(log_dir).items()}
     for name in ("attn_lrp", "cp_lrp"):
         assert scalars["--confounder"][f"attribution/{name}/watermark_mass"] > 8 * area_share, name

@@ -31,10 +31,6 @@ ACTIVATIONS = {
     "tanh": nn.Tanh,
     "silu": nn.SiLU,
 }
-EXCITATION_BACKPROP_ISSUE = (
-    "ExcitationBackprop's layer map differs from zennit's for non-ReLU activations (zennit maps only ReLU "
-    "to Pass, the others keep their gradient); being fixed by helper 'zennit' in parallel"
-)
 
 
 def relative_error(expected: torch.Tensor, actual: torch.Tensor) -> float:
@@ -77,11 +73,7 @@ def compare(name, model, inputs, target, zennit_canonizer, our_canonizer) -> flo
     return relative_error(expected, actual)
 
 
-CASES = [
-    pytest.param(name, activation, marks=pytest.mark.xfail(strict=True, reason=EXCITATION_BACKPROP_ISSUE))
-    if name == "excitation_backprop" and activation != "relu" else (name, activation)
-    for name in NAMES for activation in sorted(ACTIVATIONS)
-]
+CASES = [(name, activation) for name in NAMES for activation in sorted(ACTIVATIONS)]
 
 
 @pytest.mark.parametrize("name, activation", CASES)

@@ -44,7 +44,7 @@ class RandomAttribution:
     def __exit__(self, *exc_info: Any) -> None:
         return None
 
-    def __call__(self, inputs: torch.Tensor, target: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, inputs: torch.Tensor, target: Any = None, **model_kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """The model output and a standard normal attribution shaped like ``inputs``.
 
         The noise is drawn on the CPU, so every device (and every rank) gets the same values.
@@ -55,6 +55,8 @@ class RandomAttribution:
             Input batch (N, ...).
         target : any
             Ignored: the baseline explains no class.
+        **model_kwargs
+            Passed to the model (e.g. ``attention_mask`` for token ids).
 
         Returns
         -------
@@ -63,8 +65,9 @@ class RandomAttribution:
         generator = torch.Generator().manual_seed(self.seed)
         relevance = torch.randn(inputs.shape, generator=generator, dtype=torch.float32)
         with torch.no_grad():
-            output = self.model(inputs)
-        return output.detach(), relevance.to(device=inputs.device, dtype=inputs.dtype)
+            output = self.model(inputs, **model_kwargs)
+        dtype = inputs.dtype if inputs.is_floating_point() else torch.float32
+        return output.detach(), relevance.to(device=inputs.device, dtype=dtype)
 
 
 def random_explainer(seed: int = DEFAULT_RANDOM_SEED) -> Explainer:

@@ -39,7 +39,10 @@ def user_samples(samples: SampleArg) -> Optional[Samples]:
     if isinstance(samples, torch.Tensor):
         return Samples(samples)
     if isinstance(samples, Mapping):
-        return Samples(*split_batch(samples), attention_mask=batch_attention_mask(samples))
+        try:
+            return Samples(*split_batch(samples), attention_mask=batch_attention_mask(samples))
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"samples: {error}") from error
     if not isinstance(samples, (list, tuple)):
         raise TypeError(f"samples must be a tensor x or a tuple (x, y) or (x, y, mask), got {type(samples).__name__}")
     parts = list(samples)
