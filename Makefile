@@ -8,7 +8,7 @@ FLOORS_PY := $(FLOORS_VENV)/bin/python
 # interrupts, property-based tests (so the pytest and hypothesis floors are exercised too)
 FLOORS_TESTS := tests/test_closed_form.py tests/test_metrics_contract.py tests/test_metrics_perturbation.py \
 	tests/test_callback_units.py tests/test_callback_trainer.py tests/test_nonfinite.py tests/test_interrupts.py \
-	tests/test_properties.py tests/test_transformer_canonizers.py tests/test_lxt_oracle.py
+	tests/test_properties.py
 
 LXT_VENV ?= .venv-lxt
 
@@ -37,7 +37,7 @@ $(FLOORS_VENV)/.installed: pyproject.toml .ci/floors.py
 	rm -rf $(FLOORS_VENV)
 	$(PYTHON) -m venv $(FLOORS_VENV)
 	$(PYTHON) .ci/floors.py > $(FLOORS_VENV)/constraints.txt
-	$(FLOORS_PY) -m pip install -c $(FLOORS_VENV)/constraints.txt -e . pytest hypothesis transformers timm
+	$(FLOORS_PY) -m pip install -c $(FLOORS_VENV)/constraints.txt -e . pytest hypothesis
 	touch $@
 
 # the lowest allowed versions (torchvision-, zennit- and Quantus-free: those tests skip or are left out)

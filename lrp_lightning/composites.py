@@ -424,7 +424,7 @@ class ExcitationBackprop(LayerMapComposite):
 
     def __init__(self, stabilizer=1e-6, layer_map=None, zero_params=None, canonizers=None) -> None:
         super().__init__(
-            list(layer_map or [])
+            _user_map("layer_map", layer_map)
             + [
                 (Sum, Norm(stabilizer)),
                 (AvgPool, Norm(stabilizer)),
