@@ -126,12 +126,12 @@ def grad_outputs(target: Target, output: torch.Tensor) -> torch.Tensor:
     ValueError
         If class indices are out of range, their number does not match the batch, the output has no
         class dimension, or a tensor target does not broadcast to the output.
+    TypeError
+        If ``target`` is none of the above.
 
     Examples
     --------
     The predicted class: ``grad_outputs(lambda output: output.argmax(1), output)``.
-    TypeError
-        If ``target`` is none of the above.
     """
     output = output.detach()
     if callable(target) and not isinstance(target, torch.Tensor):
