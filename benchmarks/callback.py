@@ -9,7 +9,10 @@ seconds, the overhead against the fit without the callback, and — robust again
 since it is measured inside the same fit — the seconds spent in the callback's hooks and their
 share of the rest of that fit ("in-fit overhead"). The callback rows use its default
 settings (8 samples, every epoch, Sparseness, Complexity, 8-step region-perturbation AOPC,
-conservation, image grid, curve figure, rule map, dashboard).
+conservation, random baseline, drift, image grid, curve figure, rule map, dashboard); one row turns
+the random baseline and drift off to show their share. SanityCheckCallback and
+RelevanceClusterCallback run once at the end of training with their defaults; their rows show the
+fit-time overhead only.
 
 The seconds in the callback are split per explained epoch into the attribution and metric passes
 (the attributors' set-up, calls and tear-down, and the metric updates) and the fixed cost: all the
@@ -133,12 +136,23 @@ class PassTimer:
 
 def _configurations(timer: PassTimer, compiled: bool, bf16: bool) -> dict:
     """Configuration name -> (factory of the trainer's callbacks, model options)."""
+    from lrp_lightning.callbacks import RelevanceClusterCallback, SanityCheckCallback
+
     timed = timed_callback_class(timer)
     configurations = {
         "no callback": (lambda: [], {}),
         'AttributionCallback("epsilon_gamma_box") (defaults)': (lambda: [timed("epsilon_gamma_box")], {}),
+        'AttributionCallback("epsilon_gamma_box", random_baseline=False, drift=False)': (lambda: [
+            timed("epsilon_gamma_box", random_baseline=False, drift=False)
+        ], {}),
         'AttributionCallback(["epsilon_gamma_box", "epsilon_plus_flat", "gradient"])': (lambda: [
             timed(["epsilon_gamma_box", "epsilon_plus_flat", "gradient"])
+        ], {}),
+        'SanityCheckCallback(["epsilon_gamma_box", "epsilon_plus_flat", "gradient"]) (at fit end)': (lambda: [
+            SanityCheckCallback(["epsilon_gamma_box", "epsilon_plus_flat", "gradient"])
+        ], {}),
+        'RelevanceClusterCallback("epsilon_gamma_box") (at fit end)': (lambda: [
+            RelevanceClusterCallback("epsilon_gamma_box")
         ], {}),
     }
     if compiled:
@@ -254,17 +268,22 @@ def main(argv: Optional[list] = None) -> None:
                 times[name].append(fit_seconds(callbacks, args.device, args.epochs, seed=repeat,
                                                compiled=options.get("compiled", False),
                                                precision=options.get("precision")))
-            inside[name].append(sum(callback.seconds for callback in callbacks))
-            fixed[name].append(sum(callback.epoch_seconds - callback.epoch_pass_seconds for callback in callbacks))
-            passes[name].append(sum(callback.epoch_pass_seconds for callback in callbacks))
+            timed = [callback for callback in callbacks if hasattr(callback, "seconds")]
+            inside[name].append(sum(callback.seconds for callback in timed))
+            fixed[name].append(sum(callback.epoch_seconds - callback.epoch_pass_seconds for callback in timed))
+            passes[name].append(sum(callback.epoch_pass_seconds for callback in timed))
             background[name].append(timer.background)
     rows = []
     for name, measured in times.items():
         median = statistics.median(measured)
         reference = "no callback" + name.split("defaults", 1)[1] if name.startswith("defaults") else "no callback"
         baseline = statistics.median(times[reference])
-        if not name.startswith("AttributionCallback") and not name.startswith("defaults"):
+        if name == "no callback" or name.startswith("no callback,"):
             rows.append([name, f"{median:.2f}", " ".join(f"{t:.2f}" for t in measured)] + ["—"] * 6)
+            continue
+        if not name.startswith("AttributionCallback") and not name.startswith("defaults"):
+            overhead = f"{100 * (median - baseline) / baseline:+.1f}%"
+            rows.append([name, f"{median:.2f}", " ".join(f"{t:.2f}" for t in measured), overhead] + ["—"] * 5)
             continue
         shares = [spent / (total - spent) for spent, total in zip(inside[name], measured)]
         explained = args.epochs
