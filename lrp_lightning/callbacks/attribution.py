@@ -12,7 +12,13 @@ from torch import nn
 from torchmetrics import Metric
 
 from lrp_lightning.callbacks.baseline import DEFAULT_RANDOM_SEED, RANDOM_NAME, attribution_metrics, random_explainer
-from lrp_lightning.callbacks.common import SampleArg, explained_submodule, positive_int, user_samples
+from lrp_lightning.callbacks.common import (
+    FixedSamplesCheckpoint,
+    SampleArg,
+    explained_submodule,
+    positive_int,
+    user_samples,
+)
 from lrp_lightning.callbacks.dashboard import DASHBOARD_CATEGORY, CurveFigure, custom_scalars_layout, metric_tag
 from lrp_lightning.callbacks.drift import DRIFT_METRICS, DriftTracker
 from lrp_lightning import _arguments
@@ -39,7 +45,7 @@ from lrp_lightning.cmap import get_cmap
 TRIAL_SAMPLES = 2
 
 
-class AttributionCallback(Callback):
+class AttributionCallback(FixedSamplesCheckpoint, Callback):
     """Explain fixed validation samples at validation epoch end and log heatmaps and metrics.
 
     At the end of validation every ``every_n_epochs`` epochs (never during the sanity check unless
@@ -472,20 +478,15 @@ class AttributionCallback(Callback):
         dict
             ``{"samples": {"inputs", "labels", "masks", "attention_mask"} or None, "drift": {name: attributions}}``.
         """
-        return {
-            "samples": None if self.samples is None else self.samples.state_dict(),
-            "drift": self._drift.state_dict(),
-        }
+        return {**super().state_dict(), "drift": self._drift.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the samples saved by :meth:`state_dict`.
+        """Restore the samples and the drift state saved by :meth:`state_dict`.
 
         Parameters
         ----------
         state_dict : dict
             As returned by :meth:`state_dict`.
         """
-        stored = state_dict.get("samples")
-        if stored is not None:
-            self.samples = Samples(**stored)
+        super().load_state_dict(state_dict)
         self._drift.load_state_dict(state_dict.get("drift", {}))

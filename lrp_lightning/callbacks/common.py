@@ -51,6 +51,35 @@ def user_samples(samples: SampleArg) -> Optional[Samples]:
     return Samples(*parts)
 
 
+class FixedSamplesCheckpoint:
+    """Checkpoint state of a callback's fixed samples (``self.samples``), so that a resumed run
+    explains the same ones. Put it before ``Callback`` in the bases; subclasses add their own keys."""
+
+    samples: Optional[Samples]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The fixed samples.
+
+        Returns
+        -------
+        dict
+            ``{"samples": {"inputs", "labels", "masks", "attention_mask"} or None}``.
+        """
+        return {"samples": None if self.samples is None else self.samples.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the samples saved by :meth:`state_dict`.
+
+        Parameters
+        ----------
+        state_dict : dict
+            As returned by :meth:`state_dict`.
+        """
+        stored = state_dict.get("samples")
+        if stored is not None:
+            self.samples = Samples(**stored)
+
+
 def positive_int(name: str, value: Any) -> int:
     """Return ``value`` if it is a positive int.
 

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, Optional
+from typing import Optional
 
 from lightning.pytorch import LightningModule, Trainer
 
 from lrp_lightning.callbacks.common import (
+    FixedSamplesCheckpoint,
     SampleArg,
     explained_submodule,
     log_scalars,
@@ -18,14 +19,14 @@ from lrp_lightning.callbacks.explainers import Bound, CanonizerArg, CompositeArg
 from lrp_lightning.callbacks.explanation import model_outputs
 from lrp_lightning.callbacks.figures import line_figure
 from lrp_lightning.callbacks.randomisation import LAYER_MODES, RandomisationResult, randomisation_tests
-from lrp_lightning.callbacks.samples import BatchToInput, Samples
+from lrp_lightning.callbacks.samples import BatchToInput
 from lrp_lightning.callbacks.similarity import SIMILARITIES
 from lrp_lightning.callbacks.schedule import ScheduledCallback
 from lrp_lightning.callbacks.sinks import sinks_for
 from lrp_lightning.callbacks.targets import TargetSpec, check_target_spec, resolve_targets
 
 
-class SanityCheckCallback(ScheduledCallback):
+class SanityCheckCallback(FixedSamplesCheckpoint, ScheduledCallback):
     """Model-parameter randomisation and random-logit tests of the explainers, during training.
 
     On a deep copy of the explained module (the training model is never touched), on its device:
@@ -186,25 +187,3 @@ class SanityCheckCallback(ScheduledCallback):
             )
             for sink in sinks:
                 sink.image(f"sanity/{name}/mprt", figure, trainer.global_step, trainer.current_epoch)
-
-    def state_dict(self) -> dict[str, Any]:
-        """The fixed samples, so that a resumed run tests the same ones.
-
-        Returns
-        -------
-        dict
-            ``{"samples": {"inputs", "labels", "masks"} or None}``.
-        """
-        return {"samples": None if self.samples is None else self.samples.state_dict()}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the samples saved by :meth:`state_dict`.
-
-        Parameters
-        ----------
-        state_dict : dict
-            As returned by :meth:`state_dict`.
-        """
-        stored = state_dict.get("samples")
-        if stored is not None:
-            self.samples = Samples(**stored)
