@@ -268,13 +268,7 @@ class AttributionCallback(FixedSamplesCheckpoint, Callback):
                 raise ValueError(f"AttributionCallback found no {stage} dataloader; pass samples=...")
             self.samples = collect_samples(loader, self.num_samples, self.batch_to_input)
         device = pl_module.device
-        try:
-            outputs = model_outputs(model, self.samples, device)
-        except Exception as error:
-            raise ValueError(
-                f"the samples (inputs of shape {tuple(self.samples.inputs.shape)}) do not fit "
-                f"{type(model).__name__}: {type(error).__name__}: {error}"
-            ) from error
+        outputs = model_outputs(model, self.samples, device)
         labels = None if self.samples.labels is None else self.samples.labels.to(device)
         resolve_targets(self.target, outputs, labels)
         inputs = self.samples.inputs.to(device)

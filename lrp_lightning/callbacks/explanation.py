@@ -92,12 +92,23 @@ def model_outputs(model: nn.Module, samples: Samples, device: torch.device) -> t
     -------
     torch.Tensor
         Detached outputs.
+
+    Raises
+    ------
+    ValueError
+        If the model cannot take the samples (the message names their shape and the model).
     """
     attention_mask = None if samples.attention_mask is None else samples.attention_mask.to(device)
     with preserved_state(model), attribution_mode(device), torch.no_grad():
         model.eval()
         _float32(model)
-        return run_model(model, samples.inputs.to(device), attention_mask).detach()
+        try:
+            return run_model(model, samples.inputs.to(device), attention_mask).detach()
+        except Exception as error:
+            raise ValueError(
+                f"the samples (inputs of shape {tuple(samples.inputs.shape)}) do not fit "
+                f"{type(model).__name__}: {type(error).__name__}: {error}"
+            ) from error
 
 
 def _picture(inputs: torch.Tensor, relevance: torch.Tensor, cmap: str) -> Optional[torch.Tensor]:

@@ -131,13 +131,7 @@ class SanityCheckCallback(FixedSamplesCheckpoint, ScheduledCallback):
         model = explained_submodule(pl_module, self.module)
         if self.samples is None:
             self.samples = validation_samples(trainer, pl_module, self.num_samples, self.batch_to_input, type(self).__name__)
-        try:
-            outputs = model_outputs(model, self.samples, pl_module.device)
-        except Exception as error:
-            raise ValueError(
-                f"the samples (inputs of shape {tuple(self.samples.inputs.shape)}) do not fit "
-                f"{type(model).__name__}: {type(error).__name__}: {error}"
-            ) from error
+        outputs = model_outputs(model, self.samples, pl_module.device)
         labels = None if self.samples.labels is None else self.samples.labels.to(pl_module.device)
         resolve_targets(self.target, outputs, labels)
         if outputs.shape[1] < 2:
