@@ -17,6 +17,23 @@ logits.
 With a composite whose ``gradient_view`` is True (the transformer composites ``AttnLRP``, ``CPLRP``)
 the backward pass carries a modified gradient ``g`` and the attributors return ``input * g``.
 
+Models with several inputs (beyond zennit 0.5.1, as zennit 1.0): a tuple (or list) of input tensors
+``(x1, x2, ...)``, all with the same batch size ``N``, is passed to the model as positional
+arguments, ``model(x1, x2, ..., **model_kwargs)``, and the relevance comes back as a tuple with one
+entry per input, of that input's shape::
+
+    with Gradient(model, composite) as attributor:
+        output, (relevance_1, relevance_2) = attributor((x1, x2), attr_output)
+
+Every floating-point input is explained (SmoothGrad noises each one, IntegratedGradients integrates
+each one from its own baseline, Occlusion occludes each one in turn while the others keep their
+values); an input of another dtype (e.g. integer indices) is passed through unexplained and gets
+relevance ``None``. Keyword arguments of a call (``model_kwargs``) are passed to the model and not
+explained, by every attributor; for the attributors that evaluate the model on perturbed copies of
+the samples (SmoothGrad, IntegratedGradients, Occlusion) a keyword tensor whose first dimension is
+the batch size ``N`` is taken as per-sample and follows its sample, any other value is passed as it
+is.
+
 :class:`Gradient` also explains token inputs: integer token ids ``(N, T)`` (model keyword arguments
 such as ``attention_mask=`` are passed through) give relevance ``(N, T)``, per token the sum over the
 hidden dimension of its input-embedding output times its (modified) gradient (see
@@ -46,7 +63,10 @@ from lrp_lightning import _arguments
 from lrp_lightning.tokens import Position, captured_embedding, explained_logits, is_token_input, logits_of
 
 Target = Union[None, int, torch.Tensor, Callable[[torch.Tensor], Any]]
-Baseline = Union[None, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
+BaselineSpec = Union[None, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
+Baseline = Union[BaselineSpec, tuple]
+Inputs = Union[torch.Tensor, Sequence[torch.Tensor]]
+Relevance = Union[torch.Tensor, tuple]
 WindowSpec = Union[int, Sequence[int]]
 
 DEFAULT_BATCH_SIZE = 64
@@ -280,6 +300,48 @@ def occlude_independent(input: torch.Tensor, mask: torch.Tensor,
     return torch.where(keep, input, fill_fn(input))
 
 
+def _checked_inputs(inputs: Any) -> Union[torch.Tensor, tuple]:
+    """``inputs`` checked: a tensor, or a tuple for a tuple or list of tensors."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs
+    if not isinstance(inputs, (tuple, list)):
+        raise TypeError(f"inputs must be a tensor or a tuple of tensors (one per model input), got {type(inputs).__name__}")
+    if not inputs:
+        raise ValueError("inputs is an empty tuple; pass one tensor per model input")
+    for index, value in enumerate(inputs):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(
+                f"inputs[{index}] is a {type(value).__name__}, not a tensor; a tuple of inputs holds one tensor per "
+                "positional model input, pass other model arguments as keyword arguments"
+            )
+    sizes = [value.shape[0] if value.ndim else None for value in inputs]
+    if None in sizes or len(set(sizes)) != 1:
+        shapes = ", ".join(str(tuple(value.shape)) for value in inputs)
+        raise ValueError(f"the inputs must share their first (batch) dimension, got shapes {shapes}")
+    if not any(value.is_floating_point() for value in inputs):
+        raise TypeError("none of the inputs is floating point; a tuple of inputs needs at least one float tensor to explain")
+    return tuple(inputs)
+
+
+def _as_tuple(inputs: Union[torch.Tensor, tuple]) -> tuple:
+    """``inputs`` as a tuple of tensors (a single tensor becomes a 1-tuple)."""
+    return inputs if isinstance(inputs, tuple) else (inputs,)
+
+
+def _like(inputs: Union[torch.Tensor, tuple], relevances: Sequence[Optional[torch.Tensor]]) -> Relevance:
+    """``relevances`` in the form of ``inputs``: a tuple for a tuple, else its single entry."""
+    return tuple(relevances) if isinstance(inputs, tuple) else relevances[0]
+
+
+def _sample_rows(model_kwargs: dict, sample: torch.Tensor, batch: int) -> dict:
+    """``model_kwargs`` for the rows ``sample`` of a virtual batch: tensors whose first dimension is
+    the batch size are indexed by ``sample``, other values kept."""
+    return {
+        name: value[sample] if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == batch else value
+        for name, value in model_kwargs.items()
+    }
+
+
 def _chunks(total: int, size: int) -> Iterator[torch.Tensor]:
     """Yield consecutive index ranges ``arange(start, stop)`` of at most ``size`` covering ``total``."""
     for start in range(0, total, size):
@@ -336,9 +398,9 @@ class Attributor:
         """Whether the composite's backward pass carries gradients (relevance = input * gradient)."""
         return self.composite is not None and bool(getattr(self.composite, "gradient_view", False))
 
-    def _scores(self, inputs: torch.Tensor) -> torch.Tensor:
-        """The model's scores for ``inputs``: its output, or the output's ``logits``."""
-        return logits_of(self.model(inputs))
+    def _scores(self, inputs: Sequence[torch.Tensor], model_kwargs: dict) -> torch.Tensor:
+        """The model's scores for the inputs (one tensor per positional argument): its output, or the output's ``logits``."""
+        return logits_of(self.model(*inputs, **model_kwargs))
 
     def __enter__(self) -> "Attributor":
         if self._stack is not None:
@@ -359,87 +421,110 @@ class Attributor:
         if stack is not None:
             stack.close()
 
-    def __call__(self, inputs: torch.Tensor, attr_output: Target = None,
-                 **model_kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, inputs: Inputs, attr_output: Target = None,
+                 **model_kwargs: Any) -> tuple[torch.Tensor, Relevance]:
         """Explain ``inputs``.
 
         Parameters
         ----------
-        inputs : torch.Tensor
-            Input batch ``(N, ...)``; for :class:`Gradient` also token ids ``(N, T)``.
+        inputs : torch.Tensor or tuple of torch.Tensor
+            Input batch ``(N, ...)``; for :class:`Gradient` also token ids ``(N, T)``. For a model
+            with several inputs, a tuple (or list) ``(x1, x2, ...)`` of tensors with the same batch
+            size ``N``, passed as ``model(x1, x2, ...)``; floating-point entries are explained,
+            others (e.g. integer indices) passed through.
         attr_output : None, int, torch.Tensor or callable, optional
             What to explain, see :func:`grad_outputs`; ``None``: the attributor's ``attr_output``
             (if that is None too, the output itself).
         **model_kwargs
-            Only :class:`Gradient`: keyword arguments passed to the model (e.g. ``attention_mask``)
-            and, for token inputs, ``position`` (see :meth:`Gradient.explain_tokens`).
+            Keyword arguments passed to the model and not explained (e.g. ``attention_mask``; for
+            the attributors that evaluate perturbed copies, tensors whose first dimension is ``N``
+            follow their sample) and, for token inputs, ``position`` (see
+            :meth:`Gradient.explain_tokens`).
 
         Returns
         -------
         output : torch.Tensor
             The model output (its ``logits`` for a ``ModelOutput``; for token inputs the explained
             logits, see :meth:`Gradient.explain_tokens`), detached.
-        relevance : torch.Tensor
+        relevance : torch.Tensor or tuple
             The attribution, with the shape of ``inputs`` (attached to its graph with
-            ``create_graph=True``).
+            ``create_graph=True``); for a tuple of inputs a tuple with one relevance per input, None
+            for the inputs that are not floating point.
 
         Raises
         ------
         TypeError
-            If ``model_kwargs`` or token ids are given to an attributor other than :class:`Gradient`,
-            or ``position`` with float inputs.
+            If token ids are given to an attributor other than :class:`Gradient`, ``position`` with
+            float inputs, or a tuple of inputs holds a non-tensor or no float tensor.
+        ValueError
+            If the tensors of a tuple of inputs differ in their batch size (or the tuple is empty).
         """
-        if (model_kwargs or is_token_input(inputs)) and not isinstance(self, Gradient):
-            raise TypeError(
-                f"{type(self).__name__} takes float inputs and no model keyword arguments; "
-                "explain token ids or pass model keyword arguments with Gradient"
-            )
-        if "position" in model_kwargs and not is_token_input(inputs):
+        inputs = _checked_inputs(inputs)
+        tokens = isinstance(inputs, torch.Tensor) and is_token_input(inputs)
+        if tokens and not isinstance(self, Gradient):
+            raise TypeError(f"{type(self).__name__} takes float inputs; explain token ids with Gradient")
+        if "position" in model_kwargs and not tokens:
             raise TypeError("position= selects the explained position for token-id inputs; float inputs take none")
         target = self.attr_output if attr_output is None else attr_output
         entered_here = self._stack is None
         with contextlib.ExitStack() as stack:
             if entered_here:
                 stack.enter_context(self)
-            stack.enter_context(preserved_random_state(inputs.device))
+            stack.enter_context(preserved_random_state(_as_tuple(inputs)[0].device))
             stack.enter_context(torch.inference_mode(False))
             stack.enter_context(torch.enable_grad())
-            inputs = inputs.detach().clone()
-            if is_token_input(inputs):
+            inputs = _like(inputs, [value.detach().clone() for value in _as_tuple(inputs)])
+            if tokens:
                 output, relevance = self.explain_tokens(inputs, target, **model_kwargs)
-            elif model_kwargs:
-                output, relevance = self._gradient(inputs, target, model_kwargs)
             else:
-                output, relevance = self.forward(inputs, target)
-        return output.detach(), relevance if self.create_graph else relevance.detach()
+                output, relevance = self.forward(inputs, target, **model_kwargs)
+        if not self.create_graph:
+            relevance = _like(inputs, [None if part is None else part.detach() for part in _as_tuple(relevance)])
+        return output.detach(), relevance
 
-    def forward(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, inputs: Union[torch.Tensor, tuple], target: Target,
+                **model_kwargs: Any) -> tuple[torch.Tensor, Relevance]:
         """Compute output and relevance; called by :meth:`__call__` with gradients enabled.
 
         Parameters
         ----------
-        inputs : torch.Tensor
-            A detached copy of the input batch.
+        inputs : torch.Tensor or tuple of torch.Tensor
+            A detached copy of the input batch (a tuple for a model with several inputs).
         target : None, int, torch.Tensor or callable
             What to explain.
+        **model_kwargs
+            Keyword arguments of the model.
 
         Returns
         -------
-        output, relevance : torch.Tensor
-            Model output and attribution.
+        output : torch.Tensor
+            Model output.
+        relevance : torch.Tensor or tuple
+            Attribution, in the form of ``inputs`` (a tuple with None for inputs not explained).
         """
         raise NotImplementedError
 
-    def _gradient(self, inputs: torch.Tensor, target: Target, model_kwargs: Optional[dict] = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the model output and the (composite-modified) gradient of the target output; in the
-        gradient view, the input times that gradient."""
-        inputs = inputs.detach().requires_grad_(True)
-        output = logits_of(self.model(inputs, **(model_kwargs or {})))
-        gradient, = torch.autograd.grad(output, inputs, grad_outputs(target, output),
-                                        create_graph=self.create_graph, retain_graph=self.retain_graph)
-        if self._gradient_view():
-            gradient = inputs.detach() * gradient
-        return output.detach(), gradient
+    def _gradient(self, inputs: Union[torch.Tensor, tuple], target: Target,
+                  model_kwargs: dict) -> tuple[torch.Tensor, Relevance]:
+        """Return the model output and the (composite-modified) gradient of the target output for
+        every float input; in the gradient view, the input times that gradient."""
+        leaves = [value.detach().requires_grad_(True) if value.is_floating_point() else value for value in _as_tuple(inputs)]
+        explained = [leaf for leaf in leaves if leaf.is_floating_point()]
+        output = logits_of(self.model(*leaves, **model_kwargs))
+        gradients = iter(torch.autograd.grad(output, explained, grad_outputs(target, output), allow_unused=True,
+                                             create_graph=self.create_graph, retain_graph=self.retain_graph))
+        relevances = []
+        for leaf in leaves:
+            if not leaf.is_floating_point():
+                relevances.append(None)
+                continue
+            gradient = next(gradients)
+            if gradient is None:
+                gradient = torch.zeros_like(leaf)
+            elif self._gradient_view():
+                gradient = leaf.detach() * gradient
+            relevances.append(gradient)
+        return output.detach(), _like(inputs, relevances)
 
 
 @register_attributor("gradient")
@@ -466,9 +551,10 @@ class Gradient(Attributor):
         self.create_graph = create_graph
         self.retain_graph = retain_graph
 
-    def forward(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, inputs: Union[torch.Tensor, tuple], target: Target,
+                **model_kwargs: Any) -> tuple[torch.Tensor, Relevance]:
         """Return the output and the gradient of the target output, see :meth:`Attributor.forward`."""
-        return self._gradient(inputs, target)
+        return self._gradient(inputs, target, model_kwargs)
 
     def explain_tokens(
         self, tokens: torch.Tensor, target: Target = None, position: Position = None, **model_kwargs: Any
@@ -529,29 +615,35 @@ class _PathAttributor(Attributor):
         self.n_iter = _arguments.integer("n_iter", n_iter, minimum=1)
         self.batch_size = _arguments.integer("batch_size", batch_size, minimum=1)
 
-    def _perturbed(self, inputs: torch.Tensor, iteration: torch.Tensor, sample: torch.Tensor,
-                   context: Any) -> torch.Tensor:
-        """Return the perturbed rows for the given (iteration, sample) index pairs."""
+    def _perturbed(self, inputs: tuple, iteration: torch.Tensor, sample: torch.Tensor, context: Any) -> tuple:
+        """Return the rows of every input for the given (iteration, sample) index pairs: new tensors,
+        perturbed for the float inputs."""
         raise NotImplementedError
 
-    def _mean_gradient(self, inputs: torch.Tensor, target: Target,
-                       context: Any, times_input: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the clean output and the gradient averaged over all perturbed copies (with
-        ``times_input``, the perturbed copy times its gradient)."""
-        output = self._scores(inputs).detach()
+    def _mean_gradient(self, inputs: tuple, target: Target, model_kwargs: dict,
+                       context: Any, times_input: bool = False) -> tuple[torch.Tensor, list]:
+        """Return the clean output and, per input, the gradient averaged over all perturbed copies
+        (with ``times_input``, the perturbed copy times its gradient; None for inputs not float)."""
+        output = self._scores(inputs, model_kwargs).detach()
         weights = grad_outputs(target, output)
-        total = torch.zeros_like(inputs)
-        batch = inputs.shape[0]
+        explained = [index for index, value in enumerate(inputs) if value.is_floating_point()]
+        totals = {index: torch.zeros_like(inputs[index]) for index in explained}
+        batch = inputs[0].shape[0]
         for rows in _chunks(self.n_iter * batch, self.batch_size):
-            rows = rows.to(inputs.device)
+            rows = rows.to(inputs[0].device)
             sample = rows % batch
-            perturbed = self._perturbed(inputs, rows // batch, sample, context).requires_grad_(True)
-            gradient, = torch.autograd.grad(self._scores(perturbed), perturbed, weights[sample],
+            perturbed = self._perturbed(inputs, rows // batch, sample, context)
+            leaves = [perturbed[index].requires_grad_(True) for index in explained]
+            scores = self._scores(perturbed, _sample_rows(model_kwargs, sample, batch))
+            gradients = torch.autograd.grad(scores, leaves, weights[sample], allow_unused=True,
                                             create_graph=self.create_graph, retain_graph=self.retain_graph)
-            if times_input:
-                gradient = perturbed.detach() * gradient
-            total.index_add_(0, sample, gradient)
-        return output, total / self.n_iter
+            for index, leaf, gradient in zip(explained, leaves, gradients):
+                if gradient is None:
+                    continue
+                if times_input:
+                    gradient = leaf.detach() * gradient
+                totals[index].index_add_(0, sample, gradient)
+        return output, [totals[index] / self.n_iter if index in totals else None for index in range(len(inputs))]
 
 
 @register_attributor("smoothgrad")
@@ -559,7 +651,8 @@ class SmoothGrad(_PathAttributor):
     """SmoothGrad (Smilkov et al., 2017): the gradient averaged over noisy copies of the input.
 
     With a gradient-view composite (``composite.gradient_view``), the average of each noisy copy
-    times its modified gradient (its relevance).
+    times its modified gradient (its relevance). With several inputs every float input is noised,
+    each with its own standard deviation.
 
     Parameters
     ----------
@@ -592,24 +685,37 @@ class SmoothGrad(_PathAttributor):
         self.noise_level = _arguments.real_number("noise_level", noise_level, minimum=0.0)
         self.seed = None if seed is None else _arguments.integer("seed", seed)
 
-    def forward(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, inputs: Union[torch.Tensor, tuple], target: Target,
+                **model_kwargs: Any) -> tuple[torch.Tensor, Relevance]:
         """Return the output and the mean gradient over noisy inputs."""
-        generator = torch.Generator(device=inputs.device)
+        tensors = _as_tuple(inputs)
+        generator = torch.Generator(device=tensors[0].device)
         if self.seed is None:
             generator.seed()
         else:
             generator.manual_seed(self.seed)
+        stds = [self._noise_std(value) if value.is_floating_point() else None for value in tensors]
+        output, relevances = self._mean_gradient(tensors, target, model_kwargs, (generator, stds),
+                                                 times_input=self._gradient_view())
+        return output, _like(inputs, relevances)
+
+    def _noise_std(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``noise_level`` times each sample's value range, shaped to broadcast over the sample."""
         flat = inputs.detach().reshape(inputs.shape[0], -1)
         value_range = flat.amax(dim=1) - flat.amin(dim=1)
-        std = (self.noise_level * value_range).reshape(-1, *([1] * (inputs.ndim - 1)))
-        return self._mean_gradient(inputs, target, (generator, std), times_input=self._gradient_view())
+        return (self.noise_level * value_range).reshape(-1, *([1] * (inputs.ndim - 1)))
 
-    def _perturbed(self, inputs: torch.Tensor, iteration: torch.Tensor, sample: torch.Tensor,
-                   context: tuple[torch.Generator, torch.Tensor]) -> torch.Tensor:
-        generator, std = context
-        rows = inputs[sample]
-        noise = torch.randn(rows.shape, generator=generator, device=rows.device, dtype=rows.dtype)
-        return rows + noise * std[sample]
+    def _perturbed(self, inputs: tuple, iteration: torch.Tensor, sample: torch.Tensor,
+                   context: tuple[torch.Generator, list]) -> tuple:
+        generator, stds = context
+        perturbed = []
+        for value, std in zip(inputs, stds):
+            rows = value[sample]
+            if std is not None:
+                noise = torch.randn(rows.shape, generator=generator, device=rows.device, dtype=rows.dtype)
+                rows = rows + noise * std[sample]
+            perturbed.append(rows)
+        return tuple(perturbed)
 
 
 @register_attributor("integrated_gradients")
@@ -618,7 +724,9 @@ class IntegratedGradients(_PathAttributor):
 
     The relevance is ``(x - b) * mean_k grad f(b + k/n_iter * (x - b))`` for ``k = 1..n_iter``;
     it sums to ``f(x) - f(b)`` in the limit (completeness). With a composite the gradients are the
-    composite's modified gradients (for a gradient-view composite: the same formula).
+    composite's modified gradients (for a gradient-view composite: the same formula). With several
+    inputs every float input moves along the path from its own baseline (completeness then holds
+    for the sum over all inputs).
 
     Parameters
     ----------
@@ -633,19 +741,23 @@ class IntegratedGradients(_PathAttributor):
     retain_graph : bool, optional
         Keep the graph after the gradient computation; default: ``create_graph``.
     baseline_fn : callable, optional
-        zennit's baseline argument: ``inputs -> baseline tensor``; zeros when None.
+        zennit's baseline argument: ``inputs -> baseline tensor``; zeros when None. With several
+        inputs it is applied to each float input.
     n_iter : int, optional
         Number of points on the straight path from the baseline to the input.
-    baseline : torch.Tensor or callable, optional
+    baseline : torch.Tensor, callable or tuple, optional
         Alternative to ``baseline_fn``: a tensor broadcastable to the input, or a callable
-        ``inputs -> tensor``.
+        ``inputs -> tensor`` (with several inputs: applied to each float input). For several
+        inputs also a tuple with one entry per input (a tensor, a callable or None for zeros;
+        ignored for inputs that are not floating point).
     batch_size : int, optional
         Most samples per forward pass.
 
     Raises
     ------
     ValueError
-        If both ``baseline_fn`` and ``baseline`` are given.
+        If both ``baseline_fn`` and ``baseline`` are given; in a call, if a baseline does not
+        broadcast to its input or a tuple of baselines does not match the inputs.
     """
 
     def __init__(self, model: torch.nn.Module, composite: Optional[Any] = None, attr_output: Target = None,
@@ -656,32 +768,62 @@ class IntegratedGradients(_PathAttributor):
         if baseline_fn is not None and baseline is not None:
             raise ValueError("give either baseline_fn (zennit's name) or baseline, not both")
         _arguments.optional_callable("baseline_fn", baseline_fn)
-        if baseline is not None and not callable(baseline):
-            baseline = _arguments.tensor_like("baseline", baseline)
+        if isinstance(baseline, tuple):
+            baseline = tuple(_baseline_spec(f"baseline[{index}]", spec) for index, spec in enumerate(baseline))
+        else:
+            baseline = _baseline_spec("baseline", baseline)
         self.baseline = baseline_fn if baseline is None else baseline
 
-    def _baseline_for(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Return the baseline broadcast to the shape of ``inputs``."""
-        if self.baseline is None:
-            return torch.zeros_like(inputs)
-        baseline = self.baseline(inputs) if callable(self.baseline) else self.baseline
-        try:
-            return torch.broadcast_to(baseline.to(inputs).detach(), inputs.shape)
-        except RuntimeError:
-            raise ValueError(f"baseline of shape {tuple(baseline.shape)} does not broadcast to the "
-                             f"input shape {tuple(inputs.shape)}") from None
+    def _baselines_for(self, inputs: tuple, several: bool) -> list:
+        """Return the baseline of each float input broadcast to its shape (None for other inputs)."""
+        specs = self.baseline
+        if isinstance(specs, tuple):
+            if not several or len(specs) != len(inputs):
+                raise ValueError(f"a tuple of {len(specs)} baselines needs a tuple of as many inputs, got "
+                                 f"{len(inputs) if several else 'a single tensor'}")
+        else:
+            specs = (specs,) * len(inputs)
+        return [_baseline_for(value, spec) if value.is_floating_point() else None for value, spec in zip(inputs, specs)]
 
-    def forward(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, inputs: Union[torch.Tensor, tuple], target: Target,
+                **model_kwargs: Any) -> tuple[torch.Tensor, Relevance]:
         """Return the output and the integrated gradients."""
-        baseline = self._baseline_for(inputs)
-        output, mean_gradient = self._mean_gradient(inputs, target, baseline)
-        return output, (inputs - baseline) * mean_gradient
+        tensors = _as_tuple(inputs)
+        baselines = self._baselines_for(tensors, isinstance(inputs, tuple))
+        output, mean_gradients = self._mean_gradient(tensors, target, model_kwargs, baselines)
+        relevances = [None if baseline is None else (value - baseline) * mean_gradient
+                      for value, baseline, mean_gradient in zip(tensors, baselines, mean_gradients)]
+        return output, _like(inputs, relevances)
 
-    def _perturbed(self, inputs: torch.Tensor, iteration: torch.Tensor, sample: torch.Tensor,
-                   context: torch.Tensor) -> torch.Tensor:
-        baseline = context[sample]
-        alpha = ((iteration + 1).to(inputs.dtype) / self.n_iter).reshape(-1, *([1] * (inputs.ndim - 1)))
-        return baseline + alpha * (inputs[sample] - baseline)
+    def _perturbed(self, inputs: tuple, iteration: torch.Tensor, sample: torch.Tensor, context: list) -> tuple:
+        perturbed = []
+        for value, baseline in zip(inputs, context):
+            if baseline is None:
+                perturbed.append(value[sample])
+                continue
+            baseline = baseline[sample]
+            alpha = ((iteration + 1).to(value.dtype) / self.n_iter).reshape(-1, *([1] * (value.ndim - 1)))
+            perturbed.append(baseline + alpha * (value[sample] - baseline))
+        return tuple(perturbed)
+
+
+def _baseline_spec(name: str, spec: Any) -> BaselineSpec:
+    """A baseline argument: None, a callable, or a tensor-like (as a tensor)."""
+    if spec is None or callable(spec):
+        return spec
+    return _arguments.tensor_like(name, spec)
+
+
+def _baseline_for(inputs: torch.Tensor, spec: BaselineSpec) -> torch.Tensor:
+    """Return the baseline ``spec`` gives for ``inputs``, broadcast to their shape (zeros for None)."""
+    if spec is None:
+        return torch.zeros_like(inputs)
+    baseline = spec(inputs) if callable(spec) else spec
+    try:
+        return torch.broadcast_to(baseline.to(inputs).detach(), inputs.shape)
+    except RuntimeError:
+        raise ValueError(f"baseline of shape {tuple(baseline.shape)} does not broadcast to the "
+                         f"input shape {tuple(inputs.shape)}") from None
 
 
 def _window_spec(name: str, value: Any) -> WindowSpec:
@@ -707,6 +849,10 @@ class Occlusion(Attributor):
     zennit 0.5.1's Occlusion differs: it sums, over padded windows, the score of the input with
     everything but the window occluded (or what ``occlusion_fn`` makes of it), with
     ``score = sum(attr_output(output))``. Here ``occlusion_fn`` only replaces how a window is filled.
+
+    With several inputs each float input is occluded in turn, window by window, while the other
+    inputs keep their values; ``window``, ``stride``, ``fill`` and ``occlusion_fn`` apply to each
+    float input alike (a sequence ``window`` must fit every one of them).
 
     Parameters
     ----------
@@ -790,24 +936,35 @@ class Occlusion(Attributor):
             return torch.where(masks, fill, rows)
         return self.occlusion_fn(rows, masks.expand_as(rows))
 
-    def forward(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the output and the occlusion relevance."""
+    def forward(self, inputs: Union[torch.Tensor, tuple], target: Target,
+                **model_kwargs: Any) -> tuple[torch.Tensor, Relevance]:
+        """Return the output and the occlusion relevance (of each float input)."""
+        tensors = _as_tuple(inputs)
         with torch.no_grad():
-            output = self._scores(inputs)
+            output = self._scores(tensors, model_kwargs)
             weights = torch.ones_like(output) if target is None else grad_outputs(target, output)
-            clean_score = (output * weights).reshape(len(inputs), -1).sum(dim=1)
-            masks = self._window_masks(inputs.shape, inputs.device)
-            fill = self._fill_for(inputs)
-            batch = inputs.shape[0]
-            flat_masks = masks.flatten(1)
-            relevance = torch.zeros(batch, flat_masks.shape[1], dtype=inputs.dtype, device=inputs.device)
-            for rows in _chunks(len(masks) * batch, self.batch_size):
-                rows = rows.to(inputs.device)
-                window, sample = rows // batch, rows % batch
-                occluded = self._occluded(inputs[sample], masks[window], fill[sample])
-                score = (self._scores(occluded) * weights[sample]).reshape(len(rows), -1).sum(dim=1)
-                drop = (clean_score[sample] - score).unsqueeze(1)
-                relevance.index_add_(0, sample, drop * flat_masks[window].to(inputs.dtype))
-            coverage = flat_masks.sum(dim=0).to(inputs.dtype)
-            relevance = (relevance / coverage).reshape(batch, *masks.shape[1:])
-        return output, relevance.expand(inputs.shape).clone()
+            clean_score = (output * weights).reshape(len(tensors[0]), -1).sum(dim=1)
+            relevances = [self._input_relevance(tensors, index, model_kwargs, weights, clean_score)
+                          if value.is_floating_point() else None for index, value in enumerate(tensors)]
+        return output, _like(inputs, relevances)
+
+    def _input_relevance(self, inputs: tuple, index: int, model_kwargs: dict, weights: torch.Tensor,
+                         clean_score: torch.Tensor) -> torch.Tensor:
+        """Return the occlusion relevance of ``inputs[index]``, the other inputs held at their values."""
+        value = inputs[index]
+        masks = self._window_masks(value.shape, value.device)
+        fill = self._fill_for(value)
+        batch = value.shape[0]
+        flat_masks = masks.flatten(1)
+        relevance = torch.zeros(batch, flat_masks.shape[1], dtype=value.dtype, device=value.device)
+        for rows in _chunks(len(masks) * batch, self.batch_size):
+            rows = rows.to(value.device)
+            window, sample = rows // batch, rows % batch
+            occluded = [self._occluded(value[sample], masks[window], fill[sample]) if position == index else other[sample]
+                        for position, other in enumerate(inputs)]
+            score = (self._scores(occluded, _sample_rows(model_kwargs, sample, batch)) * weights[sample])
+            drop = (clean_score[sample] - score.reshape(len(rows), -1).sum(dim=1)).unsqueeze(1)
+            relevance.index_add_(0, sample, drop * flat_masks[window].to(value.dtype))
+        coverage = flat_masks.sum(dim=0).to(value.dtype)
+        relevance = (relevance / coverage).reshape(batch, *masks.shape[1:])
+        return relevance.expand(value.shape).clone()

@@ -379,12 +379,25 @@ class Identity(torch.autograd.Function):
 
 
 class _CallState:
-    """What one hooked call of a module leaves for its backward pass."""
+    """What one hooked call of a module leaves for its backward pass.
 
-    __slots__ = ("hook", "module", "extra_args", "kwargs", "output", "probe")
+    A call with one tensor input that requires grad, the first positional argument, keeps the
+    further arguments in ``extra_args``. A call with several such tensors, or with one in another
+    place, keeps all positional arguments in ``extra_args`` and the places of the tensors in
+    ``slots`` (positional indices, keyword names); :meth:`forward_with` then re-evaluates the module.
+    """
+
+    __slots__ = ("hook", "module", "extra_args", "kwargs", "output", "probe", "slots")
 
     def __init__(
-        self, hook: "Hook", module: torch.nn.Module, extra_args: tuple, kwargs: dict, output: torch.Tensor, probe: Any
+        self,
+        hook: "Hook",
+        module: torch.nn.Module,
+        extra_args: tuple,
+        kwargs: dict,
+        output: torch.Tensor,
+        probe: Any,
+        slots: Optional[list] = None,
     ):
         self.hook = hook
         self.module = module
@@ -392,32 +405,67 @@ class _CallState:
         self.kwargs = kwargs
         self.output = output
         self.probe = probe
+        self.slots = slots
+
+    def forward_with(self, *inputs: torch.Tensor) -> Any:
+        """Return ``module.forward`` of this call with ``inputs`` in the places of its tensor inputs."""
+        args, kwargs = list(self.extra_args), dict(self.kwargs)
+        for slot, value in zip(self.slots, inputs):
+            if isinstance(slot, int):
+                args[slot] = value
+            else:
+                kwargs[slot] = value
+        return self.module.forward(*args, **kwargs)
+
+
+def is_variable(value: Any) -> bool:
+    """Whether ``value`` is a tensor argument through which relevance flows: it requires grad and is
+    not a parameter.
+
+    Parameters
+    ----------
+    value : Any
+        A module argument.
+
+    Returns
+    -------
+    bool
+    """
+    return isinstance(value, torch.Tensor) and value.requires_grad and not isinstance(value, torch.nn.Parameter)
 
 
 class _RuleFunction(torch.autograd.Function):
     """Identity on the module output whose backward returns the rule's relevance for the input."""
 
     @staticmethod
-    def forward(ctx: Any, state: _CallState, input: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, state: _CallState, *inputs: torch.Tensor) -> torch.Tensor:
         output = state.output
         ctx.state = state
         ctx.output = output.detach() if state.hook.saves_output else None
         ctx.output_version = output._version
+        ctx.input_count = len(inputs)
         if state.hook.saves_input:
-            ctx.save_for_backward(input)
+            ctx.save_for_backward(*inputs)
         state.output = None
         return output
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple:
         state = ctx.state
-        input = ctx.saved_tensors[0] if state.hook.saves_input else None
+        inputs = ctx.saved_tensors if state.hook.saves_input else (None,) * ctx.input_count
         output = ctx.output
         if output is not None and output._version != ctx.output_version:
             output = None
         with torch.enable_grad(), _hooks_suspended():
-            grad_input = state.hook.relevance(state, input, output, grad_output)
-        return None, grad_input
+            if state.slots is None:
+                return None, state.hook.relevance(state, inputs[0], output, grad_output)
+            relevances = tuple(state.hook.propagate_inputs(state.module, inputs, output, grad_output, state.forward_with))
+        if len(relevances) != len(inputs):
+            raise RuntimeError(
+                f"{type(state.hook).__name__}.propagate_inputs returned {len(relevances)} relevances for the "
+                f"{len(inputs)} tensor inputs of {type(state.module).__name__}; return one per input"
+            )
+        return (None, *relevances)
 
 
 class Hook:
@@ -439,6 +487,14 @@ class Hook:
     input survives), ``saves_output`` whether the output is (``None`` is passed when it was modified
     in place since). Composites register a :meth:`copy` per module, so per-module state of a rule is
     never shared between modules.
+
+    The tensor inputs of a call are its arguments, positional or keyword, that require grad and are
+    not parameters (see :func:`is_variable`); the other arguments are held fixed. A call whose only
+    tensor input is the first positional argument goes to :meth:`propagate` (or the zennit
+    protocol); a call with several tensor inputs, or with its tensor input elsewhere (e.g.
+    ``layer(input=x)``), goes to :meth:`propagate_inputs`, which returns one relevance per tensor
+    input. Rules written for one input (those overriding :meth:`propagate` but not
+    :meth:`propagate_inputs`) raise a ``TypeError`` in the forward pass of such a call.
     """
 
     saves_input: bool = True
@@ -500,6 +556,66 @@ class Hook:
             return grad_input
         return result[0] if isinstance(result, (tuple, list)) else result
 
+    def propagate_inputs(
+        self,
+        module: torch.nn.Module,
+        inputs: tuple,
+        output: Optional[torch.Tensor],
+        grad_output: torch.Tensor,
+        forward: Callable[..., torch.Tensor],
+    ) -> tuple:
+        """Return the relevance of each tensor input of one call with several (or keyword) tensor inputs.
+
+        The base implementation is zennit's protocol: the module's true gradients
+        ``J_i^T grad_output`` of all inputs, passed through :meth:`backward` as one tuple.
+
+        Parameters
+        ----------
+        module : torch.nn.Module
+            The hooked module.
+        inputs : tuple of torch.Tensor
+            The call's tensor inputs (positional ones first, in order, then keyword ones), each
+            None unless ``saves_input``.
+        output : torch.Tensor or None
+            The module's output (None unless ``saves_output`` and unmodified since).
+        grad_output : torch.Tensor
+            The relevance arriving at the module's output.
+        forward : callable
+            ``forward(*tensors)``: the module's forward with ``tensors`` in the places of ``inputs``
+            and the call's other arguments unchanged (parameters as the module holds them, so a
+            :class:`ParamMod` applies).
+
+        Returns
+        -------
+        tuple of torch.Tensor
+            One relevance (or None) per input, each of its input's shape.
+
+        Raises
+        ------
+        TypeError
+            If :meth:`backward` returns a single tensor for several inputs.
+        """
+        grad_input = _input_gradients(inputs, grad_output, forward)
+        result = self.backward(module, grad_input, (grad_output,))
+        if result is None:
+            return grad_input
+        if isinstance(result, torch.Tensor):
+            if len(inputs) != 1:
+                raise TypeError(
+                    f"{type(self).__name__}.backward returned one tensor for the {len(inputs)} tensor inputs of "
+                    f"{type(module).__name__}; return a tuple with one gradient per input"
+                )
+            return (result,)
+        return tuple(result)
+
+    def _handles_several_inputs(self) -> bool:
+        """Whether the rule defines the relevance of calls with several tensor inputs: it overrides
+        :meth:`propagate_inputs`, or follows zennit's protocol (no own :meth:`propagate` or :meth:`relevance`)."""
+        cls = type(self)
+        if cls.propagate_inputs is not Hook.propagate_inputs:
+            return True
+        return cls.propagate is Hook.propagate and cls.relevance is Hook.relevance
+
     def probe(self, input: torch.Tensor) -> Any:
         """Return what the backward pass needs to know about the input, taken in the forward pass (default: nothing)."""
         return None
@@ -537,8 +653,10 @@ class Hook:
 
     def _forward_hook(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> Optional[torch.Tensor]:
         input = self._inplace_inputs.pop(id(args[0]), None) if args else None
-        if input is None and not self._applies(args):
-            return None
+        if input is None:
+            slots = self._tensor_input_slots(args, kwargs)
+            if slots != [0]:
+                return self._forward_hook_inputs(module, args, kwargs, output, slots) if slots else None
         if not isinstance(output, torch.Tensor):
             return None
         if input is None:
@@ -552,6 +670,36 @@ class Hook:
         # a detached alias is returned (never the input object itself, which autograd would treat as a view)
         state = _CallState(self, module, tuple(args[1:]), kwargs, output.detach(), self.probe(input))
         return _RuleFunction.apply(state, input)
+
+    def _forward_hook_inputs(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any, slots: list) -> Optional[torch.Tensor]:
+        """The forward hook of a call whose tensor inputs are at ``slots`` (not just the first argument)."""
+        if not isinstance(output, torch.Tensor):
+            return None
+        replaced = self.forward(module, args, output)
+        if replaced is not None:
+            output = replaced
+        if not self._replaces_gradient():
+            return replaced
+        if not self._handles_several_inputs():
+            places = ", ".join(f"argument {slot}" if isinstance(slot, int) else f"keyword {slot!r}" for slot in slots)
+            raise TypeError(
+                f"{type(self).__name__} handles modules with one tensor input, the first argument, but "
+                f"{type(module).__name__} was called with tensors requiring grad at {places}; map a rule for several "
+                "inputs to this module (e.g. Epsilon or Norm, any BasicHook), map no rule (its plain gradient reaches "
+                "every input), or pass the first input positionally and the others detached"
+            )
+        inputs = [args[slot] if isinstance(slot, int) else kwargs[slot] for slot in slots]
+        state = _CallState(self, module, tuple(args), kwargs, output.detach(), None, slots)
+        return _RuleFunction.apply(state, *inputs)
+
+    def _tensor_input_slots(self, args: tuple, kwargs: dict) -> list:
+        """Where the call's tensor inputs are (positional indices, then keyword names); empty when the
+        rule is switched off, suspended or gradients are disabled."""
+        if not self.active or _flag("suspended", False) or not torch.is_grad_enabled():
+            return []
+        slots: list = [index for index, value in enumerate(args) if is_variable(value)]
+        slots.extend(name for name, value in kwargs.items() if is_variable(value))
+        return slots
 
     def _replaces_gradient(self) -> bool:
         """Whether the hook changes the module's gradient (it overrides a backward method)."""
@@ -601,12 +749,20 @@ def module_gradient(
     args, kwargs
         The module's further arguments.
     """
+    # an in-place module writes to a copy, never to the leaf
+    inplace = getattr(module, "inplace", False)
+    gradient, = _input_gradients(
+        (input,), grad_output, lambda leaf: module.forward(leaf.clone() if inplace else leaf, *args, **(kwargs or {}))
+    )
+    return gradient
+
+
+def _input_gradients(inputs: Sequence[torch.Tensor], grad_output: torch.Tensor, forward: Callable[..., torch.Tensor]) -> tuple:
+    """The plain gradients ``J_i^T grad_output`` of ``forward(*inputs)`` (zeros where unused), recomputed without hooks."""
     with torch.enable_grad(), _hooks_suspended():
-        leaf = input.detach().requires_grad_(True)
-        # an in-place module writes to a copy, never to the leaf
-        output = module.forward(leaf.clone() if getattr(module, "inplace", False) else leaf, *args, **(kwargs or {}))
-        gradient, = torch.autograd.grad(output, leaf, grad_output, allow_unused=True)
-    return torch.zeros_like(leaf) if gradient is None else gradient
+        leaves = [input.detach().requires_grad_(True) for input in inputs]
+        gradients = torch.autograd.grad(forward(*leaves), leaves, grad_output, allow_unused=True)
+    return tuple(torch.zeros_like(leaf) if gradient is None else gradient for leaf, gradient in zip(leaves, gradients))
 
 
 def _identity(value: Any) -> Any:
@@ -670,15 +826,32 @@ class BasicHook(Hook):
 
     def propagate(self, module, input, output, grad_output, args, kwargs):
         """Return the relevance of the input from the modified forward maps, via autograd."""
-        inputs = [modifier(input).detach().requires_grad_() for modifier in self.input_modifiers]
+        relevance, = self.propagate_inputs(
+            module, (input,), output, grad_output, lambda modified: module.forward(modified, *args, **kwargs)
+        )
+        return relevance
+
+    def propagate_inputs(self, module, inputs, output, grad_output, forward):
+        """Return the relevance of each input from the modified forward maps, via autograd.
+
+        Each forward map modifies every input alike, ``z_k = out_k(f(in_k(x_1), ..., in_k(x_n); params_k))``;
+        ``g_ki = (d z_k / d in_k(x_i))^T m_k`` and ``R_i = reducer([in_1(x_i), ...], [g_1i, ...])``.
+        For a parameter-free sum ``z = sum_j x_j`` the Epsilon and Norm rules thus give
+        ``R_i = x_i * R / stab(z)``.
+        """
+        count = len(inputs)
+        modified = [[modifier(input).detach().requires_grad_() for input in inputs] for modifier in self.input_modifiers]
         outputs = []
-        for modified_input, param_mod, output_modifier in zip(inputs, self.param_modifiers, self.output_modifiers):
+        for map_inputs, param_mod, output_modifier in zip(modified, self.param_modifiers, self.output_modifiers):
             with param_mod(module):
-                outputs.append(output_modifier(module.forward(modified_input, *args, **kwargs)))
+                outputs.append(output_modifier(forward(*map_inputs)))
         grad_outputs = self.gradient_mapper(grad_output, outputs)
-        gradients = torch.autograd.grad(outputs, inputs, grad_outputs=grad_outputs, allow_unused=True)
-        gradients = [torch.zeros_like(i) if g is None else g for i, g in zip(inputs, gradients)]
-        return self.reducer(inputs, gradients)
+        leaves = [leaf for map_inputs in modified for leaf in map_inputs]
+        gradients = torch.autograd.grad(outputs, leaves, grad_outputs=grad_outputs, allow_unused=True)
+        gradients = [torch.zeros_like(leaf) if g is None else g for leaf, g in zip(leaves, gradients)]
+        return tuple(
+            self.reducer([map_inputs[index] for map_inputs in modified], gradients[index::count]) for index in range(count)
+        )
 
 
 def _identity_param(param: torch.Tensor, name: str) -> torch.Tensor:

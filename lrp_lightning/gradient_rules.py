@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional, Union
 
 import torch
 
-from lrp_lightning.core import Hook, Stabilizer, _flag, _hooks_suspended
+from lrp_lightning.core import Hook, Stabilizer, _flag, _hooks_suspended, is_variable
 from lrp_lightning.rules import Gamma
 
 StabilizerLike = Union[float, Callable[[torch.Tensor], torch.Tensor]]
@@ -83,11 +83,6 @@ class _OutputGradientFunction(torch.autograd.Function):
         call = ctx.call
         with torch.no_grad():
             return None, call.hook.output_gradient(call.current_output(), grad_output, call.share)
-
-
-def _is_variable(value: Any) -> bool:
-    """A tensor argument through which relevance flows: it requires grad and is not a parameter."""
-    return isinstance(value, torch.Tensor) and value.requires_grad and not isinstance(value, torch.nn.Parameter)
 
 
 class _Stabilized:
@@ -160,7 +155,7 @@ class OutputGradientHook(Hook):
             and output.requires_grad
         ):
             return None
-        variables = sum(1 for value in (*args, *kwargs.values()) if _is_variable(value))
+        variables = sum(1 for value in (*args, *kwargs.values()) if is_variable(value))
         call = _OutputCall(self, module, args, kwargs, output.detach(), 1.0 / max(variables, 1))
         return _OutputGradientFunction.apply(call, output)
 
