@@ -33,7 +33,7 @@ from lrp_lightning.callbacks.explainers import (
     parse_explainers,
 )
 from lrp_lightning.callbacks.explanation import ExplainerReport, explain, model_outputs
-from lrp_lightning.callbacks.metric_set import MetricSet, default_metrics, parse_metrics
+from lrp_lightning.callbacks.metric_set import MetricSet, check_several_inputs, default_metrics, parse_metrics
 from lrp_lightning.callbacks.nonfinite import NonFiniteWarnings
 from lrp_lightning.callbacks.samples import BatchToInput, Samples, collect_samples, first_dataloader
 from lrp_lightning.callbacks.sinks import sinks_for
@@ -80,6 +80,13 @@ class AttributionCallback(FixedSamplesCheckpoint, Callback):
     a background thread (``write_in_background``), so training goes on meanwhile; the callback
     waits for it before the next explained epoch and before the loggers are finalized.
 
+    A LightningModule whose ``forward`` takes several inputs is explained input by input: the
+    samples' inputs are a tuple (``batch_to_input`` returning ``((x1, x2), y)``), every
+    floating-point input gets its own picture ``attribution/<name>/grid/input_<k>``, and the metrics
+    and the drift see the relevances of all float inputs flattened and concatenated per sample (see
+    :func:`~lrp_lightning.callbacks.metric_set.check_several_inputs`: metrics that take the model,
+    the inputs or masks raise; the default set is Sparseness and Complexity).
+
     Parameters
     ----------
     composite : str, Composite, list of them, or dict of display name to them
@@ -100,10 +107,12 @@ class AttributionCallback(FixedSamplesCheckpoint, Callback):
         cheap default set — Sparseness, Complexity and a 8-step region-perturbation AOPC (MoRF).
     samples : tensor, tuple or dict, optional
         ``x``, ``(x, y)`` or ``(x, y, mask)`` — or a dict batch such as ``{"input_ids",
-        "attention_mask", "labels"}`` — to explain instead of validation samples.
+        "attention_mask", "labels"}`` — to explain instead of validation samples; for a model with
+        several inputs ``x`` is a tuple of tensors, ``((x1, x2), y)``.
     batch_to_input : callable, optional
-        Maps a validation batch to ``x``, ``(x, y)`` or ``(x, y, mask)``; by default tuples
-        ``(x, y, ...)``, dicts (keys ``x``/``input``/``image``.../``input_ids``,
+        Maps a validation batch to ``x``, ``(x, y)`` or ``(x, y, mask)``, ``x`` a tuple or list of
+        tensors for a model with several inputs (``((x1, x2), y)``); by default tuples
+        ``(x, y, ...)`` (also ``((x1, x2), y)``), dicts (keys ``x``/``input``/``image``.../``input_ids``,
         ``y``/``label``/``target``..., ``mask``) and bare tensors are understood. Text batches:
         dicts with integer ``input_ids`` (N, T) and optionally ``attention_mask`` (N, T), which is
         passed to the model as ``model(input_ids, attention_mask=...)``; padding (mask 0) is left
@@ -112,7 +121,8 @@ class AttributionCallback(FixedSamplesCheckpoint, Callback):
         Dotted name of the submodule to explain; by default the LightningModule's ``forward``.
     low, high : float, sequence of float or tensor, optional
         Input bounds of the box rule of composites that take them (``epsilon_gamma_box``); by
-        default the per-channel min and max of the samples (token ids: not needed unless the
+        default the per-channel min and max of the samples (several inputs: the min and max over
+        all their floating-point values) (token ids: not needed unless the
         model has convolutions).
     canonizers : "auto", None or list of Canonizer
         Canonizers of composites built by name. ``"auto"``: ResNetCanonizer/VGGCanonizer for
@@ -271,7 +281,7 @@ class AttributionCallback(FixedSamplesCheckpoint, Callback):
         outputs = model_outputs(model, self.samples, device)
         labels = None if self.samples.labels is None else self.samples.labels.to(device)
         resolve_targets(self.target, outputs, labels)
-        inputs = self.samples.inputs.to(device)
+        inputs = self.samples.inputs_on(device)
         self._explainers = [
             build_explainer(name, spec, model, inputs, self.low, self.high, self.canonizers) for name, spec in self.specs
         ]
@@ -283,6 +293,8 @@ class AttributionCallback(FixedSamplesCheckpoint, Callback):
         if self.random_baseline and baseline_metrics:
             self._explainers.append(random_explainer(self.random_seed))
             self._metric_sets.append(MetricSet(baseline_metrics, device, False))
+        if self.samples.several:
+            check_several_inputs(self._metric_sets)
         if self.samples.masks is None and any("mask" in metric_set.needed() for metric_set in self._metric_sets):
             raise ValueError("a metric needs ground-truth masks; give batches with masks or samples=(x, y, mask)")
         for report in self._explain(pl_module, self.samples.head(TRIAL_SAMPLES), with_rule_map=False):
@@ -435,6 +447,8 @@ class AttributionCallback(FixedSamplesCheckpoint, Callback):
         pictured = [report for report in reports if report.picture is not None and report.name != RANDOM_NAME]
         mapped = [report for report in reports if report.rule_map is not None]
         images = [(f"attribution/{report.name}/grid", report.picture) for report in pictured]
+        images += [(f"attribution/{report.name}/grid/input_{index}", picture) for report in reports
+                   if report.name != RANDOM_NAME for index, picture in report.input_pictures.items()]
         texts = [(f"attribution/{report.name}/rule_map", report.rule_map) for report in mapped]
         texts += [(f"attribution/{report.name}/tokens", report.token_table) for report in reports
                   if report.token_table is not None]

@@ -8,7 +8,7 @@ attribution-based metric of it as ``attribution/random/<metric>``.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 
 import torch
 from torch import nn
@@ -44,15 +44,17 @@ class RandomAttribution:
     def __exit__(self, *exc_info: Any) -> None:
         return None
 
-    def __call__(self, inputs: torch.Tensor, target: Any = None, **model_kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, inputs: Union[torch.Tensor, tuple], target: Any = None,
+                 **model_kwargs: Any) -> tuple[torch.Tensor, Union[torch.Tensor, tuple]]:
         """The model output and a standard normal attribution shaped like ``inputs``.
 
         The noise is drawn on the CPU, so every device (and every rank) gets the same values.
 
         Parameters
         ----------
-        inputs : torch.Tensor
-            Input batch (N, ...).
+        inputs : torch.Tensor or tuple of torch.Tensor
+            Input batch (N, ...); a tuple for a model with several inputs, which gets one
+            attribution per floating-point input (None for the others).
         target : any
             Ignored: the baseline explains no class.
         **model_kwargs
@@ -63,11 +65,19 @@ class RandomAttribution:
         output, relevance : torch.Tensor
         """
         generator = torch.Generator().manual_seed(self.seed)
-        relevance = torch.randn(inputs.shape, generator=generator, dtype=torch.float32)
+        several = isinstance(inputs, tuple)
         with torch.no_grad():
-            output = self.model(inputs, **model_kwargs)
-        dtype = inputs.dtype if inputs.is_floating_point() else torch.float32
-        return output.detach(), relevance.to(device=inputs.device, dtype=dtype)
+            output = self.model(*inputs, **model_kwargs) if several else self.model(inputs, **model_kwargs)
+        if several:
+            return output.detach(), tuple(_noise(part, generator) if part.is_floating_point() else None for part in inputs)
+        return output.detach(), _noise(inputs, generator)
+
+
+def _noise(inputs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Standard normal noise of the shape of ``inputs``, drawn on the CPU, on their device in their
+    dtype if floating, else in float32."""
+    noise = torch.randn(inputs.shape, generator=generator, dtype=torch.float32)
+    return noise.to(device=inputs.device, dtype=inputs.dtype if inputs.is_floating_point() else torch.float32)
 
 
 def random_explainer(seed: int = DEFAULT_RANDOM_SEED) -> Explainer:

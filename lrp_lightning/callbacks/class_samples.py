@@ -75,6 +75,11 @@ def collect_by_class(
                     "RelevanceClusterCallback groups samples by label, but the validation batches have none; "
                     "pass batch_to_input returning (x, y)"
                 )
+            if not isinstance(inputs, torch.Tensor):
+                raise TypeError(
+                    "RelevanceClusterCallback explains models with one input, got a batch of several inputs; "
+                    "AttributionCallback explains models with several inputs"
+                )
             with torch.inference_mode(False):
                 inputs = inputs.detach().cpu().float().clone()
                 labels = labels.detach().cpu().long().reshape(-1)

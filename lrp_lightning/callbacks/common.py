@@ -21,7 +21,8 @@ def user_samples(samples: SampleArg) -> Optional[Samples]:
     Parameters
     ----------
     samples : tensor, tuple, mapping or None
-        ``x``, ``(x, y)`` or ``(x, y, mask)``, or a dict batch (``input_ids``, ``attention_mask``, ``labels``).
+        ``x``, ``(x, y)`` or ``(x, y, mask)``, or a dict batch (``input_ids``, ``attention_mask``, ``labels``);
+        ``x`` a tuple of tensors for a model with several inputs, ``((x1, x2), y)``.
 
     Returns
     -------

@@ -166,12 +166,20 @@ def channel_bounds(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return inputs.amin(dim=dims, keepdim=True), inputs.amax(dim=dims, keepdim=True)
 
 
+def _inferred_bounds(model: nn.Module, inputs: Union[torch.Tensor, tuple], low: Bound, high: Bound) -> tuple:
+    """Box bounds from the samples: see :func:`build_explainer`."""
+    if isinstance(inputs, tuple):
+        values = torch.cat([part.detach().flatten() for part in inputs if part.is_floating_point()])
+        return values.amin(), values.amax()
+    return _token_bounds(model, low, high) if is_token_ids(inputs) else channel_bounds(inputs)
+
+
 def _as_bound(value: Bound, inferred: torch.Tensor, what: str) -> torch.Tensor:
     if value is None:
         bound = inferred
     else:
         bound = torch.as_tensor(value, dtype=torch.float32, device=inferred.device)
-        if bound.ndim == 1 and bound.numel() == inferred.shape[1] and inferred.ndim > 1:
+        if bound.ndim == 1 and inferred.ndim > 1 and bound.numel() == inferred.shape[1]:
             bound = bound.reshape(inferred.shape)
     if not torch.isfinite(bound).all():
         raise ValueError(f"{what} bound for the box rule must be finite, got {bound.flatten().tolist()}")
@@ -230,7 +238,7 @@ def build_explainer(
     name: str,
     spec: ExplainerSpec,
     model: nn.Module,
-    inputs: torch.Tensor,
+    inputs: Union[torch.Tensor, tuple],
     low: Bound = None,
     high: Bound = None,
     canonizers: CanonizerArg = "auto",
@@ -241,7 +249,8 @@ def build_explainer(
     composite when its own default is ``"auto"``, as for ``attn_lrp``/``cp_lrp``) and, if their
     constructor takes ``low``/``high``, the user's bounds or the per-channel min/max of ``inputs``
     (for token ids, which enter through an embedding, no bounds are inferred: see
-    :func:`_token_bounds`).
+    :func:`_token_bounds`; for several inputs the min/max over all their floating-point values, as
+    scalars that fit whichever input the first layer takes).
     Attributors built by name get a fixed seed where they take one.
 
     Parameters
@@ -252,8 +261,8 @@ def build_explainer(
         A registry name or a Composite instance (used as given).
     model : torch.nn.Module
         The explained model.
-    inputs : torch.Tensor
-        The samples, on the device the attribution runs on.
+    inputs : torch.Tensor or tuple of torch.Tensor
+        The samples, on the device the attribution runs on (a tuple for several inputs).
     low, high : float, sequence of float, tensor, optional
         Box-rule bounds; inferred from ``inputs`` when None.
     canonizers : "auto", None or list of Canonizer
@@ -275,7 +284,7 @@ def build_explainer(
         cls = COMPOSITES[spec]
         kwargs: dict = {"canonizers": _canonizers(canonizers, model, cls)}
         if {"low", "high"} <= set(inspect.signature(cls).parameters):
-            inferred_low, inferred_high = _token_bounds(model, low, high) if is_token_ids(inputs) else channel_bounds(inputs)
+            inferred_low, inferred_high = _inferred_bounds(model, inputs, low, high)
             kwargs["low"] = _as_bound(low, inferred_low, "low")
             kwargs["high"] = _as_bound(high, inferred_high, "high")
             if (kwargs["low"] > kwargs["high"]).any():

@@ -4,11 +4,17 @@
 :func:`~lrp_lightning.callbacks.hygiene.preserved_state` (everything the user owns is restored,
 also on error) and :func:`~lrp_lightning.callbacks.hygiene.attribution_mode` (autograd on, out of
 inference mode, autocast off), on the model in eval mode and float32.
+
+For a model with several inputs (the samples' ``inputs`` a tuple) every explainer returns one
+relevance per input; each floating-point input that is an image batch or (N, D)/(N, T, D) gets its
+own picture, and the metrics and the drift see the relevances of all floating-point inputs
+flattened and concatenated per sample (see
+:func:`~lrp_lightning.callbacks.metric_set.check_several_inputs`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +26,7 @@ from lrp_lightning.callbacks.hygiene import attribution_mode, preserved_state
 from lrp_lightning.callbacks.metric_set import MetricResults, MetricSet
 from lrp_lightning.callbacks.nonfinite import finite_results, nonfinite_cause
 from lrp_lightning.callbacks.rule_map_text import rule_map_markdown
-from lrp_lightning.callbacks.samples import Samples
+from lrp_lightning.callbacks.samples import Samples, input_shapes
 from lrp_lightning.callbacks.targets import TargetSpec, resolve_targets
 from lrp_lightning.callbacks.tokens import TokenDecoder, run_model, token_pictures
 from lrp_lightning.metrics._checks import is_token_ids
@@ -38,11 +44,14 @@ class ExplainerReport:
     results : MetricResults
         Metric scalars and perturbation curves.
     relevance : torch.Tensor
-        The attributions (CPU), shaped like the inputs.
+        The attributions (CPU), shaped like the inputs; for several inputs those of all
+        floating-point inputs, flattened and concatenated per sample (N, D1 + D2 + ...).
     picture : torch.Tensor or None
         uint8 (3, H, W): the input | heatmap | overlay grid for images, the tokens coloured by
         relevance for token ids, heat strips for (N, D)/(N, T, D) inputs, None otherwise or when
-        images are off.
+        images are off (and for several inputs).
+    input_pictures : dict of int to torch.Tensor
+        For several inputs: the picture of each input that has one (as ``picture``), by its index.
     token_table : str or None
         For token ids (when images are on): a Markdown table of the tokens and their relevance.
     rule_map : str or None
@@ -62,6 +71,7 @@ class ExplainerReport:
     results: MetricResults = field(default_factory=MetricResults)
     relevance: Optional[torch.Tensor] = None
     picture: Optional[torch.Tensor] = None
+    input_pictures: dict = field(default_factory=dict)
     token_table: Optional[str] = None
     rule_map: Optional[str] = None
     uncovered: list = field(default_factory=list)
@@ -103,10 +113,10 @@ def model_outputs(model: nn.Module, samples: Samples, device: torch.device) -> t
         model.eval()
         _float32(model)
         try:
-            return run_model(model, samples.inputs.to(device), attention_mask).detach()
+            return run_model(model, samples.inputs_on(device), attention_mask).detach()
         except Exception as error:
             raise ValueError(
-                f"the samples (inputs of shape {tuple(samples.inputs.shape)}) do not fit "
+                f"the samples (inputs of shape {input_shapes(samples.inputs)}) do not fit "
                 f"{type(model).__name__}: {type(error).__name__}: {error}"
             ) from error
 
@@ -120,11 +130,18 @@ def _picture(inputs: torch.Tensor, relevance: torch.Tensor, cmap: str) -> Option
     return None
 
 
+def _joined_relevance(relevance: Union[torch.Tensor, tuple]) -> torch.Tensor:
+    """The relevance, or for several inputs that of every explained input, flattened and concatenated per sample."""
+    if isinstance(relevance, torch.Tensor):
+        return relevance
+    return torch.cat([part.flatten(1) for part in relevance if part is not None], dim=1)
+
+
 def _explain_one(
     explainer: Explainer,
     metric_set: MetricSet,
     model: nn.Module,
-    inputs: torch.Tensor,
+    inputs: Union[torch.Tensor, tuple],
     outputs: torch.Tensor,
     targets: torch.Tensor,
     masks: Optional[torch.Tensor],
@@ -139,7 +156,8 @@ def _explain_one(
             output, relevance = attributor(inputs, targets)
         else:
             output, relevance = attributor(inputs, targets, attention_mask=attention_mask)
-        output = class_scores(output, inputs, attention_mask)
+        if isinstance(inputs, torch.Tensor):
+            output = class_scores(output, inputs, attention_mask)
         composite = explainer.composite
         if composite is not None:
             report.uncovered = list(getattr(composite, "uncovered", []))
@@ -147,6 +165,8 @@ def _explain_one(
                 report.rule_map = rule_map_markdown(
                     explainer.name, model, getattr(composite, "rule_map", {}), report.uncovered, composite.canonizers
                 )
+    per_input = relevance
+    relevance = _joined_relevance(relevance)
     output_relevance = F.one_hot(targets, output.shape[1]).to(relevance.dtype)
     arguments = {
         "model": model,
@@ -163,6 +183,10 @@ def _explain_one(
     report.relevance = relevance.detach().cpu()
     if cmap is None or report.nonfinite is not None:
         report.picture = None
+    elif isinstance(inputs, tuple):
+        pictures = {index: _picture(part, part_relevance, cmap)
+                    for index, (part, part_relevance) in enumerate(zip(inputs, per_input)) if part_relevance is not None}
+        report.input_pictures = {index: picture for index, picture in pictures.items() if picture is not None}
     elif is_token_ids(inputs):
         report.picture, report.token_table = token_pictures(decoder, inputs, relevance, attention_mask, targets, cmap)
     else:
@@ -218,7 +242,7 @@ def explain(
     with preserved_state(model), attribution_mode(device):
         model.eval()
         _float32(model)
-        inputs = samples.inputs.to(device)
+        inputs = samples.inputs_on(device)
         masks = None if samples.masks is None else samples.masks.to(device)
         attention_mask = None if samples.attention_mask is None else samples.attention_mask.to(device)
         with torch.no_grad():

@@ -29,6 +29,9 @@ METRIC_ARGUMENTS = (
     "attention_mask",
 )
 MetricsArg = Union[None, Mapping[str, Metric], Sequence[Metric]]
+
+# what a metric cannot be given for a model with several inputs
+SINGLE_INPUT_ARGUMENTS = ("model", "inputs", "mask", "attention_mask")
 CONSERVATION = "conservation"
 # default region perturbation: patches of 1/8 of the image side, the 8 most relevant replaced
 DEFAULT_PATCHES_PER_SIDE = 8
@@ -106,18 +109,19 @@ def parse_metrics(metrics: MetricsArg) -> Optional[dict]:
     return named
 
 
-def default_metrics(inputs: torch.Tensor, baseline_token_id: int = 0) -> dict[str, Metric]:
+def default_metrics(inputs: Union[torch.Tensor, tuple], baseline_token_id: int = 0) -> dict[str, Metric]:
     """The cheap default set for samples like ``inputs``.
 
-    Sparseness and Complexity always; for images (N, C, H, W) and vectors (N, D) also a short
+    Sparseness and Complexity always (for several inputs only these, see
+    :func:`check_several_inputs`); for images (N, C, H, W) and vectors (N, D) also a short
     region-perturbation curve (MoRF, zero baseline): patches of 1/8 of each side (segments of 1/8
     of the length), the 8 most relevant replaced, logged as ``aopc_morf``. For token ids (N, T) the
     curve replaces single tokens, the (up to) 8 most relevant, by ``baseline_token_id``.
 
     Parameters
     ----------
-    inputs : torch.Tensor
-        The samples.
+    inputs : torch.Tensor or tuple of torch.Tensor
+        The samples (a tuple for a model with several inputs).
     baseline_token_id : int
         Replacement token of the perturbation curve for token-id inputs.
 
@@ -127,6 +131,8 @@ def default_metrics(inputs: torch.Tensor, baseline_token_id: int = 0) -> dict[st
         Fresh metric instances.
     """
     metrics: dict = {"sparseness": Sparseness(), "complexity": Complexity()}
+    if isinstance(inputs, tuple):
+        return metrics
     if is_token_ids(inputs):
         steps = min(DEFAULT_PERTURBATION_STEPS, inputs.shape[1])
         metrics["aopc_morf"] = RegionPerturbation(patch_size=1, steps=steps, order="morf", baseline=baseline_token_id)
@@ -139,6 +145,38 @@ def default_metrics(inputs: torch.Tensor, baseline_token_id: int = 0) -> dict[st
         steps = min(DEFAULT_PERTURBATION_STEPS, num_patches)
         metrics["aopc_morf"] = RegionPerturbation(patch_size=patch_size, steps=steps, order="morf")
     return metrics
+
+
+def check_several_inputs(metric_sets: Sequence["MetricSet"]) -> None:
+    """Check that every metric can judge the explanation of a model with several inputs.
+
+    Such metrics get as ``attributions`` and ``input_relevance`` the relevances of all
+    floating-point inputs, flattened and concatenated per sample, (N, D1 + D2 + ...): conservation
+    then sums over every input, Sparseness and Complexity judge the explanation as a whole. A metric
+    that evaluates the model, reads the inputs or compares with masks
+    (:data:`SINGLE_INPUT_ARGUMENTS`) has no single input to work on.
+
+    Parameters
+    ----------
+    metric_sets : sequence of MetricSet
+        The metrics of every explainer.
+
+    Raises
+    ------
+    ValueError
+        Naming the metrics that take one of :data:`SINGLE_INPUT_ARGUMENTS`.
+    """
+    unusable = sorted({
+        name
+        for metric_set in metric_sets
+        for name, arguments in metric_set.arguments.items()
+        if set(arguments) & set(SINGLE_INPUT_ARGUMENTS)
+    })
+    if unusable:
+        raise ValueError(
+            f"the metrics {unusable} take the model, the inputs or masks, which a model with several inputs does not "
+            "offer them; pass metrics that judge the attributions alone (e.g. Sparseness, Complexity), or metrics={}"
+        )
 
 
 def _local_copy(metric: Metric, device: torch.device) -> Metric:

@@ -5,11 +5,16 @@ tuples/lists, dicts with an input key (``x``, ``input``, ``inputs``, ``image``, 
 ``data``, ``input_ids`` — integer token ids, whose ``attention_mask`` is kept too), an optional label key (``y``, ``label``, ``labels``, ``target``, ``targets``) and an
 optional ground-truth mask key (``mask``, ``masks``), a bare tensor, or anything a user
 ``batch_to_input`` callable maps to ``x``, ``(x, y)`` or ``(x, y, mask)``.
+
+A model with several inputs (``forward(x1, x2, ...)``) gets a tuple or list of tensors in the place
+of ``x``: ``batch_to_input`` returns ``((x1, x2), y)``, ``((x1, x2), y, mask)`` or
+``((x1, x2), None)``, and batches ``((x1, x2), y, ...)`` are understood without one. The inputs
+element is itself a tuple or list, so this never reads as today's ``(x, y)``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import torch
 from lightning.pytorch.core.hooks import DataHooks
@@ -32,8 +37,10 @@ class Samples:
 
     Attributes
     ----------
-    inputs : torch.Tensor
+    inputs : torch.Tensor or tuple of torch.Tensor
         Shape (N, ...), float32 — or integer token ids (N, T), int64 —, on the CPU, outside autograd.
+        For a model with several inputs a tuple of tensors with the same N (a list is taken as a
+        tuple): floating-point ones become float32 (at least one is needed), others keep their dtype.
     labels : torch.Tensor or None
         Integer class labels, shape (N,), or None when the data has none.
     masks : torch.Tensor or None
@@ -42,54 +49,84 @@ class Samples:
         For token ids: (N, T), 0 at padding; passed to the model as ``attention_mask=``.
     """
 
-    inputs: torch.Tensor
+    inputs: Union[torch.Tensor, tuple]
     labels: Optional[torch.Tensor] = None
     masks: Optional[torch.Tensor] = None
     attention_mask: Optional[torch.Tensor] = None
 
     def __post_init__(self) -> None:
-        self.inputs = _detached_cpu(self.inputs, "inputs")
-        if is_token_ids(self.inputs):
-            self.inputs = self.inputs.long()
-        elif not torch.is_floating_point(self.inputs):
-            raise TypeError(
-                f"sample inputs must be floating point or integer token ids (N, T), got dtype {self.inputs.dtype} "
-                f"and shape {tuple(self.inputs.shape)}"
-            )
+        if isinstance(self.inputs, (tuple, list)):
+            self.inputs = _several_inputs(self.inputs)
         else:
-            self.inputs = self.inputs.float()
-        if self.inputs.ndim < 2 or self.inputs.shape[0] == 0:
-            raise ValueError(f"sample inputs must have shape (N, ...) with N >= 1, got {tuple(self.inputs.shape)}")
+            self.inputs = _single_input(self.inputs)
+        count = len(self)
         if self.labels is not None:
             self.labels = _detached_cpu(self.labels, "labels").reshape(-1)
-            if self.labels.shape[0] != self.inputs.shape[0]:
-                raise ValueError(
-                    f"got {self.inputs.shape[0]} sample inputs but {self.labels.shape[0]} labels"
-                )
+            if self.labels.shape[0] != count:
+                raise ValueError(f"got {count} sample inputs but {self.labels.shape[0]} labels")
             if torch.is_floating_point(self.labels) or self.labels.dtype == torch.bool:
                 raise TypeError(f"sample labels must be integer class indices, got dtype {self.labels.dtype}")
             self.labels = self.labels.long()
         if self.masks is not None:
             self.masks = _detached_cpu(self.masks, "masks")
-            if self.masks.shape[0] != self.inputs.shape[0]:
-                raise ValueError(f"got {self.inputs.shape[0]} sample inputs but {self.masks.shape[0]} masks")
+            if self.masks.shape[0] != count:
+                raise ValueError(f"got {count} sample inputs but {self.masks.shape[0]} masks")
         if self.attention_mask is not None:
             self.attention_mask = _detached_cpu(self.attention_mask, "attention_mask")
             if not self.is_tokens or self.attention_mask.shape != self.inputs.shape:
                 raise ValueError(
                     f"an attention_mask needs integer token ids of its shape; got a mask of shape "
-                    f"{tuple(self.attention_mask.shape)} for inputs of shape {tuple(self.inputs.shape)} "
-                    f"and dtype {self.inputs.dtype}"
+                    f"{tuple(self.attention_mask.shape)} for inputs of shape {input_shapes(self.inputs)}"
                 )
             self.attention_mask = self.attention_mask.long()
 
     @property
+    def several(self) -> bool:
+        """Whether the samples are inputs of a model with several inputs (``inputs`` is a tuple)."""
+        return isinstance(self.inputs, tuple)
+
+    def inputs_on(self, device: torch.device) -> Union[torch.Tensor, tuple]:
+        """The inputs moved to ``device`` (a tuple for several inputs).
+
+        Parameters
+        ----------
+        device : torch.device
+            Where to.
+
+        Returns
+        -------
+        torch.Tensor or tuple of torch.Tensor
+        """
+        if self.several:
+            return tuple(part.to(device) for part in self.inputs)
+        return self.inputs.to(device)
+
+    def require_single_input(self, owner: str) -> None:
+        """Raise unless the samples are inputs of a model with one input.
+
+        Parameters
+        ----------
+        owner : str
+            The callback's name, for the message.
+
+        Raises
+        ------
+        TypeError
+            For several inputs.
+        """
+        if self.several:
+            raise TypeError(
+                f"{owner} explains models with one input, got samples of {len(self.inputs)} inputs; "
+                "AttributionCallback explains models with several inputs"
+            )
+
+    @property
     def is_tokens(self) -> bool:
         """Whether the inputs are integer token ids (N, T)."""
-        return is_token_ids(self.inputs)
+        return not self.several and is_token_ids(self.inputs)
 
     def __len__(self) -> int:
-        return self.inputs.shape[0]
+        return _count(self.inputs)
 
     def head(self, count: int) -> "Samples":
         """The first ``count`` samples.
@@ -104,7 +141,7 @@ class Samples:
         Samples
         """
         return Samples(
-            self.inputs[:count],
+            _first(self.inputs, count),
             None if self.labels is None else self.labels[:count],
             None if self.masks is None else self.masks[:count],
             None if self.attention_mask is None else self.attention_mask[:count],
@@ -116,10 +153,85 @@ class Samples:
         Returns
         -------
         dict
-            ``{"inputs": tensor, "labels": tensor or None, "masks": tensor or None,
-            "attention_mask": tensor or None}``.
+            ``{"inputs": tensor (a tuple of them for several inputs), "labels": tensor or None,
+            "masks": tensor or None, "attention_mask": tensor or None}``.
         """
         return {"inputs": self.inputs, "labels": self.labels, "masks": self.masks, "attention_mask": self.attention_mask}
+
+
+def input_shapes(inputs: Union[torch.Tensor, tuple]) -> str:
+    """The shape of ``inputs``, or the shapes of a tuple of inputs, as text (for messages).
+
+    Parameters
+    ----------
+    inputs : torch.Tensor or tuple of torch.Tensor
+        Sample inputs.
+
+    Returns
+    -------
+    str
+    """
+    if isinstance(inputs, (tuple, list)):
+        return "(" + ", ".join(str(tuple(part.shape)) for part in inputs) + ")"
+    return str(tuple(inputs.shape))
+
+
+def _single_input(inputs: Any) -> torch.Tensor:
+    """One input tensor checked: float32, or int64 token ids (N, T); shape (N, ...) with N >= 1."""
+    inputs = _detached_cpu(inputs, "inputs")
+    if is_token_ids(inputs):
+        inputs = inputs.long()
+    elif not torch.is_floating_point(inputs):
+        raise TypeError(
+            f"sample inputs must be floating point or integer token ids (N, T), got dtype {inputs.dtype} "
+            f"and shape {tuple(inputs.shape)}"
+        )
+    else:
+        inputs = inputs.float()
+    if inputs.ndim < 2 or inputs.shape[0] == 0:
+        raise ValueError(f"sample inputs must have shape (N, ...) with N >= 1, got {tuple(inputs.shape)}")
+    return inputs
+
+
+def _several_inputs(inputs: Sequence) -> tuple:
+    """The inputs of a model with several inputs checked: a tuple of tensors (N, ...) with one N >= 1,
+    floating-point ones as float32 (at least one), others as they are."""
+    if not inputs:
+        raise ValueError("sample inputs: got an empty tuple; give one tensor per model input")
+    parts = tuple(_detached_cpu(part, f"inputs[{index}]") for index, part in enumerate(inputs))
+    parts = tuple(part.float() if torch.is_floating_point(part) else part for part in parts)
+    if not any(torch.is_floating_point(part) for part in parts):
+        raise TypeError(f"sample inputs {input_shapes(parts)} hold no floating-point tensor to explain")
+    sizes = {part.shape[0] if part.ndim else 0 for part in parts}
+    if len(sizes) != 1 or 0 in sizes:
+        raise ValueError(f"sample inputs must share one batch size N >= 1, got shapes {input_shapes(parts)}")
+    return parts
+
+
+def _count(inputs: Union[torch.Tensor, Sequence[torch.Tensor]]) -> int:
+    """The number of samples in ``inputs`` (a tensor, or a tuple or list of them)."""
+    return (inputs[0] if isinstance(inputs, (tuple, list)) else inputs).shape[0]
+
+
+def _first(inputs: Union[torch.Tensor, Sequence[torch.Tensor]], count: int) -> Union[torch.Tensor, tuple]:
+    """The first ``count`` samples of ``inputs`` (of each input for a tuple or list)."""
+    if isinstance(inputs, (tuple, list)):
+        return tuple(part[:count] for part in inputs)
+    return inputs[:count]
+
+
+def _joined(parts: list) -> Union[torch.Tensor, tuple]:
+    """The concatenation of batches of inputs (input by input for tuples)."""
+    if isinstance(parts[0], (tuple, list)):
+        if len({len(part) for part in parts}) != 1:
+            raise ValueError(f"the batches hold different numbers of inputs: {[len(part) for part in parts]}")
+        return tuple(torch.cat([part[index] for part in parts]) for index in range(len(parts[0])))
+    return torch.cat(parts)
+
+
+def _is_input_tuple(value: Any) -> bool:
+    """Whether ``value`` is the inputs of a model with several inputs: a tuple or list of tensors."""
+    return isinstance(value, (tuple, list)) and len(value) > 0 and all(isinstance(part, torch.Tensor) for part in value)
 
 
 def _detached_cpu(tensor: Any, what: str) -> torch.Tensor:
@@ -145,12 +257,13 @@ def split_batch(batch: Any, batch_to_input: Optional[BatchToInput] = None) -> tu
         A batch as the dataloader yields it.
     batch_to_input : callable, optional
         Maps a batch to ``inputs``, ``(inputs, labels)`` or ``(inputs, labels, masks)``; replaces
-        the built-in rules.
+        the built-in rules. For a model with several inputs ``inputs`` is a tuple or list of
+        tensors, e.g. ``((x1, x2), y)``.
 
     Returns
     -------
     tuple
-        ``(inputs, labels, masks)``.
+        ``(inputs, labels, masks)``; ``inputs`` a tensor or, for several inputs, a tuple or list.
 
     Raises
     ------
@@ -163,7 +276,10 @@ def split_batch(batch: Any, batch_to_input: Optional[BatchToInput] = None) -> tu
             return batch, None, None
         parts = tuple(batch)
         if len(parts) not in (2, 3):
-            raise ValueError(f"batch_to_input must return x, (x, y) or (x, y, mask), got {len(parts)} items")
+            raise ValueError(
+                f"batch_to_input must return x, (x, y) or (x, y, mask) (x a tuple of tensors for a model with several "
+                f"inputs: ((x1, x2), y)), got {len(parts)} items"
+            )
         return parts + (None,) * (3 - len(parts))
     if isinstance(batch, torch.Tensor):
         return batch, None, None
@@ -175,7 +291,7 @@ def split_batch(batch: Any, batch_to_input: Optional[BatchToInput] = None) -> tu
                 "or pass batch_to_input"
             )
         return inputs, _first_key(batch, LABEL_KEYS), _first_key(batch, MASK_KEYS)
-    if isinstance(batch, Sequence) and len(batch) > 0 and isinstance(batch[0], torch.Tensor):
+    if isinstance(batch, Sequence) and len(batch) > 0 and (isinstance(batch[0], torch.Tensor) or _is_input_tuple(batch[0])):
         labels = batch[1] if len(batch) > 1 and isinstance(batch[1], torch.Tensor) else None
         return batch[0], labels, None
     raise TypeError(f"cannot split a batch of type {type(batch).__name__} into inputs and labels; pass batch_to_input")
@@ -216,7 +332,8 @@ def _batches(loader: Iterable) -> Iterator:
 def collect_samples(loader: Iterable, num_samples: int, batch_to_input: Optional[BatchToInput] = None) -> Samples:
     """The first ``num_samples`` samples of ``loader``, leaving every RNG as it was.
 
-    Dict batches of token ids keep their ``attention_mask``. Multi-process DataLoaders are read
+    Dict batches of token ids keep their ``attention_mask``; the inputs of a model with several
+    inputs are collected input by input. Multi-process DataLoaders are read
     through a worker-free copy; the global RNGs and the
     loader's own generators are restored afterwards.
 
@@ -247,18 +364,18 @@ def collect_samples(loader: Iterable, num_samples: int, batch_to_input: Optional
             x, y, mask = split_batch(batch, batch_to_input)
             attention_mask = None if batch_to_input is not None else batch_attention_mask(batch)
             wanted = num_samples - taken
-            inputs.append(x[:wanted])
+            inputs.append(_first(x, wanted))
             labels.append(None if y is None else y[:wanted])
             masks.append(None if mask is None else mask[:wanted])
             attention_masks.append(None if attention_mask is None else attention_mask[:wanted])
-            taken += inputs[-1].shape[0]
+            taken += _count(inputs[-1])
             if taken >= num_samples:
                 break
     finally:
         batches.close()
     if taken == 0:
         raise ValueError("the validation dataloader yielded no samples to explain; pass samples=...")
-    return Samples(torch.cat(inputs), _cat_or_none(labels), _cat_or_none(masks), _cat_or_none(attention_masks))
+    return Samples(_joined(inputs), _cat_or_none(labels), _cat_or_none(masks), _cat_or_none(attention_masks))
 
 
 def _cat_or_none(parts: list) -> Optional[torch.Tensor]:

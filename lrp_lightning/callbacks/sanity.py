@@ -131,6 +131,7 @@ class SanityCheckCallback(FixedSamplesCheckpoint, ScheduledCallback):
         model = explained_submodule(pl_module, self.module)
         if self.samples is None:
             self.samples = validation_samples(trainer, pl_module, self.num_samples, self.batch_to_input, type(self).__name__)
+        self.samples.require_single_input(type(self).__name__)
         outputs = model_outputs(model, self.samples, pl_module.device)
         labels = None if self.samples.labels is None else self.samples.labels.to(pl_module.device)
         resolve_targets(self.target, outputs, labels)

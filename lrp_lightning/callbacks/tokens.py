@@ -56,8 +56,9 @@ def run_model(model: nn.Module, inputs: torch.Tensor, attention_mask: Optional[t
     ----------
     model : torch.nn.Module
         The explained model.
-    inputs : torch.Tensor
-        Inputs, token ids included.
+    inputs : torch.Tensor or tuple of torch.Tensor
+        Inputs, token ids included; a tuple is passed as several positional inputs,
+        ``model(x1, x2, ...)``.
     attention_mask : torch.Tensor or None
         Padding mask of token ids.
 
@@ -67,6 +68,8 @@ def run_model(model: nn.Module, inputs: torch.Tensor, attention_mask: Optional[t
         The output, or its ``logits``; for (N, T, V) logits of token ids, those at the last
         attended token.
     """
+    if isinstance(inputs, tuple):
+        return class_scores(model(*inputs), inputs[0])
     outputs = model(inputs) if attention_mask is None else model(inputs, attention_mask=attention_mask)
     return class_scores(outputs, inputs, attention_mask)
 
