@@ -420,3 +420,21 @@ def test_attributors_leave_model_and_random_state_as_they_were():
         attributor(inputs, 0)
         assert_same_state(before, model_state(model))
     assert torch.equal(rng, torch.get_rng_state())
+
+
+class GradientView(LayerMapComposite):
+    """No rules, but the gradient view: the relevance of an input is the input times its gradient."""
+
+    gradient_view = True
+    warn_uncovered = False
+
+
+@pytest.mark.parametrize("attributor", [
+    lambda model: Gradient(model, GradientView([])),
+    lambda model: SmoothGrad(model, GradientView([]), noise_level=0.0, n_iter=2)], ids=["gradient", "smoothgrad"])
+def test_a_gradient_view_composite_multiplies_each_input_by_its_own_gradient(attributor):
+    model, (x1, x2, index) = Separable(), separable_inputs()
+    _, (relevance1, relevance2, relevance_index) = attributor(model)((x1, x2, index), 0)
+    torch.testing.assert_close(relevance1, 2 * model.w1.detach() * x1 * x1)
+    torch.testing.assert_close(relevance2, model.w2.detach() * x2)
+    assert relevance_index is None
