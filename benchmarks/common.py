@@ -7,11 +7,13 @@ their ratios survive a machine whose load changes.
 """
 from __future__ import annotations
 
+import gc
 import math
 import platform
 import statistics
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable, ContextManager, Mapping, Sequence
 
 import torch
@@ -144,6 +146,39 @@ def peak_memory_bytes(fn: Callable[[], Any], device: torch.device) -> int | None
     fn()
     torch.cuda.synchronize(device)
     return torch.cuda.max_memory_allocated(device)
+
+
+def _process_status_kib(field: str) -> int:
+    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def rss_peak_growth_bytes(fn: Callable[[], Any]) -> int:
+    """Growth of the resident set's high-water mark while ``fn`` runs once (Linux).
+
+    The kernel's peak (``VmHWM``) is reset to the current resident set first (``5`` written to
+    ``/proc/self/clear_refs``), so a higher peak earlier in the process (building the model) does
+    not hide the one of ``fn``. Run it in a fresh process: memory freed earlier but kept by the
+    allocator would otherwise be reused unseen.
+
+    Parameters
+    ----------
+    fn
+        The work to measure.
+
+    Returns
+    -------
+    int
+        Peak resident bytes during ``fn`` minus resident bytes before it.
+    """
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _process_status_kib("VmRSS")
+    fn()
+    return (_process_status_kib("VmHWM") - before) * 1024
 
 
 def machine_description(device: torch.device) -> str:

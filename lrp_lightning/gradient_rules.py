@@ -22,6 +22,7 @@ Composites that use these rules set ``gradient_view = True``; the attributors th
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any, Callable, Optional, Union
 
 import torch
@@ -33,15 +34,21 @@ StabilizerLike = Union[float, Callable[[torch.Tensor], torch.Tensor]]
 
 
 class _OutputCall:
-    """What one hooked call leaves for the backward pass of an :class:`OutputGradientHook`."""
+    """What one hooked call leaves for the backward pass of an :class:`OutputGradientHook`.
+
+    The output is kept; the tensor arguments only by weak reference, with their versions: they
+    are needed only if the output is modified in place after the call, and holding them would keep
+    alive tensors that autograd itself does not need (a linear layer's input when its parameters
+    do not require grad).
+    """
 
     __slots__ = ("hook", "module", "args", "kwargs", "output", "version", "input_versions", "share")
 
     def __init__(self, hook: "OutputGradientHook", module: torch.nn.Module, args: tuple, kwargs: dict, output: torch.Tensor, share: float):
         self.hook = hook
         self.module = module
-        self.args = args
-        self.kwargs = kwargs
+        self.args = tuple(_weak(value) for value in args)
+        self.kwargs = {key: _weak(value) for key, value in kwargs.items()}
         self.output = output
         self.version = output._version
         self.input_versions = _versions(args)
@@ -53,17 +60,36 @@ class _OutputCall:
         Raises
         ------
         RuntimeError
-            If the inputs were modified in place as well.
+            If the inputs were modified in place as well, or no longer exist.
         """
         if self.output._version == self.version:
             return self.output
-        if _versions(self.args) != self.input_versions:
+        args = tuple(_strong(value) for value in self.args)
+        kwargs = {key: _strong(value) for key, value in self.kwargs.items()}
+        if any(value is _GONE for value in (*args, *kwargs.values())) or _versions(args) != self.input_versions:
             raise RuntimeError(
-                f"the output and the inputs of {type(self.module).__name__} were both modified in place after the "
-                "call, so its rule cannot see them; make the in-place operation after it out-of-place"
+                f"the output of {type(self.module).__name__} was modified in place after the call, and its inputs "
+                "were both modified in place or freed since, so its rule cannot see them; make the in-place "
+                "operation after it out-of-place"
             )
         with torch.no_grad(), _hooks_suspended():
-            return self.module.forward(*self.args, **self.kwargs)
+            return self.module.forward(*args, **kwargs)
+
+
+_GONE = object()
+
+
+def _weak(value: Any) -> Any:
+    """A weak reference to a tensor; any other value as it is."""
+    return weakref.ref(value) if isinstance(value, torch.Tensor) else value
+
+
+def _strong(value: Any) -> Any:
+    """The value behind :func:`_weak` (``_GONE`` for a freed tensor)."""
+    if isinstance(value, weakref.ref):
+        value = value()
+        return _GONE if value is None else value
+    return value
 
 
 def _versions(values: tuple) -> list:
@@ -98,12 +124,14 @@ class _Stabilized:
 
 
 class _InputOutputRule(_Stabilized, Hook):
-    """A rule replacing the module's backward pass by :meth:`input_gradient` of its input and output."""
+    """A rule replacing the module's backward pass by :meth:`input_gradient` of its input and output.
 
-    saves_output = True
+    Only the input is kept for the backward pass; the output is recomputed from it there (one
+    element-wise or normalisation forward), so that no output-sized tensor stays alive per call.
+    """
 
     def propagate(self, module, input, output, grad_output, args, kwargs):
-        """Return :meth:`input_gradient` (without autograd; the output recomputed if it was modified in place)."""
+        """Return :meth:`input_gradient` (without autograd; the output recomputed from the input)."""
         with torch.no_grad():
             return self.input_gradient(module, input, _module_output(module, input, output, args, kwargs), grad_output)
 
@@ -113,9 +141,11 @@ class _InputOutputRule(_Stabilized, Hook):
 
 
 def _module_output(module: torch.nn.Module, input: torch.Tensor, output: Optional[torch.Tensor], args: tuple, kwargs: dict) -> torch.Tensor:
-    """The module output saved by a :class:`~lrp_lightning.core.Hook`, recomputed from the input when
-    it was modified in place since the call (the hook then passes None)."""
-    return module.forward(input, *args, **kwargs) if output is None else output
+    """The module output saved by a :class:`~lrp_lightning.core.Hook`, or, when none was saved (the
+    hook passes None), recomputed from the input (an in-place module works on a copy)."""
+    if output is not None:
+        return output
+    return module.forward(input.clone() if getattr(module, "inplace", False) else input, *args, **kwargs)
 
 
 class OutputGradientHook(Hook):

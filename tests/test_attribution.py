@@ -473,3 +473,29 @@ def test_smoothgrad_without_noise_equals_lrp_with_an_lrp_lightning_composite():
     _, relevance = SmoothGrad(model, get_composite("epsilon_plus_flat")(), noise_level=0.0, n_iter=3,
                               batch_size=4)(x, torch.tensor([3, 0, 1]))
     torch.testing.assert_close(relevance, expected, rtol=1e-4, atol=1e-6)
+
+
+class FlagRecordingLinear(nn.Linear):
+    """A linear layer that records whether its weight requires grad when it is called."""
+
+    def forward(self, input):
+        self.seen = self.weight.requires_grad
+        return super().forward(input)
+
+
+def test_parameters_are_frozen_during_a_call_without_create_graph_only():
+    torch.manual_seed(0)
+    model = nn.Sequential(FlagRecordingLinear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    model[2].bias.requires_grad_(False)
+    flags = [p.requires_grad for p in model.parameters()]
+    x = torch.randn(2, 3)
+    _, relevance = Gradient(model)(x, 1)
+    assert model[0].seen is False
+    assert [p.requires_grad for p in model.parameters()] == flags
+    _, differentiable = Gradient(model, create_graph=True)(x, 1)
+    assert model[0].seen is True
+    torch.testing.assert_close(relevance, differentiable.detach(), rtol=0, atol=0)
+    model[0].forward = lambda input: (_ for _ in ()).throw(RuntimeError("broken"))
+    with pytest.raises(RuntimeError, match="broken"):
+        Gradient(model)(x, 1)
+    assert [p.requires_grad for p in model.parameters()] == flags

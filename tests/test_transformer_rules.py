@@ -356,7 +356,7 @@ def test_output_modified_in_place_is_recomputed_and_both_modified_raise():
         with torch.no_grad():
             output.add_(1.0)
             inputs.add_(1.0)
-        with pytest.raises(RuntimeError, match="both modified in place"):
+        with pytest.raises(RuntimeError, match="both modified in place or freed"):
             torch.autograd.grad(output, x, g)
     finally:
         handles.remove()
@@ -377,3 +377,38 @@ def test_affine_gamma_on_hugging_face_conv1d_equals_its_linear_equivalent():
     _, (generic,) = hooked_gradients(gradient_rules.AffineGamma(0.25, stabilizer=EPS), conv1d, (x,), g)
     _, (closed,) = hooked_gradients(gradient_rules.AffineGamma(0.25, stabilizer=EPS), linear, (x,), g)
     torch.testing.assert_close(generic, closed, rtol=1e-10, atol=1e-13)
+
+
+def test_output_modified_in_place_after_its_input_was_freed_raises():
+    torch.manual_seed(15)
+    linear = torch.nn.Linear(4, 3).requires_grad_(False)
+    x = torch.randn(2, 4, requires_grad=True)
+    handles = gradient_rules.AffineEpsilon(EPS).register(linear)
+    try:
+        output = linear(x * 1)  # nothing keeps the input: the weight needs no gradient
+        with torch.no_grad():
+            output.add_(1.0)
+        with pytest.raises(RuntimeError, match="modified in place or freed"):
+            torch.autograd.grad(output, x, torch.ones(2, 3))
+    finally:
+        handles.remove()
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_identity_rule_recomputes_the_output_and_leaves_the_input_intact(inplace):
+    torch.manual_seed(16)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(inplace=inplace), torch.nn.Linear(5, 2))
+    x = torch.randn(3, 4, requires_grad=True)
+    g = torch.randn(3, 2)
+    rule = gradient_rules.IdentityRule(EPS)
+    handles = rule.register(model[1])
+    try:
+        gradient, = torch.autograd.grad(model(x), x, g)
+    finally:
+        handles.remove()
+    with torch.no_grad():
+        hidden = model[0](x)
+        activated = torch.relu(hidden)
+        g_hidden = (g @ model[2].weight) * activated / (hidden + EPS * torch.where(hidden >= 0, 1.0, -1.0))
+        expected = g_hidden @ model[0].weight
+    torch.testing.assert_close(gradient, expected)
