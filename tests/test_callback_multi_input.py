@@ -161,3 +161,14 @@ def test_a_metric_that_needs_a_single_input_raises_at_fit_start(tmp_path):
 def test_callbacks_for_one_input_reject_several_inputs(tmp_path, make_callback):
     with pytest.raises(TypeError, match="explains models with one input.*AttributionCallback explains models with several"):
         fit(tmp_path, [make_callback()], max_epochs=1)
+
+
+@pytest.mark.parametrize("inputs, error, message", [
+    ((torch.randn(2, 3), torch.randn(3, 3)), ValueError, r"share one batch size N >= 1, got shapes \(\(2, 3\), \(3, 3\)\)"),
+    ((torch.ones(2, 3, dtype=torch.long),), TypeError, "hold no floating-point tensor"),
+    ((), ValueError, "empty tuple"),
+    ((torch.randn(2, 3), "text"), TypeError, r"sample inputs\[1\] must be a torch.Tensor"),
+])
+def test_bad_sample_tuples_raise_the_documented_error(inputs, error, message):
+    with pytest.raises(error, match=message):
+        AttributionCallback("gradient", samples=(inputs, torch.zeros(2, dtype=torch.long)))

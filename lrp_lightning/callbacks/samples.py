@@ -77,6 +77,7 @@ class Samples:
                 raise ValueError(
                     f"an attention_mask needs integer token ids of its shape; got a mask of shape "
                     f"{tuple(self.attention_mask.shape)} for inputs of shape {input_shapes(self.inputs)}"
+                    + ("" if self.several else f" and dtype {self.inputs.dtype}")
                 )
             self.attention_mask = self.attention_mask.long()
 
