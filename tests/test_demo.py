@@ -132,6 +132,7 @@ def test_command_line_defaults_and_switches():
     vit = parse_args(["--model", "vit"])
     assert vit.composites == ["attn_lrp", "cp_lrp", "gradient"] and vit.watermark_opacity == 0.5
     assert (vit.epochs, vit.n_train) == (6, 1500) and (defaults.epochs, defaults.n_train) == (6, 3000)
+    assert (vit.num_samples, defaults.num_samples) == (64, 16)
     assert parse_args(["--model", "vit", "--watermark-opacity", "0.3"]).watermark_opacity == 0.3
 
 
@@ -298,9 +299,4 @@ def test_vit_demo_attn_lrp_and_cp_lrp_show_the_confounder_on_and_not_off_and_bea
             aopc = values[f"attribution/{name}/aopc_morf"]
             assert aopc > values[f"attribution/{name}/aopc_random"], (name, switch)
             assert aopc > values["attribution/random/aopc_morf"], (name, switch)
-        # where the model learned the shapes (confounder off), both beat the plain gradient; with the
-        # confounder on, AttnLRP's AOPC is level with the gradient's at the demo defaults (README)
-        assert scalars["--no-confounder"][f"attribution/{name}/aopc_morf"] > scalars["--no-confounder"][
-            "attribution/gradient/aopc_morf"
-        ], name
-    assert scalars["--confounder"]["attribution/cp_lrp/aopc_morf"] > scalars["--confounder"]["attribution/gradient/aopc_morf"]
+            assert aopc > values["attribution/gradient/aopc_morf"], (name, switch)
