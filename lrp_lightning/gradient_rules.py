@@ -29,6 +29,7 @@ import torch
 
 from lrp_lightning.core import Hook, Stabilizer, _flag, _hooks_suspended, is_variable
 from lrp_lightning.rules import Gamma
+from lrp_lightning.types import _defined_in
 
 StabilizerLike = Union[float, Callable[[torch.Tensor], torch.Tensor]]
 
@@ -126,12 +127,18 @@ class _Stabilized:
 class _InputOutputRule(_Stabilized, Hook):
     """A rule replacing the module's backward pass by :meth:`input_gradient` of its input and output.
 
-    Only the input is kept for the backward pass; the output is recomputed from it there (one
-    element-wise or normalisation forward), so that no output-sized tensor stays alive per call.
+    For PyTorch's own modules (one kernel each: ``nn.GELU``, ``nn.LayerNorm``, ...) only the input is
+    kept for the backward pass and the output is recomputed from it there, so that no output-sized
+    tensor stays alive per call; other modules (a Hugging Face activation or RMSNorm is a chain of
+    element-wise operations in Python) keep their output, which is cheaper than running them twice.
     """
 
+    def saves_output_of(self, module: torch.nn.Module) -> bool:
+        """Whether the output of ``module`` is kept (True unless the module is one of ``torch.nn``'s)."""
+        return not _defined_in(module, "torch.nn.")
+
     def propagate(self, module, input, output, grad_output, args, kwargs):
-        """Return :meth:`input_gradient` (without autograd; the output recomputed from the input)."""
+        """Return :meth:`input_gradient` (without autograd; the output recomputed from the input if not kept)."""
         with torch.no_grad():
             return self.input_gradient(module, input, _module_output(module, input, output, args, kwargs), grad_output)
 

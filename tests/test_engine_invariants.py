@@ -310,6 +310,17 @@ def test_stabilizer_moves_denominators_away_from_zero_with_sign_of_zero_positive
         Stabilizer.ensure("big")
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_stabilizer_is_exactly_d_plus_signed_epsilon_and_sign_of_negative_zero_is_positive(dtype):
+    generator = torch.Generator().manual_seed(0)
+    values = torch.cat([torch.randn(4096, generator=generator), torch.tensor([0.0, -0.0, 1e-30, -1e-30, 1e30])]).to(dtype)
+    for epsilon in (1e-6, 0.25, 0.0):
+        stabilized = Stabilizer(epsilon)(values)
+        shift = torch.tensor([epsilon if value >= 0 else -epsilon for value in values.tolist()], dtype=dtype)
+        assert torch.equal(stabilized, values + shift)
+        assert not torch.signbit(stabilized[values == 0]).any()
+
+
 def test_sum_layer_and_norm_rule_split_relevance_proportionally():
     layer = Sum(dim=-1)
     input = torch.tensor([[[1.0, 3.0], [2.0, -1.0]]], requires_grad=True)

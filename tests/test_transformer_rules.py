@@ -394,13 +394,21 @@ def test_output_modified_in_place_after_its_input_was_freed_raises():
         handles.remove()
 
 
-@pytest.mark.parametrize("inplace", [False, True])
-def test_identity_rule_recomputes_the_output_and_leaves_the_input_intact(inplace):
+class PythonReLU(torch.nn.Module):
+    """An activation written in Python (as Hugging Face's are): its rule keeps the output."""
+
+    def forward(self, input):
+        return input.clamp(min=0)
+
+
+@pytest.mark.parametrize("activation", [torch.nn.ReLU(), torch.nn.ReLU(inplace=True), PythonReLU()], ids=["recomputed", "recomputed-inplace", "kept"])
+def test_identity_rule_recomputes_or_keeps_the_output_and_leaves_the_input_intact(activation):
+    rule = gradient_rules.IdentityRule(EPS)
+    assert rule.saves_output_of(activation) is isinstance(activation, PythonReLU)
     torch.manual_seed(16)
-    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(inplace=inplace), torch.nn.Linear(5, 2))
+    model = torch.nn.Sequential(torch.nn.Linear(4, 5), activation, torch.nn.Linear(5, 2))
     x = torch.randn(3, 4, requires_grad=True)
     g = torch.randn(3, 2)
-    rule = gradient_rules.IdentityRule(EPS)
     handles = rule.register(model[1])
     try:
         gradient, = torch.autograd.grad(model(x), x, g)
