@@ -445,12 +445,19 @@ class _RuleFunction(torch.autograd.Function):
     def forward(ctx: Any, state: _CallState, *inputs: torch.Tensor) -> torch.Tensor:
         output = state.output
         ctx.state = state
-        ctx.output = output.detach() if state.hook.saves_output_of(state.module) else None
+        keeps_output = state.hook.saves_output_of(state.module)
+        ctx.output = output.detach() if keeps_output else None
         ctx.output_version = output._version
         ctx.input_count = len(inputs)
         if state.hook.saves_input:
             ctx.save_for_backward(*inputs)
         state.output = None
+        if keeps_output and output.device.type == "cpu":
+            # the next modules get a copy: an in-place operation there (a ReLU(inplace=True) after a
+            # convolution) then leaves the kept output as it was, and the backward pass need not run
+            # the layer again (on the CPU a copy costs far less than a convolution; on CUDA, where
+            # memory is the scarcer resource, a modified output is recomputed instead)
+            return output.clone()
         return output
 
     @staticmethod

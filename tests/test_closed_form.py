@@ -1,6 +1,7 @@
 """The closed-form backward of every rule agrees with its generic autograd formulation."""
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from lrp_lightning import closed_form, composites, rules
 from lrp_lightning.core import fast_path
@@ -208,3 +209,42 @@ def test_the_fused_branch_of_gamma_equals_the_in_place_branch(monkeypatch):
     expected = relevance(rule, layer, input, grad_output, fast=True)
     monkeypatch.setattr(closed_form, "_fused_eligible", lambda output, layer, stabilizer: True)
     torch.testing.assert_close(relevance(rule, layer, input, grad_output, fast=True), expected, rtol=1e-10, atol=1e-12)
+
+
+class ConvolutionChannels(TorchDispatchMode):
+    """Counts the output channels of the forward convolutions run while it is active."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in (torch.ops.aten.convolution, torch.ops.aten.mkldnn_convolution):
+            self.count += args[1].shape[0]
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("rule", [rules.Epsilon(), rules.Gamma(0.25)], ids=["epsilon", "gamma"])
+def test_output_changed_in_place_downstream_is_not_recomputed_on_the_cpu(rule):
+    torch.manual_seed(21)
+    model = torch.nn.Sequential(
+        torch.nn.ReLU(), torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(inplace=True), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 2)
+    )
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    handles = rule.copy().register(model[1])
+    try:
+        output = model(x)
+        counter = ConvolutionChannels()
+        with counter:
+            relevance, = torch.autograd.grad(output[:, 0].sum(), x)
+    finally:
+        handles.remove()
+    # no forward map of the layer is run again; Gamma's one extra map W+ x (4 channels) remains
+    assert counter.count == (0 if isinstance(rule, rules.Epsilon) else 4)
+    with fast_path(False):
+        handles = rule.copy().register(model[1])
+        try:
+            expected, = torch.autograd.grad(model(x)[:, 0].sum(), x)
+        finally:
+            handles.remove()
+    torch.testing.assert_close(relevance, expected)
