@@ -101,18 +101,16 @@ def stabilize(
     if norm_scale:
         dims = tuple(range(1, input.dim())) if dim is None else tuple(dim)
         epsilon = epsilon * input.pow(2).mean(dim=dims, keepdim=True).sqrt()
-    if clip:
-        magnitude = torch.maximum(input.abs(), epsilon) if isinstance(epsilon, torch.Tensor) else input.abs().clamp_(min=epsilon)
-        return torch.where(input >= 0, magnitude, -magnitude)
-    if isinstance(epsilon, torch.Tensor):
-        return torch.where(input >= 0, input + epsilon, input - epsilon)
-    if input.device.type == "cpu":
-        # |d| + eps with the sign of d (-0 made +0 first, so that sign(0) = +1): the same values as
-        # below, bit for bit, in vectorised passes (torch.where is several times slower on the CPU)
-        return input.abs().add_(epsilon).copysign_(input.add(0.0))
-    # a fill on the input's device, not a copy from the host, which would make a CUDA stream wait
-    positive = input.new_full((), epsilon)
-    return torch.where(input >= 0, positive, -positive).add_(input)
+    magnitude = input.abs()
+    if not clip:
+        magnitude.add_(epsilon)
+    elif isinstance(epsilon, torch.Tensor):
+        magnitude = torch.maximum(magnitude, epsilon)
+    else:
+        magnitude.clamp_(min=epsilon)
+    # the sign of d with -0 made +0 first, so that sign(0) = +1 (element-wise passes only: a
+    # torch.where is several times slower on the CPU, and the values are the same bit for bit)
+    return magnitude.copysign_(input.add(0.0))
 
 
 def expand(tensor: Any, shape: Sequence[int], cut_batch_dim: bool = False) -> torch.Tensor:
@@ -775,12 +773,24 @@ def module_gradient(
     args, kwargs
         The module's further arguments.
     """
-    # an in-place module writes to a copy, never to the leaf
-    inplace = getattr(module, "inplace", False)
-    gradient, = _input_gradients(
-        (input,), grad_output, lambda leaf: module.forward(leaf.clone() if inplace else leaf, *args, **(kwargs or {}))
-    )
+    gradient, = _input_gradients((input,), grad_output, lambda leaf: forward_of(module, leaf, args, kwargs))
     return gradient
+
+
+def forward_of(module: torch.nn.Module, input: torch.Tensor, args: tuple = (), kwargs: Optional[dict] = None) -> Any:
+    """Return ``module.forward(input, *args, **kwargs)`` (its hooks do not run); an in-place module
+    works on a copy, so that ``input`` is never overwritten.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The module.
+    input : torch.Tensor
+        Its first input.
+    args, kwargs
+        Its further arguments.
+    """
+    return module.forward(input.clone() if getattr(module, "inplace", False) else input, *args, **(kwargs or {}))
 
 
 def _input_gradients(inputs: Sequence[torch.Tensor], grad_output: torch.Tensor, forward: Callable[..., torch.Tensor]) -> tuple:

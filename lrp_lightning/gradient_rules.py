@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional, Union
 
 import torch
 
-from lrp_lightning.core import Hook, Stabilizer, _flag, _hooks_suspended, is_variable
+from lrp_lightning.core import Hook, Stabilizer, _flag, _hooks_suspended, forward_of, is_variable
 from lrp_lightning.rules import Gamma
 from lrp_lightning.types import _defined_in
 
@@ -150,9 +150,7 @@ class _InputOutputRule(_Stabilized, Hook):
 def _module_output(module: torch.nn.Module, input: torch.Tensor, output: Optional[torch.Tensor], args: tuple, kwargs: dict) -> torch.Tensor:
     """The module output saved by a :class:`~lrp_lightning.core.Hook`, or, when none was saved (the
     hook passes None), recomputed from the input (an in-place module works on a copy)."""
-    if output is not None:
-        return output
-    return module.forward(input.clone() if getattr(module, "inplace", False) else input, *args, **kwargs)
+    return forward_of(module, input, args, kwargs) if output is None else output
 
 
 class OutputGradientHook(Hook):
