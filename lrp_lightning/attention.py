@@ -4,7 +4,9 @@
 ``nn.MultiheadAttention`` computes its projections, attention scores, softmax and weighted sum
 inside one function (or one fused kernel), where no rule can reach them. The canonizer gives the
 instance a forward of the same semantics built from explicit modules — ``nn.Linear`` query, key and
-value projections (views of the packed ``in_proj_weight``, never copies or writes), a
+value projections (views of the packed ``in_proj_weight``, never copies or writes), then, when the
+attention weights are not asked for (``need_weights=False``, as torchvision's ViT calls it), the
+fused kernel as a :class:`~lrp_lightning.layer.ScaledDotProductAttention`, otherwise a
 :class:`~lrp_lightning.layer.MatMul` for ``Q K^T``, an ``nn.Softmax`` for the attention weights and
 a :class:`~lrp_lightning.layer.MatMul` for the weighted sum of values — and removes all of it on
 exit. The transformer layers call their activation as a function; the second canonizer makes it a
@@ -21,7 +23,7 @@ import torch.nn.functional as F
 
 from lrp_lightning.auto_canonizers import register_auto_canonizer
 from lrp_lightning.canonizers import AttributeCanonizer
-from lrp_lightning.layer import MatMul
+from lrp_lightning.layer import MatMul, ScaledDotProductAttention
 
 
 def _parameter_view(parameter: Optional[torch.Tensor], start: int, stop: int) -> Optional[torch.nn.Parameter]:
@@ -130,14 +132,18 @@ def _multihead_attention_forward(
         k = torch.cat([k, zeros], dim=2)
         v = torch.cat([v, zeros], dim=2)
         extra_keys += 1
-    scores = self.canonizer_scores(q * math.sqrt(1.0 / head_dim), k.transpose(-2, -1))
-    bias = _attention_bias(self, attn_mask, key_padding_mask, batch, extra_keys, scores.dtype)
-    if bias is not None:
-        scores = scores + bias
-    weights = self.canonizer_softmax(scores)
-    attended = F.dropout(weights, p=self.dropout) if self.training and self.dropout > 0 else weights
-    context = self.canonizer_context(attended, v).transpose(1, 2).reshape(batch, target_length, self.embed_dim)
-    output = self.out_proj(context)
+    bias = _attention_bias(self, attn_mask, key_padding_mask, batch, extra_keys, q.dtype)
+    if need_weights:
+        scores = self.canonizer_scores(q * math.sqrt(1.0 / head_dim), k.transpose(-2, -1))
+        if bias is not None:
+            scores = scores + bias
+        weights = self.canonizer_softmax(scores)
+        attended = F.dropout(weights, p=self.dropout) if self.training and self.dropout > 0 else weights
+        context = self.canonizer_context(attended, v)
+    else:
+        dropout = self.dropout if self.training else 0.0
+        context = self.canonizer_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
+    output = self.out_proj(context.transpose(1, 2).reshape(batch, target_length, self.embed_dim))
     if not batched:
         output = output.squeeze(0)
     elif not self.batch_first:
@@ -150,17 +156,19 @@ def _multihead_attention_forward(
 
 
 class MultiheadAttentionCanonizer(AttributeCanonizer):
-    """Make every ``nn.MultiheadAttention`` explicit: projections, ``Q K^T``, softmax, weighted sum.
+    """Make every ``nn.MultiheadAttention`` explicit: projections, then fused attention or ``Q K^T``, softmax, weighted sum.
 
     Each instance gets, until removed, the submodules ``canonizer_q_proj``, ``canonizer_k_proj``,
     ``canonizer_v_proj`` (``nn.Linear`` on views of the packed projection weights),
     ``canonizer_scores`` (:class:`~lrp_lightning.layer.MatMul` of scaled queries and transposed
     keys), ``canonizer_softmax`` (``nn.Softmax(dim=-1)``, after the masks are added),
     ``canonizer_context`` (:class:`~lrp_lightning.layer.MatMul` of attention weights and values),
+    used when the attention weights are returned, ``canonizer_attention``
+    (:class:`~lrp_lightning.layer.ScaledDotProductAttention`, the fused kernel) used otherwise,
     and a forward with the semantics of ``nn.MultiheadAttention.forward`` (batch first or not,
     unbatched inputs, boolean and float ``attn_mask`` / ``key_padding_mask``, ``bias_k``/``bias_v``,
     ``add_zero_attn``, dropout in training mode, ``need_weights``/``average_attn_weights``). The
-    fused fast path is never taken while canonized.
+    module's own fast path (a fused kernel for the whole layer) is never taken while canonized.
     """
 
     def __init__(self) -> None:
@@ -178,6 +186,7 @@ class MultiheadAttentionCanonizer(AttributeCanonizer):
             "canonizer_scores": MatMul(),
             "canonizer_softmax": torch.nn.Softmax(dim=-1),
             "canonizer_context": MatMul(),
+            "canonizer_attention": ScaledDotProductAttention(),
             "forward": _multihead_attention_forward.__get__(module),
         }
 

@@ -19,13 +19,15 @@ from lrp_lightning.gradient_rules import (
     AffineEpsilon,
     AffineGamma,
     ConstantAttention,
+    ConstantAttentionWeights,
     ConstantGate,
     IdentityRule,
     LayerNormEpsilon,
     RMSNormEpsilon,
+    UniformAttention,
     UniformProduct,
 )
-from lrp_lightning.layer import GatedMul, Sum
+from lrp_lightning.layer import GatedMul, ScaledDotProductAttention, Sum
 from lrp_lightning.rules import (
     AlphaBeta,
     Epsilon,
@@ -556,6 +558,12 @@ class AttnLRP(_TransformerComposite):
       ``x * J^T g_s``, the plain gradient of the softmax times its input, so the softmax needs no
       hook in this view. The rule drops the softmax's bias term, which is why AttnLRP does not
       conserve relevance exactly;
+    - fused attention (:class:`~lrp_lightning.layer.ScaledDotProductAttention`, models running
+      PyTorch's SDPA kernel): the three rules above through the kernel's own backward pass, ``V``
+      getting half and ``Q``, ``K`` a quarter of its gradient for ``g_O * O / stab(O)``
+      (:class:`~lrp_lightning.gradient_rules.UniformAttention`); the kernel never forms ``Q K^T``,
+      so its ratio ``S / stab(S)`` (different from 1 only where ``|S|`` is of the order of
+      epsilon) is not applied there, as in LXT;
     - reshapes, scalings, residual additions, additive masks, rotary embeddings, pooling: the plain
       gradient (LRP-0 for linear maps without bias).
 
@@ -573,7 +581,7 @@ class AttnLRP(_TransformerComposite):
     """
 
     def __init__(self, epsilon=1e-6, gamma: Optional[float] = None, layer_map: Optional[LayerMap] = None, canonizers="auto") -> None:
-        super().__init__(epsilon, gamma, layer_map, canonizers, [])
+        super().__init__(epsilon, gamma, layer_map, canonizers, [(ScaledDotProductAttention, UniformAttention(epsilon))])
 
 
 @register_composite("cp_lrp")
@@ -583,7 +591,8 @@ class CPLRP(_TransformerComposite):
     As :class:`AttnLRP`, except that ``nn.Softmax`` modules (the attention weights, made explicit by
     the canonizers) are detached (:class:`~lrp_lightning.gradient_rules.ConstantAttention`): no
     relevance flows into queries and keys, and attention is linear in the values, whose product
-    with the weights passes relevance to the values whole. With epsilon -> 0 and no biases,
+    with the weights passes relevance to the values whole; fused attention gets the same rules
+    through its kernel (:class:`~lrp_lightning.gradient_rules.ConstantAttentionWeights`). With epsilon -> 0 and no biases,
     relevance is conserved. The gates of gated MLPs (:class:`~lrp_lightning.layer.GatedMul`) are held
     constant likewise (:class:`~lrp_lightning.gradient_rules.ConstantGate`), as in LXT's CP-LRP. A
     softmax output layer of a classifier would be detached as well: give such a model a
@@ -607,5 +616,9 @@ class CPLRP(_TransformerComposite):
             gamma,
             layer_map,
             canonizers,
-            [(torch.nn.Softmax, ConstantAttention()), (GatedMul, ConstantGate(epsilon))],
+            [
+                (torch.nn.Softmax, ConstantAttention()),
+                (ScaledDotProductAttention, ConstantAttentionWeights(epsilon)),
+                (GatedMul, ConstantGate(epsilon)),
+            ],
         )

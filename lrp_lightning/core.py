@@ -450,7 +450,7 @@ class _RuleFunction(torch.autograd.Function):
         if state.hook.saves_input:
             ctx.save_for_backward(*inputs)
         state.output = None
-        if keeps_output and output.device.type == "cpu":
+        if keeps_output and state.hook.copies_kept_output and output.device.type == "cpu":
             # the next modules get a copy: an in-place operation there (a ReLU(inplace=True) after a
             # convolution) then leaves the kept output as it was, and the backward pass need not run
             # the layer again (on the CPU a copy costs far less than a convolution; on CUDA, where
@@ -494,7 +494,9 @@ class Hook:
 
     ``saves_input`` says whether the input is needed (an in-place module then works on a copy, so the
     input survives), ``saves_output`` whether the output is (``None`` is passed when it was modified
-    in place since). Composites register a :meth:`copy` per module, so per-module state of a rule is
+    in place since). ``copies_kept_output``: on the CPU, the next modules get a copy of a kept
+    output, so that an in-place change there does not force :meth:`propagate` to run the module
+    again (worth it where that costs more than the copy, a convolution's; False for cheap modules). Composites register a :meth:`copy` per module, so per-module state of a rule is
     never shared between modules.
 
     The tensor inputs of a call are its arguments, positional or keyword, that require grad and are
@@ -508,6 +510,7 @@ class Hook:
 
     saves_input: bool = True
     saves_output: bool = False
+    copies_kept_output: bool = True
 
     def __init__(self) -> None:
         self.active = True

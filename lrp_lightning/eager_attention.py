@@ -1,19 +1,22 @@
-"""Make the eager attention path of a library's attention module explicit, without rewriting it.
+"""Make the attention of a library's attention module explicit, without rewriting it.
 
 Attention modules of Hugging Face transformers and timm compute ``softmax(Q K^T * scale + mask) V``
-in their eager (non-fused) path with two ``torch.matmul`` / ``@`` calls and one softmax, surrounded
-by projections, reshapes, rotary embeddings, caches and masks that differ from model to model and
-from version to version. Instead of copying each of those forwards, the canonizer here keeps the
-module's own forward and runs it inside a :class:`torch.overrides.TorchFunctionMode` that routes
-exactly these three calls into explicit submodules — a :class:`~lrp_lightning.layer.MatMul` for the
-scores, an ``nn.Softmax`` for the attention weights and a :class:`~lrp_lightning.layer.MatMul` for
-the weighted sum of the values — so that rules can be attached to them. Every other operation runs
-as it would. The mode is active only while that module's forward runs, in that thread.
+either with PyTorch's fused kernel (``F.scaled_dot_product_attention``, SDPA) or, in their eager
+path, with two ``torch.matmul`` / ``@`` calls and one softmax, surrounded by projections, reshapes,
+rotary embeddings, caches and masks that differ from model to model and from version to version.
+Instead of copying each of those forwards, the canonizer here keeps the module's own forward and
+runs it inside a :class:`torch.overrides.TorchFunctionMode` that routes exactly these calls into
+explicit submodules, so that rules can be attached to them: the fused call into a
+:class:`~lrp_lightning.layer.ScaledDotProductAttention` (the kernel itself still runs, and no
+``(T, T)`` tensor is formed), the eager path's three calls into a
+:class:`~lrp_lightning.layer.MatMul` for the scores, an ``nn.Softmax`` for the attention weights and
+a :class:`~lrp_lightning.layer.MatMul` for the weighted sum of the values. Every other operation
+runs as it would. The mode is active only while that module's forward runs, in that thread.
 
 Only products of two tensors with at least three dimensions (batch, heads, ...) are taken as
 attention products; anything else (a hook's matrix product with a weight, say) passes through. A
-forward that does not compute ``matmul, softmax, matmul`` in this order raises a RuntimeError
-naming the module, rather than silently leaving attention implicit.
+forward that computes neither one fused attention nor ``matmul, softmax, matmul`` in this order
+raises a RuntimeError naming the module, rather than silently leaving attention implicit.
 
 A softmax requested in a dtype (``softmax(x, dtype=torch.float32)``, as the Hugging Face eager
 path does) is computed in the wider of that dtype and the input's: equal to the original for
@@ -28,11 +31,13 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from lrp_lightning.canonizers import AttributeCanonizer
-from lrp_lightning.layer import MatMul
+from lrp_lightning.layer import MatMul, ScaledDotProductAttention
 
 _MATMULS = frozenset({torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__})
 _SOFTMAXES = frozenset({torch.softmax, torch.nn.functional.softmax, torch.Tensor.softmax})
-_EXPECTED = ("matmul", "softmax", "matmul")
+_FUSED = torch.nn.functional.scaled_dot_product_attention
+_EXPLICIT = ("matmul", "softmax", "matmul")
+_EXPECTED = (_EXPLICIT, ("fused",))
 
 
 def _attention_operands(args: tuple, kwargs: dict) -> bool:
@@ -55,7 +60,7 @@ def _softmax_arguments(args: tuple, kwargs: dict) -> tuple:
 
 
 class _ExplicitAttentionMode(TorchFunctionMode):
-    """Routes one attention forward's two products and its softmax into the module's submodules."""
+    """Routes one attention forward's fused attention, or its two products and softmax, into the module's submodules."""
 
     def __init__(self, module: torch.nn.Module) -> None:
         super().__init__()
@@ -64,6 +69,9 @@ class _ExplicitAttentionMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func is _FUSED:
+            self._expect("fused")
+            return self.module.canonizer_attention(*args, **kwargs)
         if func in _MATMULS and _attention_operands(args, kwargs):
             self._expect("matmul")
             submodule = self.module.canonizer_scores if len(self.calls) == 1 else self.module.canonizer_context
@@ -81,21 +89,22 @@ class _ExplicitAttentionMode(TorchFunctionMode):
         return func(*args, **kwargs)
 
     def _expect(self, operation: str) -> None:
-        position = len(self.calls)
-        if position >= len(_EXPECTED) or _EXPECTED[position] != operation:
-            raise RuntimeError(self._mismatch(self.calls + [operation]))
+        calls = tuple(self.calls) + (operation,)
+        if not any(expected[: len(calls)] == calls for expected in _EXPECTED):
+            raise RuntimeError(self._mismatch(list(calls)))
         self.calls.append(operation)
 
     def _mismatch(self, calls: list) -> str:
         return (
             f"cannot make the attention of {type(self.module).__name__} explicit: its forward computed "
-            f"{', '.join(calls) or 'no matmul or softmax'} where softmax(Q K^T) V needs matmul, softmax, matmul. "
-            "Use its eager attention implementation, or give the composite canonizers for this module."
+            f"{', '.join(calls) or 'no attention'} where softmax(Q K^T) V needs one fused attention "
+            "(F.scaled_dot_product_attention) or matmul, softmax, matmul. Use its eager or SDPA attention "
+            "implementation, or give the composite canonizers for this module."
         )
 
     def check_complete(self) -> None:
-        """Raise unless the forward computed the whole ``matmul, softmax, matmul`` sequence."""
-        if tuple(self.calls) != _EXPECTED:
+        """Raise unless the forward computed one fused attention or the whole ``matmul, softmax, matmul``."""
+        if tuple(self.calls) not in _EXPECTED:
             raise RuntimeError(self._mismatch(self.calls))
 
 
@@ -124,14 +133,16 @@ def explicit_attention_forward(original: Callable) -> Callable:
 
 
 class ExplicitAttentionCanonizer(AttributeCanonizer):
-    """Give matching attention modules explicit ``Q K^T``, softmax and ``weights V`` submodules.
+    """Give matching attention modules explicit attention submodules.
 
-    Each matching module gets, until removed, the submodules ``canonizer_scores``
-    (:class:`~lrp_lightning.layer.MatMul`), ``canonizer_softmax`` (``nn.Softmax(dim=-1)``) and
-    ``canonizer_context`` (:class:`~lrp_lightning.layer.MatMul`), any further attributes
-    ``extra_attributes(module)`` returns (e.g. a flag selecting the eager path), and a forward that
-    runs the module's own forward with these three operations routed into the submodules (see the
-    module docstring). Nothing is written to the module's parameters, buffers or class.
+    Each matching module gets, until removed, the submodules ``canonizer_attention``
+    (:class:`~lrp_lightning.layer.ScaledDotProductAttention`, for a fused call),
+    ``canonizer_scores`` (:class:`~lrp_lightning.layer.MatMul`), ``canonizer_softmax``
+    (``nn.Softmax(dim=-1)``) and ``canonizer_context`` (:class:`~lrp_lightning.layer.MatMul`) for an
+    eager one, any further attributes ``extra_attributes(module)`` returns (e.g. a flag selecting
+    a path), and a forward that runs the module's own forward with these operations routed into
+    the submodules (see the module docstring). Nothing is written to the module's parameters,
+    buffers or class.
 
     Parameters
     ----------
@@ -160,6 +171,7 @@ class ExplicitAttentionCanonizer(AttributeCanonizer):
             return None
         return {
             **self.extra_attributes(module),
+            "canonizer_attention": ScaledDotProductAttention(),
             "canonizer_scores": MatMul(),
             "canonizer_softmax": torch.nn.Softmax(dim=-1),
             "canonizer_context": MatMul(),

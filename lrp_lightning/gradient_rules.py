@@ -112,6 +112,63 @@ class _OutputGradientFunction(torch.autograd.Function):
             return None, call.hook.output_gradient(call.current_output(), grad_output, call.share)
 
 
+# a linear layer widening its input this many times or more is taken for a vocabulary projection
+VOCABULARY_WIDENING = 8
+
+
+def _frozen_vocabulary_projection(module: torch.nn.Module, args: tuple, kwargs: dict) -> bool:
+    """Whether a call is an ``nn.Linear`` that widens its one input at least ``VOCABULARY_WIDENING``
+    times (a language model's head) and whose parameters need no gradient (as in the attributors)."""
+    return (
+        isinstance(module, torch.nn.Linear)
+        and type(module).forward is torch.nn.Linear.forward
+        and len(args) == 1
+        and not kwargs
+        and module.out_features >= VOCABULARY_WIDENING * module.in_features
+        and not any(parameter.requires_grad for parameter in module.parameters(recurse=False))
+    )
+
+
+def _carrying_rows(rows: torch.Tensor) -> Optional[torch.Tensor]:
+    """Indices of the rows of a 2-D gradient that are not all zero, if they are at most half of them."""
+    carrying = rows.any(dim=1).nonzero().squeeze(1)
+    return carrying if 2 * carrying.numel() <= rows.shape[0] else None
+
+
+class _VocabularyProjectionFunction(torch.autograd.Function):
+    """The output of a frozen vocabulary projection ``z = x W^T + b``, whose backward applies the
+    rule's rescaling and ``W^T`` itself, to the rows (positions) that receive gradient only.
+
+    A language model explained at one position gets gradient at that position of its logits
+    alone; the layer's own backward pass would rescale and map all ``T`` positions, which for a
+    vocabulary of ``V`` entries is most of the explanation's cost. Rows without gradient give
+    zero rows of ``g_x``, as they would in the dense computation.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, call: _OutputCall, weight: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
+        ctx.call = call
+        ctx.weight = weight
+        ctx.input_dtype = input.dtype
+        return call.output
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple:
+        call = ctx.call
+        with torch.no_grad():
+            output = call.current_output()
+            rows = grad_output.reshape(-1, grad_output.shape[-1])
+            carrying = _carrying_rows(rows)
+            if carrying is None:
+                scaled = call.hook.output_gradient(output, grad_output, call.share).reshape(rows.shape)
+                input_rows = scaled.mm(ctx.weight.to(scaled.dtype))
+            else:
+                scaled = call.hook.output_gradient(output.reshape(rows.shape)[carrying], rows[carrying], call.share)
+                input_rows = rows.new_zeros(rows.shape[0], ctx.weight.shape[1])
+                input_rows[carrying] = scaled.mm(ctx.weight.to(scaled.dtype))
+        return None, None, input_rows.view(*grad_output.shape[:-1], -1).to(ctx.input_dtype)
+
+
 class _Stabilized:
     """Mixed into rules with one stabilizer: ``epsilon`` (float or callable) and ``stabilizer``."""
 
@@ -131,7 +188,11 @@ class _InputOutputRule(_Stabilized, Hook):
     kept for the backward pass and the output is recomputed from it there, so that no output-sized
     tensor stays alive per call; other modules (a Hugging Face activation or RMSNorm is a chain of
     element-wise operations in Python) keep their output, which is cheaper than running them twice.
+    A kept output is not copied for the next modules: should one of them change it in place, the
+    output is recomputed, which for these element-wise modules costs about what the copy would.
     """
+
+    copies_kept_output = False
 
     def saves_output_of(self, module: torch.nn.Module) -> bool:
         """Whether the output of ``module`` is kept (True unless the module is one of ``torch.nn``'s)."""
@@ -192,6 +253,8 @@ class OutputGradientHook(Hook):
             return None
         variables = sum(1 for value in (*args, *kwargs.values()) if is_variable(value))
         call = _OutputCall(self, module, args, kwargs, output.detach(), 1.0 / max(variables, 1))
+        if _frozen_vocabulary_projection(module, args, kwargs):
+            return _VocabularyProjectionFunction.apply(call, module.weight, args[0])
         return _OutputGradientFunction.apply(call, output)
 
 
@@ -363,6 +426,99 @@ class ConstantGate(UniformProduct):
         if self.active and not _flag("suspended", False) and torch.is_grad_enabled() and args:
             return (args[0].detach(),) + tuple(args[1:]), kwargs
         return None
+
+
+class _ScaledGradient(torch.autograd.Function):
+    """Identity whose backward multiplies the gradient by a constant."""
+
+    @staticmethod
+    def forward(ctx: Any, input: torch.Tensor, factor: float) -> torch.Tensor:
+        ctx.factor = factor
+        return input.view_as(input)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple:
+        return grad_output * ctx.factor, None
+
+
+def _with_query_and_key(args: tuple, kwargs: dict, change: Callable[[torch.Tensor], torch.Tensor]) -> tuple:
+    """``(args, kwargs)`` of an attention call with ``change`` applied to the query and the key
+    (positional or keyword, as ``F.scaled_dot_product_attention`` takes them)."""
+    args, kwargs = list(args), dict(kwargs)
+    for position, name in enumerate(("query", "key")):
+        if position < len(args):
+            args[position] = change(args[position])
+        elif name in kwargs:
+            kwargs[name] = change(kwargs[name])
+    return tuple(args), kwargs
+
+
+class _FusedAttentionRule(_Stabilized, OutputGradientHook):
+    """Base of the rules for fused attention (:class:`~lrp_lightning.layer.ScaledDotProductAttention`).
+
+    ``O = A V`` with ``A = softmax(Q K^T * scale + M)``: the gradient arriving at ``O`` is
+    rescaled by ``O / stab(O)`` (LRP-epsilon at the product ``A V``) and the fused kernel's own
+    backward pass carries it to ``Q``, ``K`` and ``V``; :meth:`query_key` decides what reaches the
+    query and the key.
+    """
+
+    value_share = 1.0
+
+    def query_key(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The query or key as passed to the kernel (its gradient changed as the rule says)."""
+        raise NotImplementedError
+
+    def _pre_hook(self, module, args, kwargs):
+        if not (self.active and not _flag("suspended", False) and torch.is_grad_enabled()):
+            return None
+        return _with_query_and_key(args, kwargs, self.query_key)
+
+    def output_gradient(self, output, grad_output, share):
+        """Return ``value_share * g_O * O / stab(O)`` (one share for the whole call)."""
+        ratio = _epsilon_ratio(output, self.stabilizer).mul_(grad_output)
+        return ratio.mul_(self.value_share) if self.value_share != 1 else ratio
+
+
+class UniformAttention(_FusedAttentionRule):
+    """AttnLRP's rules through fused attention ``O = softmax(Q K^T * scale + M) V``, in the gradient view.
+
+    The uniform rule at ``O = A V`` gives ``A`` and ``V`` half each of ``g_O * O / stab(O)``; the
+    softmax passes its plain gradient (see :class:`~lrp_lightning.composites.AttnLRP`); the uniform
+    rule at ``S = Q K^T`` halves it again for ``Q`` and ``K``. So ``V`` receives half and ``Q`` and
+    ``K`` a quarter of the kernel's gradient for ``g_O * O / stab(O)``. The kernel never forms
+    ``S``, so the ratio ``S / stab(S)`` of the explicit path is not applied at ``Q K^T`` (it differs
+    from 1 only where ``|S|`` is of the order of epsilon); everything else equals the explicit
+    path (:class:`UniformProduct` at both products), with no ``(T, T)`` tensor kept.
+
+    Parameters
+    ----------
+    epsilon : float or callable
+        Stabilizer at the attention output.
+    """
+
+    value_share = 0.5
+
+    def query_key(self, tensor):
+        """The query or key with its gradient halved."""
+        return _ScaledGradient.apply(tensor, 0.5) if is_variable(tensor) else tensor
+
+
+class ConstantAttentionWeights(_FusedAttentionRule):
+    """CP-LRP's rules through fused attention: the attention weights are constants (Ali et al., 2022).
+
+    Query and key are detached, so no relevance flows into them, and ``O = A V`` is linear in
+    ``V``, which receives LRP-epsilon whole: ``g_V = A^T (g_O * O / stab(O))``. Equal to the
+    explicit path (:class:`ConstantAttention` at the softmax, :class:`UniformProduct` at ``A V``).
+
+    Parameters
+    ----------
+    epsilon : float or callable
+        Stabilizer at the attention output.
+    """
+
+    def query_key(self, tensor):
+        """The query or key, detached."""
+        return tensor.detach()
 
 
 class AffineGamma(Hook):

@@ -5,11 +5,13 @@ their class, so importing :mod:`lrp_lightning` (or this module) changes nothing 
 Every canonizer works on instances only and is undone exactly on exit:
 
 - :class:`EagerAttentionImplementation` sets ``_attn_implementation = "eager"`` on every config of
-  the model (its own and the sub-configs), so that the model builds the eager attention masks and
-  its attention modules take their eager path whatever implementation (SDPA, ...) they were
-  loaded with; the previous values are put back.
+  the model (its own and the sub-configs) whose implementation is neither "eager" nor "sdpa"
+  (flash or flex attention, say), so that the model builds masks for, and its attention modules
+  take, a path the rules can reach; the previous values are put back.
 - :class:`HuggingFaceAttentionCanonizer` makes ``softmax(Q K^T) V`` of the attention modules explicit
-  (:mod:`lrp_lightning.eager_attention`): projections, rotary embeddings, grouped-query key/value
+  (:mod:`lrp_lightning.eager_attention`): a model with SDPA attention keeps the fused kernel (one
+  :class:`~lrp_lightning.layer.ScaledDotProductAttention` per module), one with eager attention
+  gets explicit products and softmax; projections, rotary embeddings, grouped-query key/value
   repetition, caches, causal and padding masks stay the model's own code.
 - :class:`GatedMLPCanonizer` gives the gated MLP of Llama-style decoders,
   ``down(act(gate(x)) * up(x))``, an explicit :class:`~lrp_lightning.layer.GatedMul` for the
@@ -36,6 +38,8 @@ from lrp_lightning.layer import GatedMul
 
 _MISSING = object()
 _IMPLEMENTATION_KEY = "_attn_implementation_internal"
+# implementations whose attention the canonizer reaches as they are (None: the library's default, SDPA)
+_REACHABLE_IMPLEMENTATIONS = ("eager", "sdpa", None)
 
 # Attention modules whose eager path computes softmax(Q K^T) V, by the module defining their class.
 ATTENTION_CLASSES = {
@@ -77,14 +81,6 @@ def is_rms_norm(module: torch.nn.Module) -> bool:
     return _is_one_of(module, RMS_NORM_CLASSES)
 
 
-def _eager_forward(module: torch.nn.Module):
-    """The module's forward, or, for an SDPA-only subclass (transformers 4.x), its eager base class's."""
-    if "Sdpa" not in type(module).__name__:
-        return module.forward
-    base = next(cls for cls in type(module).__mro__[1:] if "Sdpa" not in cls.__name__ and "forward" in vars(cls))
-    return base.forward.__get__(module)
-
-
 def _configs(root_module: torch.nn.Module) -> list:
     """Every distinct transformers config reachable from the modules of ``root_module`` (sub-configs included)."""
     found: dict = {}
@@ -99,21 +95,27 @@ def _configs(root_module: torch.nn.Module) -> list:
 
 
 class EagerAttentionImplementation(Canonizer):
-    """Select the eager attention implementation on every config of a model, restored exactly on removal.
+    """Select the eager attention implementation on every config of a model whose implementation the
+    rules cannot reach, restored exactly on removal.
 
     The attention implementation (``config._attn_implementation``, stored as
     ``_attn_implementation_internal``) decides both the attention function and the form of the
-    masks the model builds; "eager" computes ``softmax(Q K^T) V`` with ``torch.matmul`` and
-    ``softmax``, which :class:`HuggingFaceAttentionCanonizer` then makes explicit.
+    masks the model builds. "eager" computes ``softmax(Q K^T) V`` with ``torch.matmul`` and
+    ``softmax``, "sdpa" with ``F.scaled_dot_product_attention``; both are left as they are, and
+    :class:`HuggingFaceAttentionCanonizer` makes them explicit. Any other (flash or flex attention,
+    a custom function) is set to "eager".
     """
 
     def __init__(self) -> None:
         self.saved: list = []
 
     def apply(self, root_module: torch.nn.Module) -> list:
-        """Set ``"eager"`` on all configs of ``root_module``; return the one registered instance."""
+        """Set ``"eager"`` on the configs of ``root_module`` with another implementation than eager or
+        SDPA; return the one registered instance."""
         instance = EagerAttentionImplementation()
         for config in _configs(root_module):
+            if vars(config).get(_IMPLEMENTATION_KEY) in _REACHABLE_IMPLEMENTATIONS:
+                continue
             instance.saved.append((config, vars(config).get(_IMPLEMENTATION_KEY, _MISSING)))
             vars(config)[_IMPLEMENTATION_KEY] = "eager"
         return [instance]
@@ -129,16 +131,17 @@ class EagerAttentionImplementation(Canonizer):
 
 
 class HuggingFaceAttentionCanonizer(CompositeCanonizer):
-    """Eager attention with explicit ``Q K^T``, softmax and ``weights V`` in BERT, GPT-2, Llama, Qwen2 and Mistral.
+    """Explicit attention in BERT, GPT-2, Llama, Qwen2 and Mistral: the fused kernel as a module
+    (SDPA), or ``Q K^T``, softmax and ``weights V`` as modules (eager).
 
     Applies :class:`EagerAttentionImplementation` and an
     :class:`~lrp_lightning.eager_attention.ExplicitAttentionCanonizer` for the modules listed in
-    ``ATTENTION_CLASSES``; the canonized model's outputs equal those of the original (for float64,
-    those of its SDPA path: eager's float32 softmax round trip is not repeated).
+    ``ATTENTION_CLASSES``; the canonized model's outputs equal those of the original (for float64
+    with eager attention, those of its SDPA path: eager's float32 softmax round trip is not repeated).
     """
 
     def __init__(self) -> None:
-        super().__init__([EagerAttentionImplementation(), ExplicitAttentionCanonizer(is_attention, _eager_forward)])
+        super().__init__([EagerAttentionImplementation(), ExplicitAttentionCanonizer(is_attention)])
 
 
 def _gated_mlp_forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -58,3 +58,16 @@ class GatedMul(Mul):
     def forward(self, gate: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         """Return ``gate * value``."""
         return gate * value
+
+
+class ScaledDotProductAttention(torch.nn.Module):
+    """Fused attention ``softmax(Q K^T * scale + mask) V``, ``F.scaled_dot_product_attention`` as a module.
+
+    An explicit module so that a rule can be attached to the attention of a model that computes it
+    with PyTorch's fused kernel (SDPA), which never materialises ``Q K^T`` or the attention weights.
+    The call takes the arguments of ``F.scaled_dot_product_attention`` (query, key, value first).
+    """
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """Return ``F.scaled_dot_product_attention(query, key, value, *args, **kwargs)``."""
+        return torch.nn.functional.scaled_dot_product_attention(query, key, value, *args, **kwargs)

@@ -3,10 +3,10 @@
 timm's ``Attention`` (the attention of ``VisionTransformer`` and of the models built from its
 blocks) computes ``softmax(q k^T * scale) v`` either with ``F.scaled_dot_product_attention``
 (``fused_attn``) or, unfused, with ``@`` and ``Tensor.softmax``. :class:`TimmAttentionCanonizer`
-sets the instance's ``fused_attn`` to False and makes the unfused path explicit
-(:mod:`lrp_lightning.eager_attention`): ``q k^T`` and ``weights v`` become
-:class:`~lrp_lightning.layer.MatMul` submodules and the softmax an ``nn.Softmax``; everything is
-restored exactly on exit. The rest of a timm ViT — patch embedding (``Conv2d``), ``Linear``
+makes either path explicit (:mod:`lrp_lightning.eager_attention`): the fused call becomes a
+:class:`~lrp_lightning.layer.ScaledDotProductAttention` submodule (the kernel still runs), the
+unfused path's ``q k^T`` and ``weights v`` :class:`~lrp_lightning.layer.MatMul` submodules and its
+softmax an ``nn.Softmax``; everything is restored exactly on exit. The rest of a timm ViT — patch embedding (``Conv2d``), ``Linear``
 layers, ``LayerNorm``, the ``GELU`` of its ``Mlp``, additive position embeddings and class token,
 LayerScale — gets its rules from the composites directly.
 """
@@ -30,19 +30,16 @@ def is_attention(module: torch.nn.Module) -> bool:
     return cls.__name__ in ATTENTION_CLASSES.get(cls.__module__, ())
 
 
-def _unfused(module: torch.nn.Module) -> dict:
-    return {"fused_attn": False}
-
-
 class TimmAttentionCanonizer(ExplicitAttentionCanonizer):
-    """Unfused attention with explicit ``q k^T``, softmax and ``weights v`` in timm's ``Attention`` modules.
+    """Explicit attention in timm's ``Attention`` modules: the fused kernel as a module, or ``q k^T``,
+    softmax and ``weights v`` as modules (unfused).
 
     The optional output gate of ``Attention(gated=True)`` stays a plain product (its gradient flows
     unmodified).
     """
 
     def __init__(self) -> None:
-        super().__init__(is_attention, extra_attributes=_unfused)
+        super().__init__(is_attention)
 
 
 register_auto_canonizer("timm attention", is_attention, TimmAttentionCanonizer)

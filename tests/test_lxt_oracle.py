@@ -59,12 +59,15 @@ def test_language_model_matches_lxt(name, implementation):
     )
     assert relative_error(logits, expected["logits"]) < 1e-12
     assert relative_error(relevance, expected["relevance"]) < 1e-6
-    # the public API on token ids: the same relevance, with either attention implementation
+    # the public API on token ids: the same relevance, with either attention implementation (to 1e-12 for
+    # the same one; across them up to the ratio S / stab(S) at Q K^T that the fused kernel cannot apply,
+    # a difference of the order of epsilon / |S|, and the kernels' rounding)
     model_kwargs = {key: value for key, value in golden["inputs"].items() if key != "input_ids"}
     for implementation_used in ("eager", "sdpa"):
         with Gradient(golden_language_model(golden, implementation_used), composite) as attributor:
             output, token_relevance_api = attributor(golden["inputs"]["input_ids"], expected["target"], **model_kwargs)
-        assert relative_error(token_relevance_api, relevance) < 1e-12
+        tolerance = 1e-12 if implementation_used == implementation else 1e-9
+        assert relative_error(token_relevance_api, relevance) < tolerance
         explained = expected["logits"] if golden["model"] == "bert" else expected["logits"][:, -1]
         assert relative_error(output, explained) < 1e-12
 

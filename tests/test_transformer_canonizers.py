@@ -12,7 +12,7 @@ from lrp_lightning.auto_canonizers import auto_canonizers
 from lrp_lightning.canonizers import CompositeCanonizer
 from lrp_lightning.composites import AttnLRP, CPLRP
 from lrp_lightning.eager_attention import ExplicitAttentionCanonizer
-from lrp_lightning.layer import GatedMul, MatMul
+from lrp_lightning.layer import GatedMul, MatMul, ScaledDotProductAttention
 from transformer_models import (
     language_model,
     load_golden,
@@ -89,7 +89,8 @@ def assert_restored(model: torch.nn.Module, before: dict) -> None:
 @pytest.mark.parametrize("kind, implementation", LANGUAGE_MODELS)
 def test_canonized_model_computes_the_same_outputs(float64_default, kind, implementation):
     """float64: equal to the original to float64 precision (Llama-style: to the SDPA path, as eager and the
-    original RMSNorm round-trip through float32); float32: bitwise equal to the eager original."""
+    original RMSNorm round-trip through float32); float32: bitwise equal to the original (the canonized
+    model keeps its attention implementation, SDPA's fused kernel included)."""
     model = tiny_language_model(kind, implementation)
     config, weights = model.config.to_dict(), model.state_dict()
     inputs = _inputs(kind)
@@ -102,9 +103,9 @@ def test_canonized_model_computes_the_same_outputs(float64_default, kind, implem
     full = _logits(model, inputs, canonizers)
     assert ((_kept(full, inputs, kind) - _kept(reference, inputs, kind)).abs().max() / reference.abs().max()) < 1e-6
 
-    eager32 = language_model(kind, config, "eager", weights).float()
+    original32 = language_model(kind, config, implementation, weights).float()
     canonized32 = model.float()
-    assert torch.equal(_logits(canonized32, inputs, canonizers), _logits(eager32, inputs))
+    assert torch.equal(_logits(canonized32, inputs, canonizers), _logits(original32, inputs))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
@@ -137,9 +138,10 @@ def test_composite_restores_the_model_exactly(float64_default, kind, implementat
     with instance.context(model):
         attentions = [module for module in model.modules() if huggingface.is_attention(module)]
         assert attentions and all(isinstance(module.canonizer_scores, MatMul) for module in attentions)
-        assert model.config._attn_implementation == "eager"
+        assert all(isinstance(module.canonizer_attention, ScaledDotProductAttention) for module in attentions)
+        assert model.config._attn_implementation == implementation
         named = {name.rsplit(".", 1)[-1] for name in instance.rule_map}
-        assert {"canonizer_scores", "canonizer_context"} <= named
+        assert {"canonizer_scores", "canonizer_context", "canonizer_attention"} <= named
         if kind in LLAMA_STYLE:
             assert all(isinstance(module.canonizer_product, GatedMul) for module in model.modules() if huggingface.is_gated_mlp(module))
     assert model.config._attn_implementation == implementation
@@ -161,21 +163,31 @@ def test_restored_after_an_exception_inside_attention(float64_default, kind):
 
     with pytest.raises(KeyError, match="boom"):
         with AttnLRP().context(model):
-            handle = last_attention.canonizer_softmax.register_forward_hook(fail, with_kwargs=True)
+            handle = last_attention.canonizer_attention.register_forward_hook(fail, with_kwargs=True)
             model(**_inputs(kind))
     handle.remove()
     assert_restored(model, before)
 
 
-def test_unsupported_attention_raises_a_clear_error_and_restores():
-    class FusedAttention(torch.nn.Module):
+@pytest.mark.parametrize("attention", ["none", "fused twice", "fused then matmul", "two products"])
+def test_unsupported_attention_raises_a_clear_error_and_restores(attention):
+    class UnsupportedAttention(torch.nn.Module):
         def forward(self, q):
-            return torch.nn.functional.scaled_dot_product_attention(q, q, q)
+            if attention == "none":
+                return q.exp()
+            if attention == "fused twice":
+                fused = torch.nn.functional.scaled_dot_product_attention(q, q, q)
+                return torch.nn.functional.scaled_dot_product_attention(fused, q, q)
+            if attention == "fused then matmul":
+                return torch.nn.functional.scaled_dot_product_attention(q, q, q) @ q.transpose(-2, -1)
+            return (q @ q.transpose(-2, -1)) @ q
 
-    model = torch.nn.Sequential(FusedAttention())
+    model = torch.nn.Sequential(UnsupportedAttention())
     before = snapshot(model)
-    canonizer = ExplicitAttentionCanonizer(lambda module: isinstance(module, FusedAttention))
-    with pytest.raises(RuntimeError, match="cannot make the attention of FusedAttention explicit.*no matmul or softmax"):
+    canonizer = ExplicitAttentionCanonizer(lambda module: isinstance(module, UnsupportedAttention))
+    calls = {"none": "no attention", "fused twice": "fused, fused", "fused then matmul": "fused, matmul",
+             "two products": "matmul, matmul"}[attention]
+    with pytest.raises(RuntimeError, match=f"cannot make the attention of UnsupportedAttention explicit.*computed {calls} where"):
         with AttnLRP(canonizers=[canonizer]).context(model):
             model(torch.randn(1, 2, 3, 4, requires_grad=True))
     assert_restored(model, before)
@@ -198,13 +210,11 @@ def test_timm_canonizer_same_outputs_and_exact_restoration(fused_attn):
     with torch.no_grad():
         original = model(image)
         instances = lrp_timm.TimmAttentionCanonizer().apply(model)
-        assert all(module.fused_attn is False for module in model.modules() if lrp_timm.is_attention(module))
+        assert all(module.fused_attn is fused_attn for module in model.modules() if lrp_timm.is_attention(module))
         canonized = model(image)
         for instance in reversed(instances):
             instance.remove()
-    assert (canonized - original).abs().max() / original.abs().max() < 1e-13
-    if not fused_attn:
-        assert torch.equal(canonized, original)
+    assert torch.equal(canonized, original)
     with pytest.raises(RuntimeError):
         with CPLRP().context(model):
             model(image[:, :2])

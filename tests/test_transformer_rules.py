@@ -420,3 +420,44 @@ def test_identity_rule_recomputes_or_keeps_the_output_and_leaves_the_input_intac
         g_hidden = (g @ model[2].weight) * activated / (hidden + EPS * torch.where(hidden >= 0, 1.0, -1.0))
         expected = g_hidden @ model[0].weight
     torch.testing.assert_close(gradient, expected)
+
+
+@pytest.mark.parametrize("rows", ["one position", "every position"])
+def test_frozen_vocabulary_projection_maps_only_the_rows_that_receive_gradient(rows):
+    """A language model explained at one position: its head (a Linear widening 8x or more) gets gradient at that
+    position only, and the rule maps only those rows (the rest of g_x is zero, as the dense product gives)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(16)
+    head = torch.nn.Linear(4, 40).requires_grad_(False)
+    x = torch.randn(2, 6, 4, requires_grad=True)
+    g = torch.zeros(2, 6, 40)
+    if rows == "one position":
+        g[:, -1] = torch.randn(2, 40)
+    else:
+        g = torch.randn(2, 6, 40)
+    W, b = head.weight, head.bias
+    z = x.detach() @ W.T + b
+    handles = gradient_rules.AffineEpsilon(EPS).register(head)
+    try:
+        output = head(x)
+        with FlopCounterMode(display=False) as counter:
+            g_x, = torch.autograd.grad(output, x, g)
+    finally:
+        handles.remove()
+    torch.testing.assert_close(g_x, (g * z / stab(z)) @ W, rtol=1e-12, atol=1e-14)
+    mapped_rows = 2 if rows == "one position" else 12
+    assert counter.get_total_flops() == 2 * mapped_rows * 40 * 4
+
+
+def test_vocabulary_projection_with_trainable_weights_keeps_its_weight_gradient():
+    torch.manual_seed(17)
+    head = torch.nn.Linear(4, 40)
+    x = torch.randn(2, 6, 4, requires_grad=True)
+    g = torch.zeros(2, 6, 40)
+    g[:, -1] = torch.randn(2, 40)
+    z = (x @ head.weight.T + head.bias).detach()
+    z_, (g_x, g_w) = hooked_gradients(gradient_rules.AffineEpsilon(EPS), head, (x,), g, wrt=(x, head.weight))
+    scaled = g * z / stab(z)
+    torch.testing.assert_close(g_x, scaled @ head.weight.detach(), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(g_w, scaled.flatten(0, 1).T @ x.detach().flatten(0, 1), rtol=1e-12, atol=1e-14)
