@@ -396,16 +396,31 @@ def _difference(bias: Optional[torch.Tensor], original: Optional[torch.Tensor], 
 
 
 def zbox(layer: LinearMap, input, output, grad_output, low, high, stabilizer: Callable, zero_params) -> torch.Tensor:
-    """ZBox rule: ``x W^T s - l W+^T s - h W-^T s`` with ``s = R / stab(z - W+ l - b+ - W- h - b-)``."""
+    """ZBox rule: ``x W^T s - l W+^T s - h W-^T s`` with ``s = R / stab(z - W+ l - b+ - W- h - b-)``,
+    computed as ``(x - l) W+^T s + (x - h) W-^T s`` (``W = W+ + W-``: two transposed maps, not three)."""
     zero_params = _as_name_list(zero_params)
     weight, bias = _params(layer, zero_params)
     w_pos, w_neg = layer.weight_pos, layer.weight_neg
     z = _output(layer, input, output, weight, bias, zero_params)
     # d = z - (W+ l + W- h) - (b+ + b-), and b+ + b- = b
-    denominator = _add_bias_(layer.apply_summed([low, high], [w_pos, w_neg]), bias, layer).neg_().add_(z)
+    denominator = torch.sub(z, _bounds_map(layer, low, high))
+    if bias is not None:
+        denominator.sub_(_channels(bias, layer, denominator))
     ratio = _ratio_(grad_output, denominator, stabilizer)
-    plain, positive, negative = layer.apply_transposed_many(ratio, [weight, w_pos, w_neg], input)
-    return plain.mul_(input).sub_(positive.mul_(low)).sub_(negative.mul_(high))
+    positive, negative = layer.apply_transposed_many(ratio, [w_pos, w_neg], input)
+    return positive.mul_(input - low).add_(negative.mul_(input - high))
+
+
+def _bounds_map(layer: LinearMap, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """``W+ l + W- h``, computed once per value of the parameters and the bounds (the same bounds
+    every call, as a first layer's usually are: the term does not depend on the input)."""
+    signature = tuple((bound.data_ptr(), bound.shape, bound.stride(), bound._version) for bound in (low, high))
+    cached = layer.cache.get("zbox_bounds")
+    if cached is None or cached[0] != signature:
+        # the bounds are kept with the result, so that their memory cannot be reused for other values
+        cached = (signature, layer.apply_summed([low, high], [layer.weight_pos, layer.weight_neg]), low, high)
+        layer.cache["zbox_bounds"] = cached
+    return cached[1]
 
 
 def uniform_spread(layer: LinearMap, input, grad_output, stabilizer: Callable, zero_params, squared: bool) -> torch.Tensor:

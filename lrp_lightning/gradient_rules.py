@@ -509,6 +509,11 @@ class ConstantAttentionWeights(_FusedAttentionRule):
     Query and key are detached, so no relevance flows into them, and ``O = A V`` is linear in
     ``V``, which receives LRP-epsilon whole: ``g_V = A^T (g_O * O / stab(O))``. Equal to the
     explicit path (:class:`ConstantAttention` at the softmax, :class:`UniformProduct` at ``A V``).
+    The forward pass runs the fused kernel; the backward pass recomputes the weights ``A`` of one
+    call at a time from the kept query and key (no ``(T, T)`` tensor is kept between the passes)
+    and applies ``A^T`` itself, which costs less than the kernel's full backward pass. With
+    attention dropout (training mode) the weights cannot be recomputed, and the kernel's own
+    backward pass carries the gradient to ``V``.
 
     Parameters
     ----------
@@ -519,6 +524,62 @@ class ConstantAttentionWeights(_FusedAttentionRule):
     def query_key(self, tensor):
         """The query or key, detached."""
         return tensor.detach()
+
+    def _forward_hook(self, module, args, kwargs, output):
+        call = _attention_call(args, kwargs)
+        if call["dropout_p"] or not is_variable(call["value"]):
+            return super()._forward_hook(module, args, kwargs, output)
+        if not (self.active and not _flag("suspended", False) and torch.is_grad_enabled() and output.requires_grad):
+            return None
+        return _ConstantWeightsAttentionFunction.apply(self, call, output.detach(), call["value"])
+
+
+_ATTENTION_ARGUMENTS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+_ATTENTION_DEFAULTS = {"attn_mask": None, "dropout_p": 0.0, "is_causal": False, "scale": None, "enable_gqa": False}
+
+
+def _attention_call(args: tuple, kwargs: dict) -> dict:
+    """The arguments of an ``F.scaled_dot_product_attention`` call by name, defaults filled in."""
+    return {**_ATTENTION_DEFAULTS, **dict(zip(_ATTENTION_ARGUMENTS, args)), **kwargs}
+
+
+def attention_weights(query, key, attn_mask=None, is_causal=False, scale=None, enable_gqa=False, **unused) -> torch.Tensor:
+    """The weights ``softmax(Q K^T * scale + mask)`` of a ``F.scaled_dot_product_attention`` call
+    (as its documentation defines them; boolean masks mark the keys taken part in, ``is_causal``
+    the lower triangle); rows whose every key is masked get weights 0."""
+    scale = query.shape[-1] ** -0.5 if scale is None else scale
+    if enable_gqa:
+        key = key.repeat_interleave(query.shape[-3] // key.shape[-3], dim=-3)
+    scores = torch.matmul(query, key.transpose(-2, -1)).mul_(scale)
+    if is_causal:
+        allowed = torch.ones(scores.shape[-2:], dtype=torch.bool, device=scores.device).tril_()
+        scores.masked_fill_(allowed.logical_not_(), float("-inf"))
+    if attn_mask is None:
+        return torch.softmax(scores, dim=-1)
+    scores = scores.masked_fill(attn_mask.logical_not(), float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
+    masked_rows = torch.isneginf(scores).all(dim=-1, keepdim=True)
+    return torch.softmax(scores, dim=-1).masked_fill_(masked_rows, 0.0)
+
+
+class _ConstantWeightsAttentionFunction(torch.autograd.Function):
+    """Fused attention's output, whose backward applies CP-LRP with the weights recomputed."""
+
+    @staticmethod
+    def forward(ctx: Any, hook: ConstantAttentionWeights, call: dict, output: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        ctx.hook = hook
+        ctx.call = {name: argument.detach() if isinstance(argument, torch.Tensor) else argument for name, argument in call.items()}
+        ctx.output = output
+        return output
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple:
+        call, value = ctx.call, ctx.call["value"]
+        with torch.no_grad():
+            scaled = ctx.hook.output_gradient(ctx.output, grad_output, 1.0)
+            grad_value = torch.matmul(attention_weights(**call).transpose(-2, -1), scaled)
+            if grad_value.shape[-3:] != value.shape[-3:]:  # grouped-query attention: sum each group's heads
+                grad_value = grad_value.unflatten(-3, (value.shape[-3], -1)).sum(dim=-3)
+        return None, None, None, grad_value.to(value.dtype)
 
 
 class AffineGamma(Hook):

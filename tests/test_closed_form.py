@@ -160,6 +160,44 @@ def test_cached_derived_weights_follow_in_place_weight_updates(name):
     torch.testing.assert_close(after_update, fresh)
 
 
+def test_zbox_bounds_term_is_computed_once_and_follows_changed_bounds():
+    """``W+ l + W- h`` does not depend on the input: computed in the first call only, and again when the bounds
+    (or the weights) change in place."""
+    torch.manual_seed(6)
+    layer = torch.nn.Conv2d(3, 4, 3)
+    low, high = -torch.rand(1, 3, 1, 1), torch.rand(1, 3, 1, 1)
+    rule = rules.ZBox(low, high)
+    grad_output = torch.randn(2, 4, 4, 4)
+    forward_convolutions = []
+
+    class CountForwardConvolutions(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.convolution.default and not args[6]:
+                forward_convolutions.append(args[0].shape)
+            return func(*args, **(kwargs or {}))
+
+    def fresh_relevance(input):
+        return relevance(rules.ZBox(low.clone(), high.clone()), layer, input, grad_output, fast=True)
+
+    handles = rule.register(layer)
+    try:
+        for step in range(3):
+            input = torch.rand(2, 3, 6, 6) * 2 - 1
+            if step == 2:
+                with torch.no_grad():
+                    rule.low.mul_(2.0)  # the bounds the rule holds, changed in place
+                    low.mul_(2.0)
+            leaf = input.clone().requires_grad_()
+            with CountForwardConvolutions():
+                output = layer(leaf)
+                result, = torch.autograd.grad(output, leaf, grad_output)
+            torch.testing.assert_close(result, fresh_relevance(input), rtol=1e-10, atol=1e-12)
+    finally:
+        handles.remove()
+    bounds_maps = [shape for shape in forward_convolutions if shape[1] == 6]  # [low, high] stacked on the channels
+    assert len(bounds_maps) == 2, "the first call and the call after the bounds changed"
+
+
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("zero_params", [None, "bias"])
 @pytest.mark.parametrize("layer_name", ["linear", "conv2d"])

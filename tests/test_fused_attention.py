@@ -62,12 +62,64 @@ def test_uniform_attention_is_attn_lrp_through_the_kernel(scale):
     torch.testing.assert_close(g_k, 0.5 * factor * g_scores.transpose(-2, -1) @ q.detach(), rtol=1e-10, atol=1e-13)
 
 
-def test_constant_attention_weights_is_cp_lrp_through_the_kernel():
-    q, k, v, mask, g = attention_inputs(1)
-    output, (g_q, g_k, g_v) = rule_gradients(gradient_rules.ConstantAttentionWeights(EPS), q, k, v, mask, g, None)
-    weights, _, u = explicit_reference(q, k, v, mask, g, q.shape[-1] ** -0.5)
+@pytest.mark.parametrize("grouped", [False, True])
+@pytest.mark.parametrize("mask_kind", ["none", "float", "bool with a fully masked row", "causal"])
+def test_constant_attention_weights_is_cp_lrp_through_the_kernel(mask_kind, grouped):
+    """The backward pass recomputes the weights from query and key: every mask form of SDPA, grouped-query
+    attention (``enable_gqa``: 4 query heads share 2 key/value heads)."""
+    generator = torch.Generator().manual_seed(1)
+    length, heads = 5, 4
+    q = torch.randn(2, heads, length, 3, generator=generator, requires_grad=True)
+    k, v = (torch.randn(2, heads // 2 if grouped else heads, length, 3, generator=generator, requires_grad=True) for _ in range(2))
+    g = torch.randn(2, heads, length, 3, generator=generator)
+    kwargs, bias = {}, torch.zeros(length, length)
+    if mask_kind == "float":
+        kwargs["attn_mask"] = bias = torch.randn(length, length, generator=generator)
+    elif mask_kind == "bool with a fully masked row":
+        allowed = torch.rand(length, length, generator=generator) > 0.4
+        allowed[:, 0] = True
+        allowed[2] = False
+        kwargs["attn_mask"] = allowed
+        bias = torch.zeros(length, length).masked_fill(~allowed, float("-inf"))
+    elif mask_kind == "causal":
+        kwargs["is_causal"] = True
+        bias = torch.zeros(length, length).masked_fill(torch.ones(length, length).triu(1).bool(), float("-inf"))
+    if grouped:
+        kwargs["enable_gqa"] = True
+    module = ScaledDotProductAttention()
+    handles = gradient_rules.ConstantAttentionWeights(EPS).register(module)
+    try:
+        output = module(q, k, v, **kwargs)
+        g_q, g_k, g_v = torch.autograd.grad(output, (q, k, v), g, allow_unused=True)
+    finally:
+        handles.remove()
+    keys = k.detach().repeat_interleave(2, dim=1) if grouped else k.detach()
+    values = v.detach().repeat_interleave(2, dim=1) if grouped else v.detach()
+    weights = torch.softmax(q.detach() @ keys.transpose(-2, -1) / 3**0.5 + bias, dim=-1).nan_to_num(0.0)
+    expected_output = weights @ values
+    torch.testing.assert_close(output.detach(), expected_output, rtol=1e-12, atol=1e-14)
+    u = g * expected_output / stab(expected_output)
+    expected = weights.transpose(-2, -1) @ u
+    if grouped:
+        expected = expected.unflatten(1, (heads // 2, 2)).sum(2)
     assert g_q is None and g_k is None, "no relevance flows into queries and keys"
-    torch.testing.assert_close(g_v, weights.transpose(-2, -1) @ u, rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(g_v, expected, rtol=1e-10, atol=1e-13)
+    assert torch.isfinite(g_v).all()
+
+
+def test_constant_attention_weights_with_attention_dropout_uses_the_kernel_backward():
+    """In training mode with dropout the weights cannot be recomputed: the kernel's own backward pass (with the
+    same dropout mask) carries the gradient, so the values' gradient is still finite and query and key get none."""
+    q, k, v, mask, g = attention_inputs(2)
+    module = ScaledDotProductAttention()
+    handles = gradient_rules.ConstantAttentionWeights(EPS).register(module)
+    try:
+        output = module(q, k, v, dropout_p=0.5)
+        g_q, g_k, g_v = torch.autograd.grad(output, (q, k, v), g, allow_unused=True)
+    finally:
+        handles.remove()
+    assert g_q is None and g_k is None
+    assert g_v.shape == v.shape and torch.isfinite(g_v).all() and g_v.abs().sum() > 0
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama", "bert"])
