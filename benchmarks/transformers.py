@@ -10,7 +10,10 @@ n_head=12)``) on token ids, explained at the last position. Methods:
   and hooks registered outside the timing) and called on the batch;
 - ``lxt_attn_lrp``, ``lxt_cp_lrp``: LXT 2.1 on the same model in its own process and virtualenv
   (``--lxt-python``, default ``.venv-lxt/bin/python`` as ``make golden`` creates it; LXT patches
-  classes globally, so it never runs in this process), with its own plain gradient for the ratio.
+  classes globally, so it never runs in this process), with its own plain gradient for the ratio;
+- ``*_same_venv``: the head-to-head with LXT on equal terms: our composites and LXT's, each in a
+  fresh process of LXT's virtualenv (the same transformers release), the processes alternated
+  ``--lxt-rounds`` times; medians of the per-process medians.
 
 Times are medians of interleaved repeats (:func:`benchmarks.common.time_interleaved_ms`). Peak
 memory is the allocator's high-water mark on CUDA; on the CPU each method runs once in a fresh
@@ -26,7 +29,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +46,7 @@ from benchmarks.common import (
     peak_memory_bytes,
     rss_peak_growth_bytes,
     time_interleaved_ms,
+    time_ms,
 )
 
 OURS = ("attn_lrp", "cp_lrp")
@@ -117,12 +123,44 @@ def measure_peak(model_name: str, method: str, batch: int, sequence: int) -> flo
 
 def run_lxt(python: Path, model_name: str, method: str, batch: int, sequence: int, repeats: int) -> float:
     """LXT's median milliseconds for ``method`` in a fresh process of its own virtualenv."""
+    return _median_ms_of_process(python, "benchmarks.lxt_transformers", model_name, method, batch, sequence, repeats)
+
+
+def run_ours_in(python: Path, model_name: str, method: str, batch: int, sequence: int, repeats: int) -> float:
+    """Our median milliseconds for ``method`` in a fresh process of another virtualenv (LXT's)."""
+    return _median_ms_of_process(python, "benchmarks.transformers", model_name, method, batch, sequence, repeats, "--time-only")
+
+
+def _median_ms_of_process(python: Path, script: str, model_name: str, method: str, batch: int, sequence: int,
+                          repeats: int, *flags: str) -> float:
     completed = subprocess.run(
-        [str(python), "-m", "benchmarks.lxt_transformers", model_name, method, "--batch", str(batch),
-         "--sequence", str(sequence), "--repeats", str(repeats)],
+        [str(python), "-m", script, *flags, model_name, method, "--batch", str(batch), "--sequence", str(sequence),
+         "--repeats", str(repeats)],
         capture_output=True, text=True, check=True,
     )
     return float(completed.stdout.strip().splitlines()[-1])
+
+
+def time_only(model_name: str, method: str, batch: int, sequence: int, repeats: int) -> float:
+    """In this (fresh) process: median milliseconds of ``method`` on the CPU with 2 threads."""
+    torch.set_num_threads(2)
+    model, data = build(model_name, batch, sequence, torch.device("cpu"))
+    with method_case(method, model, data) as run:
+        return time_ms(run, torch.device("cpu"), warmup=1, repeats=repeats)
+
+
+def head_to_head(python: Path, model_name: str, methods: Sequence[str], args: argparse.Namespace, batch: int) -> dict:
+    """``{(implementation, method): ms}`` for ours and LXT, alternating fresh processes of LXT's virtualenv
+    (the plain gradient once per round: it is the same code for both)."""
+    runs: dict = {}
+    for _ in range(args.lxt_rounds):
+        for method in methods:
+            implementations = [("ours", run_ours_in)] + ([] if method == "gradient" else [("lxt", run_lxt)])
+            for implementation, run in implementations:
+                runs.setdefault((implementation, method), []).append(
+                    run(python, model_name, method, batch, args.sequence, args.repeats)
+                )
+    return {key: statistics.median(values) for key, values in runs.items()}
 
 
 def benchmark(model_name: str, args: argparse.Namespace, device: torch.device) -> str:
@@ -155,6 +193,15 @@ def benchmark(model_name: str, args: argparse.Namespace, device: torch.device) -
         for method in lxt_methods[1:]:
             rows.append([f"lxt_{method}", f"{lxt[method]:.0f}", f"{lxt[method] / lxt['gradient']:.2f}", "-", "-"])
         note = f"\nLXT rows: ratio to LXT's own plain gradient in its process ({lxt['gradient']:.0f} ms)."
+        if args.lxt_rounds:
+            same = head_to_head(lxt_python, model_name, lxt_methods, args, batch)
+            for implementation in ("ours", "lxt"):
+                for method in lxt_methods[1:]:
+                    ms = same[(implementation, method)]
+                    rows.append([f"{implementation}_{method}_same_venv", f"{ms:.0f}",
+                                 f"{ms / same[('ours', 'gradient')]:.2f}", "-", "-"])
+            note += (f" Same-venv rows: ours and LXT in alternating fresh processes of LXT's virtualenv, ratio to the "
+                     f"plain gradient there ({same[('ours', 'gradient')]:.0f} ms).")
     elif device.type == "cpu":
         note = f"\nLXT skipped: no {lxt_python} (create it with `make golden`)."
     headers = ["method", "ms", "x gradient", "peak MiB" + (" (RSS growth)" if device.type == "cpu" else ""), "x gradient"]
@@ -173,16 +220,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch threads on the CPU")
     parser.add_argument("--no-memory", action="store_true", help="skip the CPU peak-memory subprocesses")
     parser.add_argument("--lxt-python", default=str(DEFAULT_LXT_PYTHON), help="python of a virtualenv with LXT 2.1")
+    parser.add_argument("--lxt-rounds", type=int, default=2,
+                        help="alternations of ours and LXT in LXT's virtualenv (0: skip the head-to-head)")
     parser.add_argument("--measure-peak", nargs=2, metavar=("MODEL", "METHOD"), help=argparse.SUPPRESS)
+    parser.add_argument("--time-only", nargs=2, metavar=("MODEL", "METHOD"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.measure_peak:
-        model_name, method = args.measure_peak
+    if args.measure_peak or args.time_only:
+        model_name, method = args.measure_peak or args.time_only
         batch = args.batch if args.batch is not None else (8 if model_name == "vit_b_16" else 1)
-        print(measure_peak(model_name, method, batch, args.sequence))
+        measure = measure_peak if args.measure_peak else functools.partial(time_only, repeats=args.repeats)
+        print(measure(model_name, method, batch, args.sequence))
         return
     device = torch.device(args.device)
     if device.type == "cpu":

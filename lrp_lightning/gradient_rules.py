@@ -325,7 +325,7 @@ class IdentityRule(_InputOutputRule):
 
     def input_gradient(self, module, input, output, grad_output):
         """Return ``g_y * y / stab(x)``."""
-        return grad_output * output / self.stabilizer(input)
+        return torch.mul(grad_output, output).div_(self.stabilizer(input))
 
 
 def _normalized_dims(module: torch.nn.Module) -> tuple:
@@ -349,14 +349,27 @@ class LayerNormEpsilon(_InputOutputRule):
         Stabilizer of the denominator.
     """
 
+    def propagate(self, module, input, output, grad_output, args, kwargs):
+        """As :meth:`_InputOutputRule.propagate`; for ``torch.nn.LayerNorm`` the output is recomputed by
+        the fused kernel that also returns ``1 / sigma``."""
+        if output is not None or type(module).forward is not torch.nn.LayerNorm.forward or args or kwargs:
+            return super().propagate(module, input, output, grad_output, args, kwargs)
+        with torch.no_grad():
+            output, _, inverse_sigma = torch.native_layer_norm(input, module.normalized_shape, module.weight, module.bias, module.eps)
+            return self._centred(module, output, grad_output).mul_(inverse_sigma)
+
     def input_gradient(self, module, input, output, grad_output):
         """Return ``(v - mean(v)) / sigma`` with ``v = w * g_y * y / stab(y)``."""
         dims = _normalized_dims(module)
-        sigma = torch.sqrt(input.var(dim=dims, unbiased=False, keepdim=True) + module.eps)
-        scaled = grad_output * _epsilon_ratio(output, self.stabilizer)
+        sigma = input.var(dim=dims, unbiased=False, keepdim=True).add_(module.eps).sqrt_()
+        return self._centred(module, output, grad_output).div_(sigma)
+
+    def _centred(self, module: torch.nn.Module, output: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
+        """``v - mean(v)`` with ``v = w * g_y * y / stab(y)`` (a fresh tensor)."""
+        scaled = _epsilon_ratio(output, self.stabilizer).mul_(grad_output)
         if getattr(module, "weight", None) is not None:
-            scaled = scaled * module.weight
-        return (scaled - scaled.mean(dim=dims, keepdim=True)) / sigma
+            scaled.mul_(module.weight)
+        return scaled.sub_(scaled.mean(dim=_normalized_dims(module), keepdim=True))
 
 
 class RMSNormEpsilon(_InputOutputRule):

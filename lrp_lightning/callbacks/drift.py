@@ -14,16 +14,21 @@ from typing import Any, Optional
 
 import torch
 
-from lrp_lightning.callbacks.similarity import spearman, topk_iou
+from lrp_lightning.callbacks.similarity import feature_ranks, rank_correlation, set_iou, top_features
 
 DRIFT_METRICS = ("drift_rank", "drift_topk")
 
 
 class DriftTracker:
-    """Holds the last attributions per explainer and measures the drift of the next ones."""
+    """Holds the last attributions per explainer and measures the drift of the next ones.
+
+    The ranks and top-feature sets of the stored attributions are kept with them, so that each
+    epoch ranks and sorts only its own attributions.
+    """
 
     def __init__(self) -> None:
         self.previous: dict[str, torch.Tensor] = {}
+        self._summaries: dict[str, tuple] = {}
 
     def update(self, name: str, relevance: torch.Tensor) -> Optional[dict[str, float]]:
         """Store ``relevance`` for ``name`` and return its drift from the stored one.
@@ -43,13 +48,22 @@ class DriftTracker:
         """
         current = relevance.detach().float().cpu()
         previous = self.previous.get(name)
+        previous_summary = self._summary(name) if previous is not None and previous.shape == current.shape else None
         self.previous[name] = current
-        if previous is None or previous.shape != current.shape:
+        self._summaries[name] = summary = (feature_ranks(current), top_features(current.abs()))
+        if previous_summary is None:
             return None
         return {
-            "drift_rank": float(1.0 - spearman(previous, current).mean()),
-            "drift_topk": float(1.0 - topk_iou(previous.abs(), current.abs()).mean()),
+            "drift_rank": float(1.0 - rank_correlation(previous_summary[0], summary[0]).mean()),
+            "drift_topk": float(1.0 - set_iou(previous_summary[1], summary[1]).mean()),
         }
+
+    def _summary(self, name: str) -> tuple:
+        """The ranks and top-feature set of the stored attributions of ``name`` (computed once)."""
+        if name not in self._summaries:
+            stored = self.previous[name]
+            self._summaries[name] = (feature_ranks(stored), top_features(stored.abs()))
+        return self._summaries[name]
 
     def state_dict(self) -> dict[str, Any]:
         """The stored attributions, so that a resumed run continues the series.
@@ -70,3 +84,4 @@ class DriftTracker:
             Explainer name to attributions.
         """
         self.previous = {name: torch.as_tensor(value).float().cpu() for name, value in state.items()}
+        self._summaries = {}

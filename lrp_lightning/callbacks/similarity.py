@@ -87,7 +87,17 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         float64, shape (N,), in [-1, 1]; exactly 1 where ``a`` and ``b`` rank the features alike.
     """
     _check_shapes(a, b)
-    return _pearson_rows(average_ranks(_rows(a)), average_ranks(_rows(b)))
+    return rank_correlation(feature_ranks(a), feature_ranks(b))
+
+
+def feature_ranks(values: torch.Tensor) -> torch.Tensor:
+    """Average ranks (float64, shape (N, D)) of each sample's features, as :func:`spearman` compares them."""
+    return average_ranks(_rows(values))
+
+
+def rank_correlation(ranks_a: torch.Tensor, ranks_b: torch.Tensor) -> torch.Tensor:
+    """Spearman's ρ of each row from the rows' :func:`feature_ranks` (float64, shape (N,))."""
+    return _pearson_rows(ranks_a, ranks_b)
 
 
 def topk_iou(a: torch.Tensor, b: torch.Tensor, fraction: float = DEFAULT_TOPK_FRACTION) -> torch.Tensor:
@@ -106,12 +116,20 @@ def topk_iou(a: torch.Tensor, b: torch.Tensor, fraction: float = DEFAULT_TOPK_FR
         float64, shape (N,), in [0, 1].
     """
     _check_shapes(a, b)
+    return set_iou(top_features(a, fraction), top_features(b, fraction))
+
+
+def top_features(values: torch.Tensor, fraction: float = DEFAULT_TOPK_FRACTION) -> torch.Tensor:
+    """Boolean masks (N, D) of the ``fraction`` largest features of each sample (at least one)."""
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must lie in (0, 1], got {fraction}")
-    rows_a, rows_b = _rows(a), _rows(b)
-    k = max(1, int(round(fraction * rows_a.shape[1])))
-    top_a = torch.zeros_like(rows_a, dtype=torch.bool).scatter_(1, rows_a.topk(k, dim=1).indices, True)
-    top_b = torch.zeros_like(rows_b, dtype=torch.bool).scatter_(1, rows_b.topk(k, dim=1).indices, True)
+    rows = _rows(values)
+    k = max(1, int(round(fraction * rows.shape[1])))
+    return torch.zeros_like(rows, dtype=torch.bool).scatter_(1, rows.topk(k, dim=1).indices, True)
+
+
+def set_iou(top_a: torch.Tensor, top_b: torch.Tensor) -> torch.Tensor:
+    """Row-wise intersection over union of two boolean masks (N, D) (float64, shape (N,))."""
     intersection = (top_a & top_b).sum(dim=1).double()
     union = (top_a | top_b).sum(dim=1).double()
     return intersection / union
