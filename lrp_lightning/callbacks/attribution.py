@@ -444,10 +444,11 @@ class AttributionCallback(FixedSamplesCheckpoint, Callback):
                 drift_charts = custom_scalars_layout(self.explainer_names, DRIFT_METRICS)[DASHBOARD_CATEGORY]
                 layout[DASHBOARD_CATEGORY].update(drift_charts)
             self._layout_written = True
-        pictured = [report for report in reports if report.picture is not None and report.name != RANDOM_NAME]
+        pictured = [report for report in reports if report.has_picture and report.name != RANDOM_NAME]
         mapped = [report for report in reports if report.rule_map is not None]
-        images = [(f"attribution/{report.name}/grid", report.picture) for report in pictured]
-        images += [(f"attribution/{report.name}/grid/input_{index}", picture) for report in reports
+        # grids are rendered by the background writer (ExplainerReport.picture renders on first read)
+        images = [(f"attribution/{report.name}/grid", lambda report=report: report.picture) for report in pictured]
+        images += [(f"attribution/{report.name}/grid/input_{index}", lambda picture=picture: picture) for report in reports
                    if report.name != RANDOM_NAME for index, picture in report.input_pictures.items()]
         texts = [(f"attribution/{report.name}/rule_map", report.rule_map) for report in mapped]
         texts += [(f"attribution/{report.name}/tokens", report.token_table) for report in reports
@@ -467,7 +468,7 @@ class AttributionCallback(FixedSamplesCheckpoint, Callback):
                 for tag, text in texts:
                     sink.text(tag, text, step, epoch)
                 for tag, picture in images:
-                    sink.image(tag, picture, step, epoch)
+                    sink.image(tag, picture(), step, epoch)
             for metric, by_explainer in curves.items():
                 if metric not in self._curve_figures:
                     self._curve_figures[metric] = CurveFigure(metric)

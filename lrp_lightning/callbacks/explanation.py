@@ -13,6 +13,7 @@ flattened and concatenated per sample (see
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence, Union
 
@@ -49,7 +50,9 @@ class ExplainerReport:
     picture : torch.Tensor or None
         uint8 (3, H, W): the input | heatmap | overlay grid for images, the tokens coloured by
         relevance for token ids, heat strips for (N, D)/(N, T, D) inputs, None otherwise or when
-        images are off (and for several inputs).
+        images are off (and for several inputs). Grids and strips are rendered when first read
+        (the callback's background writer reads them, off the training thread); ``has_picture``
+        says whether there is one without rendering it.
     input_pictures : dict of int to torch.Tensor
         For several inputs: the picture of each input that has one (as ``picture``), by its index.
     token_table : str or None
@@ -70,7 +73,7 @@ class ExplainerReport:
     name: str
     results: MetricResults = field(default_factory=MetricResults)
     relevance: Optional[torch.Tensor] = None
-    picture: Optional[torch.Tensor] = None
+    picture_source: Union[None, torch.Tensor, Callable[[], torch.Tensor]] = field(default=None, repr=False)
     input_pictures: dict = field(default_factory=dict)
     token_table: Optional[str] = None
     rule_map: Optional[str] = None
@@ -78,6 +81,18 @@ class ExplainerReport:
     nonfinite: Optional[str] = None
     dropped: list = field(default_factory=list)
     error: Optional[Exception] = None
+
+    @property
+    def has_picture(self) -> bool:
+        """Whether there is a picture (without rendering it)."""
+        return self.picture_source is not None
+
+    @property
+    def picture(self) -> Optional[torch.Tensor]:
+        """The picture (see the class docstring), rendered on the first read."""
+        if callable(self.picture_source):
+            self.picture_source = self.picture_source()
+        return self.picture_source
 
 
 def _float32(model: nn.Module) -> None:
@@ -121,13 +136,21 @@ def model_outputs(model: nn.Module, samples: Samples, device: torch.device) -> t
             ) from error
 
 
-def _picture(inputs: torch.Tensor, relevance: torch.Tensor, cmap: str) -> Optional[torch.Tensor]:
+def _picture_renderer(inputs: torch.Tensor, relevance: torch.Tensor, cmap: str) -> Optional[Callable[[], torch.Tensor]]:
+    """What renders the picture of ``relevance`` (a grid for images, strips for (N, D)/(N, T, D)), or None."""
     if image.is_image_batch(inputs):
-        return image.attribution_grid(inputs, relevance, cmap=cmap).cpu()
+        return functools.partial(_grid, inputs, relevance.detach(), cmap)
     if relevance.ndim in (2, 3):
-        strips = image.strip(relevance, cmap=cmap).cpu()
-        return torch.cat(list(strips), dim=1)
+        return functools.partial(_strips, relevance.detach(), cmap)
     return None
+
+
+def _grid(inputs: torch.Tensor, relevance: torch.Tensor, cmap: str) -> torch.Tensor:
+    return image.attribution_grid(inputs, relevance, cmap=cmap).cpu()
+
+
+def _strips(relevance: torch.Tensor, cmap: str) -> torch.Tensor:
+    return torch.cat(list(image.strip(relevance, cmap=cmap).cpu()), dim=1)
 
 
 def _joined_relevance(relevance: Union[torch.Tensor, tuple]) -> torch.Tensor:
@@ -182,15 +205,15 @@ def _explain_one(
     report.results, report.dropped = finite_results(metric_set.evaluate(arguments))
     report.relevance = relevance.detach().cpu()
     if cmap is None or report.nonfinite is not None:
-        report.picture = None
+        report.picture_source = None
     elif isinstance(inputs, tuple):
-        pictures = {index: _picture(part, part_relevance, cmap)
-                    for index, (part, part_relevance) in enumerate(zip(inputs, per_input)) if part_relevance is not None}
-        report.input_pictures = {index: picture for index, picture in pictures.items() if picture is not None}
+        renderers = {index: _picture_renderer(part, part_relevance, cmap)
+                     for index, (part, part_relevance) in enumerate(zip(inputs, per_input)) if part_relevance is not None}
+        report.input_pictures = {index: render() for index, render in renderers.items() if render is not None}
     elif is_token_ids(inputs):
-        report.picture, report.token_table = token_pictures(decoder, inputs, relevance, attention_mask, targets, cmap)
+        report.picture_source, report.token_table = token_pictures(decoder, inputs, relevance, attention_mask, targets, cmap)
     else:
-        report.picture = _picture(inputs, relevance, cmap)
+        report.picture_source = _picture_renderer(inputs, relevance, cmap)
     return report
 
 

@@ -91,8 +91,9 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def feature_ranks(values: torch.Tensor) -> torch.Tensor:
-    """Average ranks (float64, shape (N, D)) of each sample's features, as :func:`spearman` compares them."""
-    return average_ranks(_rows(values))
+    """Average ranks (float64, shape (N, D)) of each sample's features, as :func:`spearman` compares them
+    (sorted in the values' own dtype: widening changes neither their order nor their ties)."""
+    return average_ranks(values.detach().flatten(1))
 
 
 def rank_correlation(ranks_a: torch.Tensor, ranks_b: torch.Tensor) -> torch.Tensor:
