@@ -139,8 +139,7 @@ class ExplicitAttentionCanonizer(AttributeCanonizer):
     (:class:`~lrp_lightning.layer.ScaledDotProductAttention`, for a fused call),
     ``canonizer_scores`` (:class:`~lrp_lightning.layer.MatMul`), ``canonizer_softmax``
     (``nn.Softmax(dim=-1)``) and ``canonizer_context`` (:class:`~lrp_lightning.layer.MatMul`) for an
-    eager one, any further attributes ``extra_attributes(module)`` returns (e.g. a flag selecting
-    a path), and a forward that runs the module's own forward with these operations routed into
+    eager one, and a forward that runs the module's own forward with these operations routed into
     the submodules (see the module docstring). Nothing is written to the module's parameters,
     buffers or class.
 
@@ -148,32 +147,19 @@ class ExplicitAttentionCanonizer(AttributeCanonizer):
     ----------
     detects : callable
         ``module -> bool``: whether a module is an attention module to make explicit.
-    eager_forward : callable, optional
-        ``module -> forward``: the forward whose attention is made explicit (default: the module's
-        current ``forward``), e.g. the eager forward of a base class for an SDPA-only subclass.
-    extra_attributes : callable, optional
-        ``module -> dict``: attributes set for the duration (default: none).
     """
 
-    def __init__(
-        self,
-        detects: Callable[[torch.nn.Module], bool],
-        eager_forward: Optional[Callable[[torch.nn.Module], Callable]] = None,
-        extra_attributes: Optional[Callable[[torch.nn.Module], dict]] = None,
-    ) -> None:
+    def __init__(self, detects: Callable[[torch.nn.Module], bool]) -> None:
         self.detects = detects
-        self.eager_forward = eager_forward or (lambda module: module.forward)
-        self.extra_attributes = extra_attributes or (lambda module: {})
         super().__init__(self._attribute_map)
 
     def _attribute_map(self, name: str, module: torch.nn.Module) -> Optional[dict]:
         if not self.detects(module):
             return None
         return {
-            **self.extra_attributes(module),
             "canonizer_attention": ScaledDotProductAttention(),
             "canonizer_scores": MatMul(),
             "canonizer_softmax": torch.nn.Softmax(dim=-1),
             "canonizer_context": MatMul(),
-            "forward": explicit_attention_forward(self.eager_forward(module)).__get__(module),
+            "forward": explicit_attention_forward(module.forward).__get__(module),
         }
