@@ -25,6 +25,7 @@ if [[ ${GPU_SH_SMOKE:-0} == 1 ]]; then
     ATTRIBUTION_SIZES=(--model resnet18 vgg11_bn --batch 2 --size 32 --classes 10 --repeats 1 --warmup 1)
     METRICS_SIZES=(--model resnet18 --batch 2 --size 32 --classes 10 --steps 4 --patch 8 --repeats 1)
     CALLBACK_SIZES=(--epochs 1 --repeats 1)
+    TRANSFORMER_SIZES=(--batch 1 --sequence 16 --repeats 1 --rounds 1 --no-memory --lxt-python none)
 else
     PYTHON=${PYTHON:-python3}
     : "${OUT:?set OUT to the folder that receives the results}"
@@ -34,6 +35,7 @@ else
     ATTRIBUTION_SIZES=(--model vgg16 resnet50 --batch 32 --size 224 --classes 1000)
     METRICS_SIZES=(--model resnet50 --batch 32 --size 224 --classes 1000 --steps 100 --patch 16)
     CALLBACK_SIZES=()
+    TRANSFORMER_SIZES=()
 fi
 COMPOSITES=(epsilon_gamma_box epsilon_plus_flat epsilon_alpha2_beta1)
 mkdir -p "$OUT"
@@ -107,6 +109,14 @@ fi
 step metrics 120 "$PYTHON" -m benchmarks.metrics --device "$DEVICE" "${METRICS_SIZES[@]}" "${QUANTUS_FLAG[@]}"
 
 step callback 80 "$PYTHON" -m benchmarks.callback --device "$DEVICE" "${CALLBACK_SIZES[@]}"
+
+# AttnLRP and CP-LRP (issue 11): the ViT always, GPT-2 where the box has transformers
+TRANSFORMER_MODELS=(vit_b_16)
+if python_has "import transformers"; then
+    TRANSFORMER_MODELS+=(gpt2)
+fi
+step transformers 90 "$PYTHON" -m benchmarks.transformers --device "$DEVICE" --model "${TRANSFORMER_MODELS[@]}" \
+    "${TRANSFORMER_SIZES[@]}"
 
 # Last, as the least needed: what the closed-form fast path buys over the generic autograd path.
 if python_has "import lrp_lightning.core as core; assert hasattr(core, 'fast_path')"; then
