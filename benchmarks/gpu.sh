@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU run of the benchmark suite: one prepared script for a lent H100/H200 box (about 8 minutes).
+# The GPU run of the benchmark suite: one prepared script for a lent H100/H200 box (about 10 minutes).
 #
 #   OUT=/results bash benchmarks/gpu.sh          # on the GPU box, from the repository root
 #   GPU_SH_SMOKE=1 bash benchmarks/gpu.sh        # logic check on a CPU machine: device cpu, tiny sizes
