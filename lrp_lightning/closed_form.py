@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from lrp_lightning import fused, types
-from lrp_lightning.core import Stabilizer, _as_name_list
+from lrp_lightning.core import Stabilizer, _as_name_list, is_plain_stabilizer
 
 _CONV_FORWARD = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_TRANSPOSE_FORWARD = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -355,17 +355,29 @@ def _gamma_nonnegative(layer, input, output, grad_output, gamma, stabilizer, wei
 
 
 def _gamma_stacked_in_place(layer, output, positive, grad_output, shift_pos, shift_neg, gamma, stabilizer) -> torch.Tensor:
-    """What :func:`lrp_lightning.fused.gamma_stacked` computes, with in-place eager operations (any stabilizer)."""
+    """What :func:`lrp_lightning.fused.gamma_stacked` computes, with in-place eager operations (any stabilizer).
+
+    With the plain stabilizer and shifts ``shift_pos >= 0 >= shift_neg`` (the layer's own bias),
+    ``z_p > 0`` wherever ``z > 0`` and ``z_n < 0`` wherever ``z < 0``, so ``stab`` is the addition of
+    ``+eps`` or ``-eps``, folded into the shifts' additions (the same values bit for bit).
+    """
+    signed_epsilon = _signed_epsilon(layer, shift_pos, shift_neg, gamma, stabilizer)
     positive.mul_(gamma)
     denominator = _add_bias_(torch.add(output, positive), shift_pos, layer)
     negative_side = _add_bias_(torch.mul(output, 1.0 + gamma).sub_(positive), shift_neg, layer)
+    if signed_epsilon is not None:
+        denominator.add_(signed_epsilon)
+        negative_side.sub_(signed_epsilon)
     del positive
     is_positive = output > 0
     torch.where(is_positive, denominator, negative_side, out=denominator)
     del negative_side
     stacked = layer.stack_like(grad_output, 2)
     first, second = stacked.chunk(2, dim=layer.channel_dim)
-    ratio = _ratio_(grad_output, denominator, stabilizer)
+    if signed_epsilon is None:
+        ratio = _ratio_(grad_output, denominator, stabilizer)
+    else:
+        ratio = torch.div(grad_output, denominator, out=denominator)
     ratio.masked_fill_(output == 0, 0)  # outputs with z = 0 pass nothing
     # first = s_p + (1 + gamma) s_n, second = gamma (s_p - s_n)
     torch.where(is_positive, ratio, ratio * (1.0 + gamma), out=first)
@@ -374,16 +386,21 @@ def _gamma_stacked_in_place(layer, output, positive, grad_output, shift_pos, shi
     return stacked
 
 
+def _signed_epsilon(layer: LinearMap, shift_pos, shift_neg, gamma: float, stabilizer: Callable) -> Optional[float]:
+    """The stabilizer's epsilon when it can be folded into Gamma's denominators (see
+    :func:`_gamma_stacked_in_place`), else None."""
+    if not is_plain_stabilizer(stabilizer):
+        return None
+    signs_known = layer.memo(
+        ("gamma_signs_known", gamma),
+        lambda: (shift_pos is None or bool((shift_pos >= 0).all())) and (shift_neg is None or bool((shift_neg <= 0).all())),
+    )
+    return stabilizer.epsilon if signs_known else None
+
+
 def _fused_eligible(output: torch.Tensor, layer: LinearMap, stabilizer: Callable) -> bool:
     """Whether the fused kernel applies: CUDA, one group, and the plain ``d + eps * sign(d)`` stabilizer."""
-    return (
-        output.is_cuda
-        and layer.groups == 1
-        and type(stabilizer) is Stabilizer
-        and not stabilizer.clip
-        and not stabilizer.norm_scale
-        and isinstance(stabilizer.epsilon, (int, float))
-    )
+    return output.is_cuda and layer.groups == 1 and is_plain_stabilizer(stabilizer)
 
 
 def _difference(bias: Optional[torch.Tensor], original: Optional[torch.Tensor], scale: float) -> Optional[torch.Tensor]:

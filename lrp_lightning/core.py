@@ -67,6 +67,27 @@ def _as_name_list(names: Union[None, str, Sequence[str]], argument: str = "zero_
     return _arguments.names(argument, names)
 
 
+def is_plain_stabilizer(stabilizer: Callable) -> bool:
+    """Whether ``stabilizer`` is a :class:`Stabilizer` computing ``d + eps * sign(d)`` with a number ``eps``
+    (no clipping, no norm scaling), whose values fast paths may compute in other ways.
+
+    Parameters
+    ----------
+    stabilizer : callable
+        A rule's stabilizer.
+
+    Returns
+    -------
+    bool
+    """
+    return (
+        type(stabilizer) is Stabilizer
+        and not stabilizer.clip
+        and not stabilizer.norm_scale
+        and isinstance(stabilizer.epsilon, (int, float))
+    )
+
+
 def stabilize(
     input: torch.Tensor,
     epsilon: float = 1e-6,

@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional, Union
 
 import torch
 
-from lrp_lightning.core import Hook, Stabilizer, _flag, _hooks_suspended, forward_of, is_variable
+from lrp_lightning.core import Hook, Stabilizer, _flag, _hooks_suspended, forward_of, is_plain_stabilizer, is_variable
 from lrp_lightning.rules import Gamma
 from lrp_lightning.types import _defined_in
 
@@ -260,7 +260,7 @@ class OutputGradientHook(Hook):
 
 def _epsilon_ratio(output: torch.Tensor, stabilizer: Callable) -> torch.Tensor:
     """``y / stab(y)``; for the plain stabilizer computed as ``|y| / (|y| + eps)`` (equal, fewer passes)."""
-    if type(stabilizer) is Stabilizer and not stabilizer.clip and not stabilizer.norm_scale and isinstance(stabilizer.epsilon, (int, float)):
+    if is_plain_stabilizer(stabilizer):
         magnitude = output.abs()
         return magnitude.div_(magnitude + stabilizer.epsilon)
     return output / stabilizer(output)

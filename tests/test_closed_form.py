@@ -4,7 +4,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lrp_lightning import closed_form, composites, rules
-from lrp_lightning.core import fast_path
+from lrp_lightning.core import Stabilizer, fast_path
 
 from engine_models import attribute
 
@@ -286,3 +286,25 @@ def test_output_changed_in_place_downstream_is_not_recomputed_on_the_cpu(rule):
         finally:
             handles.remove()
     torch.testing.assert_close(relevance, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gamma_with_the_plain_stabilizer_folded_into_its_denominators_is_bitwise_the_stabilized_path(dtype):
+    """For x >= 0 the plain stabilizer's epsilon is added with the bias shifts (the signs of the denominators are
+    those of the output); the values are bit for bit those of stabilizing the denominators."""
+
+    class SameStabilizer(Stabilizer):
+        """The plain stabilizer under another type: the unfolded path."""
+
+    torch.manual_seed(7)
+    layer = torch.nn.Conv2d(3, 6, 3, padding=1).to(dtype)
+    with torch.no_grad():
+        layer.bias.copy_(torch.tensor([0.5, -0.5, 0.0, 1e-7, -1e-7, 2.0], dtype=dtype))
+    input = torch.rand(2, 3, 5, 5, dtype=dtype)
+    input[0, :, 0, 0] = 0.0
+    grad_output = torch.randn(2, 6, 5, 5, dtype=dtype)
+    folded = relevance(rules.Gamma(0.25, stabilizer=Stabilizer(1e-6)), layer, input, grad_output, fast=True)
+    stabilized = relevance(rules.Gamma(0.25, stabilizer=SameStabilizer(1e-6)), layer, input, grad_output, fast=True)
+    assert torch.equal(folded, stabilized)
+    generic = relevance(rules.Gamma(0.25, stabilizer=Stabilizer(1e-6)), layer, input, grad_output, fast=False)
+    torch.testing.assert_close(folded, generic, rtol=1e-5 if dtype == torch.float32 else 1e-10, atol=1e-7)
