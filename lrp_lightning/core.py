@@ -743,7 +743,7 @@ class Hook:
     def _tensor_input_slots(self, args: tuple, kwargs: dict) -> list:
         """Where the call's tensor inputs are (positional indices, then keyword names); empty when the
         rule is switched off, suspended or gradients are disabled."""
-        if not self.active or _flag("suspended", False) or not torch.is_grad_enabled():
+        if not self._switched_on():
             return []
         slots: list = [index for index, value in enumerate(args) if is_variable(value)]
         slots.extend(name for name, value in kwargs.items() if is_variable(value))
@@ -754,11 +754,13 @@ class Hook:
         cls = type(self)
         return not (cls.propagate is Hook.propagate and cls.backward is Hook.backward and cls.relevance is Hook.relevance)
 
+    def _switched_on(self) -> bool:
+        """Whether the rule acts on the calls now: active, not suspended, gradients enabled."""
+        return self.active and not _flag("suspended", False) and torch.is_grad_enabled()
+
     def _applies(self, args: tuple) -> bool:
         return (
-            self.active
-            and not _flag("suspended", False)
-            and torch.is_grad_enabled()
+            self._switched_on()
             and len(args) > 0
             and isinstance(args[0], torch.Tensor)
             and args[0].requires_grad

@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional, Union
 
 import torch
 
-from lrp_lightning.core import Hook, Stabilizer, _flag, _hooks_suspended, forward_of, is_plain_stabilizer, is_variable
+from lrp_lightning.core import Hook, Stabilizer, _hooks_suspended, forward_of, is_plain_stabilizer, is_variable
 from lrp_lightning.rules import Gamma
 from lrp_lightning.types import _defined_in
 
@@ -243,19 +243,19 @@ class OutputGradientHook(Hook):
         return None
 
     def _forward_hook(self, module, args, kwargs, output):
-        if not (
-            self.active
-            and not _flag("suspended", False)
-            and torch.is_grad_enabled()
-            and isinstance(output, torch.Tensor)
-            and output.requires_grad
-        ):
+        if not (self._switched_on() and isinstance(output, torch.Tensor) and output.requires_grad):
             return None
         variables = sum(1 for value in (*args, *kwargs.values()) if is_variable(value))
         call = _OutputCall(self, module, args, kwargs, output.detach(), 1.0 / max(variables, 1))
         if _frozen_vocabulary_projection(module, args, kwargs):
             return _VocabularyProjectionFunction.apply(call, module.weight, args[0])
         return _OutputGradientFunction.apply(call, output)
+
+
+def _scaled_ratio(output: torch.Tensor, grad_output: torch.Tensor, stabilizer: Callable, share: float = 1.0) -> torch.Tensor:
+    """``share * g * y / stab(y)``, a fresh tensor."""
+    ratio = _epsilon_ratio(output, stabilizer).mul_(grad_output)
+    return ratio.mul_(share) if share != 1 else ratio
 
 
 def _epsilon_ratio(output: torch.Tensor, stabilizer: Callable) -> torch.Tensor:
@@ -282,7 +282,7 @@ class AffineEpsilon(_Stabilized, OutputGradientHook):
 
     def output_gradient(self, output, grad_output, share):
         """Return ``g_z * z / stab(z)``."""
-        return _epsilon_ratio(output, self.stabilizer).mul_(grad_output)
+        return _scaled_ratio(output, grad_output, self.stabilizer)
 
 
 class UniformProduct(_Stabilized, OutputGradientHook):
@@ -307,8 +307,7 @@ class UniformProduct(_Stabilized, OutputGradientHook):
 
     def output_gradient(self, output, grad_output, share):
         """Return ``g_Y * Y / stab(Y) / n``."""
-        ratio = _epsilon_ratio(output, self.stabilizer).mul_(grad_output)
-        return ratio.mul_(share) if share != 1 else ratio
+        return _scaled_ratio(output, grad_output, self.stabilizer, share)
 
 
 class IdentityRule(_InputOutputRule):
@@ -366,7 +365,7 @@ class LayerNormEpsilon(_InputOutputRule):
 
     def _centred(self, module: torch.nn.Module, output: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
         """``v - mean(v)`` with ``v = w * g_y * y / stab(y)`` (a fresh tensor)."""
-        scaled = _epsilon_ratio(output, self.stabilizer).mul_(grad_output)
+        scaled = _scaled_ratio(output, grad_output, self.stabilizer)
         if getattr(module, "weight", None) is not None:
             scaled.mul_(module.weight)
         return scaled.sub_(scaled.mean(dim=_normalized_dims(module), keepdim=True))
@@ -417,7 +416,7 @@ class ConstantAttention(Hook):
         return None
 
     def _forward_hook(self, module, args, kwargs, output):
-        if self.active and not _flag("suspended", False) and torch.is_grad_enabled() and isinstance(output, torch.Tensor):
+        if self._switched_on() and isinstance(output, torch.Tensor):
             return output.detach()
         return None
 
@@ -436,7 +435,7 @@ class ConstantGate(UniformProduct):
     """
 
     def _pre_hook(self, module, args, kwargs):
-        if self.active and not _flag("suspended", False) and torch.is_grad_enabled() and args:
+        if self._switched_on() and args:
             return (args[0].detach(),) + tuple(args[1:]), kwargs
         return None
 
@@ -482,14 +481,13 @@ class _FusedAttentionRule(_Stabilized, OutputGradientHook):
         raise NotImplementedError
 
     def _pre_hook(self, module, args, kwargs):
-        if not (self.active and not _flag("suspended", False) and torch.is_grad_enabled()):
+        if not self._switched_on():
             return None
         return _with_query_and_key(args, kwargs, self.query_key)
 
     def output_gradient(self, output, grad_output, share):
         """Return ``value_share * g_O * O / stab(O)`` (one share for the whole call)."""
-        ratio = _epsilon_ratio(output, self.stabilizer).mul_(grad_output)
-        return ratio.mul_(self.value_share) if self.value_share != 1 else ratio
+        return _scaled_ratio(output, grad_output, self.stabilizer, self.value_share)
 
 
 class UniformAttention(_FusedAttentionRule):
@@ -542,7 +540,7 @@ class ConstantAttentionWeights(_FusedAttentionRule):
         call = _attention_call(args, kwargs)
         if call["dropout_p"] or not is_variable(call["value"]):
             return super()._forward_hook(module, args, kwargs, output)
-        if not (self.active and not _flag("suspended", False) and torch.is_grad_enabled() and output.requires_grad):
+        if not (self._switched_on() and output.requires_grad):
             return None
         return _ConstantWeightsAttentionFunction.apply(self, call, output.detach(), call["value"])
 
