@@ -25,7 +25,8 @@ class NegativeProbe:
 
     On CUDA the check runs in the forward pass and its result is copied to pinned host memory
     asynchronously; reading it in the backward pass waits only for that copy (long finished by
-    then), not for the kernels queued since. On the CPU it is computed directly.
+    then), not for the kernels queued since. On the CPU it is computed directly, as the sign of
+    the minimum (one reduction; a comparison producing a boolean tensor costs several times more).
 
     Parameters
     ----------
@@ -34,8 +35,12 @@ class NegativeProbe:
     """
 
     def __init__(self, input: torch.Tensor) -> None:
-        flag = torch.lt(input.detach(), 0).any()
         self.event = None
+        if input.device.type == "cpu":
+            # NaN (a minimum that is not >= 0) counts as negative: the signed path is always exact
+            self.flag = input.numel() > 0 and not input.detach().min().item() >= 0
+            return
+        flag = torch.lt(input.detach(), 0).any()
         if flag.is_cuda:
             self.flag = torch.empty((), dtype=torch.bool, pin_memory=True)
             self.flag.copy_(flag, non_blocking=True)
@@ -50,15 +55,20 @@ class NegativeProbe:
         return bool(self.flag)
 
 
-def supports(module: torch.nn.Module) -> bool:
-    """Return whether ``module`` is a layer with a closed-form rule backward.
+def supports(module: torch.nn.Module, input: Optional[torch.Tensor] = None) -> bool:
+    """Return whether ``module`` is a layer with a closed-form rule backward (for a call with ``input``).
 
-    ``nn.Linear`` and zero-padded ``Conv1d/2d/3d`` / ``ConvTranspose1d/2d/3d`` qualify (rules
-    zeroing the weight itself take the generic path).
+    ``nn.Linear`` and zero-padded ``Conv1d/2d/3d`` / ``ConvTranspose1d/2d/3d`` qualify, the
+    convolutions with a batched input (rules zeroing the weight itself, and unbatched convolution
+    calls, take the generic path).
     """
     if type(module) is torch.nn.Linear:
         return True
-    return isinstance(module, types.Convolution) and getattr(module, "padding_mode", "zeros") == "zeros"
+    return (
+        isinstance(module, types.Convolution)
+        and getattr(module, "padding_mode", "zeros") == "zeros"
+        and (input is None or input.dim() == module.weight.dim())
+    )
 
 
 class LinearMap:
@@ -253,6 +263,14 @@ def _ratio_(grad_output: torch.Tensor, denominator: torch.Tensor, stabilizer: Ca
     return grad_output / stabilized
 
 
+def _ratio_of_nonnegative_(grad_output: torch.Tensor, denominator: torch.Tensor, stabilizer: Callable) -> torch.Tensor:
+    """:func:`_ratio_` of a fresh denominator known to be ``>= 0``: the plain stabilizer is then
+    the addition of ``eps`` (``sign(0) = +1``), the same values bit for bit in one pass, not four."""
+    if is_plain_stabilizer(stabilizer):
+        return torch.div(grad_output, denominator.add_(stabilizer.epsilon), out=denominator)
+    return _ratio_(grad_output, denominator, stabilizer)
+
+
 def epsilon(layer: LinearMap, input, output, grad_output, stabilizer: Callable, zero_params) -> torch.Tensor:
     """Epsilon rule: ``x * W^T(R / stab(z))``."""
     zero_params = _as_name_list(zero_params)
@@ -270,7 +288,7 @@ def alpha_beta(
     b_pos, b_neg = layer.memo("signed_biases", lambda: (_positive(bias), _negative(bias)))
     if not has_negatives:
         if beta == 0:
-            scaled = _ratio_(grad_output, layer.apply(input, w_pos, b_pos), stabilizer)
+            scaled = _ratio_of_nonnegative_(grad_output, layer.apply(input, w_pos, b_pos), stabilizer)
             if alpha != 1:
                 scaled.mul_(alpha)
             return layer.apply_transposed(scaled, w_pos, input).mul_(input)
@@ -311,7 +329,7 @@ def gamma(
     if not has_negatives:
         return _gamma_nonnegative(layer, input, output, grad_output, gamma, stabilizer, weight, w_pos, original_bias, bias_pos, bias_neg)
     x_pos, x_neg = input.clamp(min=0), input.clamp(max=0)
-    boost_pos = layer.memo(("gamma_pos", gamma), lambda: weight + gamma * w_pos)
+    boost_pos = _gamma_boosted(layer, gamma)
     boost_neg = layer.memo(("gamma_neg", gamma), lambda: weight + gamma * layer.weight_neg)
     pos_a, pos_b = layer.apply_many(x_pos, [boost_pos, boost_neg], [None, None])
     neg_a, neg_b = layer.apply_many(x_neg, [boost_pos, boost_neg], [None, None])
@@ -350,40 +368,85 @@ def _gamma_nonnegative(layer, input, output, grad_output, gamma, stabilizer, wei
             output, positive, grad_output, *fused_shifts, gamma, stabilizer.epsilon, layer.channel_dim
         )
     else:
+        signed_epsilon = _signed_epsilon(layer, shift_pos, shift_neg, gamma, stabilizer)
+        if signed_epsilon is not None:
+            return _gamma_folded(layer, input, output, positive, grad_output, shift_pos, shift_neg, gamma, signed_epsilon)
         stacked = _gamma_stacked_in_place(layer, output, positive, grad_output, shift_pos, shift_neg, gamma, stabilizer)
     return layer.apply_transposed_stacked(stacked, [weight, w_pos], input).mul_(input)
 
 
 def _gamma_stacked_in_place(layer, output, positive, grad_output, shift_pos, shift_neg, gamma, stabilizer) -> torch.Tensor:
-    """What :func:`lrp_lightning.fused.gamma_stacked` computes, with in-place eager operations (any stabilizer).
-
-    With the plain stabilizer and shifts ``shift_pos >= 0 >= shift_neg`` (the layer's own bias),
-    ``z_p > 0`` wherever ``z > 0`` and ``z_n < 0`` wherever ``z < 0``, so ``stab`` is the addition of
-    ``+eps`` or ``-eps``, folded into the shifts' additions (the same values bit for bit).
-    """
-    signed_epsilon = _signed_epsilon(layer, shift_pos, shift_neg, gamma, stabilizer)
+    """What :func:`lrp_lightning.fused.gamma_stacked` computes, with in-place eager operations (any stabilizer)."""
     positive.mul_(gamma)
     denominator = _add_bias_(torch.add(output, positive), shift_pos, layer)
     negative_side = _add_bias_(torch.mul(output, 1.0 + gamma).sub_(positive), shift_neg, layer)
-    if signed_epsilon is not None:
-        denominator.add_(signed_epsilon)
-        negative_side.sub_(signed_epsilon)
     del positive
     is_positive = output > 0
     torch.where(is_positive, denominator, negative_side, out=denominator)
     del negative_side
     stacked = layer.stack_like(grad_output, 2)
     first, second = stacked.chunk(2, dim=layer.channel_dim)
-    if signed_epsilon is None:
-        ratio = _ratio_(grad_output, denominator, stabilizer)
-    else:
-        ratio = torch.div(grad_output, denominator, out=denominator)
+    ratio = _ratio_(grad_output, denominator, stabilizer)
     ratio.masked_fill_(output == 0, 0)  # outputs with z = 0 pass nothing
     # first = s_p + (1 + gamma) s_n, second = gamma (s_p - s_n)
     torch.where(is_positive, ratio, ratio * (1.0 + gamma), out=first)
     torch.where(is_positive, ratio, -ratio, out=second)
     second.mul_(gamma)
     return stacked
+
+
+def _gamma_folded(layer, input, output, positive, grad_output, shift_pos, shift_neg, gamma, epsilon) -> torch.Tensor:
+    """Gamma for ``x >= 0`` with the plain stabilizer folded into the denominators.
+
+    With shifts ``shift_pos >= 0 >= shift_neg`` (the layer's own bias), ``z_p > 0`` wherever
+    ``z > 0`` and ``z_n < 0`` wherever ``z <= 0``, so ``stab`` is the addition of ``+eps`` or ``-eps``.
+    The output's sign enters as float masks ``p = [z > 0]``, ``n = [z < 0]`` (element-wise
+    arithmetic, several times cheaper on the CPU than comparisons, ``torch.where`` or
+    ``masked_fill``), with the values of :func:`_gamma_stacked_in_place` bit for bit.
+
+    Where no relevance arrives at the outputs ``z <= 0`` (checked per call on the CPU; on an
+    asynchronous device the check would stall the stream), ``s_n = 0`` and ``A^T s_p = (W + gamma
+    W+)^T s_p`` is one transposed map of the layer's width instead of two. That is the usual case
+    when a ReLU follows: LRP relevance is proportional to the activation, so none reaches the
+    positions the ReLU sets to zero.
+    """
+    sign = torch.sign(output)
+    is_positive = sign.clamp(min=0)
+    positive.mul_(gamma)
+    if output.device.type == "cpu":
+        kept = torch.mul(grad_output, is_positive)
+        if _is_zero(torch.sub(grad_output, kept)):
+            # z + gamma W+ x + shift_pos + eps where z > 0, and at least eps elsewhere
+            denominator = _add_bias_(torch.relu(output).add_(positive), shift_pos, layer).add_(epsilon)
+            ratio = torch.div(kept, denominator, out=denominator)
+            return layer.apply_transposed(ratio, _gamma_boosted(layer, gamma), input).mul_(input)
+    denominator = _add_bias_(torch.add(output, positive), shift_pos, layer).add_(epsilon)
+    negative_side = _add_bias_(torch.mul(output, 1.0 + gamma).sub_(positive), shift_neg, layer).sub_(epsilon)
+    del positive
+    # z_p where z > 0, else z_n (at most -eps: no division by zero where z = 0)
+    denominator.mul_(is_positive).addcmul_(negative_side, torch.rsub(is_positive, 1))
+    del negative_side
+    ratio = torch.div(grad_output, denominator, out=denominator)
+    stacked = layer.stack_like(grad_output, 2)
+    first, second = stacked.chunk(2, dim=layer.channel_dim)
+    # first = s_p + (1 + gamma) s_n, second = gamma (s_p - s_n); both zero where z = 0
+    is_negative = torch.sub(is_positive, sign)
+    torch.mul(ratio, is_negative.mul_(1.0 + gamma).add_(is_positive), out=first)
+    torch.mul(ratio, sign.mul_(gamma), out=second)
+    return layer.apply_transposed_stacked(stacked, [layer.weight, layer.weight_pos], input).mul_(input)
+
+
+def _gamma_boosted(layer: LinearMap, gamma: float) -> torch.Tensor:
+    """``A = W + gamma W+``, cached."""
+    return layer.memo(("gamma_pos", gamma), lambda: layer.weight + gamma * layer.weight_pos)
+
+
+def _is_zero(tensor: torch.Tensor) -> bool:
+    """Whether every entry of ``tensor`` is zero (NaN is not), in one reduction."""
+    if tensor.numel() == 0:
+        return True
+    low, high = torch.aminmax(tensor)
+    return low.item() == 0 and high.item() == 0
 
 
 def _signed_epsilon(layer: LinearMap, shift_pos, shift_neg, gamma: float, stabilizer: Callable) -> Optional[float]:
@@ -442,14 +505,51 @@ def _bounds_map(layer: LinearMap, low: torch.Tensor, high: torch.Tensor) -> torc
 
 def uniform_spread(layer: LinearMap, input, grad_output, stabilizer: Callable, zero_params, squared: bool) -> torch.Tensor:
     """WSquare (``squared=True``: ``V = W^2``, ``c = b^2``) or Flat (``V = 1``, ``c = 0``) rule:
-    ``V^T(R / stab(V 1 + c))``."""
+    ``V^T(R / stab(V 1 + c))``.
+
+    The denominator does not depend on the input's values, nor on its batch: it is computed once
+    per sample shape (and value of the parameters) and broadcast over the batch. Flat's transposed
+    map with one group is that of a single all-ones channel, given to every input channel.
+    """
     zero_params = _as_name_list(zero_params)
     weight, bias = _params(layer, zero_params)
     if squared:
         weight = layer.memo("squared", lambda: weight**2)
-        bias = None if bias is None else bias**2
     else:
         weight = layer.memo("ones", lambda: torch.ones_like(weight))
         bias = None
-    ones = torch.ones_like(input)
-    return layer.apply_transposed(_ratio_(grad_output, layer.apply(ones, weight, bias), stabilizer), weight, input)
+    shape = _sample_shape(layer, input)
+    denominator = layer.memo(
+        ("spread_denominator", squared, shape),
+        lambda: layer.apply(input.new_ones(shape), weight, None if bias is None else bias**2),
+    )
+    if is_plain_stabilizer(stabilizer):
+        stabilized = layer.memo(("spread_stabilized", squared, shape, stabilizer.epsilon), lambda: stabilizer(denominator))
+    else:  # a stabilizer of the caller's may look at the whole batch
+        stabilized = stabilizer(denominator.expand(grad_output.shape).contiguous())
+    ratio = torch.div(grad_output, stabilized)
+    if squared or layer.groups != 1:
+        return layer.apply_transposed(ratio, weight, input)
+    return _all_ones_transposed(layer, ratio, input)
+
+
+def _sample_shape(layer: LinearMap, input: torch.Tensor) -> tuple:
+    """The smallest input shape whose map broadcasts to that of ``input`` when the values do not
+    matter: one feature vector for ``nn.Linear``, one sample for a batched convolution."""
+    if layer.is_linear:
+        return (input.shape[-1],)
+    if input.dim() == layer.weight.dim():
+        return (1, *input.shape[1:])
+    return tuple(input.shape)
+
+
+def _all_ones_transposed(layer: LinearMap, grad: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
+    """``1^T grad`` for an all-ones weight and one group: the sum over the output channels, mapped
+    by a one-channel all-ones kernel, is the same for every input channel."""
+    summed = grad.sum(dim=layer.channel_dim, keepdim=True)
+    if not layer.is_linear:
+        kernel = layer.memo("ones_kernel", lambda: layer.weight.new_ones((1, 1, *layer.weight.shape[2:])))
+        one_channel = list(input.shape)
+        one_channel[1] = 1
+        summed = layer.apply_transposed(summed, kernel, input.new_empty(()).expand(one_channel))
+    return summed.expand(input.shape).contiguous()

@@ -53,14 +53,18 @@ def fast_path_enabled() -> bool:
     return _flag("fast_path", True)
 
 
-@contextmanager
-def _hooks_suspended() -> Iterator[None]:
-    previous = _flag("suspended", False)
-    _STATE.suspended = True
-    try:
-        yield
-    finally:
-        _STATE.suspended = previous
+class _hooks_suspended:
+    """Context in which this thread's rules leave module calls alone (a class, not a generator:
+    it is entered once per hooked call in the backward pass)."""
+
+    __slots__ = ("previous",)
+
+    def __enter__(self) -> None:
+        self.previous = _flag("suspended", False)
+        _STATE.suspended = True
+
+    def __exit__(self, *exc_info: Any) -> None:
+        _STATE.suspended = self.previous
 
 
 def _as_name_list(names: Union[None, str, Sequence[str]], argument: str = "zero_params") -> list:
@@ -690,7 +694,7 @@ class Hook:
     def _pre_hook(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> Optional[tuple]:
         # An in-place module runs on a detached alias of its input, so its own autograd node never
         # enters the graph; rules that need the input get a copy, so the input survives.
-        if not self._applies(args) or not getattr(module, "inplace", False):
+        if not getattr(module, "inplace", False) or not self._applies(args):
             return None
         original = args[0]
         working = original.detach()

@@ -141,7 +141,7 @@ class LinearRule(BasicHook):
             and fast_path_enabled()
             and not call.extra_args
             and not call.kwargs
-            and closed_form.supports(module)
+            and closed_form.supports(module, input)
             and "weight" not in _as_name_list(getattr(self, "zero_params", None))
         ):
             with torch.no_grad():

@@ -21,7 +21,7 @@ def _basic_block_forward(self, x: torch.Tensor) -> torch.Tensor:
     out = self.bn2(self.conv2(out))
     if self.downsample is not None:
         identity = self.downsample(x)
-    out = self.canonizer_sum(torch.stack([identity, out], dim=-1))
+    out = self.canonizer_sum(torch.stack([identity, out]))
     return self.relu(out)
 
 
@@ -33,7 +33,7 @@ def _bottleneck_forward(self, x: torch.Tensor) -> torch.Tensor:
     out = self.bn3(self.conv3(out))
     if self.downsample is not None:
         identity = self.downsample(x)
-    out = self.canonizer_sum(torch.stack([identity, out], dim=-1))
+    out = self.canonizer_sum(torch.stack([identity, out]))
     return self.relu(out)
 
 
@@ -48,7 +48,9 @@ class _ResidualBlockCanonizer(AttributeCanonizer):
 
     def _attribute_map(self, name: str, module: torch.nn.Module):
         if isinstance(module, _residual_blocks()[self.block_index]):
-            return {"forward": self.block_forward.__get__(module), "canonizer_sum": Sum()}
+            # stacked along a new first dimension: both summands stay contiguous, and the sum and its rule
+            # run over contiguous halves (several times faster on the CPU than a last dimension of size 2)
+            return {"forward": self.block_forward.__get__(module), "canonizer_sum": Sum(dim=0)}
         return None
 
 

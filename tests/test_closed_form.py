@@ -288,14 +288,15 @@ def test_output_changed_in_place_downstream_is_not_recomputed_on_the_cpu(rule):
     torch.testing.assert_close(relevance, expected)
 
 
+class SameStabilizer(Stabilizer):
+    """The plain stabilizer under another type: the fast paths that fold it into other operations do not apply."""
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_gamma_with_the_plain_stabilizer_folded_into_its_denominators_is_bitwise_the_stabilized_path(dtype):
     """For x >= 0 the plain stabilizer's epsilon is added with the bias shifts (the signs of the denominators are
-    those of the output); the values are bit for bit those of stabilizing the denominators."""
-
-    class SameStabilizer(Stabilizer):
-        """The plain stabilizer under another type: the unfolded path."""
-
+    those of the output) and the output's sign enters as float masks; the values are bit for bit those of
+    stabilizing the denominators and selecting with boolean masks."""
     torch.manual_seed(7)
     layer = torch.nn.Conv2d(3, 6, 3, padding=1).to(dtype)
     with torch.no_grad():
@@ -308,3 +309,191 @@ def test_gamma_with_the_plain_stabilizer_folded_into_its_denominators_is_bitwise
     assert torch.equal(folded, stabilized)
     generic = relevance(rules.Gamma(0.25, stabilizer=Stabilizer(1e-6)), layer, input, grad_output, fast=False)
     torch.testing.assert_close(folded, generic, rtol=1e-5 if dtype == torch.float32 else 1e-10, atol=1e-7)
+
+
+class TransposedMaps(TorchDispatchMode):
+    """Records the weight shape of every transposed map (convolution input gradient) run while it is active."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten.convolution_backward.default:
+            self.weights.append(tuple(args[2].shape))
+        return func(*args, **(kwargs or {}))
+
+
+def _gamma_chain():
+    """conv (Gamma) -> ReLU -> conv (Gamma) -> Flatten -> Linear (Epsilon): relevance reaches the first
+    convolution only where its output is positive (the next rule multiplies by the ReLU's output), and the
+    second convolution also at its negative outputs."""
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(6, 4, 3), torch.nn.Flatten(),
+        torch.nn.Linear(4 * 3 * 3, 2),
+    )
+    composite = composites.NameMapComposite([
+        (("0", "2"), rules.Gamma(0.25)), (("1",), rules.Pass()), (("4",), rules.Epsilon()),
+    ])
+    return model, composite
+
+
+def test_gamma_runs_one_transposed_map_where_no_relevance_reaches_its_negative_outputs():
+    """``s_n = 0`` after a ReLU: ``(W + gamma W+)^T s_p`` (the layer's width) instead of the stacked map of
+    ``[W; W+]`` (twice the width); where relevance reaches negative outputs the stacked map remains. Both equal the
+    generic path."""
+    torch.manual_seed(22)
+    model, composite = _gamma_chain()
+    input = torch.rand(3, 3, 5, 5)
+    target = torch.tensor([0, 1, 0])
+    leaf = input.clone().requires_grad_()
+    maps = TransposedMaps()
+    with composite.context(model):
+        output = model(leaf)
+        with maps:
+            actual, = torch.autograd.grad(output, leaf, torch.eye(2)[target])
+    assert maps.weights == [(8, 6, 3, 3), (6, 3, 3, 3)]
+    with fast_path(False):
+        expected = attribute(composite, model, input, target)
+    torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_gamma_shortcut_is_checked_per_call_not_assumed():
+    """The same layer followed by a ReLU gets relevance at a negative output from elsewhere (here: directly):
+    the stacked map is taken, and the result is the generic one."""
+    torch.manual_seed(23)
+    layer = torch.nn.Conv2d(3, 4, 3, padding=1)
+    input = torch.rand(2, 3, 5, 5)
+    output = layer(input).detach()
+    grad_output = torch.randn_like(output).mul_(output > 0)
+    negative = (output < 0).nonzero()[0].tolist()
+    maps = TransposedMaps()
+    with maps:
+        vanishing = relevance(rules.Gamma(0.25), layer, input, grad_output, fast=True)
+    grad_output[tuple(negative)] = 1.0
+    with maps:
+        reaching = relevance(rules.Gamma(0.25), layer, input, grad_output, fast=True)
+    assert maps.weights == [(4, 3, 3, 3), (8, 3, 3, 3)]
+    torch.testing.assert_close(reaching, relevance(rules.Gamma(0.25), layer, input, grad_output, fast=False))
+    grad_output[tuple(negative)] = 0.0
+    torch.testing.assert_close(vanishing, relevance(rules.Gamma(0.25), layer, input, grad_output, fast=False))
+
+
+def test_gamma_passes_nothing_through_zero_outputs_on_either_path():
+    """Outputs ``z = 0`` pass nothing, also with relevance arriving there, and divide by no zero."""
+    torch.manual_seed(24)
+    layer = torch.nn.Conv2d(3, 4, 1, bias=False)
+    input = torch.rand(2, 3, 4, 4)
+    input[:, :, 0, 0] = 0.0  # every output at (0, 0) is 0, and so is gamma W+ x there
+    output = layer(input).detach()
+    for grad_output in (torch.randn_like(output).mul_(output >= 0), torch.randn_like(output)):
+        grad_output[:, :, 0, 0] = 1.0
+        actual = relevance(rules.Gamma(0.25), layer, input, grad_output, fast=True)
+        assert torch.isfinite(actual).all()
+        torch.testing.assert_close(actual, relevance(rules.Gamma(0.25), layer, input, grad_output, fast=False))
+
+
+def test_gamma_shortcut_divides_by_no_zero_at_negative_outputs():
+    """With ``z = -eps`` and ``W+ x = 0`` the positive side's denominator ``z + gamma W+ x + eps`` is 0 at a
+    negative output that receives no relevance; the shortcut must not turn that into NaN."""
+    layer = torch.nn.Conv2d(1, 2, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([-0.5, 1.0]).view(2, 1, 1, 1))
+    input = torch.full((1, 1, 2, 2), 0.5)
+    grad_output = torch.stack([torch.zeros(2, 2), torch.ones(2, 2)])[None]  # none at the negative channel
+    rule = rules.Gamma(0.25, stabilizer=0.25)
+    actual = relevance(rule, layer, input, grad_output, fast=True)
+    assert torch.isfinite(actual).all()
+    torch.testing.assert_close(actual, relevance(rule, layer, input, grad_output, fast=False))
+
+
+@pytest.mark.parametrize(
+    "values, expected",
+    [([0.0, 1.0], False), ([-0.0, 2.0], False), ([1.0, -1e-300], True), ([float("nan"), 1.0], True), ([], False)],
+    ids=["nonnegative", "negative-zero", "tiny-negative", "nan", "empty"],
+)
+def test_negative_probe_on_the_cpu(values, expected):
+    """The minimum's sign decides; NaN counts as negative (the signed path is exact for every input)."""
+    assert bool(closed_form.NegativeProbe(torch.tensor(values))) is expected
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_zplus_with_the_plain_stabilizer_on_nonnegative_inputs_is_bitwise_the_stabilized_path(dtype):
+    """``W+ x + b+ >= 0`` for ``x >= 0``: the plain stabilizer is the addition of epsilon, bit for bit, zero
+    denominators included."""
+    torch.manual_seed(25)
+    layer = torch.nn.Conv2d(3, 4, 3, padding=1).to(dtype)
+    with torch.no_grad():
+        layer.bias.copy_(torch.tensor([0.5, -0.5, 0.0, 1e-7], dtype=dtype))
+    input = torch.rand(2, 3, 5, 5, dtype=dtype)
+    input[0] = 0.0  # denominators b+ (0 for two channels)
+    grad_output = torch.randn(2, 4, 5, 5, dtype=dtype)
+    folded = relevance(rules.ZPlus(Stabilizer(1e-6)), layer, input, grad_output, fast=True)
+    stabilized = relevance(rules.ZPlus(SameStabilizer(1e-6)), layer, input, grad_output, fast=True)
+    assert torch.equal(folded, stabilized)
+
+
+class ForwardConvolutions(TorchDispatchMode):
+    """Records the weight shape of every forward convolution run while it is active."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten.convolution.default and not args[6]:
+            self.weights.append(tuple(args[1].shape))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("rule_name", ["flat", "wsquare"])
+def test_spread_rules_compute_their_denominator_once_per_sample_shape(rule_name):
+    """``V 1 + c`` depends on neither the input's values nor its batch: computed in the first call, not for another
+    batch of the same sample shape, again for a new sample shape and after an in-place weight update; every call
+    equals a fresh rule's generic relevance. Flat's transposed map is that of one all-ones channel."""
+    torch.manual_seed(26)
+    layer = torch.nn.Conv2d(3, 4, 3, padding=1)
+    rule = make_rules((3, 5, 5))[rule_name](None)
+    handles = rule.register(layer)
+    forward_counts = []
+    try:
+        for step, shape in enumerate([(2, 3, 5, 5), (5, 3, 5, 5), (2, 3, 6, 6), (2, 3, 6, 6)]):
+            if step == 3:
+                with torch.no_grad():
+                    layer.weight.mul_(-1.5)
+            input = torch.randn(shape)
+            grad_output = torch.randn(shape[0], 4, *shape[2:])
+            leaf = input.clone().requires_grad_()
+            forward, transposed = ForwardConvolutions(), TransposedMaps()
+            output = layer(leaf)
+            with forward, transposed:
+                actual, = torch.autograd.grad(output, leaf, grad_output)
+            forward_counts.append(len(forward.weights))
+            assert transposed.weights == [(1, 1, 3, 3) if rule_name == "flat" else (4, 3, 3, 3)]
+            fresh = make_rules((3, 5, 5))[rule_name](None)
+            torch.testing.assert_close(actual, relevance(fresh, layer, input, grad_output, fast=False))
+    finally:
+        handles.remove()
+    assert forward_counts == [1, 0, 1, 1]
+
+
+def test_flat_on_a_linear_layer_spreads_the_summed_ratio_over_every_input():
+    torch.manual_seed(27)
+    layer = torch.nn.Linear(7, 5)
+    input = torch.randn(3, 2, 7)
+    grad_output = torch.randn(3, 2, 5)
+    actual = relevance(rules.Flat(), layer, input, grad_output, fast=True)
+    torch.testing.assert_close(actual, relevance(rules.Flat(), layer, input, grad_output, fast=False))
+    assert actual.is_contiguous()
+
+
+@pytest.mark.parametrize("rule_name", RULE_NAMES)
+def test_an_unbatched_convolution_call_equals_the_batched_one(rule_name):
+    """Convolutions accept inputs without a batch dimension; those calls take the generic path."""
+    torch.manual_seed(28)
+    layer = torch.nn.Conv2d(3, 4, 3)
+    input = torch.rand(3, 5, 5)
+    grad_output = torch.randn(4, 3, 3)
+    unbatched = relevance(make_rules((3, 5, 5))[rule_name](None), layer, input, grad_output, fast=True)
+    batched = relevance(make_rules((3, 5, 5))[rule_name](None), layer, input[None], grad_output[None], fast=True)
+    torch.testing.assert_close(unbatched, batched[0])
