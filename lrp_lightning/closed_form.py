@@ -377,9 +377,7 @@ def _gamma_nonnegative(layer, input, output, grad_output, gamma, stabilizer, wei
 
 def _gamma_stacked_in_place(layer, output, positive, grad_output, shift_pos, shift_neg, gamma, stabilizer) -> torch.Tensor:
     """What :func:`lrp_lightning.fused.gamma_stacked` computes, with in-place eager operations (any stabilizer)."""
-    positive.mul_(gamma)
-    denominator = _add_bias_(torch.add(output, positive), shift_pos, layer)
-    negative_side = _add_bias_(torch.mul(output, 1.0 + gamma).sub_(positive), shift_neg, layer)
+    denominator, negative_side = _gamma_denominators(layer, output, positive.mul_(gamma), shift_pos, shift_neg, gamma)
     del positive
     is_positive = output > 0
     torch.where(is_positive, denominator, negative_side, out=denominator)
@@ -398,8 +396,9 @@ def _gamma_stacked_in_place(layer, output, positive, grad_output, shift_pos, shi
 def _gamma_folded(layer, input, output, positive, grad_output, shift_pos, shift_neg, gamma, epsilon) -> torch.Tensor:
     """Gamma for ``x >= 0`` with the plain stabilizer folded into the denominators.
 
-    With shifts ``shift_pos >= 0 >= shift_neg`` (the layer's own bias), ``z_p > 0`` wherever
-    ``z > 0`` and ``z_n < 0`` wherever ``z <= 0``, so ``stab`` is the addition of ``+eps`` or ``-eps``.
+    With shifts ``shift_pos >= 0 >= shift_neg`` (the layer's own bias) and ``eps > 0``, ``z_p > 0``
+    wherever ``z > 0`` and ``z_n < 0`` wherever ``z <= 0``, so ``stab`` is the addition of ``+eps`` or
+    ``-eps``, and no denominator below is zero.
     The output's sign enters as float masks ``p = [z > 0]``, ``n = [z < 0]`` (element-wise
     arithmetic, several times cheaper on the CPU than comparisons, ``torch.where`` or
     ``masked_fill``), with the values of :func:`_gamma_stacked_in_place` bit for bit.
@@ -420,8 +419,7 @@ def _gamma_folded(layer, input, output, positive, grad_output, shift_pos, shift_
             denominator = _add_bias_(torch.relu(output).add_(positive), shift_pos, layer).add_(epsilon)
             ratio = torch.div(kept, denominator, out=denominator)
             return layer.apply_transposed(ratio, _gamma_boosted(layer, gamma), input).mul_(input)
-    denominator = _add_bias_(torch.add(output, positive), shift_pos, layer).add_(epsilon)
-    negative_side = _add_bias_(torch.mul(output, 1.0 + gamma).sub_(positive), shift_neg, layer).sub_(epsilon)
+    denominator, negative_side = _gamma_denominators(layer, output, positive, shift_pos, shift_neg, gamma, epsilon)
     del positive
     # z_p where z > 0, else z_n (at most -eps: no division by zero where z = 0)
     denominator.mul_(is_positive).addcmul_(negative_side, torch.rsub(is_positive, 1))
@@ -434,6 +432,17 @@ def _gamma_folded(layer, input, output, positive, grad_output, shift_pos, shift_
     torch.mul(ratio, is_negative.mul_(1.0 + gamma).add_(is_positive), out=first)
     torch.mul(ratio, sign.mul_(gamma), out=second)
     return layer.apply_transposed_stacked(stacked, [layer.weight, layer.weight_pos], input).mul_(input)
+
+
+def _gamma_denominators(layer, output, scaled_positive, shift_pos, shift_neg, gamma, epsilon: float = 0.0) -> tuple:
+    """``z_p = z + gamma W+ x + shift_pos + eps`` and ``z_n = (1 + gamma) z - gamma W+ x + shift_neg - eps``
+    (``scaled_positive`` is ``gamma W+ x``; ``eps`` is the folded stabilizer's, 0 when it is not folded)."""
+    denominator = _add_bias_(torch.add(output, scaled_positive), shift_pos, layer)
+    negative_side = _add_bias_(torch.mul(output, 1.0 + gamma).sub_(scaled_positive), shift_neg, layer)
+    if epsilon:
+        denominator.add_(epsilon)
+        negative_side.sub_(epsilon)
+    return denominator, negative_side
 
 
 def _gamma_boosted(layer: LinearMap, gamma: float) -> torch.Tensor:
@@ -451,8 +460,8 @@ def _is_zero(tensor: torch.Tensor) -> bool:
 
 def _signed_epsilon(layer: LinearMap, shift_pos, shift_neg, gamma: float, stabilizer: Callable) -> Optional[float]:
     """The stabilizer's epsilon when it can be folded into Gamma's denominators (see
-    :func:`_gamma_stacked_in_place`), else None."""
-    if not is_plain_stabilizer(stabilizer):
+    :func:`_gamma_folded`; a positive one, which keeps them away from zero), else None."""
+    if not is_plain_stabilizer(stabilizer) or not stabilizer.epsilon > 0:
         return None
     signs_known = layer.memo(
         ("gamma_signs_known", gamma),
