@@ -108,7 +108,8 @@ if ! python_has "import quantus"; then
 fi
 step metrics 120 "$PYTHON" -m benchmarks.metrics --device "$DEVICE" "${METRICS_SIZES[@]}" "${QUANTUS_FLAG[@]}"
 
-step callback 80 "$PYTHON" -m benchmarks.callback --device "$DEVICE" "${CALLBACK_SIZES[@]}"
+# with the torch.compile'd and bf16-mixed rows (issue 14: their cost)
+step callback 150 "$PYTHON" -m benchmarks.callback --device "$DEVICE" "${CALLBACK_SIZES[@]}" --compiled --bf16
 
 # AttnLRP and CP-LRP (issue 11): the ViT always, GPT-2 where the box has transformers
 TRANSFORMER_MODELS=(vit_b_16)
