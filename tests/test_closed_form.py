@@ -160,6 +160,23 @@ def test_cached_derived_weights_follow_in_place_weight_updates(name):
     torch.testing.assert_close(after_update, fresh)
 
 
+class ConvolutionWeights(TorchDispatchMode):
+    """Records the weight shapes of the forward convolutions and of the transposed maps (convolution input
+    gradients) run while it is active."""
+
+    def __init__(self):
+        super().__init__()
+        self.forward = []
+        self.transposed = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten.convolution.default and not args[6]:
+            self.forward.append(tuple(args[1].shape))
+        elif func is torch.ops.aten.convolution_backward.default:
+            self.transposed.append(tuple(args[2].shape))
+        return func(*args, **(kwargs or {}))
+
+
 def test_zbox_bounds_term_is_computed_once_and_follows_changed_bounds():
     """``W+ l + W- h`` does not depend on the input: computed in the first call only, and again when the bounds
     (or the weights) change in place."""
@@ -168,13 +185,7 @@ def test_zbox_bounds_term_is_computed_once_and_follows_changed_bounds():
     low, high = -torch.rand(1, 3, 1, 1), torch.rand(1, 3, 1, 1)
     rule = rules.ZBox(low, high)
     grad_output = torch.randn(2, 4, 4, 4)
-    forward_convolutions = []
-
-    class CountForwardConvolutions(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func is torch.ops.aten.convolution.default and not args[6]:
-                forward_convolutions.append(args[0].shape)
-            return func(*args, **(kwargs or {}))
+    convolutions = ConvolutionWeights()
 
     def fresh_relevance(input):
         return relevance(rules.ZBox(low.clone(), high.clone()), layer, input, grad_output, fast=True)
@@ -188,13 +199,13 @@ def test_zbox_bounds_term_is_computed_once_and_follows_changed_bounds():
                     rule.low.mul_(2.0)  # the bounds the rule holds, changed in place
                     low.mul_(2.0)
             leaf = input.clone().requires_grad_()
-            with CountForwardConvolutions():
+            with convolutions:
                 output = layer(leaf)
                 result, = torch.autograd.grad(output, leaf, grad_output)
             torch.testing.assert_close(result, fresh_relevance(input), rtol=1e-10, atol=1e-12)
     finally:
         handles.remove()
-    bounds_maps = [shape for shape in forward_convolutions if shape[1] == 6]  # [low, high] stacked on the channels
+    bounds_maps = [shape for shape in convolutions.forward if shape[1] == 6]  # on [low, high] stacked on the channels
     assert len(bounds_maps) == 2, "the first call and the call after the bounds changed"
 
 
@@ -249,19 +260,6 @@ def test_the_fused_branch_of_gamma_equals_the_in_place_branch(monkeypatch):
     torch.testing.assert_close(relevance(rule, layer, input, grad_output, fast=True), expected, rtol=1e-10, atol=1e-12)
 
 
-class ConvolutionChannels(TorchDispatchMode):
-    """Counts the output channels of the forward convolutions run while it is active."""
-
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.overloadpacket in (torch.ops.aten.convolution, torch.ops.aten.mkldnn_convolution):
-            self.count += args[1].shape[0]
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize("rule", [rules.Epsilon(), rules.Gamma(0.25)], ids=["epsilon", "gamma"])
 def test_output_changed_in_place_downstream_is_not_recomputed_on_the_cpu(rule):
     torch.manual_seed(21)
@@ -272,13 +270,13 @@ def test_output_changed_in_place_downstream_is_not_recomputed_on_the_cpu(rule):
     handles = rule.copy().register(model[1])
     try:
         output = model(x)
-        counter = ConvolutionChannels()
-        with counter:
+        convolutions = ConvolutionWeights()
+        with convolutions:
             relevance, = torch.autograd.grad(output[:, 0].sum(), x)
     finally:
         handles.remove()
     # no forward map of the layer is run again; Gamma's one extra map W+ x (4 channels) remains
-    assert counter.count == (0 if isinstance(rule, rules.Epsilon) else 4)
+    assert sum(shape[0] for shape in convolutions.forward) == (0 if isinstance(rule, rules.Epsilon) else 4)
     with fast_path(False):
         handles = rule.copy().register(model[1])
         try:
@@ -311,23 +309,13 @@ def test_gamma_with_the_plain_stabilizer_folded_into_its_denominators_is_bitwise
     torch.testing.assert_close(folded, generic, rtol=1e-5 if dtype == torch.float32 else 1e-10, atol=1e-7)
 
 
-class TransposedMaps(TorchDispatchMode):
-    """Records the weight shape of every transposed map (convolution input gradient) run while it is active."""
-
-    def __init__(self):
-        super().__init__()
-        self.weights = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.aten.convolution_backward.default:
-            self.weights.append(tuple(args[2].shape))
-        return func(*args, **(kwargs or {}))
-
-
-def _gamma_chain():
-    """conv (Gamma) -> ReLU -> conv (Gamma) -> Flatten -> Linear (Epsilon): relevance reaches the first
-    convolution only where its output is positive (the next rule multiplies by the ReLU's output), and the
-    second convolution also at its negative outputs."""
+def test_gamma_runs_one_transposed_map_where_no_relevance_reaches_its_negative_outputs():
+    """``s_n = 0`` after a ReLU: ``(W + gamma W+)^T s_p`` (the layer's width) instead of the stacked map of
+    ``[W; W+]`` (twice the width); where relevance reaches negative outputs the stacked map remains. Both equal the
+    generic path."""
+    torch.manual_seed(22)
+    # relevance reaches the first convolution only where its output is positive (the next rule multiplies by the
+    # ReLU's output), the second one also at its negative outputs
     model = torch.nn.Sequential(
         torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(6, 4, 3), torch.nn.Flatten(),
         torch.nn.Linear(4 * 3 * 3, 2),
@@ -335,24 +323,15 @@ def _gamma_chain():
     composite = composites.NameMapComposite([
         (("0", "2"), rules.Gamma(0.25)), (("1",), rules.Pass()), (("4",), rules.Epsilon()),
     ])
-    return model, composite
-
-
-def test_gamma_runs_one_transposed_map_where_no_relevance_reaches_its_negative_outputs():
-    """``s_n = 0`` after a ReLU: ``(W + gamma W+)^T s_p`` (the layer's width) instead of the stacked map of
-    ``[W; W+]`` (twice the width); where relevance reaches negative outputs the stacked map remains. Both equal the
-    generic path."""
-    torch.manual_seed(22)
-    model, composite = _gamma_chain()
     input = torch.rand(3, 3, 5, 5)
     target = torch.tensor([0, 1, 0])
     leaf = input.clone().requires_grad_()
-    maps = TransposedMaps()
+    maps = ConvolutionWeights()
     with composite.context(model):
         output = model(leaf)
         with maps:
             actual, = torch.autograd.grad(output, leaf, torch.eye(2)[target])
-    assert maps.weights == [(8, 6, 3, 3), (6, 3, 3, 3)]
+    assert maps.transposed == [(8, 6, 3, 3), (6, 3, 3, 3)]
     with fast_path(False):
         expected = attribute(composite, model, input, target)
     torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-12)
@@ -367,13 +346,13 @@ def test_gamma_shortcut_is_checked_per_call_not_assumed():
     output = layer(input).detach()
     grad_output = torch.randn_like(output).mul_(output > 0)
     negative = (output < 0).nonzero()[0].tolist()
-    maps = TransposedMaps()
+    maps = ConvolutionWeights()
     with maps:
         vanishing = relevance(rules.Gamma(0.25), layer, input, grad_output, fast=True)
     grad_output[tuple(negative)] = 1.0
     with maps:
         reaching = relevance(rules.Gamma(0.25), layer, input, grad_output, fast=True)
-    assert maps.weights == [(4, 3, 3, 3), (8, 3, 3, 3)]
+    assert maps.transposed == [(4, 3, 3, 3), (8, 3, 3, 3)]
     torch.testing.assert_close(reaching, relevance(rules.Gamma(0.25), layer, input, grad_output, fast=False))
     grad_output[tuple(negative)] = 0.0
     torch.testing.assert_close(vanishing, relevance(rules.Gamma(0.25), layer, input, grad_output, fast=False))
@@ -439,19 +418,6 @@ def test_zplus_with_the_plain_stabilizer_on_nonnegative_inputs_is_bitwise_the_st
     assert torch.equal(folded, stabilized)
 
 
-class ForwardConvolutions(TorchDispatchMode):
-    """Records the weight shape of every forward convolution run while it is active."""
-
-    def __init__(self):
-        super().__init__()
-        self.weights = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.aten.convolution.default and not args[6]:
-            self.weights.append(tuple(args[1].shape))
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize("rule_name", ["flat", "wsquare"])
 def test_spread_rules_compute_their_denominator_once_per_sample_shape(rule_name):
     """``V 1 + c`` depends on neither the input's values nor its batch: computed in the first call, not for another
@@ -470,12 +436,12 @@ def test_spread_rules_compute_their_denominator_once_per_sample_shape(rule_name)
             input = torch.randn(shape)
             grad_output = torch.randn(shape[0], 4, *shape[2:])
             leaf = input.clone().requires_grad_()
-            forward, transposed = ForwardConvolutions(), TransposedMaps()
+            convolutions = ConvolutionWeights()
             output = layer(leaf)
-            with forward, transposed:
+            with convolutions:
                 actual, = torch.autograd.grad(output, leaf, grad_output)
-            forward_counts.append(len(forward.weights))
-            assert transposed.weights == [(1, 1, 3, 3) if rule_name == "flat" else (4, 3, 3, 3)]
+            forward_counts.append(len(convolutions.forward))
+            assert convolutions.transposed == [(1, 1, 3, 3) if rule_name == "flat" else (4, 3, 3, 3)]
             fresh = make_rules((3, 5, 5))[rule_name](None)
             torch.testing.assert_close(actual, relevance(fresh, layer, input, grad_output, fast=False))
     finally:
