@@ -415,10 +415,7 @@ def _gamma_folded(layer, input, output, positive, grad_output, shift_pos, shift_
     if output.device.type == "cpu":
         kept = torch.mul(grad_output, is_positive)
         if _is_zero(torch.sub(grad_output, kept)):
-            # z + gamma W+ x + shift_pos + eps where z > 0, and at least eps elsewhere
-            denominator = _add_bias_(torch.relu(output).add_(positive), shift_pos, layer).add_(epsilon)
-            ratio = torch.div(kept, denominator, out=denominator)
-            return layer.apply_transposed(ratio, _gamma_boosted(layer, gamma), input).mul_(input)
+            return _gamma_single_map(layer, input, output, positive, kept, shift_pos, gamma, epsilon)
     denominator, negative_side = _gamma_denominators(layer, output, positive, shift_pos, shift_neg, gamma, epsilon)
     del positive
     # z_p where z > 0, else z_n (at most -eps: no division by zero where z = 0)
@@ -432,6 +429,15 @@ def _gamma_folded(layer, input, output, positive, grad_output, shift_pos, shift_
     torch.mul(ratio, is_negative.mul_(1.0 + gamma).add_(is_positive), out=first)
     torch.mul(ratio, sign.mul_(gamma), out=second)
     return layer.apply_transposed_stacked(stacked, [layer.weight, layer.weight_pos], input).mul_(input)
+
+
+def _gamma_single_map(layer, input, output, scaled_positive, kept, shift_pos, gamma, epsilon) -> torch.Tensor:
+    """``x * A^T (R [z > 0] / (z_p + eps))``: Gamma when ``kept``, the relevance at the outputs ``z > 0``,
+    is all the relevance there is (``s_n = 0``); the denominator is ``z_p + eps`` where ``z > 0`` and at
+    least ``eps`` elsewhere (``relu(z)`` in place of ``z``), so nothing divides by zero."""
+    denominator = _add_bias_(torch.relu(output).add_(scaled_positive), shift_pos, layer).add_(epsilon)
+    ratio = torch.div(kept, denominator, out=denominator)
+    return layer.apply_transposed(ratio, _gamma_boosted(layer, gamma), input).mul_(input)
 
 
 def _gamma_denominators(layer, output, scaled_positive, shift_pos, shift_neg, gamma, epsilon: float = 0.0) -> tuple:

@@ -521,7 +521,8 @@ class Hook:
     input survives), ``saves_output`` whether the output is (``None`` is passed when it was modified
     in place since). ``copies_kept_output``: on the CPU, the next modules get a copy of a kept
     output, so that an in-place change there does not force :meth:`propagate` to run the module
-    again (worth it where that costs more than the copy, a convolution's; False for cheap modules). Composites register a :meth:`copy` per module, so per-module state of a rule is
+    again (worth it where that costs more than the copy, a convolution's; False for cheap
+    modules). Composites register a :meth:`copy` per module, so per-module state of a rule is
     never shared between modules.
 
     The tensor inputs of a call are its arguments, positional or keyword, that require grad and are
