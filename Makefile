@@ -6,9 +6,9 @@ FLOORS_VENV ?= .venv-floors
 FLOORS_PY := $(FLOORS_VENV)/bin/python
 # fast subset run at the floors: engine, metrics, callback units and Trainer runs, non-finite values,
 # interrupts, property-based tests (so the pytest and hypothesis floors are exercised too)
-FLOORS_TESTS := tests/test_closed_form.py tests/test_metrics_contract.py tests/test_metrics_perturbation.py \
-	tests/test_callback_units.py tests/test_callback_trainer.py tests/test_nonfinite.py tests/test_interrupts.py \
-	tests/test_properties.py
+FLOORS_TESTS := tests/engine/test_closed_form.py tests/metrics/test_metrics_contract.py tests/metrics/test_metrics_perturbation.py \
+	tests/callbacks/test_callback_units.py tests/callbacks/test_callback_trainer.py tests/metrics/test_nonfinite.py tests/engine/test_interrupts.py \
+	tests/engine/test_properties.py
 
 LXT_VENV ?= .venv-lxt
 
@@ -66,7 +66,7 @@ bench: $(VENV)/.installed-dev
 	$(PY) -m benchmarks.metrics --device cpu
 
 # LXT 2.1 (the AttnLRP reference code) patches classes globally and needs transformers 4.52.4: it runs
-# only here, in its own virtualenv, and writes the golden files tests/test_lxt_oracle.py compares to.
+# only here, in its own virtualenv, and writes the golden files tests/transformer/test_lxt_oracle.py compares to.
 $(LXT_VENV)/.installed:
 	$(PYTHON) -m venv $(LXT_VENV)
 	$(LXT_VENV)/bin/python -m pip install torch==2.14.1 torchvision==0.29.1 transformers==4.52.4 lxt==2.1

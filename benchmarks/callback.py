@@ -103,7 +103,7 @@ class PassTimer:
     @contextmanager
     def patched(self) -> Iterator[None]:
         """Patch the callback's internals to time them while open."""
-        from lrp_lightning.callbacks.background import BackgroundWriter
+        from lrp_lightning.callbacks.attribution.background import BackgroundWriter
         from lrp_lightning.callbacks.explainers import Explainer
         from lrp_lightning.callbacks.metric_set import MetricSet
 

@@ -3,11 +3,16 @@
 The attribution engine (``core``, ``rules``, ``composites``, ``canonizers``, ``attribution``,
 ``image``) is plain PyTorch; ``lrp_lightning.metrics`` needs torchmetrics and
 ``lrp_lightning.callbacks`` needs Lightning. Lightning is imported only when
-``AttributionCallback`` is first accessed.
+``AttributionCallback`` is first accessed. Modules that moved keep their old import paths (see
+``lrp_lightning._moved``).
 """
 from typing import Any
 
+from lrp_lightning import _moved
+
 __version__ = "0.1.0"
+
+_moved.install()
 
 
 def __getattr__(name: str) -> Any:

@@ -37,7 +37,7 @@ is.
 :class:`Gradient` also explains token inputs: integer token ids ``(N, T)`` (model keyword arguments
 such as ``attention_mask=`` are passed through) give relevance ``(N, T)``, per token the sum over the
 hidden dimension of its input-embedding output times its (modified) gradient (see
-:mod:`lrp_lightning.tokens`)::
+:mod:`lrp_lightning.transformer.tokens`)::
 
     with Gradient(model, AttnLRP()) as attributor:
         output, relevance = attributor(input_ids, target, attention_mask=attention_mask)
@@ -60,7 +60,7 @@ import numpy as np
 import torch
 
 from lrp_lightning import _arguments
-from lrp_lightning.tokens import Position, captured_embedding, explained_logits, is_token_input, logits_of
+from lrp_lightning.transformer.tokens import Position, captured_embedding, explained_logits, is_token_input, logits_of
 
 Target = Union[None, int, torch.Tensor, Callable[[torch.Tensor], Any]]
 BaselineSpec = Union[None, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
@@ -584,7 +584,7 @@ class Gradient(Attributor):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Explain token ids ``(N, T)``; called by :meth:`__call__` for integer inputs.
 
-        The output of the model's input embedding (see :func:`lrp_lightning.tokens.input_embedding`)
+        The output of the model's input embedding (see :func:`lrp_lightning.transformer.tokens.input_embedding`)
         ``e`` ``(N, T, H)`` is where relevance is read: per token ``sum_h e * g`` for the gradient
         ``g`` at ``e`` (without a composite this is gradient x input; a composite that carries
         relevance instead of gradients gives ``sum_h g``). Position or token-type embeddings added
@@ -599,7 +599,7 @@ class Gradient(Attributor):
             explained logits.
         position : None, int or torch.Tensor
             For logits ``(N, T, V)``: the explained position (None: the last attended token), see
-            :func:`lrp_lightning.tokens.explained_logits`.
+            :func:`lrp_lightning.transformer.tokens.explained_logits`.
         **model_kwargs
             Passed to the model (e.g. ``attention_mask``).
 

@@ -3,7 +3,7 @@
 An entry pairs a *detector* — ``module -> bool``, called on every module of the model — with a
 *factory* returning a fresh canonizer. :func:`auto_canonizers` returns one canonizer per entry whose
 detector matches some module, in registration order. Entries are registered by *provider* modules
-when they are imported (e.g. :mod:`lrp_lightning.attention` registers the canonizers for
+when they are imported (e.g. :mod:`lrp_lightning.transformer.attention` registers the canonizers for
 ``nn.MultiheadAttention`` and the ``nn.Transformer*Layer`` activations); :data:`PROVIDERS` lists
 the providers :func:`auto_canonizers` imports first, so a provider for another library adds its
 module name there and calls :func:`register_auto_canonizer` at import. Detectors must not import
@@ -16,7 +16,7 @@ from typing import Callable, NamedTuple, Optional
 
 import torch
 
-PROVIDERS: list = ["lrp_lightning.attention", "lrp_lightning.huggingface", "lrp_lightning.timm"]
+PROVIDERS: list = ["lrp_lightning.transformer.attention", "lrp_lightning.transformer.huggingface", "lrp_lightning.transformer.timm"]
 
 
 class AutoCanonizer(NamedTuple):

@@ -15,7 +15,7 @@ import torch
 from lrp_lightning import _arguments
 from lrp_lightning.auto_canonizers import auto_canonizers, uncanonized_modules
 from lrp_lightning.core import Composite, Hook, Stabilizer
-from lrp_lightning.gradient_rules import (
+from lrp_lightning.transformer.gradient_rules import (
     AffineEpsilon,
     AffineGamma,
     ConstantAttention,
@@ -496,7 +496,7 @@ class BetaSmooth(_ReLUComposite):
 
 
 class _TransformerComposite(LayerMapComposite):
-    """Rules of the transformer composites in the gradient view (see :mod:`lrp_lightning.gradient_rules`).
+    """Rules of the transformer composites in the gradient view (see :mod:`lrp_lightning.transformer.gradient_rules`).
 
     ``canonizers="auto"`` resolves, at each :meth:`register`, the canonizers of
     :func:`lrp_lightning.auto_canonizers.auto_canonizers` for the model; None or a list replaces them.
@@ -547,13 +547,13 @@ class AttnLRP(_TransformerComposite):
     ``input * g``, with the plain ``context`` API ``x * x.grad``):
 
     - linear and convolution layers (patch embedding included), Hugging Face ``Conv1D``:
-      LRP-epsilon, :class:`~lrp_lightning.gradient_rules.AffineEpsilon`; with ``gamma``, LRP-gamma
-      (:class:`~lrp_lightning.gradient_rules.AffineGamma`) instead; BatchNorm: LRP-epsilon;
+      LRP-epsilon, :class:`~lrp_lightning.transformer.gradient_rules.AffineEpsilon`; with ``gamma``, LRP-gamma
+      (:class:`~lrp_lightning.transformer.gradient_rules.AffineGamma`) instead; BatchNorm: LRP-epsilon;
     - element-wise non-linearities: identity rule ``R_x = R_y``
-      (:class:`~lrp_lightning.gradient_rules.IdentityRule`);
+      (:class:`~lrp_lightning.transformer.gradient_rules.IdentityRule`);
     - LayerNorm / RMSNorm: LRP-epsilon with the standard deviation (root mean square) held constant;
     - :class:`~lrp_lightning.layer.MatMul` / :class:`~lrp_lightning.layer.Mul` products: uniform
-      rule, each variable factor gets its share (:class:`~lrp_lightning.gradient_rules.UniformProduct`);
+      rule, each variable factor gets its share (:class:`~lrp_lightning.transformer.gradient_rules.UniformProduct`);
     - softmax: ``R_x = x * (R_s - s * sum_j R_s_j)``. With ``R_s = s * g_s`` this is
       ``x * J^T g_s``, the plain gradient of the softmax times its input, so the softmax needs no
       hook in this view. The rule drops the softmax's bias term, which is why AttnLRP does not
@@ -561,7 +561,7 @@ class AttnLRP(_TransformerComposite):
     - fused attention (:class:`~lrp_lightning.layer.ScaledDotProductAttention`, models running
       PyTorch's SDPA kernel): the three rules above through the kernel's own backward pass, ``V``
       getting half and ``Q``, ``K`` a quarter of its gradient for ``g_O * O / stab(O)``
-      (:class:`~lrp_lightning.gradient_rules.UniformAttention`); the kernel never forms ``Q K^T``,
+      (:class:`~lrp_lightning.transformer.gradient_rules.UniformAttention`); the kernel never forms ``Q K^T``,
       so its ratio ``S / stab(S)`` (different from 1 only where ``|S|`` is of the order of
       epsilon) is not applied there, as in LXT;
     - reshapes, scalings, residual additions, additive masks, rotary embeddings, pooling: the plain
@@ -589,12 +589,12 @@ class CPLRP(_TransformerComposite):
     """CP-LRP (Ali et al., ICML 2022): AttnLRP with the attention weights held constant.
 
     As :class:`AttnLRP`, except that ``nn.Softmax`` modules (the attention weights, made explicit by
-    the canonizers) are detached (:class:`~lrp_lightning.gradient_rules.ConstantAttention`): no
+    the canonizers) are detached (:class:`~lrp_lightning.transformer.gradient_rules.ConstantAttention`): no
     relevance flows into queries and keys, and attention is linear in the values, whose product
     with the weights passes relevance to the values whole; fused attention gets the same rules
-    through its kernel (:class:`~lrp_lightning.gradient_rules.ConstantAttentionWeights`). With epsilon -> 0 and no biases,
+    through its kernel (:class:`~lrp_lightning.transformer.gradient_rules.ConstantAttentionWeights`). With epsilon -> 0 and no biases,
     relevance is conserved. The gates of gated MLPs (:class:`~lrp_lightning.layer.GatedMul`) are held
-    constant likewise (:class:`~lrp_lightning.gradient_rules.ConstantGate`), as in LXT's CP-LRP. A
+    constant likewise (:class:`~lrp_lightning.transformer.gradient_rules.ConstantGate`), as in LXT's CP-LRP. A
     softmax output layer of a classifier would be detached as well: give such a model a
     ``layer_map`` entry for it.
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from lrp_lightning.attention import MultiheadAttentionCanonizer
+from lrp_lightning.transformer.attention import MultiheadAttentionCanonizer
 from lrp_lightning.canonizers import AttributeCanonizer, CompositeCanonizer, SequentialMergeBatchNorm
 from lrp_lightning.layer import Sum
 
@@ -84,7 +84,7 @@ class ResNetCanonizer(CompositeCanonizer):
 
 class VisionTransformerCanonizer(CompositeCanonizer):
     """Canonizer for torchvision ``VisionTransformer`` models: makes each ``nn.MultiheadAttention``
-    explicit (see :class:`lrp_lightning.attention.MultiheadAttentionCanonizer`); the rest of the
+    explicit (see :class:`lrp_lightning.transformer.attention.MultiheadAttentionCanonizer`); the rest of the
     model (LayerNorm, GELU, Linear and convolution modules, residual additions) needs no change."""
 
     def __init__(self) -> None:

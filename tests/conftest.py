@@ -1,6 +1,21 @@
-"""Fixtures shared across test modules."""
+"""Fixtures shared across test modules.
+
+The tests live in capability folders (``engine/``, ``transformer/``, ``metrics/``, ``callbacks/``,
+``demo/``, ...; no ``__init__.py``, file names unique across ``tests/``). The shared helpers stay here
+at the root (``engine_models``, ``transformer_models``, ``test_callback_helpers``), importable by bare
+name because this folder is on ``sys.path``; every capability folder is put there too, so a test may
+import another folder's test module by bare name whichever file pytest is asked to run.
+"""
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+TESTS_DIR = Path(__file__).resolve().parent
+for _folder in sorted(TESTS_DIR.iterdir()):
+    if _folder.is_dir() and any(_folder.glob("test_*.py")) and str(_folder) not in sys.path:
+        sys.path.append(str(_folder))
 
 
 @pytest.fixture

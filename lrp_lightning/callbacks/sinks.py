@@ -39,7 +39,7 @@ class TensorBoardSink:
         self.writer.add_text(tag, text, global_step=step)
 
     def layout(self, layout: dict) -> None:
-        """Write a custom-scalars layout (see :func:`~lrp_lightning.callbacks.dashboard.custom_scalars_layout`)."""
+        """Write a custom-scalars layout (see :func:`~lrp_lightning.callbacks.attribution.dashboard.custom_scalars_layout`)."""
         self.writer.add_custom_scalars(layout)
 
 

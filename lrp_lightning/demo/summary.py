@@ -6,7 +6,7 @@ from typing import Mapping, Sequence
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lrp_lightning.callbacks.dashboard import metric_tag
+from lrp_lightning.callbacks.attribution.dashboard import metric_tag
 
 ACCURACY_TAG = "val/acc"
 

@@ -4,7 +4,7 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import Tensor
 
-from lrp_lightning.tokens import is_token_input
+from lrp_lightning.transformer.tokens import is_token_input
 
 Baseline = Union[float, str, Callable[[Tensor], Tensor]]
 BASELINE_NAMES = ("mean", "blur")

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from lrp_lightning.metrics._checks import is_token_ids
-from lrp_lightning.tokens import explained_logits
+from lrp_lightning.transformer.tokens import explained_logits
 
 Model = Callable[..., Any]
 
@@ -33,7 +33,7 @@ def class_scores(outputs: Any, inputs: Tensor, attention_mask: Optional[Tensor] 
     An object with ``logits`` (a Hugging Face ``ModelOutput``) gives its logits; for token-id inputs,
     per-position logits (B, T, V) of a language model give those at each sample's last attended
     token, the position the attributors explain by default
-    (:func:`lrp_lightning.tokens.explained_logits`). Anything else is returned as it is (and
+    (:func:`lrp_lightning.transformer.tokens.explained_logits`). Anything else is returned as it is (and
     checked by :func:`check_classes`).
     """
     logits = outputs if isinstance(outputs, Tensor) else getattr(outputs, "logits", outputs)

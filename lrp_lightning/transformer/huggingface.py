@@ -9,7 +9,7 @@ Every canonizer works on instances only and is undone exactly on exit:
   (flash or flex attention, say), so that the model builds masks for, and its attention modules
   take, a path the rules can reach; the previous values are put back.
 - :class:`HuggingFaceAttentionCanonizer` makes ``softmax(Q K^T) V`` of the attention modules explicit
-  (:mod:`lrp_lightning.eager_attention`): a model with SDPA attention keeps the fused kernel (one
+  (:mod:`lrp_lightning.transformer.eager_attention`): a model with SDPA attention keeps the fused kernel (one
   :class:`~lrp_lightning.layer.ScaledDotProductAttention` per module), one with eager attention
   gets explicit products and softmax; projections, rotary embeddings, grouped-query key/value
   repetition, caches, causal and padding masks stay the model's own code.
@@ -33,7 +33,7 @@ import torch
 
 from lrp_lightning.auto_canonizers import register_auto_canonizer
 from lrp_lightning.canonizers import AttributeCanonizer, Canonizer, CompositeCanonizer
-from lrp_lightning.eager_attention import ExplicitAttentionCanonizer
+from lrp_lightning.transformer.eager_attention import ExplicitAttentionCanonizer
 from lrp_lightning.layer import GatedMul
 
 _MISSING = object()
@@ -135,7 +135,7 @@ class HuggingFaceAttentionCanonizer(CompositeCanonizer):
     (SDPA), or ``Q K^T``, softmax and ``weights V`` as modules (eager).
 
     Applies :class:`EagerAttentionImplementation` and an
-    :class:`~lrp_lightning.eager_attention.ExplicitAttentionCanonizer` for the modules listed in
+    :class:`~lrp_lightning.transformer.eager_attention.ExplicitAttentionCanonizer` for the modules listed in
     ``ATTENTION_CLASSES``; the canonized model's outputs equal those of the original (for float64
     with eager attention, those of its SDPA path: eager's float32 softmax round trip is not repeated).
     """

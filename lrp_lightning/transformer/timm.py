@@ -3,7 +3,7 @@
 timm's ``Attention`` (the attention of ``VisionTransformer`` and of the models built from its
 blocks) computes ``softmax(q k^T * scale) v`` either with ``F.scaled_dot_product_attention``
 (``fused_attn``) or, unfused, with ``@`` and ``Tensor.softmax``. :class:`TimmAttentionCanonizer`
-makes either path explicit (:mod:`lrp_lightning.eager_attention`): the fused call becomes a
+makes either path explicit (:mod:`lrp_lightning.transformer.eager_attention`): the fused call becomes a
 :class:`~lrp_lightning.layer.ScaledDotProductAttention` submodule (the kernel still runs), the
 unfused path's ``q k^T`` and ``weights v`` :class:`~lrp_lightning.layer.MatMul` submodules and its
 softmax an ``nn.Softmax``; everything is restored exactly on exit. The rest of a timm ViT — patch embedding (``Conv2d``), ``Linear``
@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from lrp_lightning.auto_canonizers import register_auto_canonizer
-from lrp_lightning.eager_attention import ExplicitAttentionCanonizer
+from lrp_lightning.transformer.eager_attention import ExplicitAttentionCanonizer
 
 # timm >= 1.0 defines Attention in timm.layers.attention; earlier releases in the ViT model module.
 ATTENTION_CLASSES = {

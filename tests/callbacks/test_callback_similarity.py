@@ -8,9 +8,9 @@ import torch
 from scipy.stats import spearmanr
 from skimage.metrics import structural_similarity
 
-from lrp_lightning.callbacks.drift import DriftTracker
+from lrp_lightning.callbacks.attribution.drift import DriftTracker
 from lrp_lightning.callbacks.similarity import average_ranks, spearman, ssim, topk_iou
-from lrp_lightning.callbacks.spectral import knn_affinity, spectral_clusters
+from lrp_lightning.callbacks.clusters.spectral import knn_affinity, spectral_clusters
 
 
 def test_spearman_matches_scipy_with_and_without_ties():

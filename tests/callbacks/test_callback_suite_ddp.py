@@ -11,7 +11,7 @@ import torch
 
 from test_callback_helpers import read_events
 
-TESTS_DIR = Path(__file__).resolve().parent
+TESTS_DIR = Path(__file__).resolve().parents[1]
 
 SCRIPT = textwrap.dedent(
     """

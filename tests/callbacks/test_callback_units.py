@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from lrp_lightning.callbacks import AttributionCallback
 from lrp_lightning.callbacks.canonizer_choice import auto_canonizers, batch_norm_follows_linear
-from lrp_lightning.callbacks.dashboard import CurveFigure, custom_scalars_layout
+from lrp_lightning.callbacks.attribution.dashboard import CurveFigure, custom_scalars_layout
 from lrp_lightning.callbacks.explainers import build_explainer, channel_bounds, parse_explainers
 from lrp_lightning.callbacks.explanation import explain
 from lrp_lightning.callbacks.hygiene import attribution_mode, preserved_state
@@ -347,7 +347,7 @@ def test_background_writer_runs_jobs_in_order_off_the_calling_thread_and_warns_o
     import pickle
     import threading
 
-    from lrp_lightning.callbacks.background import THREAD_NAME, BackgroundWriter
+    from lrp_lightning.callbacks.attribution.background import THREAD_NAME, BackgroundWriter
 
     writer = BackgroundWriter(enabled)
     ran = []

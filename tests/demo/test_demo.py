@@ -238,7 +238,7 @@ def test_a_real_tensorboard_server_serves_the_demo_heatmaps_and_attribution_scal
 def test_make_figures_crops_each_grid_and_stacks_one_line_per_run(tmp_path):
     import importlib.util
 
-    script = Path(__file__).parent.parent / "docs" / "make_figures.py"
+    script = Path(__file__).resolve().parents[2] / "docs" / "make_figures.py"
     spec = importlib.util.spec_from_file_location("make_figures", script)
     make_figures = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make_figures)
@@ -265,7 +265,7 @@ def test_demo_defaults_show_the_confounder_on_and_not_off(tmp_path):
     masses, first_epoch, object_masses, accuracy = {}, {}, {}, {}
     for switch in ("--confounder", "--no-confounder"):
         with restored_global_state(), redirect_stdout(io.StringIO()):
-            # the suite's end-of-training checks do not change training; tests/test_demo_suite.py runs them
+            # the suite's end-of-training checks do not change training; tests/demo/test_demo_suite.py runs them
             log_dir = main(["--accelerator", "cpu", switch, "--log-dir", str(tmp_path), "--no-suite"])
         scalars = read_scalars(log_dir)
         masses[switch] = {name: scalars[f"attribution/{name}/watermark_mass"][-1] for name in DEFAULT_COMPOSITES}

@@ -11,7 +11,7 @@ import torch
 zennit_composites = pytest.importorskip("zennit.composites")
 zennit_attribution = pytest.importorskip("zennit.attribution")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 ALIAS = """
 import importlib, sys

@@ -3,8 +3,8 @@ equations in float64, agreement with the explicit path, and no (T, T) tensor kep
 import pytest
 import torch
 
-from lrp_lightning import gradient_rules
-from lrp_lightning.attention import MultiheadAttentionCanonizer
+from lrp_lightning.transformer import gradient_rules
+from lrp_lightning.transformer.attention import MultiheadAttentionCanonizer
 from lrp_lightning.attribution import Gradient
 from lrp_lightning.composites import AttnLRP, CPLRP
 from lrp_lightning.layer import ScaledDotProductAttention

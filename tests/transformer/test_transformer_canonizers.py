@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from lrp_lightning import huggingface
-from lrp_lightning import timm as lrp_timm
+from lrp_lightning.transformer import huggingface
+from lrp_lightning.transformer import timm as lrp_timm
 from lrp_lightning.auto_canonizers import auto_canonizers
 from lrp_lightning.canonizers import CompositeCanonizer
 from lrp_lightning.composites import AttnLRP, CPLRP
-from lrp_lightning.eager_attention import ExplicitAttentionCanonizer
+from lrp_lightning.transformer.eager_attention import ExplicitAttentionCanonizer
 from lrp_lightning.layer import GatedMul, MatMul, ScaledDotProductAttention
 from transformer_models import (
     language_model,
@@ -224,11 +224,11 @@ def test_timm_canonizer_same_outputs_and_exact_restoration(fused_attn):
 def test_importing_changes_nothing_in_the_libraries():
     """Importing lrp_lightning (and its transformers/timm modules) imports neither library."""
     code = (
-        "import sys, lrp_lightning, lrp_lightning.huggingface, lrp_lightning.timm, lrp_lightning.composites\n"
+        "import sys, lrp_lightning, lrp_lightning.transformer.huggingface, lrp_lightning.transformer.timm, lrp_lightning.composites\n"
         "from lrp_lightning.auto_canonizers import registered_auto_canonizers\n"
         "registered_auto_canonizers()\n"
         "print(sorted(name for name in ('transformers', 'timm') if name in sys.modules))\n"
     )
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert result.stdout.strip() == "[]"

@@ -3,7 +3,8 @@ explicitly in float64 (DESIGN.md, "Transformers")."""
 import pytest
 import torch
 
-from lrp_lightning import gradient_rules, types
+from lrp_lightning import types
+from lrp_lightning.transformer import gradient_rules
 from lrp_lightning.composites import COMPOSITES, AttnLRP, CPLRP
 from lrp_lightning.layer import MatMul, Mul
 

@@ -7,7 +7,7 @@ import torch
 
 from lrp_lightning.attribution import Gradient, SmoothGrad
 from lrp_lightning.composites import AttnLRP, CPLRP
-from lrp_lightning.tokens import explained_logits, input_embedding
+from lrp_lightning.transformer.tokens import explained_logits, input_embedding
 
 from engine_models import assert_same_state, model_state
 

@@ -10,7 +10,7 @@ import warnings
 import pytest
 import torch
 
-from lrp_lightning.attention import MultiheadAttentionCanonizer, TransformerLayerActivationCanonizer
+from lrp_lightning.transformer.attention import MultiheadAttentionCanonizer, TransformerLayerActivationCanonizer
 from lrp_lightning.auto_canonizers import auto_canonizers, register_auto_canonizer, registered_auto_canonizers
 from lrp_lightning.composites import AttnLRP, CPLRP
 from lrp_lightning.torchvision import VisionTransformerCanonizer
@@ -298,7 +298,7 @@ def test_importing_lrp_lightning_changes_no_class():
             return [dict(vars(c)) for c in classes] + [dict(vars(F)), dict(vars(torch))]
         before = snapshot()
         import lrp_lightning, lrp_lightning.composites, lrp_lightning.attribution, lrp_lightning.torchvision
-        import lrp_lightning.attention, lrp_lightning.auto_canonizers, lrp_lightning.auto_canonizers as registry
+        import lrp_lightning.transformer.attention, lrp_lightning.auto_canonizers, lrp_lightning.auto_canonizers as registry
         registry.registered_auto_canonizers()
         after = snapshot()
         # classes: nothing added, removed or replaced; modules: nothing replaced or removed (submodules may be added)

@@ -11,7 +11,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import Metric
 
-from lrp_lightning.callbacks.baseline import DEFAULT_RANDOM_SEED, RANDOM_NAME, attribution_metrics, random_explainer
+from lrp_lightning.callbacks.attribution.baseline import DEFAULT_RANDOM_SEED, RANDOM_NAME, attribution_metrics, random_explainer
 from lrp_lightning.callbacks.common import (
     FixedSamplesCheckpoint,
     SampleArg,
@@ -19,10 +19,10 @@ from lrp_lightning.callbacks.common import (
     positive_int,
     user_samples,
 )
-from lrp_lightning.callbacks.dashboard import DASHBOARD_CATEGORY, CurveFigure, custom_scalars_layout, metric_tag
-from lrp_lightning.callbacks.drift import DRIFT_METRICS, DriftTracker
+from lrp_lightning.callbacks.attribution.dashboard import DASHBOARD_CATEGORY, CurveFigure, custom_scalars_layout, metric_tag
+from lrp_lightning.callbacks.attribution.drift import DRIFT_METRICS, DriftTracker
 from lrp_lightning import _arguments
-from lrp_lightning.callbacks.background import BackgroundWriter
+from lrp_lightning.callbacks.attribution.background import BackgroundWriter
 from lrp_lightning.callbacks.explainers import (
     Bound,
     CanonizerArg,

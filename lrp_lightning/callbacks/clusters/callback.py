@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 
 from lrp_lightning import image
-from lrp_lightning.callbacks.class_samples import ClassSamples, collect_by_class
+from lrp_lightning.callbacks.clusters.class_samples import ClassSamples, collect_by_class
 from lrp_lightning.callbacks.common import explained_submodule, log_scalars, positive_int, table_dir
 from lrp_lightning.callbacks.explainers import Bound, CanonizerArg, ExplainerSpec, build_explainer, check_canonizers, parse_explainers
 from lrp_lightning.callbacks.explanation import explain
@@ -19,7 +19,7 @@ from lrp_lightning.callbacks.naming import check_tag_component
 from lrp_lightning.callbacks.samples import BatchToInput, Samples, first_dataloader
 from lrp_lightning.callbacks.schedule import ScheduledCallback
 from lrp_lightning.callbacks.sinks import sinks_for
-from lrp_lightning.callbacks.spray import ClassClusters, cluster_classes, pooled_relevance, unit_maps, write_tables
+from lrp_lightning.callbacks.clusters.spray import ClassClusters, cluster_classes, pooled_relevance, unit_maps, write_tables
 from lrp_lightning.cmap import get_cmap
 
 TABLE_SUBDIR = "clusters"
@@ -31,7 +31,7 @@ class RelevanceClusterCallback(ScheduledCallback):
     Up to ``num_samples`` validation samples per class are explained for their label (batched, on
     the LightningModule's device, model state and RNGs restored as by ``AttributionCallback``);
     each heatmap becomes pooled |R| on a ``pool_size`` grid, scaled to unit length
-    (:mod:`lrp_lightning.callbacks.spray`); per class, the k-nearest-neighbour graph of these
+    (:mod:`lrp_lightning.callbacks.clusters.spray`); per class, the k-nearest-neighbour graph of these
     vectors is embedded spectrally (``torch.linalg.eigh`` of its normalised Laplacian), the
     eigengap chooses the number of clusters, and k-means clusters the embedding. A cluster is a
     strategy the model applies to part of a class; one whose mean heatmap sits on something that

@@ -6,7 +6,7 @@ scaled to unit Euclidean length, so that distances measure the angle between two
 distributions (where relevance lies), not how strongly it is concentrated: images whose relevance
 sits on the same spot with 60 % or 90 % of the mass stay neighbours instead of forming a chain that
 spectral clustering would cut — and the samples of a class are clustered spectrally on their
-k-nearest-neighbour graph (:mod:`lrp_lightning.callbacks.spectral`).
+k-nearest-neighbour graph (:mod:`lrp_lightning.callbacks.clusters.spectral`).
 A cluster whose heatmaps share an unexpected focus (a watermark, a border) is a candidate
 "Clever Hans" strategy; no masks are needed.
 """
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from lrp_lightning import image
-from lrp_lightning.callbacks.spectral import SpectralClustering, knn_affinity, spectral_clusters
+from lrp_lightning.callbacks.clusters.spectral import SpectralClustering, knn_affinity, spectral_clusters
 
 
 @dataclass

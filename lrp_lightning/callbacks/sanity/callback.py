@@ -18,7 +18,7 @@ from lrp_lightning.callbacks.common import (
 from lrp_lightning.callbacks.explainers import Bound, CanonizerArg, CompositeArg, build_explainer, check_canonizers, parse_explainers
 from lrp_lightning.callbacks.explanation import model_outputs
 from lrp_lightning.callbacks.figures import line_figure
-from lrp_lightning.callbacks.randomisation import LAYER_MODES, RandomisationResult, randomisation_tests
+from lrp_lightning.callbacks.sanity.randomisation import LAYER_MODES, RandomisationResult, randomisation_tests
 from lrp_lightning.callbacks.samples import BatchToInput
 from lrp_lightning.callbacks.similarity import SIMILARITIES
 from lrp_lightning.callbacks.schedule import ScheduledCallback
