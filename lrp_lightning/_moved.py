@@ -35,6 +35,8 @@ MOVED: dict = {
     "lrp_lightning.callbacks.class_samples": "lrp_lightning.callbacks.clusters.class_samples",
     "lrp_lightning.callbacks.spectral": "lrp_lightning.callbacks.clusters.spectral",
     "lrp_lightning.callbacks.spray": "lrp_lightning.callbacks.clusters.spray",
+    # merged into the one registry of ``canonizers="auto"`` (same auto_canonizers, batch_norm_follows_linear)
+    "lrp_lightning.callbacks.canonizer_choice": "lrp_lightning.auto_canonizers",
 }
 
 

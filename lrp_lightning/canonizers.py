@@ -14,6 +14,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from lrp_lightning import _arguments, types
+from lrp_lightning.auto_canonizers import batch_norm_follows_linear, register_auto_canonizer
 from lrp_lightning.core import collect_leaves
 
 _MISSING = object()
@@ -260,3 +261,8 @@ class CompositeCanonizer(Canonizer):
 
     def remove(self) -> None:
         """Nothing to undo: the instances returned by :meth:`apply` are removed individually."""
+
+
+BATCH_NORM_MERGE = "batch norm merge"
+
+register_auto_canonizer(BATCH_NORM_MERGE, batch_norm_follows_linear, SequentialMergeBatchNorm, scope="model")

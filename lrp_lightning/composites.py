@@ -13,7 +13,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from lrp_lightning import _arguments
-from lrp_lightning.auto_canonizers import auto_canonizers, uncanonized_modules
+from lrp_lightning.auto_canonizers import CanonizerArg, auto_canonizers, check_canonizers, uncanonized_modules
 from lrp_lightning.core import Composite, Hook, Stabilizer
 from lrp_lightning.transformer.gradient_rules import (
     AffineEpsilon,
@@ -105,18 +105,51 @@ def layer_map_base(stabilizer: float = 1e-6) -> list:
     ]
 
 
-class LayerMapComposite(Composite):
+class AutoCanonizerComposite(Composite):
+    """A Composite whose ``canonizers`` may be ``"auto"``: chosen for the model it is registered on.
+
+    ``"auto"`` resolves, at each :meth:`register` on a model (not while registered), to
+    :func:`lrp_lightning.auto_canonizers.auto_canonizers` of that model; None or a list is used as
+    given, as by :class:`~lrp_lightning.core.Composite`.
+
+    Parameters
+    ----------
+    module_map : callable, optional
+        ``(ctx, name, module) -> Hook or None``, as for :class:`~lrp_lightning.core.Composite`.
+    canonizers : "auto", list of Canonizer or None, optional
+        The canonizers, or ``"auto"``.
+
+    Raises
+    ------
+    ValueError
+        For a string other than ``"auto"``.
+    """
+
+    def __init__(self, module_map=None, canonizers: CanonizerArg = None) -> None:
+        self.auto_canonizers = check_canonizers(canonizers) == "auto"
+        super().__init__(module_map, None if self.auto_canonizers else canonizers)
+
+    def register(self, module: torch.nn.Module) -> None:
+        """Resolve ``canonizers="auto"`` for ``module`` (unless registered already), then register as
+        :meth:`lrp_lightning.core.Composite.register`."""
+        if self.auto_canonizers and not (self.handles or self.canonizer_instances):
+            self.canonizers = auto_canonizers(module)
+        super().register(module)
+
+
+class LayerMapComposite(AutoCanonizerComposite):
     """A Composite for which hooks are specified by a mapping from module types to hooks.
 
     Parameters
     ----------
     layer_map : list of (tuple of types, Hook)
         The first entry whose types match a module (``isinstance``) gives its hook.
-    canonizers : list of Canonizer, optional
-        Canonizers applied before the hooks.
+    canonizers : "auto", list of Canonizer or None, optional
+        Canonizers applied before the hooks; ``"auto"``: those the registry of
+        :mod:`lrp_lightning.auto_canonizers` finds for the model at each registration.
     """
 
-    def __init__(self, layer_map: LayerMap, canonizers: Optional[list] = None) -> None:
+    def __init__(self, layer_map: LayerMap, canonizers: CanonizerArg = None) -> None:
         self.layer_map = _arguments.rule_map("layer_map", layer_map, Hook, allow_none=False)
         super().__init__(self.mapping, canonizers)
 
@@ -134,11 +167,12 @@ class SpecialFirstLayerMapComposite(LayerMapComposite):
         Mapping for all but the first layer.
     first_map : list of (tuple of types, Hook)
         Mapping for the first module (in ``model.modules()`` order) that matches one of its entries.
-    canonizers : list of Canonizer, optional
-        Canonizers applied before the hooks.
+    canonizers : "auto", list of Canonizer or None, optional
+        Canonizers applied before the hooks; ``"auto"``: those the registry of
+        :mod:`lrp_lightning.auto_canonizers` finds for the model at each registration.
     """
 
-    def __init__(self, layer_map: LayerMap, first_map: LayerMap, canonizers: Optional[list] = None) -> None:
+    def __init__(self, layer_map: LayerMap, first_map: LayerMap, canonizers: CanonizerArg = None) -> None:
         self.first_map = _arguments.rule_map("first_map", first_map, Hook, allow_none=False)
         super().__init__(layer_map, canonizers)
 
@@ -152,18 +186,19 @@ class SpecialFirstLayerMapComposite(LayerMapComposite):
         return super().mapping(ctx, name, module)
 
 
-class NameMapComposite(Composite):
+class NameMapComposite(AutoCanonizerComposite):
     """A Composite for which hooks are specified by a mapping from module names to hooks.
 
     Parameters
     ----------
     name_map : list of (tuple of str, Hook)
         Module names (as in ``model.named_modules()``) and the hook they get.
-    canonizers : list of Canonizer, optional
-        Canonizers applied before the hooks.
+    canonizers : "auto", list of Canonizer or None, optional
+        Canonizers applied before the hooks; ``"auto"``: those the registry of
+        :mod:`lrp_lightning.auto_canonizers` finds for the model at each registration.
     """
 
-    def __init__(self, name_map: Sequence[tuple], canonizers: Optional[list] = None) -> None:
+    def __init__(self, name_map: Sequence[tuple], canonizers: CanonizerArg = None) -> None:
         self.name_map = _arguments.name_map("name_map", name_map, _arguments.instance(Hook))
         super().__init__(self.mapping, canonizers)
 
@@ -172,18 +207,20 @@ class NameMapComposite(Composite):
         return next((hook for names, hook in self.name_map if name in names), None)
 
 
-class MixedComposite(Composite):
+class MixedComposite(AutoCanonizerComposite):
     """A Composite for which hooks are specified by a list of composites, matched in list order.
 
     Parameters
     ----------
     composites : list of Composite
         Every module is offered to every composite, in list order; the first hook returned decides.
-    canonizers : list of Canonizer, optional
-        Canonizers applied before the hooks (those of the listed composites are not used).
+    canonizers : "auto", list of Canonizer or None, optional
+        Canonizers applied before the hooks (those of the listed composites are not used); ``"auto"``:
+        those the registry of :mod:`lrp_lightning.auto_canonizers` finds for the model at each
+        registration.
     """
 
-    def __init__(self, composites: Sequence[Composite], canonizers: Optional[list] = None) -> None:
+    def __init__(self, composites: Sequence[Composite], canonizers: CanonizerArg = None) -> None:
         self.composites = _arguments.sequence("composites", composites, _arguments.instance(Composite))
         super().__init__(self.mapping, canonizers)
 
@@ -209,12 +246,13 @@ class NameLayerMapComposite(MixedComposite):
         Mapping from module names to hooks; matched first.
     layer_map : list of (tuple of types, Hook), optional
         Mapping from module types to hooks.
-    canonizers : list of Canonizer, optional
-        Canonizers applied before the hooks.
+    canonizers : "auto", list of Canonizer or None, optional
+        Canonizers applied before the hooks; ``"auto"``: those the registry of
+        :mod:`lrp_lightning.auto_canonizers` finds for the model at each registration.
     """
 
     def __init__(
-        self, name_map: Optional[Sequence[tuple]] = None, layer_map: Optional[LayerMap] = None, canonizers: Optional[list] = None
+        self, name_map: Optional[Sequence[tuple]] = None, layer_map: Optional[LayerMap] = None, canonizers: CanonizerArg = None
     ) -> None:
         super().__init__(
             [NameMapComposite([] if name_map is None else name_map),
@@ -250,8 +288,9 @@ class EpsilonGammaBox(SpecialFirstLayerMapComposite):
         Prepended to the composite's own maps.
     zero_params : str or list of str, optional
         Parameters set to zero in the rules' modified forward maps.
-    canonizers : list of Canonizer, optional
-        Canonizers applied before the hooks.
+    canonizers : "auto", list of Canonizer or None, optional
+        Canonizers applied before the hooks; ``"auto"``: those the registry of
+        :mod:`lrp_lightning.auto_canonizers` finds for the model at each registration.
     """
 
     def __init__(
@@ -264,7 +303,7 @@ class EpsilonGammaBox(SpecialFirstLayerMapComposite):
         layer_map: Optional[LayerMap] = None,
         first_map: Optional[LayerMap] = None,
         zero_params=None,
-        canonizers: Optional[list] = None,
+        canonizers: CanonizerArg = None,
     ) -> None:
         layer_map = _lrp_layer_map(
             layer_map,
@@ -320,8 +359,9 @@ class EpsilonPlus(LayerMapComposite):
         Prepended to the composite's own map.
     zero_params : str or list of str, optional
         Parameters set to zero in the rules' modified forward maps.
-    canonizers : list of Canonizer, optional
-        Canonizers applied before the hooks.
+    canonizers : "auto", list of Canonizer or None, optional
+        Canonizers applied before the hooks; ``"auto"``: those the registry of
+        :mod:`lrp_lightning.auto_canonizers` finds for the model at each registration.
     """
 
     def __init__(self, epsilon=1e-6, stabilizer=1e-6, layer_map=None, zero_params=None, canonizers=None) -> None:
@@ -342,8 +382,9 @@ class EpsilonPlusFlat(SpecialFirstLayerMapComposite):
         Prepended to the composite's own maps.
     zero_params : str or list of str, optional
         Parameters set to zero in the rules' modified forward maps.
-    canonizers : list of Canonizer, optional
-        Canonizers applied before the hooks.
+    canonizers : "auto", list of Canonizer or None, optional
+        Canonizers applied before the hooks; ``"auto"``: those the registry of
+        :mod:`lrp_lightning.auto_canonizers` finds for the model at each registration.
     """
 
     def __init__(
@@ -370,8 +411,9 @@ class EpsilonAlpha2Beta1(LayerMapComposite):
         Prepended to the composite's own map.
     zero_params : str or list of str, optional
         Parameters set to zero in the rules' modified forward maps.
-    canonizers : list of Canonizer, optional
-        Canonizers applied before the hooks.
+    canonizers : "auto", list of Canonizer or None, optional
+        Canonizers applied before the hooks; ``"auto"``: those the registry of
+        :mod:`lrp_lightning.auto_canonizers` finds for the model at each registration.
     """
 
     def __init__(self, epsilon=1e-6, stabilizer=1e-6, layer_map=None, zero_params=None, canonizers=None) -> None:
@@ -392,8 +434,9 @@ class EpsilonAlpha2Beta1Flat(SpecialFirstLayerMapComposite):
         Prepended to the composite's own maps.
     zero_params : str or list of str, optional
         Parameters set to zero in the rules' modified forward maps.
-    canonizers : list of Canonizer, optional
-        Canonizers applied before the hooks.
+    canonizers : "auto", list of Canonizer or None, optional
+        Canonizers applied before the hooks; ``"auto"``: those the registry of
+        :mod:`lrp_lightning.auto_canonizers` finds for the model at each registration.
     """
 
     def __init__(
@@ -420,8 +463,9 @@ class ExcitationBackprop(LayerMapComposite):
         Prepended to the composite's own map.
     zero_params : str or list of str, optional
         Parameters set to zero in the rules' modified forward maps.
-    canonizers : list of Canonizer, optional
-        Canonizers applied before the hooks.
+    canonizers : "auto", list of Canonizer or None, optional
+        Canonizers applied before the hooks; ``"auto"``: those the registry of
+        :mod:`lrp_lightning.auto_canonizers` finds for the model at each registration.
     """
 
     def __init__(self, stabilizer=1e-6, layer_map=None, zero_params=None, canonizers=None) -> None:
@@ -450,8 +494,9 @@ class GuidedBackprop(_ReLUComposite):
     ----------
     layer_map : list of (tuple of types, Hook), optional
         Prepended to the composite's own map.
-    canonizers : list of Canonizer, optional
-        Canonizers applied before the hooks.
+    canonizers : "auto", list of Canonizer or None, optional
+        Canonizers applied before the hooks; ``"auto"``: those the registry of
+        :mod:`lrp_lightning.auto_canonizers` finds for the model at each registration.
     """
 
     def __init__(self, layer_map=None, canonizers=None) -> None:
@@ -466,8 +511,9 @@ class DeconvNet(_ReLUComposite):
     ----------
     layer_map : list of (tuple of types, Hook), optional
         Prepended to the composite's own map.
-    canonizers : list of Canonizer, optional
-        Canonizers applied before the hooks.
+    canonizers : "auto", list of Canonizer or None, optional
+        Canonizers applied before the hooks; ``"auto"``: those the registry of
+        :mod:`lrp_lightning.auto_canonizers` finds for the model at each registration.
     """
 
     def __init__(self, layer_map=None, canonizers=None) -> None:
@@ -486,8 +532,9 @@ class BetaSmooth(_ReLUComposite):
         Prepended to the composite's own map.
     zero_params : str or list of str, optional
         Accepted for a uniform signature; no rule of this composite has parameters.
-    canonizers : list of Canonizer, optional
-        Canonizers applied before the hooks.
+    canonizers : "auto", list of Canonizer or None, optional
+        Canonizers applied before the hooks; ``"auto"``: those the registry of
+        :mod:`lrp_lightning.auto_canonizers` finds for the model at each registration.
     """
 
     def __init__(self, beta_smooth=10.0, layer_map=None, zero_params=None, canonizers=None) -> None:
@@ -498,20 +545,18 @@ class BetaSmooth(_ReLUComposite):
 class _TransformerComposite(LayerMapComposite):
     """Rules of the transformer composites in the gradient view (see :mod:`lrp_lightning.transformer.gradient_rules`).
 
-    ``canonizers="auto"`` resolves, at each :meth:`register`, the canonizers of
-    :func:`lrp_lightning.auto_canonizers.auto_canonizers` for the model; None or a list replaces them.
+    ``canonizers="auto"`` (their default) resolves as for every :class:`AutoCanonizerComposite`;
+    None or a list replaces them.
     """
 
     gradient_view = True
     rule_free_types = (torch.nn.Embedding,)
 
     def __init__(self, epsilon, gamma, layer_map, canonizers, softmax_map: list) -> None:
-        if isinstance(canonizers, str) and canonizers != "auto":
-            raise ValueError(f'canonizers must be "auto", None or a list of canonizers, got {canonizers!r}')
+        check_canonizers(canonizers)
         Stabilizer.ensure(epsilon, "epsilon")
         self.epsilon = epsilon
         self.gamma = None if gamma is None else _arguments.real_number("gamma", gamma, minimum=0.0)
-        self.auto_canonizers = canonizers == "auto"
         linear_rule = AffineEpsilon(epsilon) if gamma is None else AffineGamma(gamma=gamma, stabilizer=epsilon)
         entries = _user_map("layer_map", layer_map) + softmax_map + [
             (Product, UniformProduct(epsilon)),
@@ -521,13 +566,11 @@ class _TransformerComposite(LayerMapComposite):
             (BatchNorm, AffineEpsilon(epsilon)),
             (Affine, linear_rule),
         ]
-        super().__init__(entries, None if self.auto_canonizers else canonizers)
+        super().__init__(entries, canonizers)
 
     def register(self, module: torch.nn.Module) -> None:
         """Resolve ``canonizers="auto"`` for ``module``, then register as any composite; warn about
         transformer modules the canonizers left hiding their attention from the rules."""
-        if self.auto_canonizers and not (self.handles or self.canonizer_instances):
-            self.canonizers = auto_canonizers(module)
         super().register(module)
         left = uncanonized_modules(module)
         if left:

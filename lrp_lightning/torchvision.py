@@ -1,10 +1,13 @@
 """Canonizers for torchvision's VGG, ResNet and VisionTransformer models (torchvision is imported only when applied)."""
 from __future__ import annotations
 
+import sys
+
 import torch
 
+from lrp_lightning.auto_canonizers import register_auto_canonizer
+from lrp_lightning.canonizers import BATCH_NORM_MERGE, AttributeCanonizer, CompositeCanonizer, SequentialMergeBatchNorm
 from lrp_lightning.transformer.attention import MultiheadAttentionCanonizer
-from lrp_lightning.canonizers import AttributeCanonizer, CompositeCanonizer, SequentialMergeBatchNorm
 from lrp_lightning.layer import Sum
 
 
@@ -89,3 +92,23 @@ class VisionTransformerCanonizer(CompositeCanonizer):
 
     def __init__(self) -> None:
         super().__init__([MultiheadAttentionCanonizer()])
+
+
+def _is_torchvision_model(module: torch.nn.Module, class_name: str) -> bool:
+    """Whether ``module`` is a torchvision ``models.<class_name>`` (torchvision is not imported for this)."""
+    models = getattr(sys.modules.get("torchvision"), "models", None)
+    return models is not None and isinstance(module, getattr(models, class_name))
+
+
+def is_resnet(module: torch.nn.Module) -> bool:
+    """Whether ``module`` is a torchvision ``ResNet`` (the detector of ``canonizers="auto"``)."""
+    return _is_torchvision_model(module, "ResNet")
+
+
+def is_vgg(module: torch.nn.Module) -> bool:
+    """Whether ``module`` is a torchvision ``VGG`` (the detector of ``canonizers="auto"``)."""
+    return _is_torchvision_model(module, "VGG")
+
+
+register_auto_canonizer("torchvision ResNet", is_resnet, ResNetCanonizer, covers=(BATCH_NORM_MERGE,))
+register_auto_canonizer("torchvision VGG", is_vgg, VGGCanonizer, covers=(BATCH_NORM_MERGE,))

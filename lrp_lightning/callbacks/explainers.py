@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from lrp_lightning.attribution import ATTRIBUTORS, Attributor, Gradient
-from lrp_lightning.callbacks.canonizer_choice import auto_canonizers
+from lrp_lightning.auto_canonizers import CanonizerArg, check_canonizers, resolve_canonizers
 from lrp_lightning.callbacks.naming import check_tag_component, snake_case
 from lrp_lightning.composites import COMPOSITES
 from lrp_lightning.core import Composite
@@ -27,7 +27,6 @@ from lrp_lightning.types import Convolution
 ExplainerSpec = Union[str, Composite]
 CompositeArg = Union[ExplainerSpec, Sequence[ExplainerSpec], Mapping[str, ExplainerSpec]]
 Bound = Union[None, float, Sequence[float], torch.Tensor]
-CanonizerArg = Union[str, None, Sequence[Any]]
 
 # deterministic settings for attributors built by name (same noise every epoch)
 ATTRIBUTOR_DEFAULTS: dict = {"seed": 0}
@@ -202,38 +201,6 @@ def _token_bounds(model: nn.Module, low: Bound, high: Bound) -> tuple[torch.Tens
     return zero, zero
 
 
-def check_canonizers(canonizers: CanonizerArg) -> CanonizerArg:
-    """Return ``canonizers`` if it is ``"auto"``, None or a sequence of canonizers.
-
-    Parameters
-    ----------
-    canonizers : "auto", None or sequence of Canonizer
-        The user's choice.
-
-    Returns
-    -------
-    "auto", None or sequence of Canonizer
-        ``canonizers``.
-
-    Raises
-    ------
-    ValueError
-        For any other string.
-    """
-    if isinstance(canonizers, str) and canonizers != "auto":
-        raise ValueError(f"canonizers must be 'auto', None or a list of canonizers, got {canonizers!r}")
-    return canonizers
-
-
-def _canonizers(canonizers: CanonizerArg, model: nn.Module, composite_class: type) -> CanonizerArg:
-    if check_canonizers(canonizers) == "auto":
-        parameter = inspect.signature(composite_class).parameters.get("canonizers")
-        if parameter is not None and parameter.default == "auto":
-            return "auto"  # the composite resolves its own (the transformer canonizers of attn_lrp, cp_lrp)
-        return auto_canonizers(model)
-    return None if canonizers is None else list(canonizers)
-
-
 def build_explainer(
     name: str,
     spec: ExplainerSpec,
@@ -245,8 +212,8 @@ def build_explainer(
 ) -> Explainer:
     """Turn one parsed specification into an :class:`Explainer` for ``model``.
 
-    Composites built by name get ``canonizers`` (``"auto"``: chosen from ``model``, or left to the
-    composite when its own default is ``"auto"``, as for ``attn_lrp``/``cp_lrp``) and, if their
+    Composites built by name get ``canonizers`` (``"auto"``: chosen for ``model`` by the registry of
+    :mod:`lrp_lightning.auto_canonizers`, the one every composite uses) and, if their
     constructor takes ``low``/``high``, the user's bounds or the per-channel min/max of ``inputs``
     (for token ids, which enter through an embedding, no bounds are inferred: see
     :func:`_token_bounds`; for several inputs the min/max over all their floating-point values, as
@@ -282,7 +249,7 @@ def build_explainer(
         explainer = Explainer(name, spec)
     elif spec in COMPOSITES:
         cls = COMPOSITES[spec]
-        kwargs: dict = {"canonizers": _canonizers(canonizers, model, cls)}
+        kwargs: dict = {"canonizers": resolve_canonizers(canonizers, model)}
         if {"low", "high"} <= set(inspect.signature(cls).parameters):
             inferred_low, inferred_high = _inferred_bounds(model, inputs, low, high)
             kwargs["low"] = _as_bound(low, inferred_low, "low")

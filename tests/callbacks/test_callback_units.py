@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lrp_lightning.callbacks import AttributionCallback
-from lrp_lightning.callbacks.canonizer_choice import auto_canonizers, batch_norm_follows_linear
+from lrp_lightning.auto_canonizers import auto_canonizers, batch_norm_follows_linear
 from lrp_lightning.callbacks.attribution.dashboard import CurveFigure, custom_scalars_layout
 from lrp_lightning.callbacks.explainers import build_explainer, channel_bounds, parse_explainers
 from lrp_lightning.callbacks.explanation import explain
