@@ -949,6 +949,23 @@ def uncovered_modules(module: torch.nn.Module, covered: set) -> list:
 ModuleMap = Callable[[dict, str, torch.nn.Module], Optional[Hook]]
 
 
+def _canonizer(name: str, value: Any) -> Any:
+    """An item check for a composite's ``canonizers``: ``value`` must be a canonizer.
+
+    A canonizer is what :class:`Composite` uses of one — an ``apply(module)`` returning the applied
+    instances and a ``remove()`` — so the check needs no import of :mod:`lrp_lightning.canonizers`
+    (which imports this module). ``torch.nn.Module`` has an ``apply`` but no ``remove``.
+
+    Raises
+    ------
+    TypeError
+        If ``value`` lacks either method.
+    """
+    if not (callable(getattr(value, "apply", None)) and callable(getattr(value, "remove", None))):
+        raise TypeError(f"{name} must be a Canonizer, got {type(value).__name__} {value!r}")
+    return value
+
+
 class Composite:
     """A mapping from a model's modules to rules, applied together with canonizers.
 
@@ -982,12 +999,10 @@ class Composite:
     rule_free_types: tuple = ()
 
     def __init__(self, module_map: Optional[ModuleMap] = None, canonizers: Optional[list] = None) -> None:
-        from lrp_lightning.canonizers import Canonizer
-
         if module_map is None:
             module_map = getattr(self, "mapping", None)
         self.module_map = _arguments.optional_callable("module_map", module_map)
-        self.canonizers = _arguments.sequence("canonizers", canonizers, _arguments.instance(Canonizer))
+        self.canonizers = _arguments.sequence("canonizers", canonizers, _canonizer)
         self.handles = RemovableHandleList()
         self.canonizer_instances: list = []
         self.rule_map: dict = {}
