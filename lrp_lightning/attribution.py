@@ -44,7 +44,8 @@ hidden dimension of its input-embedding output times its (modified) gradient (se
 
 Every attributor leaves what the user owns as it was: parameters, buffers (also when a forward in
 training mode would update BatchNorm statistics), ``training`` and ``requires_grad`` flags, ``.grad``
-of the parameters, hooks, and the global random state (torch CPU/CUDA, numpy, :mod:`random`).
+of the parameters, hooks, and the global random state (torch CPU/CUDA, numpy, :mod:`random`); the
+context managers that preserve them are in :mod:`lrp_lightning.model_state`.
 Randomness (SmoothGrad noise) comes only from a :class:`torch.Generator` seeded per call.
 SmoothGrad, IntegratedGradients and Occlusion push all their model evaluations through the model in
 large chunks of at most ``batch_size`` samples.
@@ -53,13 +54,13 @@ from __future__ import annotations
 
 import contextlib
 import numbers
-import random
 from typing import Any, Callable, Iterator, Optional, Sequence, Type, TypeVar, Union
 
 import numpy as np
 import torch
 
 from lrp_lightning import _arguments
+from lrp_lightning.model_state import frozen_parameters, preserved_buffers, preserved_random_state
 from lrp_lightning.transformer.tokens import Position, captured_embedding, explained_logits, is_token_input, logits_of
 
 Target = Union[None, int, torch.Tensor, Callable[[torch.Tensor], Any]]
@@ -191,70 +192,6 @@ def _one_hot(indices: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
     selected = torch.zeros(batch, classes, dtype=output.dtype, device=output.device)
     selected[torch.arange(batch, device=output.device), indices] = 1
     return selected.reshape(batch, classes, *([1] * (output.ndim - 2))).expand(output.shape).clone()
-
-
-@contextlib.contextmanager
-def preserved_random_state(device: Optional[torch.device] = None) -> Iterator[None]:
-    """Restore the global random state (torch CPU and CUDA, numpy, random) on exit.
-
-    Parameters
-    ----------
-    device : torch.device, optional
-        Device whose CUDA generator is saved too, if it is a CUDA device; when None, the
-        generators of all initialized CUDA devices are.
-
-    Yields
-    ------
-    None
-    """
-    cuda_devices = []
-    if device is None and torch.cuda.is_initialized():
-        cuda_devices = list(range(torch.cuda.device_count()))
-    elif device is not None and device.type == "cuda":
-        cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    try:
-        with torch.random.fork_rng(devices=cuda_devices, device_type="cuda"):
-            yield
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
-
-
-@contextlib.contextmanager
-def _preserved_buffers(model: Any) -> Iterator[None]:
-    """Copy a module's buffer values back on exit (a training-mode forward may update them)."""
-    if not isinstance(model, torch.nn.Module):
-        yield
-        return
-    saved = [(buffer, buffer.detach().clone()) for buffer in model.buffers()]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for buffer, value in saved:
-                buffer.copy_(value)
-
-
-@contextlib.contextmanager
-def _frozen_parameters(model: Any) -> Iterator[None]:
-    """Turn off ``requires_grad`` of a module's parameters for the duration, and back on exit.
-
-    An attribution without ``create_graph`` needs gradients with respect to the input only; with
-    the parameters frozen, autograd keeps no tensor that only a parameter gradient would need (a
-    linear layer's input, for one), which lowers the peak memory of the pass.
-    """
-    if not isinstance(model, torch.nn.Module):
-        yield
-        return
-    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    try:
-        for parameter in trainable:
-            parameter.requires_grad_(False)
-        yield
-    finally:
-        for parameter in trainable:
-            parameter.requires_grad_(True)
 
 
 def identity(obj: Any) -> Any:
@@ -428,7 +365,7 @@ class Attributor:
             raise RuntimeError(f"{type(self).__name__} is already entered")
         stack = contextlib.ExitStack()
         try:
-            stack.enter_context(_preserved_buffers(self.model))
+            stack.enter_context(preserved_buffers(self.model))
             if self._uses_composite():
                 stack.enter_context(self.composite.context(self.model))
         except BaseException:
@@ -493,7 +430,7 @@ class Attributor:
                 stack.enter_context(self)
             stack.enter_context(preserved_random_state(_as_tuple(inputs)[0].device))
             if not self.create_graph:
-                stack.enter_context(_frozen_parameters(self.model))
+                stack.enter_context(frozen_parameters(self.model))
             stack.enter_context(torch.inference_mode(False))
             stack.enter_context(torch.enable_grad())
             inputs = _like(inputs, [value.detach().clone() for value in _as_tuple(inputs)])

@@ -17,11 +17,11 @@ import torch
 from torch import nn
 
 from lrp_lightning.attribution import ATTRIBUTORS, Attributor, Gradient
-from lrp_lightning.auto_canonizers import CanonizerArg, check_canonizers, resolve_canonizers
+from lrp_lightning.auto_canonizers import CanonizerArg, check_canonizers, resolve_canonizers  # noqa: F401 (check_canonizers: its old path)
 from lrp_lightning.callbacks.naming import check_tag_component, snake_case
 from lrp_lightning.composites import COMPOSITES
 from lrp_lightning.core import Composite
-from lrp_lightning.metrics._checks import is_token_ids
+from lrp_lightning.transformer.tokens import is_token_ids
 from lrp_lightning.types import Convolution
 
 ExplainerSpec = Union[str, Composite]

@@ -30,8 +30,7 @@ from lrp_lightning.callbacks.rule_map_text import rule_map_markdown
 from lrp_lightning.callbacks.samples import Samples, input_shapes
 from lrp_lightning.callbacks.targets import TargetSpec, resolve_targets
 from lrp_lightning.callbacks.tokens import TokenDecoder, run_model, token_pictures
-from lrp_lightning.metrics._checks import is_token_ids
-from lrp_lightning.metrics._model import class_scores
+from lrp_lightning.transformer.tokens import class_scores, is_token_ids
 
 
 @dataclass

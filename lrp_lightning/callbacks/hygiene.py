@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.modules import module as torch_module
 
-from lrp_lightning.attribution import preserved_random_state
+from lrp_lightning.model_state import preserved_random_state
 
 _GLOBAL_HOOK_DICTS = (
     "_global_forward_hooks",

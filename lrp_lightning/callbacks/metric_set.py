@@ -16,7 +16,7 @@ from torchmetrics import Metric
 
 from lrp_lightning.callbacks.naming import check_tag_component, snake_case
 from lrp_lightning.metrics import Complexity, Conservation, RegionPerturbation, Sparseness
-from lrp_lightning.metrics._checks import is_token_ids
+from lrp_lightning.transformer.tokens import is_token_ids
 
 METRIC_ARGUMENTS = (
     "model",

@@ -20,9 +20,9 @@ import torch
 from lightning.pytorch.core.hooks import DataHooks
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
 
-from lrp_lightning.attribution import preserved_random_state
+from lrp_lightning.model_state import preserved_random_state
 from lrp_lightning.callbacks.tokens import TOKEN_IDS_KEY, batch_attention_mask
-from lrp_lightning.metrics._checks import is_token_ids
+from lrp_lightning.transformer.tokens import is_token_ids
 
 BatchToInput = Callable[[Any], Any]
 

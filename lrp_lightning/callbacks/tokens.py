@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
 from lrp_lightning.image import heatmap
-from lrp_lightning.metrics._model import class_scores
+from lrp_lightning.transformer.tokens import class_scores
 
 TOKEN_IDS_KEY = "input_ids"
 ATTENTION_MASK_KEY = "attention_mask"

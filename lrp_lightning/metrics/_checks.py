@@ -4,7 +4,7 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import Tensor
 
-from lrp_lightning.transformer.tokens import is_token_input
+from lrp_lightning.transformer.tokens import is_token_ids
 
 Baseline = Union[float, str, Callable[[Tensor], Tensor]]
 BASELINE_NAMES = ("mean", "blur")
@@ -39,11 +39,6 @@ def check_baseline(baseline: Any) -> Baseline:
     raise ValueError(
         f"unknown baseline {baseline!r}; expected a number, one of {BASELINE_NAMES} or a callable (x) -> fill"
     )
-
-
-def is_token_ids(inputs: Tensor) -> bool:
-    """Whether ``inputs`` are integer token ids (N, T) rather than floating values."""
-    return inputs.ndim == 2 and is_token_input(inputs)
 
 
 def check_inputs(inputs: Any) -> Tensor:

@@ -1,12 +1,10 @@
 """Running the user's model: eval mode without autograd, user state restored, target scores read off."""
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 
-from lrp_lightning.metrics._checks import is_token_ids
-from lrp_lightning.transformer.tokens import explained_logits
 
 Model = Callable[..., Any]
 
@@ -25,21 +23,6 @@ def evaluation_mode(model: Model) -> Iterator[None]:
     finally:
         for module, flag in zip(modules, flags):
             module.training = flag
-
-
-def class_scores(outputs: Any, inputs: Tensor, attention_mask: Optional[Tensor] = None) -> Any:
-    """The class scores (B, classes) in a model's outputs for ``inputs``.
-
-    An object with ``logits`` (a Hugging Face ``ModelOutput``) gives its logits; for token-id inputs,
-    per-position logits (B, T, V) of a language model give those at each sample's last attended
-    token, the position the attributors explain by default
-    (:func:`lrp_lightning.transformer.tokens.explained_logits`). Anything else is returned as it is (and
-    checked by :func:`check_classes`).
-    """
-    logits = outputs if isinstance(outputs, Tensor) else getattr(outputs, "logits", outputs)
-    if isinstance(logits, Tensor) and logits.ndim == 3 and is_token_ids(inputs):
-        return explained_logits(logits, inputs, None, attention_mask)
-    return logits
 
 
 def check_classes(outputs: Tensor, target: Tensor) -> None:

@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lrp_lightning.metrics._checks import Baseline, is_token_ids
-from lrp_lightning.metrics._model import Model, check_classes, class_scores, evaluation_mode, target_scores
+from lrp_lightning.metrics._checks import Baseline
+from lrp_lightning.metrics._model import Model, check_classes, evaluation_mode, target_scores
+from lrp_lightning.transformer.tokens import class_scores, is_token_ids
 
 BLUR_KERNEL_SIZE = 11
 BLUR_SIGMA = 5.0

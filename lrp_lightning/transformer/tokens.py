@@ -22,6 +22,11 @@ def is_token_input(inputs: torch.Tensor) -> bool:
     return not (inputs.is_floating_point() or inputs.is_complex()) and inputs.dtype != torch.bool
 
 
+def is_token_ids(inputs: torch.Tensor) -> bool:
+    """Whether ``inputs`` are integer token ids (N, T) rather than floating values."""
+    return inputs.ndim == 2 and is_token_input(inputs)
+
+
 def logits_of(output: Any) -> torch.Tensor:
     """Return ``output.logits`` for a Hugging Face ``ModelOutput`` (anything with ``logits``), else ``output``.
 
@@ -128,3 +133,31 @@ def captured_embedding(model: torch.nn.Module) -> Iterator[list]:
         yield captured
     finally:
         handle.remove()
+
+
+def class_scores(outputs: Any, inputs: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> Any:
+    """The class scores (B, classes) in a model's outputs for ``inputs``.
+
+    An object with ``logits`` (a Hugging Face ``ModelOutput``) gives its logits; for token-id inputs,
+    per-position logits (B, T, V) of a language model give those at each sample's last attended
+    token, the position the attributors explain by default (:func:`explained_logits`). Anything else
+    is returned as it is (the metrics check that it holds class scores).
+
+    Parameters
+    ----------
+    outputs : tensor or object with ``logits``
+        What the model returned for ``inputs``.
+    inputs : torch.Tensor
+        The model's input (token ids or values).
+    attention_mask : torch.Tensor, optional
+        Which tokens are attended (N, T); picks each sample's last attended position.
+
+    Returns
+    -------
+    torch.Tensor or object
+        The class scores, or ``outputs``' logits (or ``outputs``) as they are.
+    """
+    logits = outputs if isinstance(outputs, torch.Tensor) else getattr(outputs, "logits", outputs)
+    if isinstance(logits, torch.Tensor) and logits.ndim == 3 and is_token_ids(inputs):
+        return explained_logits(logits, inputs, None, attention_mask)
+    return logits

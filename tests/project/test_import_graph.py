@@ -117,3 +117,19 @@ def test_lower_rooms_never_import_higher_ones(room, higher):
         for imported in imports if any(inside(imported, top) for top in higher)
     )
     assert upward == []
+
+
+def test_private_modules_are_imported_only_inside_their_own_package():
+    """Token logic and model-state preservation are public (``transformer.tokens``, ``model_state``): no
+    room reaches into another room's private modules (``metrics._checks``, ``metrics._model``, ...)."""
+    def private_package(module):
+        parts = module.split(".")
+        return next((".".join(parts[:i]) for i, part in enumerate(parts) if part.startswith("_") and i > 1), None)
+
+    reaching = sorted(
+        (name, imported)
+        for name, imports in GRAPH.items()
+        for imported in imports
+        if private_package(imported) is not None and not inside(name, private_package(imported))
+    )
+    assert reaching == []

@@ -23,13 +23,12 @@ from lrp_lightning.callbacks.attribution.dashboard import DASHBOARD_CATEGORY, Cu
 from lrp_lightning.callbacks.attribution.drift import DRIFT_METRICS, DriftTracker
 from lrp_lightning import _arguments
 from lrp_lightning.callbacks.attribution.background import BackgroundWriter
+from lrp_lightning.auto_canonizers import CanonizerArg, check_canonizers
 from lrp_lightning.callbacks.explainers import (
     Bound,
-    CanonizerArg,
     CompositeArg,
     Explainer,
     build_explainer,
-    check_canonizers,
     parse_explainers,
 )
 from lrp_lightning.callbacks.explanation import ExplainerReport, explain, model_outputs

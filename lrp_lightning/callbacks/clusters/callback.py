@@ -11,7 +11,8 @@ from lightning.pytorch import LightningModule, Trainer
 from lrp_lightning import image
 from lrp_lightning.callbacks.clusters.class_samples import ClassSamples, collect_by_class
 from lrp_lightning.callbacks.common import explained_submodule, log_scalars, positive_int, table_dir
-from lrp_lightning.callbacks.explainers import Bound, CanonizerArg, ExplainerSpec, build_explainer, check_canonizers, parse_explainers
+from lrp_lightning.auto_canonizers import CanonizerArg, check_canonizers
+from lrp_lightning.callbacks.explainers import Bound, ExplainerSpec, build_explainer, parse_explainers
 from lrp_lightning.callbacks.explanation import explain
 from lrp_lightning.callbacks.figures import prototype_figure, spectrum_figure
 from lrp_lightning.callbacks.metric_set import MetricSet

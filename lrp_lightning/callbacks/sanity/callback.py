@@ -15,7 +15,8 @@ from lrp_lightning.callbacks.common import (
     user_samples,
     validation_samples,
 )
-from lrp_lightning.callbacks.explainers import Bound, CanonizerArg, CompositeArg, build_explainer, check_canonizers, parse_explainers
+from lrp_lightning.auto_canonizers import CanonizerArg, check_canonizers
+from lrp_lightning.callbacks.explainers import Bound, CompositeArg, build_explainer, parse_explainers
 from lrp_lightning.callbacks.explanation import model_outputs
 from lrp_lightning.callbacks.figures import line_figure
 from lrp_lightning.callbacks.sanity.randomisation import LAYER_MODES, RandomisationResult, randomisation_tests

@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from lrp_lightning.attribution import preserved_random_state
+from lrp_lightning.model_state import preserved_random_state
 from lrp_lightning.callbacks.explainers import Explainer
 from lrp_lightning.callbacks.explanation import explain, model_outputs
 from lrp_lightning.callbacks.metric_set import MetricSet
