@@ -6,7 +6,7 @@ two tensors of shape (N, ...) and returns a float64 tensor of shape (N,):
 
 - :func:`spearman`: Spearman rank correlation ρ = Pearson correlation of the ranks (ties get
   their average rank), over all features of a sample.
-- :func:`topk_iou`: |T_a ∩ T_b| / |T_a ∪ T_b|, T the indices of the ``fraction`` largest values.
+- :func:`topk_iou`: ``|T_a ∩ T_b| / |T_a ∪ T_b|``, T the indices of the ``fraction`` largest values.
 - :func:`ssim`: structural similarity (Wang et al. 2004) of the channel-summed heatmaps, each
   scaled by its largest magnitude, with a Gaussian window (σ = 1.5, 11 × 11 or the largest odd
   size that fits):

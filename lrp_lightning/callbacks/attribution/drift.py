@@ -4,7 +4,7 @@ Per explainer, two values compare this epoch's attributions R_t with the previou
 R_{t-1} of the same samples (see :mod:`lrp_lightning.callbacks.similarity`):
 
 - ``drift_rank`` = 1 − mean over samples of the Spearman rank correlation of R_{t-1} and R_t;
-- ``drift_topk`` = 1 − mean IoU of the top 10 % features by magnitude |R|.
+- ``drift_topk`` = 1 − mean IoU of the top 10 % features by magnitude ``|R|``.
 
 Both are exactly 0 when the attributions did not change.
 """

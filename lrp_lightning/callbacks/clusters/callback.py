@@ -31,7 +31,7 @@ class RelevanceClusterCallback(ScheduledCallback):
 
     Up to ``num_samples`` validation samples per class are explained for their label (batched, on
     the LightningModule's device, model state and RNGs restored as by ``AttributionCallback``);
-    each heatmap becomes pooled |R| on a ``pool_size`` grid, scaled to unit length
+    each heatmap becomes pooled ``|R|`` on a ``pool_size`` grid, scaled to unit length
     (:mod:`lrp_lightning.callbacks.clusters.spray`); per class, the k-nearest-neighbour graph of these
     vectors is embedded spectrally (``torch.linalg.eigh`` of its normalised Laplacian), the
     eigengap chooses the number of clusters, and k-means clusters the embedding. A cluster is a

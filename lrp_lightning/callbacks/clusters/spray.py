@@ -1,6 +1,6 @@
 """Spectral relevance analysis (SpRAy, Lapuschkin et al. 2019) of many heatmaps of one class.
 
-Each sample's relevance is reduced to a small feature vector — |R| summed over channels,
+Each sample's relevance is reduced to a small feature vector — ``|R|`` summed over channels,
 average-pooled to a ``pool_size`` × ``pool_size`` grid (flattened inputs: ``pool_size²`` bins) and
 scaled to unit Euclidean length, so that distances measure the angle between two relevance
 distributions (where relevance lies), not how strongly it is concentrated: images whose relevance
@@ -46,7 +46,7 @@ class ClassClusters:
         in the spectral embedding first.
     mean_maps : torch.Tensor or None
         Per cluster, the mean of the samples' channel-summed relevance, each scaled to unit total
-        |R|, shape (K, H, W); None for inputs that are not images.
+        ``|R|``, shape (K, H, W); None for inputs that are not images.
     """
 
     label: int
@@ -64,7 +64,7 @@ class ClassClusters:
 
 
 def pooled_relevance(relevance: torch.Tensor, pool_size: int) -> torch.Tensor:
-    """SpRAy's feature vector per sample: pooled |R| scaled to unit Euclidean length.
+    """SpRAy's feature vector per sample: pooled ``|R|`` scaled to unit Euclidean length.
 
     Parameters
     ----------
@@ -87,7 +87,7 @@ def pooled_relevance(relevance: torch.Tensor, pool_size: int) -> torch.Tensor:
 
 
 def unit_maps(relevance: torch.Tensor) -> Optional[torch.Tensor]:
-    """Channel-summed relevance of images, each scaled to unit total |R|; None for other inputs.
+    """Channel-summed relevance of images, each scaled to unit total ``|R|``; None for other inputs.
 
     Parameters
     ----------

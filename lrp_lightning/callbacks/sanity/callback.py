@@ -34,8 +34,8 @@ class SanityCheckCallback(FixedSamplesCheckpoint, ScheduledCallback):
     the layers with parameters are re-initialised from the output backwards, one more at a time
     (``layers="cascade"``, Adebayo et al. 2018) or one at a time (``"independent"``), and the same
     samples are explained for the same targets after each step; the similarity of each explanation
-    to the original one — Spearman rank correlation of |R|, SSIM of the heatmaps, IoU of the top
-    10 % features by |R| (:mod:`lrp_lightning.callbacks.similarity`) — is averaged over the
+    to the original one — Spearman rank correlation of ``|R|``, SSIM of the heatmaps, IoU of the top
+    10 % features by ``|R|`` (:mod:`lrp_lightning.callbacks.similarity`) — is averaged over the
     samples. The random-logit test (Sixt et al. 2020) compares the explanation of a random other
     class with the target's. A trustworthy explainer ends at low similarity after full
     randomisation and differs between classes; one that ignores the model stays near 1.
