@@ -42,6 +42,31 @@ def test_identical_explanations_have_similarity_exactly_one_and_zero_drift():
     assert resumed.update("lrp", -a)["drift_rank"] == pytest.approx(2.0)
 
 
+def hand_topk_iou(a: np.ndarray, b: np.ndarray, fraction: float) -> float:
+    """IoU of the index sets of the round(fraction * D) largest |values| (written here, not the library's)."""
+    k = max(1, int(np.floor(fraction * a.size + 0.5)))
+    top_a = set(np.argsort(-np.abs(a), kind="stable")[:k].tolist())
+    top_b = set(np.argsort(-np.abs(b), kind="stable")[:k].tolist())
+    return len(top_a & top_b) / len(top_a | top_b)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_drift_of_random_pairs_matches_scipy_spearman_and_a_hand_written_topk_iou(seed):
+    generator = torch.Generator().manual_seed(seed)
+    before = torch.randn(4, 3, 6, 6, generator=generator)
+    scale = [0.05, 0.3, 1.0, 3.0][seed % 4]
+    after = before + scale * torch.randn(4, 3, 6, 6, generator=generator)
+    tracker = DriftTracker()
+    assert tracker.update("lrp", before) is None
+    drift = tracker.update("lrp", after)
+    rows_before, rows_after = before.flatten(1).double().numpy(), after.flatten(1).double().numpy()
+    rho = [spearmanr(x, y).statistic for x, y in zip(rows_before, rows_after)]
+    iou = [hand_topk_iou(x, y, 0.1) for x, y in zip(rows_before, rows_after)]
+    assert drift["drift_rank"] == pytest.approx(1.0 - np.mean(rho), abs=1e-12)
+    assert drift["drift_topk"] == pytest.approx(1.0 - np.mean(iou), abs=1e-12)
+    assert 0.0 < drift["drift_rank"] < 2.0 and 0.0 <= drift["drift_topk"] <= 1.0
+
+
 def test_topk_iou_counts_shared_top_features():
     a = torch.tensor([[9.0, 8.0, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]])
     b = torch.tensor([[9.0, 0.0, 8.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]])
