@@ -209,17 +209,45 @@ def test_zbox_bounds_term_is_computed_once_and_follows_changed_bounds():
     assert len(bounds_maps) == 2, "the first call and the call after the bounds changed"
 
 
+def gamma_by_the_equation(layer, input, output, grad_output, gamma, epsilon, zero_bias):
+    """DESIGN's Gamma for a non-negative input, written out here: ``A = W + γW⁺``, ``B = W + γW⁻``, the
+    outputs with ``z > 0`` divided by ``stab(A x + b + γb⁺)``, those with ``z < 0`` by ``stab(B x + b + γb⁻)``,
+    ``z = 0`` passing nothing, ``R_x = x ⊙ (Aᵀ s_p + Bᵀ s_n)`` (the transposed maps by autograd)."""
+    def forward(x, weight, bias=None):
+        if isinstance(layer, torch.nn.Linear):
+            return torch.nn.functional.linear(x, weight, bias)
+        return torch.nn.functional.conv2d(x, weight, bias, padding=layer.padding)
+
+    weight = layer.weight.detach()
+    bias = None if layer.bias is None or zero_bias else layer.bias.detach()
+    a, b = weight + gamma * weight.clamp(min=0), weight + gamma * weight.clamp(max=0)
+    z_p = forward(input, a, None if bias is None else bias + gamma * bias.clamp(min=0))
+    z_n = forward(input, b, None if bias is None else bias + gamma * bias.clamp(max=0))
+
+    def stab(d):
+        return d + epsilon * torch.where(d >= 0, 1.0, -1.0).to(d)
+
+    s_p = grad_output * (output > 0) / stab(z_p)
+    s_n = grad_output * (output < 0) / stab(z_n)
+    leaf = input.clone().requires_grad_()
+    transposed_a, = torch.autograd.grad(forward(leaf, a), leaf, s_p)
+    transposed_b, = torch.autograd.grad(forward(leaf, b), leaf, s_n)
+    return input * (transposed_a + transposed_b)
+
+
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("zero_params", [None, "bias"])
 @pytest.mark.parametrize("layer_name", ["linear", "conv2d"])
 def test_fused_gamma_kernel_equals_the_in_place_path(layer_name, zero_params, bias):
-    """The pure function compiled on CUDA computes what the CPU path computes."""
+    """The pure function compiled on CUDA computes what the CPU path computes, and both what the Gamma
+    equation gives (float64, written out in the test)."""
     from lrp_lightning import fused
 
     torch.manual_seed(6)
     layer = torch.nn.Linear(7, 5, bias=bias) if layer_name == "linear" else torch.nn.Conv2d(3, 4, 3, padding=1, bias=bias)
+    layer = layer.double()
     shape = (7,) if layer_name == "linear" else (3, 5, 5)
-    input = torch.rand(2, *shape)
+    input = torch.rand(2, *shape, dtype=torch.float64)
     output = layer(input).detach()
     grad_output = torch.randn_like(output)
     output.view(-1)[:3] = 0.0  # outputs with z = 0 pass nothing
@@ -246,6 +274,9 @@ def test_fused_gamma_kernel_equals_the_in_place_path(layer_name, zero_params, bi
     )
     actual = map_.apply_transposed(stacked, map_.concatenated([weight, map_.weight_pos], map_.weight_out_dim), input) * input
     torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-12)
+    independent = gamma_by_the_equation(layer, input, output, grad_output, 0.3, rule.stabilizer.epsilon, zero_params == "bias")
+    torch.testing.assert_close(actual, independent, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(expected, independent, rtol=1e-10, atol=1e-12)
 
 
 def test_the_fused_branch_of_gamma_equals_the_in_place_branch(monkeypatch):
