@@ -6,7 +6,7 @@ import torch
 from lrp_lightning import types
 from lrp_lightning.transformer import gradient_rules
 from lrp_lightning.composites import COMPOSITES, AttnLRP, CPLRP
-from lrp_lightning.layer import MatMul, Mul
+from lrp_lightning.layer import GatedMul, MatMul, Mul
 
 pytestmark = pytest.mark.usefixtures("float64_default")
 
@@ -465,3 +465,64 @@ def test_vocabulary_projection_with_trainable_weights_keeps_its_weight_gradient(
     scaled = g * z / stab(z)
     torch.testing.assert_close(g_x, scaled @ head.weight.detach(), rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(g_w, scaled.flatten(0, 1).T @ x.detach().flatten(0, 1), rtol=1e-12, atol=1e-14)
+
+
+class GatedBlock(torch.nn.Module):
+    """A Llama-style gated MLP, ``down(act(gate(x)) * up(x))``, its product an explicit GatedMul."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(21)
+        self.gate = torch.nn.Linear(4, 6, bias=False)
+        self.up = torch.nn.Linear(4, 6, bias=False)
+        self.down = torch.nn.Linear(6, 3, bias=False)
+        self.act = torch.nn.SiLU()
+        self.product = GatedMul()
+
+    def forward(self, x):
+        return self.down(self.product(self.act(self.gate(x)), self.up(x)))
+
+
+def gated_block_gradients(composite, block, x, grad_output):
+    """The modified gradients arriving at the gate and at the value (the product's two inputs) and at the
+    input of ``block``."""
+    seen = {}
+
+    def keep(module, args):
+        for name, tensor in zip(("gate", "value"), args):
+            tensor.retain_grad()
+            seen[name] = tensor
+
+    handle = block.product.register_forward_pre_hook(keep)
+    try:
+        with composite.context(block):
+            leaf = x.clone().requires_grad_(True)
+            block(leaf).backward(grad_output)
+    finally:
+        handle.remove()
+    return seen["gate"].grad, seen["value"].grad, leaf.grad
+
+
+def test_cp_lrp_constant_gate_gives_the_gate_nothing_and_the_value_epsilon_lrp_whole():
+    """CP-LRP's ConstantGate: ``y = gate * value`` with the gate held constant: no relevance enters the
+    gate's branch, and the value gets LRP-epsilon whole, ``R_value = value * gate * R_y / stab(y)``, i.e.
+    ``g_value = gate * g_y * y / stab(y)``, with ``g_y = W_down^T(g_z * z / stab(z))`` from the
+    epsilon rule of the down projection (``z`` the block output, ``g_z`` the gradient given to it)."""
+    block = GatedBlock()
+    x = torch.randn(5, 4)
+    grad_output = torch.randn(5, 3)
+    gate_gradient, value_gradient, input_gradient = gated_block_gradients(CPLRP(epsilon=EPS), block, x, grad_output)
+    with torch.no_grad():
+        gate, value = block.act(block.gate(x)), block.up(x)
+        y = gate * value
+        z = block.down(y)
+    g_y = (grad_output * z / stab(z)) @ block.down.weight
+    assert gate_gradient is None or torch.count_nonzero(gate_gradient) == 0
+    torch.testing.assert_close(value_gradient, gate * g_y * y / stab(y))
+    # the gate branch adds nothing: the input gradient is the value path's alone, the up projection's
+    # epsilon rule applied to g_value (up(x) = u, g_x = W_up^T(g_value * u / stab(u)))
+    torch.testing.assert_close(input_gradient, (value_gradient * value / stab(value)) @ block.up.weight)
+    # AttnLRP's uniform rule, by contrast, gives the gate half: g_gate = 1/2 value * g_y * y / stab(y)
+    gate_gradient, value_gradient, _ = gated_block_gradients(AttnLRP(epsilon=EPS), block, x, grad_output)
+    torch.testing.assert_close(gate_gradient, 0.5 * value * g_y * y / stab(y))
+    torch.testing.assert_close(value_gradient, 0.5 * gate * g_y * y / stab(y))
