@@ -56,7 +56,7 @@ def tokens(batch=3, length=5, seed=1):
 # linear layers and embeddings: the plain gradient; LayerNorm: its standard deviation held constant;
 # element-wise activations: the identity rule, f(x) = x * (f(x) / x) with the ratio held constant;
 # attention: CP-LRP holds the softmax weights constant, AttnLRP passes the softmax's plain gradient and
-# splits each product uniformly (the values get 1/2, the queries and keys 1/4 of the plain gradient).
+# splits each product uniformly (half of the gradient to each factor of Q K^T and of A V).
 
 
 def gradient_share(tensor, share):
@@ -73,16 +73,22 @@ def identity_rule(function, x):
     return x * (function(x) / x).detach()
 
 
-def attention_by_hand(x, attention, rule):
+def attention_by_hand(x, attention, rule, softmaxes=None):
+    """``nn.MultiheadAttention`` (batch first, no mask) under the rule; appends ``(scores, weights)`` of
+    the softmax, their gradients retained, to ``softmaxes`` if given."""
     n, t, d = x.shape
     heads = attention.num_heads
     q, k, v = (u.reshape(n, t, heads, d // heads).transpose(1, 2)
                for u in F.linear(x, attention.in_proj_weight, attention.in_proj_bias).chunk(3, dim=-1))
-    if rule == "attn_lrp":
-        q, k, v = gradient_share(q, 0.25), gradient_share(k, 0.25), gradient_share(v, 0.5)
-    weights = (q @ k.transpose(-2, -1) / math.sqrt(d // heads)).softmax(-1)
-    if rule == "cp_lrp":
-        weights = weights.detach()
+    if rule == "attn_lrp":  # uniform at Q K^T and at A V
+        q, k, v = gradient_share(q, 0.5), gradient_share(k, 0.5), gradient_share(v, 0.5)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(d // heads)
+    weights = scores.softmax(-1)
+    if softmaxes is not None and weights.requires_grad:
+        scores.retain_grad()
+        weights.retain_grad()
+        softmaxes.append((scores, weights))
+    weights = gradient_share(weights, 0.5) if rule == "attn_lrp" else weights.detach()
     mixed = (weights @ v).transpose(1, 2).reshape(n, t, d)
     return F.linear(mixed, attention.out_proj.weight, attention.out_proj.bias)
 
@@ -97,13 +103,14 @@ def text_model_by_hand(model, embedded, rule):
     return model.head(x[:, 0] if model.pool == "first" else x)
 
 
-def vit_by_hand(model, image, rule):
-    """torchvision's VisionTransformer forward (pre-norm blocks, GELU) under the rules written out above."""
+def vit_by_hand(model, image, rule, softmaxes=None):
+    """torchvision's VisionTransformer forward (pre-norm blocks, GELU) under the rules written out above
+    (``softmaxes`` as for :func:`attention_by_hand`)."""
     n = image.shape[0]
     x = model.conv_proj(image).reshape(n, model.hidden_dim, -1).permute(0, 2, 1)
     x = torch.cat([model.class_token.expand(n, -1, -1), x], dim=1) + model.encoder.pos_embedding
     for block in model.encoder.layers:
-        x = x + attention_by_hand(layer_norm_by_hand(x, block.ln_1), block.self_attention, rule)
+        x = x + attention_by_hand(layer_norm_by_hand(x, block.ln_1), block.self_attention, rule, softmaxes)
         y = layer_norm_by_hand(x, block.ln_2)
         x = x + block.mlp[3](identity_rule(F.gelu, block.mlp[0](y)))
     return model.heads(layer_norm_by_hand(x, model.encoder.ln)[:, 0])
