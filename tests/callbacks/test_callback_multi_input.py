@@ -96,6 +96,46 @@ def gini(values: torch.Tensor) -> torch.Tensor:
     return ((2 * i - n - 1) * a).sum(dim=1) / (n * a.sum(dim=1))
 
 
+def stab(d: torch.Tensor, epsilon: float = 1e-6) -> torch.Tensor:
+    return d + epsilon * torch.where(d >= 0, 1.0, -1.0).to(d)
+
+
+def transposed(forward, input: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """``Wᵀ grad`` of the linear map ``forward(input, weight)`` (no bias), by autograd."""
+    leaf = input.detach().clone().requires_grad_(True)
+    result, = torch.autograd.grad(forward(leaf, weight), leaf, grad)
+    return result
+
+
+def epsilon_plus_by_hand(net: TwoInputClassifier, image, vector, relevance):
+    """DESIGN's EpsilonPlus on this net with Norm at the addition, written out (float64): Epsilon at the
+    dense layers, ZPlus at the convolution, Pass at the ReLUs, ``R_x = x ⊙ Jᵀ(R / stab(z))`` at the sum."""
+    net = copy.deepcopy(net).double()
+    image, vector, relevance = image.double(), vector.double(), relevance.double()
+    conv, linear_image = net.image_branch[0], net.image_branch[3]
+    hidden = torch.relu(conv(image))
+    image_features, vector_features = linear_image(hidden.flatten(1)), net.vector_branch(vector)
+    total = image_features + vector_features
+    head = net.head[1]
+    at_sum = torch.relu(total) * transposed(F.linear, torch.relu(total), head.weight, relevance / stab(head(torch.relu(total))))
+    r_image_features = image_features * at_sum / stab(total)
+    r_vector_features = vector_features * at_sum / stab(total)
+    r_vector = vector * transposed(F.linear, vector, net.vector_branch.weight, r_vector_features / stab(vector_features))
+    r_hidden = hidden.flatten(1) * transposed(F.linear, hidden.flatten(1), linear_image.weight,
+                                              r_image_features / stab(image_features))
+    r_hidden = r_hidden.reshape(hidden.shape)
+    w_pos, w_neg = conv.weight.clamp(min=0), conv.weight.clamp(max=0)
+    x_pos, x_neg = image.clamp(min=0), image.clamp(max=0)
+
+    def conv2d(x, weight):
+        return F.conv2d(x, weight, padding=conv.padding)
+
+    z_plus = conv2d(x_pos, w_pos) + conv.bias.clamp(min=0)[None, :, None, None] + conv2d(x_neg, w_neg)
+    s = r_hidden / stab(z_plus)
+    r_image = x_pos * transposed(conv2d, x_pos, w_pos, s) + x_neg * transposed(conv2d, x_neg, w_neg, s)
+    return r_image, r_vector
+
+
 def test_each_input_gets_its_heatmap_and_the_metrics_judge_all_inputs_together(tmp_path):
     lrp = EpsilonPlus(layer_map=[(Add, Norm())])
     callback = AttributionCallback({"lrp": lrp, "gradient": "gradient"}, num_samples=4)
@@ -126,6 +166,12 @@ def test_each_input_gets_its_heatmap_and_the_metrics_judge_all_inputs_together(t
     grad_image, grad_vector = torch.autograd.grad(output, (image, vector), F.one_hot(data.val_set.labels[:4], 3).float())
     expected = gini(torch.cat([grad_image.flatten(1), grad_vector], dim=1)).mean()
     assert events.Scalars("attribution/gradient/sparseness")[-1].value == pytest.approx(float(expected), rel=1e-4)
+    # and the LRP values it logged: EpsilonPlus with Norm at the addition, written out by hand
+    one_hot = F.one_hot(data.val_set.labels[:4], 3).float()
+    r_image, r_vector = epsilon_plus_by_hand(net, data.val_set.images[:4], data.val_set.vectors[:4], one_hot)
+    assert not torch.allclose(r_image, grad_image.double() * data.val_set.images[:4].double())
+    expected = gini(torch.cat([r_image.flatten(1), r_vector], dim=1)).mean()
+    assert events.Scalars("attribution/lrp/sparseness")[-1].value == pytest.approx(float(expected), rel=1e-4)
 
 
 def test_batch_to_input_returning_a_tuple_of_inputs_and_a_checkpoint_round_trip(tmp_path):
