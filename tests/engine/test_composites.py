@@ -1,4 +1,7 @@
-"""Properties of the attribution engine that hold independently of any oracle."""
+"""The composites (lrp_lightning.composites) and their contexts, independently of any oracle: the registry,
+bitwise restoration of the model (also after an exception), in-place and twice-called modules, the
+warnings about uncovered layers, the rule map. The rules, canonizers and the stabilizer have test files of
+their own (test_rules.py, test_canonizers.py, test_core.py)."""
 import copy
 import warnings
 
@@ -7,21 +10,16 @@ import torch
 
 from lrp_lightning import canonizers, composites, rules
 from lrp_lightning.composites import COMPOSITES, get_composite
-from lrp_lightning.core import Composite, Stabilizer
-from lrp_lightning.layer import Sum
-from lrp_lightning.torchvision import ResNetCanonizer, VGGCanonizer
-from lrp_lightning.types import Convolution
+from lrp_lightning.core import Composite
+from lrp_lightning.torchvision import ResNetCanonizer
 
 from engine_models import (
     assert_same_state,
     attribute,
     cnn_with_batch_norm,
-    conv1d_net,
     mlp,
     model_state,
-    randomize_batch_norms,
     resnet18,
-    small_vgg_bn,
 )
 
 NAMES = sorted(COMPOSITES)
@@ -52,96 +50,7 @@ def test_unknown_composite_name_lists_registered_names():
     assert "nope" not in COMPOSITES and COMPOSITES.get("nope") is None
 
 
-def test_lrp0_equals_gradient_times_input_on_relu_net():
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 6, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(6 * 6 * 6, 8),
-        torch.nn.ReLU(), torch.nn.Linear(8, 3),
-    ).eval()
-    input = torch.randn(4, 3, 8, 8)
-    target = torch.tensor([0, 1, 2, 0])
-    composite = composites.LayerMapComposite(
-        [(torch.nn.ReLU, rules.Pass()), ((torch.nn.Linear, torch.nn.Conv2d), rules.Epsilon(epsilon=0.0))]
-    )
-    one_hot = torch.nn.functional.one_hot(target, 3).to(input)
-    leaf = input.clone().requires_grad_()
-    with composite.context(model):
-        output = model(leaf)
-        # initial relevance = the target logit, so that LRP-0 relevance is in units of the logit
-        relevance, = torch.autograd.grad(output, leaf, output.detach() * one_hot)
-    leaf = input.clone().requires_grad_()
-    gradient, = torch.autograd.grad(model(leaf), leaf, one_hot)
-    torch.testing.assert_close(relevance, gradient * input, rtol=1e-10, atol=1e-12)
-
-
 # the stabilizer absorbs a fraction eps / z of the relevance by design; a tiny one isolates the rule itself
-@pytest.mark.parametrize("rule", [rules.Epsilon(1e-12, zero_params="bias"), rules.ZPlus(1e-12, zero_params="bias"),
-                                  rules.Gamma(0.25, 1e-12, zero_params="bias")],
-                         ids=lambda rule: type(rule).__name__)
-@pytest.mark.parametrize("net", ["mlp", "cnn"])
-def test_rules_conserve_relevance_on_bias_free_relu_nets(rule, net):
-    torch.manual_seed(1)
-    if net == "mlp":
-        model, input = mlp(bias=False), torch.randn(5, 10)
-    else:
-        model, input = conv1d_net(bias=False), torch.randn(5, 2, 20)
-    composite = composites.LayerMapComposite(composites.layer_map_base() + [((torch.nn.Linear, Convolution), rule)])
-    target = torch.tensor([0, 1, 2, 0, 1])
-    relevance = attribute(composite, model, input, target)
-    # one unit of relevance enters at each sample's target
-    total = relevance.flatten(1).sum(1)
-    torch.testing.assert_close(total, torch.ones(5), rtol=1e-4, atol=0)
-
-
-@pytest.mark.parametrize(
-    "build_model, canonizer, shape",
-    [
-        (cnn_with_batch_norm, canonizers.SequentialMergeBatchNorm, (3, 12, 12)),
-        (small_vgg_bn, VGGCanonizer, (3, 32, 32)),
-        (resnet18, ResNetCanonizer, (3, 32, 32)),
-    ],
-)
-def test_canonized_forward_equals_original_and_is_undone_exactly(build_model, canonizer, shape):
-    torch.manual_seed(2)
-    model = randomize_batch_norms(build_model(), eps=1e-5)
-    input = torch.randn(2, *shape)
-    before = model_state(model)
-    expected = model(input)
-    instances = canonizer().apply(model)
-    assert instances
-    canonized = model(input)
-    for instance in reversed(instances):
-        instance.remove()
-    torch.testing.assert_close(canonized, expected, rtol=1e-12, atol=1e-12)
-    assert_same_state(before, model_state(model))
-    assert torch.equal(model(input), expected)
-
-
-def test_merge_batch_norm_works_with_default_eps_and_bias_free_convolution():
-    torch.manual_seed(3)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, bias=False), torch.nn.BatchNorm2d(4)).eval()
-    randomize_batch_norms(model, eps=1e-5)
-    input = torch.randn(2, 3, 6, 6)
-    expected = model(input)
-    instances = canonizers.SequentialMergeBatchNorm().apply(model)
-    assert model[0].bias is not None
-    torch.testing.assert_close(model(input), expected, rtol=1e-12, atol=1e-12)
-    for instance in instances:
-        instance.remove()
-    assert model[0].bias is None and "forward" not in model[1].__dict__
-
-
-def test_named_merge_batch_norm_and_unknown_names():
-    model = cnn_with_batch_norm()
-    input = torch.randn(2, 3, 12, 12)
-    expected = model(input)
-    instances = canonizers.NamedMergeBatchNorm([(("0",), "1"), (("6",), "7")]).apply(model)
-    assert len(instances) == 2
-    torch.testing.assert_close(model(input), expected, rtol=1e-12, atol=1e-12)
-    for instance in instances:
-        instance.remove()
-    with pytest.raises(KeyError, match="nope"):
-        canonizers.NamedMergeBatchNorm([(("nope",), "1")]).apply(model)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -269,65 +178,6 @@ def test_rule_map_names_every_hooked_layer():
     assert isinstance(rule_map["layer1.0.bn1"], rules.Pass)
     assert "maxpool" not in rule_map
     assert repr(rule_map["fc"]) == "Epsilon(epsilon=1e-06, zero_params=None)"
-
-
-@pytest.mark.parametrize("alpha, beta", [(1.0, 1.0), (3.0, 1.0), (-1.0, -2.0), (0.5, -0.5)])
-def test_alpha_beta_rejects_invalid_parameters(alpha, beta):
-    with pytest.raises(ValueError, match="alpha"):
-        rules.AlphaBeta(alpha, beta)
-
-
-def test_zbox_bounds_that_do_not_broadcast_raise_in_forward():
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3))
-    composite = composites.EpsilonGammaBox(low=torch.zeros(1, 4, 1, 1), high=torch.ones(1, 4, 1, 1))
-    with composite.context(model):
-        with pytest.raises(ValueError, match=r"does not broadcast.*\(1, 3, 1, 1\)"):
-            model(torch.randn(1, 3, 5, 5, requires_grad=True))
-
-
-def test_zbox_per_channel_bounds_equal_full_size_bounds():
-    torch.manual_seed(8)
-    model = cnn_with_batch_norm()
-    input = torch.rand(2, 3, 12, 12)
-    low, high = torch.tensor([-1.0, -2.0, -0.5]).view(1, 3, 1, 1), torch.tensor([1.0, 2.0, 1.5]).view(1, 3, 1, 1)
-    full = composites.EpsilonGammaBox(low.expand_as(input).clone(), high.expand_as(input).clone())
-    per_channel = composites.EpsilonGammaBox(low, high)
-    target = torch.tensor([1, 2])
-    torch.testing.assert_close(attribute(per_channel, model, input, target), attribute(full, model, input, target))
-
-
-def test_stabilizer_moves_denominators_away_from_zero_with_sign_of_zero_positive():
-    values = torch.tensor([-2.0, -1e-9, 0.0, 1e-9, 3.0])
-    epsilon = 1e-6
-    torch.testing.assert_close(
-        Stabilizer(epsilon)(values), torch.tensor([-2.0 - epsilon, -1e-9 - epsilon, epsilon, 1e-9 + epsilon, 3.0 + epsilon])
-    )
-    torch.testing.assert_close(
-        Stabilizer(epsilon, clip=True)(values), torch.tensor([-2.0, -epsilon, epsilon, epsilon, 3.0])
-    )
-    assert Stabilizer.ensure(0.5).epsilon == 0.5 and Stabilizer.ensure(torch.abs) is torch.abs
-    with pytest.raises(TypeError, match="float or a callable"):
-        Stabilizer.ensure("big")
-
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
-def test_stabilizer_is_exactly_d_plus_signed_epsilon_and_sign_of_negative_zero_is_positive(dtype):
-    generator = torch.Generator().manual_seed(0)
-    values = torch.cat([torch.randn(4096, generator=generator), torch.tensor([0.0, -0.0, 1e-30, -1e-30, 1e30])]).to(dtype)
-    for epsilon in (1e-6, 0.25, 0.0):
-        stabilized = Stabilizer(epsilon)(values)
-        shift = torch.tensor([epsilon if value >= 0 else -epsilon for value in values.tolist()], dtype=dtype)
-        assert torch.equal(stabilized, values + shift)
-        assert not torch.signbit(stabilized[values == 0]).any()
-
-
-def test_sum_layer_and_norm_rule_split_relevance_proportionally():
-    layer = Sum(dim=-1)
-    input = torch.tensor([[[1.0, 3.0], [2.0, -1.0]]], requires_grad=True)
-    composite = composites.LayerMapComposite([(Sum, rules.Norm(stabilizer=1e-12))])
-    with composite.context(layer):
-        relevance, = torch.autograd.grad(layer(input), input, torch.tensor([[4.0, 10.0]]))
-    torch.testing.assert_close(relevance, torch.tensor([[[1.0, 3.0], [20.0, -10.0]]]))
 
 
 def test_composite_without_grad_leaves_forward_unchanged():
