@@ -447,12 +447,13 @@ class AttributionCallback(FixedSamplesCheckpoint, Callback):
         pictured = [report for report in reports if report.has_picture and report.name != RANDOM_NAME]
         mapped = [report for report in reports if report.rule_map is not None]
         # grids are rendered by the background writer (ExplainerReport.picture renders on first read)
-        images = [(f"attribution/{report.name}/grid", lambda report=report: report.picture) for report in pictured]
-        images += [(f"attribution/{report.name}/grid/input_{index}", lambda picture=picture: picture) for report in reports
-                   if report.name != RANDOM_NAME for index, picture in report.input_pictures.items()]
-        texts = [(f"attribution/{report.name}/rule_map", report.rule_map) for report in mapped]
-        texts += [(f"attribution/{report.name}/tokens", report.token_table) for report in reports
-                  if report.token_table is not None]
+        images = [(f"attribution/{report.name}/grid", lambda report=report: report.picture, report.caption)
+                  for report in pictured]
+        images += [(f"attribution/{report.name}/grid/input_{index}", lambda picture=picture: picture, report.caption)
+                   for report in reports if report.name != RANDOM_NAME for index, picture in report.input_pictures.items()]
+        tables = [(f"attribution/{report.name}/rule_map", report.rule_map) for report in mapped]
+        tables += [(f"attribution/{report.name}/tokens", report.token_table) for report in reports
+                   if report.token_table is not None]
         self._rule_maps_logged.update(report.name for report in mapped)
         curves: dict = {}
         if self.log_images:
@@ -465,10 +466,10 @@ class AttributionCallback(FixedSamplesCheckpoint, Callback):
             for sink in sinks:
                 if layout is not None:
                     sink.layout(layout)
-                for tag, text in texts:
-                    sink.text(tag, text, step, epoch)
-                for tag, picture in images:
-                    sink.image(tag, picture(), step, epoch)
+                for tag, table in tables:
+                    sink.table(tag, table, step, epoch)
+                for tag, picture, caption in images:
+                    sink.image(tag, picture(), step, epoch, caption=caption)
             for metric, by_explainer in curves.items():
                 if metric not in self._curve_figures:
                     self._curve_figures[metric] = CurveFigure(metric)

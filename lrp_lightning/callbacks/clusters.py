@@ -19,7 +19,14 @@ from lrp_lightning.callbacks.naming import check_tag_component
 from lrp_lightning.callbacks.samples import BatchToInput, Samples, first_dataloader
 from lrp_lightning.callbacks.schedule import ScheduledCallback
 from lrp_lightning.callbacks.sinks import sinks_for
-from lrp_lightning.callbacks.spray import ClassClusters, cluster_classes, pooled_relevance, unit_maps, write_tables
+from lrp_lightning.callbacks.spray import (
+    ClassClusters,
+    cluster_classes,
+    pooled_relevance,
+    summary_table,
+    unit_maps,
+    write_tables,
+)
 from lrp_lightning.cmap import get_cmap
 
 TABLE_SUBDIR = "clusters"
@@ -267,9 +274,12 @@ class RelevanceClusterCallback(ScheduledCallback):
     def _write(self, trainer: Trainer, results: Sequence[ClassClusters]) -> None:
         step, epoch = trainer.global_step, trainer.current_epoch
         write_tables(table_dir(trainer) / TABLE_SUBDIR, f"epoch={epoch:03d}-step={step:06d}", results)
+        sinks = sinks_for(trainer)
+        summary = summary_table(results)
+        for sink in sinks:
+            sink.table(f"clusters/{self.name}/summary", summary, step, epoch)
         if not self.log_images:
             return
-        sinks = sinks_for(trainer)
         for result in results:
             clustering = result.clustering
             shown = min(clustering.eigenvalues.shape[0], self.max_clusters + 2)
