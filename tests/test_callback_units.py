@@ -322,7 +322,7 @@ def test_file_sink_writes_png_markdown_and_csv(tmp_path):
     from PIL import Image
 
     assert Image.open(tmp_path / "attribution/x/grid/epoch=001-step=000007.png").size == (5, 4)
-    assert (tmp_path / "attribution/x/grid/epoch=001-step=000007.txt").read_text() == "sample 0\n"
+    assert [path.name for path in (tmp_path / "attribution/x/grid").iterdir()] == ["epoch=001-step=000007.png"]
     assert (tmp_path / "attribution/x/rule_map/epoch=001-step=000007.md").read_text().startswith("| a |")
     assert (tmp_path / "attribution/x/rule_map/epoch=001-step=000007.csv").read_text() == "a,b\n1,2\n"
 

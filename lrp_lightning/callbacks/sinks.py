@@ -196,10 +196,8 @@ class FileSink:
         return path
 
     def image(self, tag: str, image: torch.Tensor, step: int, epoch: int, caption: Optional[str] = None) -> None:
-        """Save a uint8 (3, H, W) image as a PNG file (and its caption, if any, beside it as ``.txt``)."""
+        """Save a uint8 (3, H, W) image as a PNG file (files keep no caption)."""
         save_png(image.cpu(), self._path(tag, epoch, step, ".png"))
-        if caption:
-            self._path(tag, epoch, step, ".txt").write_text(caption + "\n", encoding="utf-8")
 
     def table(self, tag: str, table: Table, step: int, epoch: int) -> None:
         """Save the table as ``.md`` (its Markdown) and ``.csv`` (its columns and rows)."""
