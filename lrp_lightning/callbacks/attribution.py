@@ -73,11 +73,14 @@ class AttributionCallback(FixedSamplesCheckpoint, Callback):
     figure). With ``drift``, from the second logged epoch on, ``attribution/<name>/drift_rank``
     (1 − mean Spearman rank correlation with the previous logged epoch's attributions) and
     ``attribution/<name>/drift_topk`` (1 − mean IoU of the top 10 % features by magnitude); both
-    are exactly 0 when the model did not change. ``TensorBoardLogger``
-    gets all of it, other loggers with a ``log_dir`` (e.g. ``CSVLogger``) PNG and Markdown files
-    under ``<log_dir>/attribution/``; without such a logger the files go under
-    ``trainer.default_root_dir``. Figures are rendered, images encoded and everything written on
-    a background thread (``write_in_background``), so training goes on meanwhile; the callback
+    are exactly 0 when the model did not change. Pictures and tables go to every logger of the
+    Trainer through its sink (:mod:`lrp_lightning.callbacks.sinks`): TensorBoard, Weights & Biases
+    (captioned images, ``wandb.Table``), MLflow (stepped images, tables), Comet, or PNG, Markdown
+    and CSV files under a ``CSVLogger``'s ``log_dir`` (without such a logger under
+    ``trainer.default_root_dir``); grids carry a caption (per sample its index, label, prediction
+    and explained class) where the logger shows one. Figures are rendered, images encoded and
+    everything written on a background thread (``write_in_background``; on the training thread
+    when a sink is not ``thread_safe``, e.g. W&B), so training goes on meanwhile; the callback
     waits for it before the next explained epoch and before the loggers are finalized.
 
     A LightningModule whose ``forward`` takes several inputs is explained input by input: the
@@ -477,7 +480,7 @@ class AttributionCallback(FixedSamplesCheckpoint, Callback):
                 for sink in sinks:
                     sink.image(f"attribution/curves/{metric}", figure, step, epoch)
 
-        self._writer.submit(write)
+        self._writer.submit(write, background=all(sink.thread_safe for sink in sinks))
 
     def state_dict(self) -> dict[str, Any]:
         """The fixed samples and the last attributions, so that a resumed run explains the same

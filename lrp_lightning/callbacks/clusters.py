@@ -49,9 +49,11 @@ class RelevanceClusterCallback(ScheduledCallback):
     loggers at the end of training); on global rank zero the images
     ``clusters/<class>/eigenvalues`` (the smallest eigenvalues, the gap marked) and
     ``clusters/<class>/prototypes`` (per cluster its mean heatmap, its ``typical`` most typical
-    inputs and its size), and the tables ``clusters/epoch=<e>-step=<s>.csv`` (dataloader position,
-    class and cluster of every sample) and ``.md`` (summary) under the first logger's ``log_dir``
-    (else ``default_root_dir``). After each run the result is in :attr:`results` and the cluster
+    inputs and its size) and the table ``clusters/<explainer>/summary`` (per cluster of every class
+    its size, share and most typical samples) through every logger's sink
+    (:mod:`lrp_lightning.callbacks.sinks`), and the files ``clusters/epoch=<e>-step=<s>.csv``
+    (dataloader position, class and cluster of every sample) and ``.md`` (summary) under the first
+    logger's ``log_dir`` (else ``default_root_dir``). After each run the result is in :attr:`results` and the cluster
     label of every sample in :attr:`labels`.
 
     Under DDP each rank explains its share of the samples (every ``world_size``-th), the pooled

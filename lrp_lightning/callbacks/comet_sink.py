@@ -33,7 +33,9 @@ class CometSink:
         self.logger.experiment.log_image(image_hwc(image), name=tag, step=step, metadata=metadata)
 
     def table(self, tag: str, table: Table, step: int, epoch: int) -> None:
-        """``log_table(<tag>/epoch=<e>-step=<s>.csv, tabular_data=rows, headers=columns)``."""
+        """``log_table(<tag>/epoch=<e>-step=<s>.csv, tabular_data=rows, headers=columns)`` at ``step``
+        (``log_table`` takes the experiment's current step, so it is set first)."""
+        self.logger.experiment.set_step(step)
         self.logger.experiment.log_table(
             f"{tag}/epoch={epoch:03d}-step={step:06d}.csv", tabular_data=[list(row) for row in table.rows],
             headers=list(table.columns),

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 import warnings
 import weakref
 from pathlib import Path
@@ -54,8 +55,10 @@ class Sink(Protocol):
     :func:`register_sink`; every callback then logs to it. A sink may also have a ``layout(layout)``
     method (a dashboard description, see
     :func:`~lrp_lightning.callbacks.dashboard.custom_scalars_layout`), called once per run; sinks
-    without one are skipped for it. Exceptions a sink raises become one warning per sink
-    (:class:`GuardedSink`); training goes on.
+    without one are skipped for it. A sink whose client must only be called from the training thread
+    (because the logger's own scalar logging there would race with it) sets ``thread_safe = False``;
+    the AttributionCallback then writes on the training thread instead of its background thread.
+    Exceptions a sink raises become one warning per sink (:class:`GuardedSink`); training goes on.
 
     Examples
     --------
@@ -211,7 +214,10 @@ class FileSink:
 
 class GuardedSink:
     """A sink whose failures do not stop training: the first one warns (naming the sink, the tag and
-    the error), later ones are silent; every call is still tried (a server may come back).
+    the error), later ones are silent; every call is still tried (a server may come back). Calls are
+    serialized: the AttributionCallback's background writer and the other callbacks (on the training
+    thread) may log at the same time, and not every logger client takes concurrent calls (two
+    concurrent ``wandb.log`` calls can lose one of the rows).
 
     Parameters
     ----------
@@ -225,6 +231,8 @@ class GuardedSink:
         self.sink = sink
         self.name = name
         self.failed = False
+        self.thread_safe = bool(getattr(sink, "thread_safe", True))
+        self._lock = threading.Lock()
 
     def image(self, tag: str, image: torch.Tensor, step: int, epoch: int, caption: Optional[str] = None) -> None:
         """:meth:`Sink.image` of the wrapped sink, failures turned into one warning."""
@@ -242,7 +250,8 @@ class GuardedSink:
 
     def _call(self, what: str, method: Callable, *args: Any, **kwargs: Any) -> None:
         try:
-            method(*args, **kwargs)
+            with self._lock:
+                method(*args, **kwargs)
         except Exception as error:  # a logger failure must not stop training
             if not self.failed:
                 self.failed = True

@@ -16,10 +16,16 @@ class WandbSink:
     Works with ``WandbLogger(offline=True)`` (everything lands in the offline run directory, for a
     later ``wandb sync``). wandb is imported by the logger, not here.
 
+    ``thread_safe`` is False: every ``wandb.log`` call takes the run's next step, and one from another
+    thread racing the logger's own scalar logging can land behind it and be dropped, so callbacks
+    write to W&B on the training thread.
+
     Parameters
     ----------
     logger : lightning.pytorch.loggers.WandbLogger
     """
+
+    thread_safe = False
 
     def __init__(self, logger: Any) -> None:
         self.logger = logger

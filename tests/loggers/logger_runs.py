@@ -79,7 +79,7 @@ def assert_everything_once(logged: Counter, steps: list[int]) -> None:
     the rule map once, at the first one."""
     expected = Counter({(tag, step): 1 for tag in EVERY_EPOCH_IMAGES + EVERY_EPOCH_TABLES for step in steps})
     expected.update({(tag, steps[0]): 1 for tag in ONCE_TABLES})
-    assert logged == expected
+    assert logged == expected, (f"extra: {sorted((logged - expected).items())}", f"missing: {sorted((expected - logged).items())}")
 
 
 def free_port() -> int:
@@ -134,6 +134,8 @@ def wandb_records(run_dir: Path) -> Iterator[Any]:
             position += left
             continue
         _, length, kind = struct.unpack("<IHB", data[position : position + 7])
+        if position + 7 + length > len(data):  # a record still being written
+            return
         payload, position = data[position + 7 : position + 7 + length], position + 7 + length
         if kind in (1, 4):  # a full record, or the last piece of one
             record = wandb_internal_pb2.Record()

@@ -3,6 +3,7 @@ directory (media files, history, summary) and from Comet's offline archive; Tens
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -23,11 +24,13 @@ from logger_runs import (
     validation_steps,
     wandb_history,
     wandb_logged,
+    wandb_records,
     wandb_summary,
 )
 from test_callback_helpers import read_events
 
 pytestmark = pytest.mark.large
+WANDB_EXIT_SECONDS = 120
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +46,14 @@ def wandb_logger(root: Path):
 
 
 def finished_wandb_run(logger) -> Path:
-    """Finish the offline run; its directory."""
+    """Finish the offline run; its directory, once W&B's writer has recorded the run's exit (``finish``
+    can return before the service process has written the last records)."""
     run_dir = Path(logger.experiment.dir).parent
     logger.experiment.finish()
+    deadline = time.monotonic() + WANDB_EXIT_SECONDS
+    while not any(record.WhichOneof("record_type") == "exit" for record in wandb_records(run_dir)):
+        assert time.monotonic() < deadline, "the offline run never recorded its exit"
+        time.sleep(0.5)
     return run_dir
 
 
