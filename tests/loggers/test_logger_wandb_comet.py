@@ -3,6 +3,7 @@ directory (media files, history, summary) and from Comet's offline archive; Tens
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -118,3 +119,43 @@ def test_logger_comet_offline_archive_has_every_picture_and_table_once_training_
         assert metrics[scalar] == len(steps), scalar
     assert set(EVERY_EPOCH_TABLES) <= {tag for tag, _ in logged}
     assert_same_weights(plain_weights, model)
+
+
+def test_logger_token_heatmaps_and_tables_go_to_wandb_and_mlflow_at_once(tmp_path):
+    mlflow = pytest.importorskip("mlflow")
+    from lightning.pytorch import seed_everything
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    from lrp_lightning.callbacks import AttributionCallback
+    from lrp_lightning.callbacks.tokens import TOKEN_TABLE_COLUMNS
+    from lrp_lightning.demo.text_data import SEQUENCE_LENGTH, ShortcutTextDataModule, Vocabulary
+    from lrp_lightning.demo.text_model import TinyTextTransformer
+    from logger_runs import mlflow_artifacts, mlflow_logged
+    from test_callback_helpers import make_trainer
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    loggers = [wandb_logger(tmp_path), MLFlowLogger(experiment_name="tokens", tracking_uri=uri,
+                                                    artifact_location=str(tmp_path / "artifacts"))]
+    seed_everything(7)
+    callback = AttributionCallback("gradient", num_samples=3, tokenizer=Vocabulary())
+    trainer = make_trainer(tmp_path, [callback], logger=loggers, max_epochs=1)
+    trainer.fit(TinyTextTransformer(len(Vocabulary()), SEQUENCE_LENGTH, dim=16, num_layers=1),
+                datamodule=ShortcutTextDataModule(n_train=32, n_val=12, batch_size=16, seed=3))
+    step = trainer.global_step
+    words = [Vocabulary().convert_ids_to_tokens(ids[mask.bool()].tolist())
+             for ids, mask in zip(callback.samples.inputs, callback.samples.attention_mask)]
+
+    run_dir = finished_wandb_run(loggers[0])
+    logged = wandb_logged(wandb_history(run_dir))
+    assert logged[("attribution/gradient/grid", step)] == 1 and logged[("attribution/gradient/tokens", step)] == 1
+    tokens = json.loads((run_dir / "files" / wandb_summary(run_dir)["attribution/gradient/tokens/path"]).read_text())
+    assert tokens["columns"] == list(TOKEN_TABLE_COLUMNS) and [row[0] for row in tokens["data"]] == [0, 1, 2]
+    for row, sample_words in zip(tokens["data"], words):
+        assert re.findall(r"(\S+) \([+-]\d\.\d\d\)", row[3]) == sample_words
+
+    client = mlflow.MlflowClient(uri)
+    logged = mlflow_logged(client, loggers[1].run_id)
+    assert logged[("attribution/gradient/grid", step)] == 1 and logged[("attribution/gradient/tokens", step)] == 1
+    table = next(path for path in mlflow_artifacts(client, loggers[1].run_id) if "/tokens/" in path)
+    content = json.loads(Path(client.download_artifacts(loggers[1].run_id, table, str(tmp_path))).read_text())
+    assert content["columns"] == list(TOKEN_TABLE_COLUMNS) and len(content["data"]) == 3
