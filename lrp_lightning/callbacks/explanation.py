@@ -26,7 +26,8 @@ from lrp_lightning.callbacks.explainers import Explainer
 from lrp_lightning.callbacks.hygiene import attribution_mode, preserved_state
 from lrp_lightning.callbacks.metric_set import MetricResults, MetricSet
 from lrp_lightning.callbacks.nonfinite import finite_results, nonfinite_cause
-from lrp_lightning.callbacks.rule_map_text import rule_map_markdown
+from lrp_lightning.callbacks.rule_map_text import rule_map_table
+from lrp_lightning.callbacks.tables import Table
 from lrp_lightning.callbacks.samples import Samples, input_shapes
 from lrp_lightning.callbacks.targets import TargetSpec, resolve_targets
 from lrp_lightning.callbacks.tokens import TokenDecoder, run_model, token_pictures
@@ -54,10 +55,12 @@ class ExplainerReport:
         says whether there is one without rendering it.
     input_pictures : dict of int to torch.Tensor
         For several inputs: the picture of each input that has one (as ``picture``), by its index.
-    token_table : str or None
-        For token ids (when images are on): a Markdown table of the tokens and their relevance.
-    rule_map : str or None
-        Markdown rule map (LRP composites, when asked for).
+    token_table : Table or None
+        For token ids (when images are on): the tokens and their relevance, per sample.
+    rule_map : Table or None
+        The rule map, layer by layer (LRP composites, when asked for).
+    caption : str or None
+        One line per sample: its index, label, the model's prediction and the explained class.
     uncovered : list of str
         Layers no rule covers.
     nonfinite : str or None
@@ -74,8 +77,9 @@ class ExplainerReport:
     relevance: Optional[torch.Tensor] = None
     picture_source: Union[None, torch.Tensor, Callable[[], torch.Tensor]] = field(default=None, repr=False)
     input_pictures: dict = field(default_factory=dict)
-    token_table: Optional[str] = None
-    rule_map: Optional[str] = None
+    token_table: Optional[Table] = None
+    rule_map: Optional[Table] = None
+    caption: Optional[str] = None
     uncovered: list = field(default_factory=list)
     nonfinite: Optional[str] = None
     dropped: list = field(default_factory=list)
@@ -184,7 +188,7 @@ def _explain_one(
         if composite is not None:
             report.uncovered = list(getattr(composite, "uncovered", []))
             if with_rule_map:
-                report.rule_map = rule_map_markdown(
+                report.rule_map = rule_map_table(
                     explainer.name, model, getattr(composite, "rule_map", {}), report.uncovered, composite.canonizers
                 )
     per_input = relevance
@@ -271,6 +275,7 @@ def explain(
             outputs = run_model(model, inputs, attention_mask)
         labels = None if samples.labels is None else samples.labels.to(device)
         targets = resolve_targets(target, outputs, labels)
+        caption = _caption(outputs, inputs, attention_mask, labels, targets)
         for explainer, metric_set in zip(explainers, metric_sets):
             try:
                 reports.append(
@@ -282,4 +287,23 @@ def explain(
                 )
             except Exception as error:  # reported as a warning by the callback; training goes on
                 reports.append(ExplainerReport(explainer.name, error=error))
+            reports[-1].caption = caption
     return reports
+
+
+def _caption(
+    outputs: torch.Tensor,
+    inputs: Union[torch.Tensor, tuple],
+    attention_mask: Optional[torch.Tensor],
+    labels: Optional[torch.Tensor],
+    targets: torch.Tensor,
+) -> str:
+    """One line per sample: ``sample i: label l, prediction p, explained class t`` (what is known)."""
+    scores = class_scores(outputs, inputs, attention_mask) if isinstance(inputs, torch.Tensor) else outputs
+    predictions = scores.argmax(dim=1).tolist() if scores.ndim == 2 else None
+    lines = []
+    for index, target in enumerate(targets.tolist()):
+        parts = [] if labels is None else [f"label {int(labels[index])}"]
+        parts += [] if predictions is None else [f"prediction {predictions[index]}"]
+        lines.append(f"sample {index}: " + ", ".join(parts + [f"explained class {target}"]))
+    return "\n".join(lines)

@@ -1,25 +1,162 @@
-"""Where images and text go, for each kind of Lightning logger.
+"""Where pictures and tables go: one sink per logger of the Trainer.
 
-:class:`TensorBoardSink` writes through a ``TensorBoardLogger``'s ``SummaryWriter`` (images, text,
-the custom-scalars layout). :class:`FileSink` writes PNG and Markdown files under a directory: the
-``log_dir`` of any other logger that has one (``CSVLogger``), or ``trainer.default_root_dir`` when
-no logger has taken the images. Scalars never go through a sink: ``pl_module.log`` sends them to
-every logger. Sinks are only used on global rank zero.
+Every callback hands its pictures (uint8 (3, H, W) tensors: heatmap grids, token heatmaps, figures)
+and its tables (:class:`~lrp_lightning.callbacks.tables.Table`: rule maps, token relevance, cluster
+summaries) to :func:`sinks_for`, which gives one sink per logger in ``trainer.loggers``, each
+writing with its logger's own calls:
+
+=====================  ==========================================================================
+logger                 sink
+=====================  ==========================================================================
+``TensorBoardLogger``  :class:`TensorBoardSink`: ``add_image``, tables as Markdown ``add_text``,
+                       the custom-scalars dashboard
+``WandbLogger``        :class:`~lrp_lightning.callbacks.wandb_sink.WandbSink`: ``log_image`` with
+                       captions, ``wandb.Table``
+``MLFlowLogger``       :class:`~lrp_lightning.callbacks.mlflow_sink.MLflowSink`: stepped
+                       ``log_image``, ``log_table``
+``CometLogger``        :class:`~lrp_lightning.callbacks.comet_sink.CometSink`: ``log_image`` with
+                       name and step, ``log_table``
+another with a         :class:`FileSink`: PNG, Markdown and CSV files under ``<log_dir>/attribution/``
+``log_dir`` (CSV)
+none of these          :class:`FileSink` under ``trainer.default_root_dir``
+=====================  ==========================================================================
+
+A logger of another kind gets a sink through :func:`register_sink` (see :class:`Sink`). Scalars
+never go through a sink: ``pl_module.log`` sends them to every logger (so checkpoints and early
+stopping can monitor them). Callbacks use sinks on global rank zero only. Each sink is made once per
+logger and wrapped in a :class:`GuardedSink`: a sink that fails warns once and training goes on.
+The logger packages (wandb, mlflow, comet_ml) are never imported here; their sinks call the
+Lightning logger they were made for.
 """
 from __future__ import annotations
 
+import csv
+import io
+import threading
+import warnings
+import weakref
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
+from lrp_lightning.callbacks.tables import Table
 from lrp_lightning.image import save_png
 
 FILE_SINK_SUBDIR = "attribution"
 
 
+@runtime_checkable
+class Sink(Protocol):
+    """What a callback writes to: pictures and tables at a training step.
+
+    Write one for a logger this library does not know (Neptune, Aim, ...) and register it with
+    :func:`register_sink`; every callback then logs to it. A sink may also have a ``layout(layout)``
+    method (a dashboard description, see
+    :func:`~lrp_lightning.callbacks.attribution.dashboard.custom_scalars_layout`), called once per run; sinks
+    without one are skipped for it. A sink whose client must only be called from the training thread
+    (because the logger's own scalar logging there would race with it) sets ``thread_safe = False``;
+    the AttributionCallback then writes on the training thread instead of its background thread.
+    Exceptions a sink raises become one warning per sink (:class:`GuardedSink`); training goes on.
+
+    Examples
+    --------
+    >>> class PrintSink:
+    ...     def image(self, tag, image, step, epoch, caption=None):
+    ...         print(tag, tuple(image.shape), step)
+    ...     def table(self, tag, table, step, epoch):
+    ...         print(tag, table.columns, len(table.rows))
+    """
+
+    def image(self, tag: str, image: torch.Tensor, step: int, epoch: int, caption: Optional[str] = None) -> None:
+        """Log a uint8 (3, H, W) picture under ``tag`` at ``step`` (``trainer.global_step``).
+
+        Parameters
+        ----------
+        tag : str
+            E.g. ``attribution/<explainer>/grid``.
+        image : torch.Tensor
+            uint8, (3, H, W), on the CPU.
+        step, epoch : int
+            ``trainer.global_step`` and ``trainer.current_epoch`` (the step scalars of the same
+            validation are logged at).
+        caption : str, optional
+            What the picture shows (for heatmap grids: per sample its index, label and prediction).
+        """
+
+    def table(self, tag: str, table: Table, step: int, epoch: int) -> None:
+        """Log ``table`` (columns and rows, and its Markdown) under ``tag`` at ``step``.
+
+        Parameters
+        ----------
+        tag : str
+            E.g. ``attribution/<explainer>/rule_map``.
+        table : Table
+            See :class:`~lrp_lightning.callbacks.tables.Table`.
+        step, epoch : int
+            As for :meth:`image`.
+        """
+
+
+SinkFactory = Callable[[Any], Sink]
+_REGISTERED: list[tuple[type, SinkFactory]] = []
+# one guarded sink per logger (and one fallback per trainer), shared by every callback of the run
+_MADE: "weakref.WeakKeyDictionary[Any, GuardedSink]" = weakref.WeakKeyDictionary()
+
+
+def register_sink(logger_type: type, factory: SinkFactory) -> None:
+    """Send the callbacks' pictures and tables to loggers of ``logger_type`` through ``factory(logger)``.
+
+    Registered sinks take precedence over the built-in ones (the latest registration first), so a
+    built-in logger can also be given a sink of the user's.
+
+    Parameters
+    ----------
+    logger_type : type
+        A ``lightning.pytorch.loggers.Logger`` subclass.
+    factory : callable
+        ``logger -> Sink``, called once per logger, on global rank zero, when a callback first logs.
+
+    Raises
+    ------
+    TypeError
+        If ``logger_type`` is not a class or ``factory`` not callable.
+    """
+    if not isinstance(logger_type, type):
+        raise TypeError(f"register_sink needs a logger class, got {logger_type!r}")
+    if not callable(factory):
+        raise TypeError(f"register_sink needs a callable logger -> Sink, got {factory!r}")
+    _REGISTERED.insert(0, (logger_type, factory))
+
+
+def unregister_sink(logger_type: type) -> None:
+    """Remove the sinks registered for ``logger_type`` (loggers that already have a sink keep it).
+
+    Parameters
+    ----------
+    logger_type : type
+        As given to :func:`register_sink`.
+    """
+    _REGISTERED[:] = [(registered, factory) for registered, factory in _REGISTERED if registered is not logger_type]
+
+
+def image_hwc(image: torch.Tensor) -> np.ndarray:
+    """A uint8 (3, H, W) tensor as the (H, W, 3) NumPy array the loggers' image calls take.
+
+    Parameters
+    ----------
+    image : torch.Tensor
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    return np.ascontiguousarray(image.detach().cpu().permute(1, 2, 0).numpy())
+
+
 class TensorBoardSink:
-    """Images, text and the dashboard layout through a ``SummaryWriter``.
+    """Images, tables (as Markdown text) and the dashboard layout through a ``SummaryWriter``.
 
     Parameters
     ----------
@@ -30,13 +167,13 @@ class TensorBoardSink:
     def __init__(self, writer: Any) -> None:
         self.writer = writer
 
-    def image(self, tag: str, image: torch.Tensor, step: int, epoch: int) -> None:
-        """Log a uint8 (3, H, W) image under ``tag`` at ``step``."""
+    def image(self, tag: str, image: torch.Tensor, step: int, epoch: int, caption: Optional[str] = None) -> None:
+        """Log a uint8 (3, H, W) image under ``tag`` at ``step`` (TensorBoard images have no caption)."""
         self.writer.add_image(tag, image.cpu().numpy(), global_step=step, dataformats="CHW")
 
-    def text(self, tag: str, text: str, step: int, epoch: int) -> None:
-        """Log Markdown ``text`` under ``tag`` at ``step``."""
-        self.writer.add_text(tag, text, global_step=step)
+    def table(self, tag: str, table: Table, step: int, epoch: int) -> None:
+        """Log the table's Markdown as text under ``tag`` at ``step``."""
+        self.writer.add_text(tag, table.markdown, global_step=step)
 
     def layout(self, layout: dict) -> None:
         """Write a custom-scalars layout (see :func:`~lrp_lightning.callbacks.attribution.dashboard.custom_scalars_layout`)."""
@@ -44,7 +181,7 @@ class TensorBoardSink:
 
 
 class FileSink:
-    """PNG images and Markdown text files under ``<root>/attribution/<tag>/``.
+    """PNG images, and tables as Markdown and CSV files, under ``<root>/attribution/<tag>/``.
 
     Parameters
     ----------
@@ -61,20 +198,116 @@ class FileSink:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
-    def image(self, tag: str, image: torch.Tensor, step: int, epoch: int) -> None:
-        """Save a uint8 (3, H, W) image as a PNG file."""
+    def image(self, tag: str, image: torch.Tensor, step: int, epoch: int, caption: Optional[str] = None) -> None:
+        """Save a uint8 (3, H, W) image as a PNG file (files keep no caption)."""
         save_png(image.cpu(), self._path(tag, epoch, step, ".png"))
 
-    def text(self, tag: str, text: str, step: int, epoch: int) -> None:
-        """Save Markdown ``text`` as a ``.md`` file."""
-        self._path(tag, epoch, step, ".md").write_text(text + "\n", encoding="utf-8")
+    def table(self, tag: str, table: Table, step: int, epoch: int) -> None:
+        """Save the table as ``.md`` (its Markdown) and ``.csv`` (its columns and rows)."""
+        self._path(tag, epoch, step, ".md").write_text(table.markdown + "\n", encoding="utf-8")
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(table.columns)
+        writer.writerows(table.rows)
+        self._path(tag, epoch, step, ".csv").write_text(buffer.getvalue(), encoding="utf-8")
+
+
+class GuardedSink:
+    """A sink whose failures do not stop training: the first one warns (naming the sink, the tag and
+    the error), later ones are silent; every call is still tried (a server may come back). Calls are
+    serialized: the AttributionCallback's background writer and the other callbacks (on the training
+    thread) may log at the same time, and not every logger client takes concurrent calls (two
+    concurrent ``wandb.log`` calls can lose one of the rows).
+
+    Parameters
+    ----------
+    sink : Sink
+        The wrapped sink.
+    name : str
+        How the warning names it (the logger's class).
+    """
+
+    def __init__(self, sink: Sink, name: str) -> None:
+        self.sink = sink
+        self.name = name
+        self.failed = False
+        self.thread_safe = bool(getattr(sink, "thread_safe", True))
+        self._lock = threading.Lock()
+
+    def image(self, tag: str, image: torch.Tensor, step: int, epoch: int, caption: Optional[str] = None) -> None:
+        """:meth:`Sink.image` of the wrapped sink, failures turned into one warning."""
+        self._call(tag, self.sink.image, tag, image, step, epoch, caption=caption)
+
+    def table(self, tag: str, table: Table, step: int, epoch: int) -> None:
+        """:meth:`Sink.table` of the wrapped sink, failures turned into one warning."""
+        self._call(tag, self.sink.table, tag, table, step, epoch)
 
     def layout(self, layout: dict) -> None:
-        """Files have no dashboard; nothing to write."""
+        """The wrapped sink's ``layout``, when it has one."""
+        write = getattr(self.sink, "layout", None)
+        if write is not None:
+            self._call("the dashboard layout", write, layout)
+
+    def _call(self, what: str, method: Callable, *args: Any, **kwargs: Any) -> None:
+        try:
+            with self._lock:
+                method(*args, **kwargs)
+        except Exception as error:  # a logger failure must not stop training
+            if not self.failed:
+                self.failed = True
+                warnings.warn(
+                    f"lrp_lightning could not log {what!r} to {self.name} ({type(error).__name__}: {error}); "
+                    f"training goes on, further failures of this logger's sink are not reported",
+                    RuntimeWarning,
+                )
 
 
-def sinks_for(trainer: Any) -> list:
-    """One sink per logger that can take images, or a file sink under ``default_root_dir``.
+def _builtin_sink(logger: Any) -> Optional[Sink]:
+    from lightning.pytorch.loggers import CometLogger, MLFlowLogger, TensorBoardLogger, WandbLogger
+
+    if isinstance(logger, TensorBoardLogger):
+        return TensorBoardSink(logger.experiment)
+    if isinstance(logger, WandbLogger):
+        from lrp_lightning.callbacks.wandb_sink import WandbSink
+
+        return WandbSink(logger)
+    if isinstance(logger, MLFlowLogger):
+        from lrp_lightning.callbacks.mlflow_sink import MLflowSink
+
+        return MLflowSink(logger)
+    if isinstance(logger, CometLogger):
+        from lrp_lightning.callbacks.comet_sink import CometSink
+
+        return CometSink(logger)
+    log_dir = getattr(logger, "log_dir", None)
+    if isinstance(log_dir, (str, Path)):
+        return FileSink(log_dir)
+    return None
+
+
+def sink_for_logger(logger: Any) -> Optional[Sink]:
+    """The sink of one logger: a registered one (see :func:`register_sink`), else a built-in one.
+
+    Parameters
+    ----------
+    logger : lightning.pytorch.loggers.Logger
+
+    Returns
+    -------
+    Sink or None
+        None for a logger that can take neither pictures nor files.
+    """
+    for logger_type, factory in _REGISTERED:
+        if isinstance(logger, logger_type):
+            return factory(logger)
+    return _builtin_sink(logger)
+
+
+def sinks_for(trainer: Any) -> list[GuardedSink]:
+    """One sink per logger that can take pictures, or a file sink under ``default_root_dir``.
+
+    The sinks are made on the first call for a logger and reused (by every callback of the run), so
+    each warns at most once.
 
     Parameters
     ----------
@@ -83,17 +316,18 @@ def sinks_for(trainer: Any) -> list:
 
     Returns
     -------
-    list
-        :class:`TensorBoardSink` and :class:`FileSink` instances.
+    list of GuardedSink
     """
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    sinks: list = []
+    sinks = []
     for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            sinks.append(TensorBoardSink(logger.experiment))
-        else:
-            log_dir = getattr(logger, "log_dir", None)
-            if isinstance(log_dir, (str, Path)):
-                sinks.append(FileSink(log_dir))
-    return sinks or [FileSink(trainer.default_root_dir)]
+        if logger not in _MADE:
+            sink = sink_for_logger(logger)
+            if sink is None:
+                continue
+            _MADE[logger] = GuardedSink(sink, type(logger).__name__)
+        sinks.append(_MADE[logger])
+    if sinks:
+        return sinks
+    if trainer not in _MADE:
+        _MADE[trainer] = GuardedSink(FileSink(trainer.default_root_dir), "the file sink")
+    return [_MADE[trainer]]

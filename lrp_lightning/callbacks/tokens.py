@@ -16,6 +16,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
+from lrp_lightning.callbacks.tables import Table
 from lrp_lightning.image import heatmap
 from lrp_lightning.transformer.tokens import class_scores
 
@@ -29,6 +30,7 @@ ROW_GAP = 6
 FONT_SIZE = 13
 # tokens of a sample shown in the Markdown table before it is cut
 TABLE_MAX_TOKENS = 64
+TOKEN_TABLE_COLUMNS = ("sample", "target", "top token", "tokens (relevance / max abs)")
 MARKDOWN_SPECIAL = "\\`*_{}[]<>()#+!|"
 
 
@@ -241,6 +243,29 @@ def _markdown(text: str) -> str:
     return escaped.replace("\n", "\\n") or "␣"
 
 
+def _token_rows(
+    tokens: Sequence[Sequence[tuple[str, float]]], targets: Sequence[int], escape: Callable[[str], str],
+    emphasis: Callable[[str], str],
+) -> list[tuple[int, int, str, str]]:
+    """Per sample: index, target, most relevant token, tokens with relevance / max |R| (cut after
+    ``TABLE_MAX_TOKENS``); texts passed through ``escape``, the top token's cell through ``emphasis``."""
+    rows = []
+    for index, (sample_tokens, target) in enumerate(zip(tokens, targets)):
+        if not sample_tokens:
+            rows.append((index, target, "", ""))
+            continue
+        scale = max(abs(value) for _, value in sample_tokens) or 1.0
+        top = max(range(len(sample_tokens)), key=lambda position: sample_tokens[position][1])
+        cells = []
+        for position, (text, value) in enumerate(sample_tokens[:TABLE_MAX_TOKENS]):
+            shown = f"{escape(text)} ({value / scale:+.2f})"
+            cells.append(emphasis(shown) if position == top else shown)
+        if len(sample_tokens) > TABLE_MAX_TOKENS:
+            cells.append("…")
+        rows.append((index, target, escape(sample_tokens[top][0]), " ".join(cells)))
+    return rows
+
+
 def token_table(tokens: Sequence[Sequence[tuple[str, float]]], targets: Sequence[int]) -> str:
     """A Markdown table: per sample its target, its most relevant token and its tokens with relevance.
 
@@ -258,19 +283,8 @@ def token_table(tokens: Sequence[Sequence[tuple[str, float]]], targets: Sequence
         in bold; samples longer than ``TABLE_MAX_TOKENS`` tokens are cut with an ellipsis.
     """
     lines = ["| sample | target | top token | tokens (relevance / max abs) |", "|---:|---:|---|---|"]
-    for index, (sample_tokens, target) in enumerate(zip(tokens, targets)):
-        if not sample_tokens:
-            lines.append(f"| {index} | {target} | | |")
-            continue
-        scale = max(abs(value) for _, value in sample_tokens) or 1.0
-        top = max(range(len(sample_tokens)), key=lambda position: sample_tokens[position][1])
-        cells = []
-        for position, (text, value) in enumerate(sample_tokens[:TABLE_MAX_TOKENS]):
-            shown = f"{_markdown(text)} ({value / scale:+.2f})"
-            cells.append(f"**{shown}**" if position == top else shown)
-        if len(sample_tokens) > TABLE_MAX_TOKENS:
-            cells.append("…")
-        lines.append(f"| {index} | {target} | {_markdown(sample_tokens[top][0])} | {' '.join(cells)} |")
+    for index, target, top, cells in _token_rows(tokens, targets, _markdown, lambda shown: f"**{shown}**"):
+        lines.append(f"| {index} | {target} | {top} | {cells} |")
     return "\n".join(lines)
 
 
@@ -281,8 +295,8 @@ def token_pictures(
     attention_mask: Optional[torch.Tensor],
     targets: torch.Tensor,
     cmap: str,
-) -> tuple[torch.Tensor, str]:
-    """The token heatmap image and the Markdown table of one explainer's relevance.
+) -> tuple[torch.Tensor, Table]:
+    """The token heatmap image and the table of one explainer's relevance.
 
     Parameters
     ----------
@@ -299,8 +313,8 @@ def token_pictures(
 
     Returns
     -------
-    tuple of (torch.Tensor, str)
-        uint8 (3, H, W) image and the table.
+    tuple of (torch.Tensor, Table)
+        uint8 (3, H, W) image and the table (plain rows, and the Markdown of :func:`token_table`).
     """
     input_ids, relevance, targets = input_ids.cpu(), relevance.detach().cpu(), targets.cpu()
     attention_mask = None if attention_mask is None else attention_mask.cpu()
@@ -311,4 +325,6 @@ def token_pictures(
         keep = torch.ones(input_ids.shape[1], dtype=torch.bool) if attention_mask is None else attention_mask[index].bool()
         kept_colors.append([tuple(color) for color in colors[index][keep].tolist()])
     captions = [f"#{index} (target {int(target)}):" for index, target in enumerate(targets)]
-    return token_heatmap(tokens, kept_colors, captions), token_table(tokens, targets.tolist())
+    target_list = targets.tolist()
+    rows = _token_rows(tokens, target_list, str, str)
+    return token_heatmap(tokens, kept_colors, captions), Table.of(TOKEN_TABLE_COLUMNS, rows, token_table(tokens, target_list))

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Sequence
 
 import lightning.pytorch as pl
-from lightning.pytorch.loggers import TensorBoardLogger
 
 from lrp_lightning.callbacks import AttributionCallback
 from lrp_lightning.callbacks.explainers import known_names
@@ -31,6 +30,7 @@ from lrp_lightning.demo.data import (
     input_bounds,
     normalize,
 )
+from lrp_lightning.demo.loggers import add_logger_argument, demo_loggers
 from lrp_lightning.demo.metrics import OBJECT, WATERMARK, RegionRelevanceMass, stack_masks
 from lrp_lightning.demo.model import ShapesCNN, ShapesViT
 from lrp_lightning.demo.suite import add_suite_arguments, suite_callbacks, suite_report
@@ -119,6 +119,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32, help="batch size")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the model initialisation")
     add_suite_arguments(parser)
+    add_logger_argument(parser)
     args = parser.parse_args(argv)
     for setting, value in MODELS[args.model].items():
         if setting != "model" and getattr(args, setting) is None:
@@ -198,7 +199,7 @@ def train(args: argparse.Namespace) -> pl.Trainer:
     datamodule.setup()
     callback = build_callback(datamodule, args)
     name = args.name or ("confounder" if args.confounder else "no_confounder")
-    logger = TensorBoardLogger(args.log_dir, name=name, default_hp_metric=False)
+    logger = demo_loggers(args, name)
     trainer = pl.Trainer(
         max_epochs=args.epochs,
         accelerator=args.accelerator,

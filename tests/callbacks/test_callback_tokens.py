@@ -107,8 +107,9 @@ def test_token_table_leaves_out_padding_bolds_the_top_token_and_escapes_markdown
     relevance = torch.tensor([[0.1, -0.5, 0.25, 9.0], [0.0, 2.0, 5.0, 5.0]])
     decoder = TokenDecoder(decode=lambda index: {1: "a|b", 2: "not", 3: "good", 4: "x", 5: "*y*"}.get(index, "[PAD]"))
     _, table = token_pictures(decoder, input_ids, relevance, attention_mask, torch.tensor([1, 0]), "coldnhot")
-    rows = table.splitlines()
-    assert len(rows) == 4 and "[PAD]" not in table
+    rows = table.markdown.splitlines()
+    assert len(rows) == 4 and "[PAD]" not in table.markdown
+    assert table.rows[0][:3] == (0, 1, "good") and table.rows[1][2] == "*y*"
     assert rows[2].startswith("| 0 | 1 | good |") and "**good (+0.50)**" in rows[2] and "a\\|b (+0.20)" in rows[2]
     assert rows[3].startswith("| 1 | 0 | \\*y\\* |") and "**\\*y\\* (+1.00)**" in rows[3]
 

@@ -19,6 +19,7 @@ from lrp_lightning.callbacks.hygiene import attribution_mode, preserved_state
 from lrp_lightning.callbacks.metric_set import MetricSet, default_metrics, parse_metrics
 from lrp_lightning.callbacks.samples import Samples, collect_samples, split_batch
 from lrp_lightning.callbacks.sinks import FileSink
+from lrp_lightning.callbacks.tables import Table
 from lrp_lightning.callbacks.targets import resolve_targets
 from lrp_lightning.canonizers import SequentialMergeBatchNorm
 from lrp_lightning.composites import EpsilonGammaBox, EpsilonPlusFlat
@@ -279,7 +280,8 @@ def test_explain_runs_bf16_models_in_float32_and_restores_them():
     reports = explain(model, samples, "label", [explainer], [metric_set], torch.device("cpu"), "coldnhot", lambda n: True)
     assert reports[0].error is None and reports[0].relevance.dtype == torch.float32
     assert reports[0].picture.dtype == torch.uint8 and reports[0].picture.shape == (3, 2 * 8 + 2, 3 * 8 + 4)
-    assert "net.0" in reports[0].rule_map and "net.5" in reports[0].rule_map
+    assert "net.0" in reports[0].rule_map.markdown and "net.5" in reports[0].rule_map.markdown
+    assert [row[0] for row in reports[0].rule_map.rows if row[0] in ("net.0", "net.5")] == ["net.0", "net.5"]
     assert_same_state(before, full_state(model))
     assert next(model.parameters()).dtype == torch.bfloat16
 
@@ -313,14 +315,16 @@ def test_reused_curve_figure_draws_what_a_fresh_one_draws():
         torch.testing.assert_close(reused.render(curves), CurveFigure("aopc").render(curves), rtol=0, atol=0)
 
 
-def test_file_sink_writes_png_and_markdown(tmp_path):
+def test_file_sink_writes_png_markdown_and_csv(tmp_path):
     sink = FileSink(tmp_path)
-    sink.image("attribution/x/grid", torch.zeros(3, 4, 5, dtype=torch.uint8), step=7, epoch=1)
-    sink.text("attribution/x/rule_map", "| a |", step=7, epoch=1)
+    sink.image("attribution/x/grid", torch.zeros(3, 4, 5, dtype=torch.uint8), step=7, epoch=1, caption="sample 0")
+    sink.table("attribution/x/rule_map", Table.of(["a", "b"], [["1", 2]], "| a |"), step=7, epoch=1)
     from PIL import Image
 
     assert Image.open(tmp_path / "attribution/x/grid/epoch=001-step=000007.png").size == (5, 4)
+    assert [path.name for path in (tmp_path / "attribution/x/grid").iterdir()] == ["epoch=001-step=000007.png"]
     assert (tmp_path / "attribution/x/rule_map/epoch=001-step=000007.md").read_text().startswith("| a |")
+    assert (tmp_path / "attribution/x/rule_map/epoch=001-step=000007.csv").read_text() == "a,b\n1,2\n"
 
 
 @pytest.mark.parametrize(

@@ -28,16 +28,19 @@ class BackgroundWriter:
         self._executor: Optional[ThreadPoolExecutor] = None
         self._pending: list[Future] = []
 
-    def submit(self, job: Callable[[], None]) -> None:
+    def submit(self, job: Callable[[], None], background: bool = True) -> None:
         """Run ``job`` after the jobs submitted before it, waiting first for those still pending.
 
         Parameters
         ----------
         job : callable
             Takes no argument; its failure is reported as a ``RuntimeWarning``.
+        background : bool
+            False runs this job inside :meth:`submit` (e.g. for a logger that must be called from the
+            training thread).
         """
         self.wait()
-        if not self.enabled:
+        if not (self.enabled and background):
             _report_failure(job)
             return
         if self._executor is None:

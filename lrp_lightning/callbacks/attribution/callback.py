@@ -72,11 +72,14 @@ class AttributionCallback(FixedSamplesCheckpoint, Callback):
     figure). With ``drift``, from the second logged epoch on, ``attribution/<name>/drift_rank``
     (1 − mean Spearman rank correlation with the previous logged epoch's attributions) and
     ``attribution/<name>/drift_topk`` (1 − mean IoU of the top 10 % features by magnitude); both
-    are exactly 0 when the model did not change. ``TensorBoardLogger``
-    gets all of it, other loggers with a ``log_dir`` (e.g. ``CSVLogger``) PNG and Markdown files
-    under ``<log_dir>/attribution/``; without such a logger the files go under
-    ``trainer.default_root_dir``. Figures are rendered, images encoded and everything written on
-    a background thread (``write_in_background``), so training goes on meanwhile; the callback
+    are exactly 0 when the model did not change. Pictures and tables go to every logger of the
+    Trainer through its sink (:mod:`lrp_lightning.callbacks.sinks`): TensorBoard, Weights & Biases
+    (captioned images, ``wandb.Table``), MLflow (stepped images, tables), Comet, or PNG, Markdown
+    and CSV files under a ``CSVLogger``'s ``log_dir`` (without such a logger under
+    ``trainer.default_root_dir``); grids carry a caption (per sample its index, label, prediction
+    and explained class) where the logger shows one. Figures are rendered, images encoded and
+    everything written on a background thread (``write_in_background``; on the training thread
+    when a sink is not ``thread_safe``, e.g. W&B), so training goes on meanwhile; the callback
     waits for it before the next explained epoch and before the loggers are finalized.
 
     A LightningModule whose ``forward`` takes several inputs is explained input by input: the
@@ -446,12 +449,13 @@ class AttributionCallback(FixedSamplesCheckpoint, Callback):
         pictured = [report for report in reports if report.has_picture and report.name != RANDOM_NAME]
         mapped = [report for report in reports if report.rule_map is not None]
         # grids are rendered by the background writer (ExplainerReport.picture renders on first read)
-        images = [(f"attribution/{report.name}/grid", lambda report=report: report.picture) for report in pictured]
-        images += [(f"attribution/{report.name}/grid/input_{index}", lambda picture=picture: picture) for report in reports
-                   if report.name != RANDOM_NAME for index, picture in report.input_pictures.items()]
-        texts = [(f"attribution/{report.name}/rule_map", report.rule_map) for report in mapped]
-        texts += [(f"attribution/{report.name}/tokens", report.token_table) for report in reports
-                  if report.token_table is not None]
+        images = [(f"attribution/{report.name}/grid", lambda report=report: report.picture, report.caption)
+                  for report in pictured]
+        images += [(f"attribution/{report.name}/grid/input_{index}", lambda picture=picture: picture, report.caption)
+                   for report in reports if report.name != RANDOM_NAME for index, picture in report.input_pictures.items()]
+        tables = [(f"attribution/{report.name}/rule_map", report.rule_map) for report in mapped]
+        tables += [(f"attribution/{report.name}/tokens", report.token_table) for report in reports
+                   if report.token_table is not None]
         self._rule_maps_logged.update(report.name for report in mapped)
         curves: dict = {}
         if self.log_images:
@@ -464,10 +468,10 @@ class AttributionCallback(FixedSamplesCheckpoint, Callback):
             for sink in sinks:
                 if layout is not None:
                     sink.layout(layout)
-                for tag, text in texts:
-                    sink.text(tag, text, step, epoch)
-                for tag, picture in images:
-                    sink.image(tag, picture(), step, epoch)
+                for tag, table in tables:
+                    sink.table(tag, table, step, epoch)
+                for tag, picture, caption in images:
+                    sink.image(tag, picture(), step, epoch, caption=caption)
             for metric, by_explainer in curves.items():
                 if metric not in self._curve_figures:
                     self._curve_figures[metric] = CurveFigure(metric)
@@ -475,7 +479,7 @@ class AttributionCallback(FixedSamplesCheckpoint, Callback):
                 for sink in sinks:
                     sink.image(f"attribution/curves/{metric}", figure, step, epoch)
 
-        self._writer.submit(write)
+        self._writer.submit(write, background=all(sink.thread_safe for sink in sinks))
 
     def state_dict(self) -> dict[str, Any]:
         """The fixed samples and the last attributions, so that a resumed run explains the same

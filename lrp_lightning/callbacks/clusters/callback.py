@@ -20,7 +20,14 @@ from lrp_lightning.callbacks.naming import check_tag_component
 from lrp_lightning.callbacks.samples import BatchToInput, Samples, first_dataloader
 from lrp_lightning.callbacks.schedule import ScheduledCallback
 from lrp_lightning.callbacks.sinks import sinks_for
-from lrp_lightning.callbacks.clusters.spray import ClassClusters, cluster_classes, pooled_relevance, unit_maps, write_tables
+from lrp_lightning.callbacks.clusters.spray import (
+    ClassClusters,
+    cluster_classes,
+    pooled_relevance,
+    summary_table,
+    unit_maps,
+    write_tables,
+)
 from lrp_lightning.cmap import get_cmap
 
 TABLE_SUBDIR = "clusters"
@@ -43,9 +50,11 @@ class RelevanceClusterCallback(ScheduledCallback):
     loggers at the end of training); on global rank zero the images
     ``clusters/<class>/eigenvalues`` (the smallest eigenvalues, the gap marked) and
     ``clusters/<class>/prototypes`` (per cluster its mean heatmap, its ``typical`` most typical
-    inputs and its size), and the tables ``clusters/epoch=<e>-step=<s>.csv`` (dataloader position,
-    class and cluster of every sample) and ``.md`` (summary) under the first logger's ``log_dir``
-    (else ``default_root_dir``). After each run the result is in :attr:`results` and the cluster
+    inputs and its size) and the table ``clusters/<explainer>/summary`` (per cluster of every class
+    its size, share and most typical samples) through every logger's sink
+    (:mod:`lrp_lightning.callbacks.sinks`), and the files ``clusters/epoch=<e>-step=<s>.csv``
+    (dataloader position, class and cluster of every sample) and ``.md`` (summary) under the first
+    logger's ``log_dir`` (else ``default_root_dir``). After each run the result is in :attr:`results` and the cluster
     label of every sample in :attr:`labels`.
 
     Under DDP each rank explains its share of the samples (every ``world_size``-th), the pooled
@@ -268,9 +277,12 @@ class RelevanceClusterCallback(ScheduledCallback):
     def _write(self, trainer: Trainer, results: Sequence[ClassClusters]) -> None:
         step, epoch = trainer.global_step, trainer.current_epoch
         write_tables(table_dir(trainer) / TABLE_SUBDIR, f"epoch={epoch:03d}-step={step:06d}", results)
+        sinks = sinks_for(trainer)
+        summary = summary_table(results)
+        for sink in sinks:
+            sink.table(f"clusters/{self.name}/summary", summary, step, epoch)
         if not self.log_images:
             return
-        sinks = sinks_for(trainer)
         for result in results:
             clustering = result.clustering
             shown = min(clustering.eigenvalues.shape[0], self.max_clusters + 2)

@@ -23,6 +23,9 @@ import torch.nn.functional as F
 
 from lrp_lightning import image
 from lrp_lightning.callbacks.clusters.spectral import SpectralClustering, knn_affinity, spectral_clusters
+from lrp_lightning.callbacks.tables import Table
+
+SUMMARY_COLUMNS = ("class", "cluster", "size", "share", "typical samples")
 
 
 @dataclass
@@ -216,12 +219,36 @@ def summary_markdown(results: Sequence[ClassClusters]) -> str:
             "| cluster | size | share | most typical samples (dataloader positions) |",
             "|---|---|---|---|",
         ]
-        total = max(1, len(result.rows))
-        for cluster, size in enumerate(result.sizes):
-            typical = ", ".join(str(p) for p in result.positions[result.typical[cluster]].tolist())
-            lines.append(f"| {cluster} | {size} | {size / total:.2f} | {typical} |")
+        for cluster, size, share, typical in _cluster_rows(result):
+            lines.append(f"| {cluster} | {size} | {share:.2f} | {typical} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _cluster_rows(result: ClassClusters) -> list[tuple[int, int, float, str]]:
+    """Per cluster of one class: its index, size, share of the class and most typical dataloader positions."""
+    total = max(1, len(result.rows))
+    return [
+        (cluster, size, size / total, ", ".join(str(p) for p in result.positions[result.typical[cluster]].tolist()))
+        for cluster, size in enumerate(result.sizes)
+    ]
+
+
+def summary_table(results: Sequence[ClassClusters]) -> Table:
+    """The cluster summary as a :class:`~lrp_lightning.callbacks.tables.Table`: one row per cluster of
+    every class, and the Markdown of :func:`summary_markdown`.
+
+    Parameters
+    ----------
+    results : sequence of ClassClusters
+
+    Returns
+    -------
+    Table
+        Columns ``class``, ``cluster``, ``size``, ``share``, ``typical samples``.
+    """
+    rows = [(result.name, *row) for result in results for row in _cluster_rows(result)]
+    return Table.of(SUMMARY_COLUMNS, rows, summary_markdown(results))
 
 
 def write_tables(directory: Path, stem: str, results: Sequence[ClassClusters]) -> tuple[Path, Path]:

@@ -1,0 +1,178 @@
+"""MLflow: real Trainer runs with an ``MLFlowLogger`` on a local SQLite store, on a local ``mlflow server``
+(started once for the module on a free port, stopped after), with the artifact server gone mid-run, and
+under DDP — read back with ``MlflowClient``."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+import warnings
+from pathlib import Path
+
+import pytest
+from lightning.pytorch import Callback
+
+from logger_runs import (
+    SCALARS,
+    assert_everything_once,
+    assert_same_weights,
+    fit,
+    free_port,
+    mlflow_artifacts,
+    mlflow_logged,
+    plain_fit,
+    validation_steps,
+)
+
+mlflow = pytest.importorskip("mlflow")
+from lightning.pytorch.loggers import MLFlowLogger  # noqa: E402  (after the skip: needs mlflow)
+
+pytestmark = pytest.mark.large
+TESTS_DIR = Path(__file__).resolve().parents[1]
+SERVER_START_SECONDS = 180
+
+
+@pytest.fixture(scope="module")
+def plain_weights(tmp_path_factory):
+    return plain_fit(tmp_path_factory.mktemp("plain"))
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """``mlflow server`` on a free 127.0.0.1 port with a SQLite store and proxied artifacts (no job runner:
+    nothing here needs it); its URL and process.
+    Stopped (its whole process group) after the module; the last test of the module stops it itself."""
+    root = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    command = [
+        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{root}/server.db", "--artifacts-destination", str(root / "artifacts"),
+    ]
+    with open(root / "server.log", "w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                   env=dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + SERVER_START_SECONDS
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop(process)
+            pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()[-3000:]}")
+        time.sleep(1)
+    yield url, process
+    stop(process)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Terminate the server and the workers it started."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def assert_run_complete(logger: MLFlowLogger, trainer, tracking_uri: str, download_dir: Path) -> None:
+    """Every picture and table once per validation epoch at its step, every scalar once per epoch, the
+    rule map a table of layers."""
+    client = mlflow.MlflowClient(tracking_uri)
+    steps = validation_steps(trainer)
+    assert_everything_once(mlflow_logged(client, logger.run_id), steps)
+    for scalar in SCALARS:
+        assert len(client.get_metric_history(logger.run_id, scalar)) == len(steps), scalar
+    table = next(path for path in mlflow_artifacts(client, logger.run_id) if "rule_map" in path)
+    content = json.loads(Path(client.download_artifacts(logger.run_id, table, str(download_dir))).read_text())
+    assert content["columns"] == ["layer", "type", "rule"] and "net.0" in [row[0] for row in content["data"]]
+
+
+def test_logger_mlflow_sqlite_store_gets_every_picture_and_table_once_training_bitwise(tmp_path, plain_weights):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    logger = MLFlowLogger(experiment_name="sqlite", tracking_uri=uri, artifact_location=str(tmp_path / "artifacts"))
+    trainer, model = fit(tmp_path, logger)
+    assert_run_complete(logger, trainer, uri, tmp_path)
+    assert_same_weights(plain_weights, model)
+
+
+def test_logger_mlflow_server_gets_every_picture_and_table_once_training_bitwise(tmp_path, mlflow_server, plain_weights):
+    url, _ = mlflow_server
+    logger = MLFlowLogger(experiment_name="server", tracking_uri=url)
+    trainer, model = fit(tmp_path, logger)
+    assert_run_complete(logger, trainer, url, tmp_path)
+    assert_same_weights(plain_weights, model)
+
+
+DDP_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.path[:0] = [{tests_dir!r}, {loggers_dir!r}]
+    from lightning.pytorch.loggers import MLFlowLogger
+    from logger_runs import fit
+
+    if __name__ == "__main__":
+        root = sys.argv[1]
+        logger = MLFlowLogger(experiment_name="ddp", tracking_uri=f"sqlite:///{{root}}/mlflow.db",
+                              artifact_location=f"{{root}}/artifacts")
+        trainer, _ = fit(root, logger, strategy="ddp", devices=2)
+        if trainer.is_global_zero:
+            print("RUN", logger.run_id, trainer.num_training_batches)
+    """
+)
+
+
+def test_logger_mlflow_under_ddp_two_cpu_ranks_logs_every_picture_once(tmp_path):
+    script = tmp_path / "ddp_mlflow.py"
+    script.write_text(DDP_SCRIPT.format(tests_dir=str(TESTS_DIR), loggers_dir=str(Path(__file__).parent)))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("MASTER_PORT", None)
+    result = subprocess.run([sys.executable, str(script), str(tmp_path)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-4000:]
+    _, run_id, batches = next(line for line in result.stdout.splitlines() if line.startswith("RUN")).split()
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    assert len(client.search_runs([client.get_experiment_by_name("ddp").experiment_id])) == 1
+    assert_everything_once(mlflow_logged(client, run_id), [int(batches) * (epoch + 1) for epoch in range(2)])
+
+
+class StopServerAfterFirstEpoch(Callback):
+    """Stops the MLflow server when the second training epoch starts."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.process = process
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 1:
+            stop(self.process)
+
+
+def test_logger_mlflow_artifact_server_gone_mid_run_warns_once_and_training_goes_on(
+    tmp_path, mlflow_server, plain_weights, monkeypatch
+):
+    """Runs last in the module: it stops the module's server. The run's metrics are in a local SQLite
+    store, its artifacts (pictures, tables) on the server, which goes away after the first epoch."""
+    url, process = mlflow_server
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    logger = MLFlowLogger(experiment_name="remote_artifacts", tracking_uri=uri,
+                          artifact_location=f"{url}/api/2.0/mlflow-artifacts/artifacts/remote")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer, model = fit(tmp_path, logger, extra_callbacks=(StopServerAfterFirstEpoch(process),))
+    failures = [str(w.message) for w in caught if "could not log" in str(w.message)]
+    assert len(failures) == 1 and "MLFlowLogger" in failures[0], failures
+    assert trainer.current_epoch == 2
+    client = mlflow.MlflowClient(uri)
+    assert len(client.get_metric_history(logger.run_id, SCALARS[0])) == 2
+    assert_same_weights(plain_weights, model)
