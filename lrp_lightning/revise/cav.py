@@ -61,26 +61,22 @@ def _ridge(features: torch.Tensor, target: torch.Tensor, alpha: float) -> torch.
     return torch.linalg.solve(gram, centred.T @ (target - target.mean()))
 
 
-def _svm(features: torch.Tensor, target: torch.Tensor, alpha: float, steps: int = 100) -> torch.Tensor:
-    """The weight of a linear support vector machine, ``argmin_w,b mean max(0, 1 - y (w^T x + b))^2 + alpha |w|^2``
-    with ``y = +-1`` on standardised features (squared hinge, L-BFGS: deterministic), mapped back to the features."""
+def _svm(features: torch.Tensor, target: torch.Tensor, alpha: float, steps: int = 500) -> torch.Tensor:
+    """The weight of a linear support vector machine, ``argmin_w,b mean max(0, 1 − y (wᵀx + b))² + alpha |w|²`` with
+    ``y = ±1`` on standardised features (squared hinge; deterministic gradient descent with step ``1 / L``, ``L``
+    the gradient's Lipschitz bound), mapped back to the features."""
     scale = features.std(dim=0).clamp(min=torch.finfo(features.dtype).eps)
-    standard = (features - features.mean(dim=0)) / scale
+    standard = torch.cat([(features - features.mean(dim=0)) / scale, torch.ones_like(features[:, :1])], dim=1)
     signs = target * 2 - 1
-    weight = torch.zeros(features.shape[1], dtype=features.dtype, device=features.device, requires_grad=True)
-    bias = torch.zeros((), dtype=features.dtype, device=features.device, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        margins = (1 - signs * (standard @ weight + bias)).clamp(min=0)
-        loss = margins.pow(2).mean() + alpha * weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        optimizer.step(closure)
-    return weight.detach() / scale
+    count = features.shape[0]
+    step = 1.0 / (2.0 / count * torch.linalg.matrix_norm(standard, ord=2) ** 2 + 2.0 * alpha)
+    penalty = torch.full((standard.shape[1],), 2.0 * alpha, dtype=features.dtype, device=features.device)
+    penalty[-1] = 0.0  # the bias is not regularised
+    weight = torch.zeros(standard.shape[1], dtype=features.dtype, device=features.device)
+    for _ in range(steps):
+        margins = (1 - signs * (standard @ weight)).clamp(min=0)
+        weight = weight - step * (-2.0 / count * standard.T @ (signs * margins) + penalty * weight)
+    return weight[:-1] / scale
 
 
 @dataclass
