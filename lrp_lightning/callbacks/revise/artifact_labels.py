@@ -69,6 +69,7 @@ def flagged_cluster(results: Sequence[Any], choice: ClusterChoice) -> tuple:
 
 
 def cluster_flags(results: Sequence[Any], choice: ClusterChoice) -> tuple:
-    """``(rows, flags)`` of the flagged cluster's class: the class's sample rows and whether each is in the cluster."""
+    """``(result, flags)``: the flagged cluster's class result (its ``rows`` index the clustered samples) and whether
+    each of that class's samples is in the cluster."""
     result, index = flagged_cluster(results, choice)
-    return result.rows, result.clustering.labels == index
+    return result, result.clustering.labels == index

@@ -64,7 +64,8 @@ class ClArCCallback(Callback):
         ``x -> (x with the artifact, bool masks of where it is)`` for the attacked accuracy and ``R_bias``.
     artifact_class : int, optional
         The class the artifact stands for: the attacked set holds the other classes' samples, and TCAV explains
-        this class's logit (default: every sample is attacked, and each sample's label is explained).
+        this class's logit (default: the flagged cluster's class; with user labels, every sample is attacked and
+        each sample's label is explained).
     composite : str
         The registry composite of ``R_bias``.
     num_samples : int
@@ -116,7 +117,7 @@ class ClArCCallback(Callback):
 
     def _prepare(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.samples is None:
-            loader = first_dataloader(trainer, pl_module, "val")
+            loader = first_dataloader(trainer, pl_module, "validate" if trainer.state.fn == "validate" else "val")
             if loader is None:
                 return
             self.samples = collect_samples(loader, self.num_samples, self.batch_to_input)
@@ -143,8 +144,10 @@ class ClArCCallback(Callback):
             if not results:
                 raise ValueError("the RelevanceClusterCallback given as artifact has not run yet; let it run first "
                                  "(every_n_epochs, or a previous fit) or pass the artifact samples")
-            rows, flags = cluster_flags(results, self.cluster)
-            return self.artifact.samples.inputs[rows], flags
+            result, flags = cluster_flags(results, self.cluster)
+            if self.artifact_class is None:
+                self.artifact_class = int(result.label)
+            return self.artifact.samples.inputs[result.rows], flags
         return self.samples.inputs, flags_from_user(self.artifact, len(self.samples))
 
     def _fit(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -185,8 +188,7 @@ class ClArCCallback(Callback):
         self._detach()
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.state.fn == "fit":
-            self._prepare(trainer, pl_module)
+        self._prepare(trainer, pl_module)
         self._detach()  # validation inside a training epoch: A-ClArC is for training only
         if self.mode == "p":
             self._attach(pl_module)
