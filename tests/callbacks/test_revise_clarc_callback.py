@@ -208,3 +208,13 @@ def test_ddp_two_cpu_ranks_hold_one_identical_cav(tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     assert torch.equal(torch.load(root / "cav_rank0.pt"), torch.load(root / "cav_rank1.pt"))
     assert torch.equal(torch.load(root / "tcav_rank0.pt"), torch.load(root / "tcav_rank1.pt"))
+
+
+def test_validate_alone_fits_in_inference_mode_and_logs_the_reevaluation(tmp_path):
+    seed_everything(0)
+    callback = _callback()
+    trainer = make_trainer(tmp_path, [callback], logger=CSVLogger(tmp_path, name="validate"))
+    trainer.validate(TinyClassifier(), datamodule=TinyData(), verbose=False)
+    with open(Path(trainer.logger.log_dir) / "metrics.csv") as handle:
+        rows = [row for row in csv.DictReader(handle) if row.get("revision/tcav")]
+    assert len(rows) == 1 and all(rows[0][f"revision/{tag}"] != "" for tag in TAGS)

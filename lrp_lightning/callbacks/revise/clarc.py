@@ -116,13 +116,16 @@ class ClArCCallback(Callback):
         self._prepare(trainer, pl_module)
 
     def _prepare(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.samples is None:
-            loader = first_dataloader(trainer, pl_module, "validate" if trainer.state.fn == "validate" else "val")
-            if loader is None:
-                return
-            self.samples = collect_samples(loader, self.num_samples, self.batch_to_input)
-        if self._fitted_epoch is None and self.fit_epoch == 0:
-            self._fit(trainer, pl_module)
+        # validation hooks run in inference mode; the samples and the CAV are used with autograd later
+        with torch.inference_mode(False):
+            if self.samples is None:
+                loader = first_dataloader(trainer, pl_module, "validate" if trainer.state.fn == "validate" else "val")
+                if loader is None:
+                    return
+                samples = collect_samples(loader, self.num_samples, self.batch_to_input)
+                self.samples = Samples(samples.inputs.clone(), None if samples.labels is None else samples.labels.clone())
+            if self._fitted_epoch is None and self.fit_epoch == 0:
+                self._fit(trainer, pl_module)
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Fit (or refit) the CAV when due, then attach A-ClArC for the epoch."""
@@ -154,7 +157,7 @@ class ClArCCallback(Callback):
         cav, separability = None, None
         if trainer.is_global_zero:
             inputs, flags = self._labelled_inputs()
-            activations = self._activations(pl_module, inputs)
+            activations = self._activations(pl_module, inputs.clone())
             half = torch.arange(flags.shape[0]) % 2 == 0
             if flags[half].any() and (~flags[half]).any():
                 held = ConceptActivationVector.fit(activations[half], flags[half], self.method, self.pool)
