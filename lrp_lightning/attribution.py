@@ -60,6 +60,7 @@ import numpy as np
 import torch
 
 from lrp_lightning import _arguments
+from lrp_lightning.core import _graph_leaf, differentiable
 from lrp_lightning.model_state import frozen_parameters, preserved_buffers, preserved_random_state
 from lrp_lightning.transformer.tokens import Position, captured_embedding, explained_logits, is_token_input, logits_of
 
@@ -281,6 +282,14 @@ def _checked_inputs(inputs: Any) -> Union[torch.Tensor, tuple]:
     return tuple(inputs)
 
 
+def _graph_input(value: torch.Tensor, create_graph: bool) -> torch.Tensor:
+    """The caller's input as an attributor works on it: a detached copy, or with ``create_graph`` the
+    caller's tensor itself when it requires grad (so the relevance is differentiable with respect to it)."""
+    if create_graph and value.requires_grad:
+        return value
+    return value.detach().clone()
+
+
 def _as_tuple(inputs: Union[torch.Tensor, tuple]) -> tuple:
     """``inputs`` as a tuple of tensors (a single tensor becomes a 1-tuple)."""
     return inputs if isinstance(inputs, tuple) else (inputs,)
@@ -431,9 +440,10 @@ class Attributor:
             stack.enter_context(preserved_random_state(_as_tuple(inputs)[0].device))
             if not self.create_graph:
                 stack.enter_context(frozen_parameters(self.model))
+            stack.enter_context(differentiable(self.create_graph))
             stack.enter_context(torch.inference_mode(False))
             stack.enter_context(torch.enable_grad())
-            inputs = _like(inputs, [value.detach().clone() for value in _as_tuple(inputs)])
+            inputs = _like(inputs, [_graph_input(value, self.create_graph) for value in _as_tuple(inputs)])
             if tokens:
                 output, relevance = self.explain_tokens(inputs, target, **model_kwargs)
             else:
@@ -468,7 +478,7 @@ class Attributor:
                   model_kwargs: dict) -> tuple[torch.Tensor, Relevance]:
         """Return the model output and the (composite-modified) gradient of the target output for
         every float input; in the gradient view, the input times that gradient."""
-        leaves = [value.detach().requires_grad_(True) if value.is_floating_point() else value for value in _as_tuple(inputs)]
+        leaves = [_graph_leaf(value, self.create_graph) if value.is_floating_point() else value for value in _as_tuple(inputs)]
         explained = [leaf for leaf in leaves if leaf.is_floating_point()]
         output = logits_of(self.model(*leaves, **model_kwargs))
         gradients = iter(torch.autograd.grad(output, explained, grad_outputs(target, output), allow_unused=True,
@@ -482,7 +492,7 @@ class Attributor:
             if gradient is None:
                 gradient = torch.zeros_like(leaf)
             elif self._gradient_view():
-                gradient = leaf.detach() * gradient
+                gradient = (leaf if self.create_graph else leaf.detach()) * gradient
             relevances.append(gradient)
         return output.detach(), _like(inputs, relevances)
 
@@ -601,7 +611,7 @@ class _PathAttributor(Attributor):
                 if gradient is None:
                     continue
                 if times_input:
-                    gradient = leaf.detach() * gradient
+                    gradient = (leaf if self.create_graph else leaf.detach()) * gradient
                 totals[index].index_add_(0, sample, gradient)
         return output, [totals[index] / self.n_iter if index in totals else None for index in range(len(inputs))]
 

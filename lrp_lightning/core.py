@@ -49,8 +49,43 @@ def fast_path(enabled: bool = True) -> Iterator[None]:
 
 
 def fast_path_enabled() -> bool:
-    """Return whether closed-form backward passes are enabled in this thread."""
-    return _flag("fast_path", True)
+    """Return whether closed-form backward passes are enabled in this thread (never while a
+    differentiable relevance is built, see :func:`differentiable`)."""
+    return _flag("fast_path", True) and not _flag("differentiable", False)
+
+
+class differentiable:
+    """Context in which this thread's rules build a relevance differentiable with respect to the
+    parameters and the input (a class, not a generator: it is entered once per hooked call).
+
+    :class:`_RuleFunction` enters it for a backward pass with ``create_graph=True`` (autograd then
+    runs the backward with gradients enabled); inside, rules take their autograd path with the
+    graph kept, parameters and inputs undetached, instead of their closed forms. The attributors
+    enter it around the forward pass of a call with ``create_graph=True``, so that hooks keep what
+    a second backward pass needs.
+
+    Parameters
+    ----------
+    enabled : bool
+        Whether relevance is built differentiably inside the block.
+    """
+
+    __slots__ = ("enabled", "previous")
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = bool(enabled)
+
+    def __enter__(self) -> None:
+        self.previous = _flag("differentiable", False)
+        _STATE.differentiable = self.enabled
+
+    def __exit__(self, *exc_info: Any) -> None:
+        _STATE.differentiable = self.previous
+
+    @staticmethod
+    def enabled_now() -> bool:
+        """Return whether this thread builds a differentiable relevance now."""
+        return _flag("differentiable", False)
 
 
 class _hooks_suspended:
@@ -284,7 +319,8 @@ class ParamMod:
         self.require_params = _arguments.boolean("require_params", require_params)
 
     def overrides(self, module: torch.nn.Module) -> dict:
-        """Return ``{name: modified tensor}`` for the module's parameters (detached, no grad).
+        """Return ``{name: modified tensor}`` for the module's parameters (detached, no grad; inside
+        :class:`differentiable`, in the parameters' graph).
 
         Raises
         ------
@@ -301,11 +337,13 @@ class ParamMod:
                 "remove them from param_keys or pass require_params=False"
             )
         overrides = {}
+        keep_graph = differentiable.enabled_now()
         for name in keys:
             param = getattr(module, name, None)
             if param is None:
                 continue
-            param = param.detach()
+            if not keep_graph:
+                param = param.detach()
             if name in self.zero_params:
                 overrides[name] = torch.zeros_like(param)
             else:
@@ -414,7 +452,7 @@ class _CallState:
     ``slots`` (positional indices, keyword names); :meth:`forward_with` then re-evaluates the module.
     """
 
-    __slots__ = ("hook", "module", "extra_args", "kwargs", "output", "probe", "slots")
+    __slots__ = ("hook", "module", "extra_args", "kwargs", "output", "probe", "slots", "parameters")
 
     def __init__(
         self,
@@ -433,6 +471,11 @@ class _CallState:
         self.output = output
         self.probe = probe
         self.slots = slots
+        # inside `differentiable` (a call with create_graph=True): the parameters that require grad, inputs of the
+        # rule's autograd node, so that a derivative of the relevance reaches them along the forward pass
+        self.parameters = [
+            parameter for parameter in module.parameters(recurse=False) if parameter.requires_grad
+        ] if differentiable.enabled_now() else []
 
     def forward_with(self, *inputs: torch.Tensor) -> Any:
         """Return ``module.forward`` of this call with ``inputs`` in the places of its tensor inputs."""
@@ -465,14 +508,18 @@ class _RuleFunction(torch.autograd.Function):
     """Identity on the module output whose backward returns the rule's relevance for the input."""
 
     @staticmethod
-    def forward(ctx: Any, state: _CallState, *inputs: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, state: _CallState, *tensors: torch.Tensor) -> torch.Tensor:
         output = state.output
         ctx.state = state
         keeps_output = state.hook.saves_output_of(state.module)
         ctx.output = output.detach() if keeps_output else None
         ctx.output_version = output._version
+        ctx.parameter_count = len(state.parameters)
+        inputs = tensors[:len(tensors) - ctx.parameter_count]
         ctx.input_count = len(inputs)
-        if state.hook.saves_input:
+        ctx.relevance_done = False
+        ctx.differentiable_forward = differentiable.enabled_now()
+        if state.hook.saves_input or ctx.differentiable_forward:
             ctx.save_for_backward(*inputs)
         state.output = None
         if keeps_output and state.hook.copies_kept_output and output.device.type == "cpu":
@@ -486,20 +533,45 @@ class _RuleFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple:
         state = ctx.state
-        inputs = ctx.saved_tensors if state.hook.saves_input else (None,) * ctx.input_count
+        if ctx.relevance_done:
+            # a pass differentiating a relevance built with create_graph=True reaches the forward graph:
+            # it needs the module's true derivatives (inputs and parameters), not the rule
+            return (None, *_true_gradients(state, ctx.saved_tensors, grad_output))
+        saved = state.hook.saves_input or ctx.differentiable_forward
+        inputs = ctx.saved_tensors if saved else (None,) * ctx.input_count
         output = ctx.output
-        if output is not None and output._version != ctx.output_version:
+        # autograd runs a backward pass with create_graph=True with gradients enabled
+        keep_graph = torch.is_grad_enabled()
+        if output is not None and (output._version != ctx.output_version or keep_graph):
+            # modified in place since, or (create_graph=True) needed in the graph: recomputed by the rule
             output = None
-        with torch.enable_grad(), _hooks_suspended():
+        ctx.relevance_done = keep_graph and ctx.differentiable_forward
+        unused_parameters = (None,) * ctx.parameter_count
+        with differentiable(keep_graph), torch.enable_grad(), _hooks_suspended():
             if state.slots is None:
-                return None, state.hook.relevance(state, inputs[0], output, grad_output)
+                return (None, state.hook.relevance(state, inputs[0], output, grad_output), *unused_parameters)
             relevances = tuple(state.hook.propagate_inputs(state.module, inputs, output, grad_output, state.forward_with))
         if len(relevances) != len(inputs):
             raise RuntimeError(
                 f"{type(state.hook).__name__}.propagate_inputs returned {len(relevances)} relevances for the "
                 f"{len(inputs)} tensor inputs of {type(state.module).__name__}; return one per input"
             )
-        return (None, *relevances)
+        return (None, *relevances, *unused_parameters)
+
+
+def _true_gradients(state: _CallState, inputs: tuple, grad_output: torch.Tensor) -> tuple:
+    """The module's plain gradients ``J^T grad_output`` of one call's tensor inputs and of its parameters
+    (``state.parameters``), recomputed from the saved inputs without hooks."""
+    forward = state.forward_with if state.slots is not None else (
+        lambda input: forward_of(state.module, input, state.extra_args, state.kwargs)
+    )
+    keep_graph = torch.is_grad_enabled()
+    with torch.enable_grad(), _hooks_suspended():
+        leaves = [_graph_leaf(input, keep_graph) for input in inputs]
+        gradients = torch.autograd.grad(forward(*leaves), [*leaves, *state.parameters], grad_output,
+                                        allow_unused=True, create_graph=keep_graph)
+    return tuple(torch.zeros_like(leaf) if gradient is None else gradient
+                 for leaf, gradient in zip(leaves, gradients[:len(leaves)])) + tuple(gradients[len(leaves):])
 
 
 class Hook:
@@ -722,7 +794,7 @@ class Hook:
             return replaced
         # a detached alias is returned (never the input object itself, which autograd would treat as a view)
         state = _CallState(self, module, tuple(args[1:]), kwargs, output.detach(), self.probe(input))
-        return _RuleFunction.apply(state, input)
+        return _RuleFunction.apply(state, input, *state.parameters)
 
     def _forward_hook_inputs(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any, slots: list) -> Optional[torch.Tensor]:
         """The forward hook of a call whose tensor inputs are at ``slots`` (not just the first argument)."""
@@ -743,7 +815,7 @@ class Hook:
             )
         inputs = [args[slot] if isinstance(slot, int) else kwargs[slot] for slot in slots]
         state = _CallState(self, module, tuple(args), kwargs, output.detach(), None, slots)
-        return _RuleFunction.apply(state, *inputs)
+        return _RuleFunction.apply(state, *inputs, *state.parameters)
 
     def _tensor_input_slots(self, args: tuple, kwargs: dict) -> list:
         """Where the call's tensor inputs are (positional indices, then keyword names); empty when the
@@ -825,11 +897,21 @@ def forward_of(module: torch.nn.Module, input: torch.Tensor, args: tuple = (), k
 
 
 def _input_gradients(inputs: Sequence[torch.Tensor], grad_output: torch.Tensor, forward: Callable[..., torch.Tensor]) -> tuple:
-    """The plain gradients ``J_i^T grad_output`` of ``forward(*inputs)`` (zeros where unused), recomputed without hooks."""
+    """The plain gradients ``J_i^T grad_output`` of ``forward(*inputs)`` (zeros where unused), recomputed without
+    hooks; inside :class:`differentiable`, in the graph of the inputs, the parameters and ``grad_output``."""
+    keep_graph = differentiable.enabled_now()
     with torch.enable_grad(), _hooks_suspended():
-        leaves = [input.detach().requires_grad_(True) for input in inputs]
-        gradients = torch.autograd.grad(forward(*leaves), leaves, grad_output, allow_unused=True)
+        leaves = [_graph_leaf(input, keep_graph) for input in inputs]
+        gradients = torch.autograd.grad(forward(*leaves), leaves, grad_output, allow_unused=True, create_graph=keep_graph)
     return tuple(torch.zeros_like(leaf) if gradient is None else gradient for leaf, gradient in zip(leaves, gradients))
+
+
+def _graph_leaf(input: torch.Tensor, keep_graph: bool) -> torch.Tensor:
+    """A tensor to differentiate with respect to: a detached leaf, or (``keep_graph``) a fresh node in
+    the graph of ``input`` (a view, so that gradients reaching it are told apart from other uses of ``input``)."""
+    if keep_graph and input.requires_grad:
+        return input.view_as(input)
+    return input.detach().requires_grad_(True)
 
 
 def _identity(value: Any) -> Any:
@@ -907,14 +989,15 @@ class BasicHook(Hook):
         ``R_i = x_i * R / stab(z)``.
         """
         count = len(inputs)
-        modified = [[modifier(input).detach().requires_grad_() for input in inputs] for modifier in self.input_modifiers]
+        keep_graph = differentiable.enabled_now()
+        modified = [[_graph_leaf(modifier(input), keep_graph) for input in inputs] for modifier in self.input_modifiers]
         outputs = []
         for map_inputs, param_mod, output_modifier in zip(modified, self.param_modifiers, self.output_modifiers):
             with param_mod(module):
                 outputs.append(output_modifier(forward(*map_inputs)))
         grad_outputs = self.gradient_mapper(grad_output, outputs)
         leaves = [leaf for map_inputs in modified for leaf in map_inputs]
-        gradients = torch.autograd.grad(outputs, leaves, grad_outputs=grad_outputs, allow_unused=True)
+        gradients = torch.autograd.grad(outputs, leaves, grad_outputs=grad_outputs, allow_unused=True, create_graph=keep_graph)
         gradients = [torch.zeros_like(leaf) if g is None else g for leaf, g in zip(leaves, gradients)]
         return tuple(
             self.reducer([map_inputs[index] for map_inputs in modified], gradients[index::count]) for index in range(count)

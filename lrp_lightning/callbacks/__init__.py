@@ -7,5 +7,7 @@
 from lrp_lightning.callbacks.attribution import AttributionCallback
 from lrp_lightning.callbacks.clusters import RelevanceClusterCallback
 from lrp_lightning.callbacks.sanity import SanityCheckCallback
+from lrp_lightning.callbacks.revise import ClArCCallback
 
 __all__ = ["AttributionCallback", "RelevanceClusterCallback", "SanityCheckCallback"]
+__all__ += ["ClArCCallback"]

@@ -33,6 +33,7 @@ from lrp_lightning.demo.data import (
 from lrp_lightning.demo.loggers import add_logger_argument, demo_loggers
 from lrp_lightning.demo.metrics import OBJECT, WATERMARK, RegionRelevanceMass, stack_masks
 from lrp_lightning.demo.model import ShapesCNN, ShapesViT
+from lrp_lightning.demo.revise import add_revise_arguments, run_revise
 from lrp_lightning.demo.suite import add_suite_arguments, suite_callbacks, suite_report
 from lrp_lightning.demo.summary import epoch_table, read_scalars
 from lrp_lightning.metrics import RegionPerturbation, Sparseness
@@ -120,6 +121,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the model initialisation")
     add_suite_arguments(parser)
     add_logger_argument(parser)
+    add_revise_arguments(parser)
     args = parser.parse_args(argv)
     for setting, value in MODELS[args.model].items():
         if setting != "model" and getattr(args, setting) is None:
@@ -262,6 +264,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
         The run's log directory.
     """
     args = parse_args(argv)
+    if args.revise is not None:  # the revision runs print their own table
+        print(run_revise(args)[1])
+        return Path(args.log_dir)
     trainer = train(args)
     log_dir = Path(trainer.logger.log_dir)
     if trainer.is_global_zero:  # under DDP every rank runs main; one summary is enough

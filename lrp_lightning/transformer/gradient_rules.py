@@ -21,13 +21,14 @@ Composites that use these rules set ``gradient_view = True``; the attributors th
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import weakref
 from typing import Any, Callable, Optional, Union
 
 import torch
 
-from lrp_lightning.core import Hook, Stabilizer, _hooks_suspended, forward_of, is_plain_stabilizer, is_variable
+from lrp_lightning.core import Hook, Stabilizer, _hooks_suspended, differentiable, forward_of, is_plain_stabilizer, is_variable
 from lrp_lightning.rules import Gamma
 from lrp_lightning.types import _defined_in
 
@@ -103,11 +104,21 @@ class _OutputGradientFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, call: _OutputCall, output: torch.Tensor) -> torch.Tensor:
         ctx.call = call
+        # the output itself (no copy): a backward pass with create_graph=True differentiates through it
+        ctx.save_for_backward(output)
+        ctx.differentiable_forward = differentiable.enabled_now()
+        ctx.relevance_done = False
         return call.output
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple:
         call = ctx.call
+        if ctx.relevance_done:  # differentiating a relevance built with create_graph=True: the true derivative
+            return None, grad_output
+        if torch.is_grad_enabled():  # create_graph=True: the rescaling in the graph of the output
+            ctx.relevance_done = ctx.differentiable_forward
+            output, = ctx.saved_tensors
+            return None, call.hook.output_gradient(output, grad_output, call.share)
         with torch.no_grad():
             return None, call.hook.output_gradient(call.current_output(), grad_output, call.share)
 
@@ -126,6 +137,7 @@ def _frozen_vocabulary_projection(module: torch.nn.Module, args: tuple, kwargs: 
         and not kwargs
         and module.out_features >= VOCABULARY_WIDENING * module.in_features
         and not any(parameter.requires_grad for parameter in module.parameters(recurse=False))
+        and not differentiable.enabled_now()
     )
 
 
@@ -199,13 +211,19 @@ class _InputOutputRule(_Stabilized, Hook):
         return not _defined_in(module, "torch.nn.")
 
     def propagate(self, module, input, output, grad_output, args, kwargs):
-        """Return :meth:`input_gradient` (without autograd; the output recomputed from the input if not kept)."""
-        with torch.no_grad():
+        """Return :meth:`input_gradient` (without autograd, unless :class:`~lrp_lightning.core.differentiable`;
+        the output recomputed from the input if not kept)."""
+        with _graph_unless_differentiable():
             return self.input_gradient(module, input, _module_output(module, input, output, args, kwargs), grad_output)
 
     def input_gradient(self, module: torch.nn.Module, input: torch.Tensor, output: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
         """Return the modified gradient ``g_x`` of the input for ``g_y`` at the output."""
         raise NotImplementedError
+
+
+def _graph_unless_differentiable() -> contextlib.AbstractContextManager:
+    """``torch.no_grad()``, or nothing while a differentiable relevance is built."""
+    return contextlib.nullcontext() if differentiable.enabled_now() else torch.no_grad()
 
 
 def _module_output(module: torch.nn.Module, input: torch.Tensor, output: Optional[torch.Tensor], args: tuple, kwargs: dict) -> torch.Tensor:
@@ -253,15 +271,20 @@ class OutputGradientHook(Hook):
 
 
 def _scaled_ratio(output: torch.Tensor, grad_output: torch.Tensor, stabilizer: Callable, share: float = 1.0) -> torch.Tensor:
-    """``share * g * y / stab(y)``, a fresh tensor."""
+    """``share * g * y / stab(y)``, a fresh tensor (out of place when gradients are enabled)."""
+    if torch.is_grad_enabled():
+        return _epsilon_ratio(output, stabilizer) * grad_output * share
     ratio = _epsilon_ratio(output, stabilizer).mul_(grad_output)
     return ratio.mul_(share) if share != 1 else ratio
 
 
 def _epsilon_ratio(output: torch.Tensor, stabilizer: Callable) -> torch.Tensor:
-    """``y / stab(y)``; for the plain stabilizer computed as ``|y| / (|y| + eps)`` (equal, fewer passes)."""
+    """``y / stab(y)``; for the plain stabilizer computed as ``|y| / (|y| + eps)`` (equal, fewer passes;
+    out of place when gradients are enabled)."""
     if is_plain_stabilizer(stabilizer):
         magnitude = output.abs()
+        if torch.is_grad_enabled():
+            return magnitude / (magnitude + stabilizer.epsilon)
         return magnitude.div_(magnitude + stabilizer.epsilon)
     return output / stabilizer(output)
 
@@ -324,6 +347,8 @@ class IdentityRule(_InputOutputRule):
 
     def input_gradient(self, module, input, output, grad_output):
         """Return ``g_y * y / stab(x)``."""
+        if torch.is_grad_enabled():
+            return grad_output * output / self.stabilizer(input)
         return torch.mul(grad_output, output).div_(self.stabilizer(input))
 
 
@@ -351,7 +376,8 @@ class LayerNormEpsilon(_InputOutputRule):
     def propagate(self, module, input, output, grad_output, args, kwargs):
         """As :meth:`_InputOutputRule.propagate`; for ``torch.nn.LayerNorm`` the output is recomputed by
         the fused kernel that also returns ``1 / sigma``."""
-        if output is not None or type(module).forward is not torch.nn.LayerNorm.forward or args or kwargs:
+        if (output is not None or type(module).forward is not torch.nn.LayerNorm.forward or args or kwargs
+                or differentiable.enabled_now()):
             return super().propagate(module, input, output, grad_output, args, kwargs)
         with torch.no_grad():
             output, _, inverse_sigma = torch.native_layer_norm(input, module.normalized_shape, module.weight, module.bias, module.eps)
@@ -360,15 +386,15 @@ class LayerNormEpsilon(_InputOutputRule):
     def input_gradient(self, module, input, output, grad_output):
         """Return ``(v - mean(v)) / sigma`` with ``v = w * g_y * y / stab(y)``."""
         dims = _normalized_dims(module)
-        sigma = input.var(dim=dims, unbiased=False, keepdim=True).add_(module.eps).sqrt_()
-        return self._centred(module, output, grad_output).div_(sigma)
+        sigma = (input.var(dim=dims, unbiased=False, keepdim=True) + module.eps).sqrt()
+        return self._centred(module, output, grad_output) / sigma
 
     def _centred(self, module: torch.nn.Module, output: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
         """``v - mean(v)`` with ``v = w * g_y * y / stab(y)`` (a fresh tensor)."""
         scaled = _scaled_ratio(output, grad_output, self.stabilizer)
         if getattr(module, "weight", None) is not None:
-            scaled.mul_(module.weight)
-        return scaled.sub_(scaled.mean(dim=_normalized_dims(module), keepdim=True))
+            scaled = scaled * module.weight
+        return scaled - scaled.mean(dim=_normalized_dims(module), keepdim=True)
 
 
 class RMSNormEpsilon(_InputOutputRule):
@@ -417,7 +443,7 @@ class ConstantAttention(Hook):
 
     def _forward_hook(self, module, args, kwargs, output):
         if self._switched_on() and isinstance(output, torch.Tensor):
-            return output.detach()
+            return _constant(output)
         return None
 
 
@@ -436,21 +462,37 @@ class ConstantGate(UniformProduct):
 
     def _pre_hook(self, module, args, kwargs):
         if self._switched_on() and args:
-            return (args[0].detach(),) + tuple(args[1:]), kwargs
+            return (_constant(args[0]),) + tuple(args[1:]), kwargs
         return None
 
 
 class _ScaledGradient(torch.autograd.Function):
-    """Identity whose backward multiplies the gradient by a constant."""
+    """Identity whose backward multiplies the gradient by a constant.
+
+    Made inside :class:`~lrp_lightning.core.differentiable`, a node that has carried relevance in a
+    backward pass with ``create_graph=True`` passes the gradient unchanged afterwards: a derivative
+    of that relevance needs the forward pass's true derivative.
+    """
 
     @staticmethod
     def forward(ctx: Any, input: torch.Tensor, factor: float) -> torch.Tensor:
         ctx.factor = factor
+        ctx.differentiable_forward = differentiable.enabled_now()
+        ctx.relevance_done = False
         return input.view_as(input)
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple:
+        if ctx.relevance_done:
+            return grad_output, None
+        ctx.relevance_done = ctx.differentiable_forward and torch.is_grad_enabled()
         return grad_output * ctx.factor, None
+
+
+def _constant(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` held constant for the relevance: detached; inside :class:`~lrp_lightning.core.differentiable`
+    a node passing no relevance but the true derivative to a pass differentiating the relevance."""
+    return _ScaledGradient.apply(tensor, 0.0) if differentiable.enabled_now() else tensor.detach()
 
 
 def _with_query_and_key(args: tuple, kwargs: dict, change: Callable[[torch.Tensor], torch.Tensor]) -> tuple:
@@ -534,11 +576,11 @@ class ConstantAttentionWeights(_FusedAttentionRule):
 
     def query_key(self, tensor):
         """The query or key, detached."""
-        return tensor.detach()
+        return _constant(tensor)
 
     def _forward_hook(self, module, args, kwargs, output):
         call = _attention_call(args, kwargs)
-        if call["dropout_p"] or not is_variable(call["value"]):
+        if call["dropout_p"] or not is_variable(call["value"]) or differentiable.enabled_now():
             return super()._forward_hook(module, args, kwargs, output)
         if not (self._switched_on() and output.requires_grad):
             return None
@@ -621,10 +663,12 @@ class AffineGamma(Hook):
 
     def relevance(self, call, input, output, grad_output):
         """Return ``R_x / x`` (0 where ``x = 0``) for the Gamma rule's ``R_x`` with ``R_z = z * g_z``."""
-        with torch.no_grad():
+        if differentiable.enabled_now():
+            output = None
+        with _graph_unless_differentiable():
             output = _module_output(call.module, input, output, call.extra_args, call.kwargs)
         relevance = self.rule.relevance(call, input, output, grad_output * output)
-        with torch.no_grad():
+        with _graph_unless_differentiable():
             nonzero = input != 0
             return torch.where(nonzero, relevance / torch.where(nonzero, input, torch.ones_like(input)), torch.zeros_like(relevance))
 

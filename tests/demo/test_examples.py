@@ -33,7 +33,7 @@ def event_tags(log_dir):
 
 def test_every_example_has_a_test():
     tested = {"resnet_heatmap.py", "custom_composite.py", "lightning_callback.py", "lightning_cli.py",
-              "metrics_standalone.py", "text_shortcut.py"}
+              "metrics_standalone.py", "text_shortcut.py", "decoy_digits.py"}
     assert {path.name for path in EXAMPLES.glob("*.py")} == tested
 
 
