@@ -5,7 +5,7 @@ from typing import Any, Optional
 
 import torch
 
-from lrp_lightning.callbacks.sinks import image_hwc
+from lrp_lightning.callbacks.image_arrays import image_hwc
 from lrp_lightning.callbacks.tables import Table
 
 

@@ -38,7 +38,6 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
-import numpy as np
 import torch
 
 from lrp_lightning.callbacks.tables import Table
@@ -139,20 +138,6 @@ def unregister_sink(logger_type: type) -> None:
         As given to :func:`register_sink`.
     """
     _REGISTERED[:] = [(registered, factory) for registered, factory in _REGISTERED if registered is not logger_type]
-
-
-def image_hwc(image: torch.Tensor) -> np.ndarray:
-    """A uint8 (3, H, W) tensor as the (H, W, 3) NumPy array the loggers' image calls take.
-
-    Parameters
-    ----------
-    image : torch.Tensor
-
-    Returns
-    -------
-    numpy.ndarray
-    """
-    return np.ascontiguousarray(image.detach().cpu().permute(1, 2, 0).numpy())
 
 
 class TensorBoardSink:

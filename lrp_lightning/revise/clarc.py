@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 import torch
 
-from lrp_lightning.revise._layers import channels_last, named_layer
+from lrp_lightning.revise.layers import channels_last, named_layer
 from lrp_lightning.revise.cav import ConceptActivationVector
 
 MODES = ("p", "a")

@@ -9,7 +9,7 @@ import torch
 from lrp_lightning.attribution import preserved_random_state
 from lrp_lightning.composites import get_composite
 from lrp_lightning.core import Composite
-from lrp_lightning.revise._layers import captured_output, channels_last, named_layer
+from lrp_lightning.revise.layers import captured_output, channels_last, named_layer
 from lrp_lightning.revise.cav import ConceptActivationVector
 
 

@@ -5,7 +5,7 @@ from typing import Optional
 
 import torch
 
-from lrp_lightning.revise._layers import captured_output, channels_last, named_layer
+from lrp_lightning.revise.layers import captured_output, channels_last, named_layer
 from lrp_lightning.revise._targets import checked_target, target_scores
 from lrp_lightning.revise.cav import ConceptActivationVector
 

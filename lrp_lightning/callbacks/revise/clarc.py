@@ -15,7 +15,7 @@ from lrp_lightning.callbacks.samples import BatchToInput, Samples, collect_sampl
 from lrp_lightning.composites import get_composite
 from lrp_lightning.metrics import RelevanceMassAccuracy
 from lrp_lightning.revise import ClArC, ConceptActivationVector
-from lrp_lightning.revise._layers import captured_output, named_layer
+from lrp_lightning.revise.layers import captured_output, named_layer
 from lrp_lightning.revise.rr_clarc import directional_sensitivity
 
 InsertArtifact = Callable[[torch.Tensor], tuple]
