@@ -253,8 +253,11 @@ def test_make_figures_crops_each_grid_and_stacks_one_line_per_run(tmp_path):
             writer.add_image(f"attribution/{explainer}/grid", grid, 0)
         writer.close()
         runs.append(run_dir)
-    assert make_figures.first_rows(make_figures.last_grids(runs[0])["a"], 2).size == (3 * 8 + 4, 2 * 8 + 2)
-    figure = make_figures.compose(runs, rows=2, scale=1)
+    assert make_figures.first_rows(make_figures.last_grids(runs[0])["a"], 2, tile=8).size == (3 * 8 + 4, 2 * 8 + 2)
+    two_columns = attribution_grid(torch.rand(5, 3, 8, 8), torch.randn(5, 3, 8, 8), columns=2)
+    image = Image.fromarray(two_columns.permute(1, 2, 0).numpy())
+    assert make_figures.first_rows(image, 2, tile=8).size == (3 * 8 + 4, 2 * 8 + 2)  # the left column only
+    figure = make_figures.compose(runs, rows=2, scale=1, tile=8)
     line_height = 2 * 8 + 2 + make_figures.CAPTION_HEIGHT
     assert figure.size == (2 * (3 * 8 + 4) + make_figures.GAP, 2 * line_height + make_figures.GAP)
 
