@@ -3,8 +3,8 @@
 The model — a small CNN, or with ``--model vit`` a small torchvision VisionTransformer explained
 with AttnLRP and CP-LRP — trains on the built-in shapes data (watermark confounder on by default), and at every
 validation epoch end ``AttributionCallback`` explains the model's prediction on a fixed set of
-validation images with each chosen composite, logging heatmaps, the relevance mass on the object and on the watermark, and
-faithfulness metrics (with a random baseline and the drift between epochs) to TensorBoard; at the
+validation images with each chosen composite, logging heatmaps, the relevance mass on the object
+and on the watermark, and faithfulness metrics (with a random baseline and the drift between epochs) to TensorBoard; at the
 end of training ``SanityCheckCallback`` and ``RelevanceClusterCallback`` run (see
 :mod:`lrp_lightning.demo.suite`). At the end the log location, the command that opens it, a
 per-epoch table of the metrics and the suite's findings are printed. Each configuration writes to a
