@@ -4,7 +4,7 @@ Takes the last ``attribution/<explainer>/grid`` image (input | heatmap | overlay
 each explainer, crops it to its first samples and lays the explainers side by side, one line per
 run. Run after the demo::
 
-    python docs/make_figures.py demo_logs/confounder/version_0 demo_logs/no_confounder/version_0
+    python docs/make_figures.py demo_logs/cnn_confounder/version_0 demo_logs/cnn_no_confounder/version_0
 """
 import argparse
 import io
@@ -12,6 +12,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lrp_lightning.demo.data import IMAGE_SIZE
 
 CAPTION_HEIGHT = 22
 GAP = 12
@@ -31,19 +33,23 @@ def last_grids(run_dir: Path) -> dict:
     return grids
 
 
-def first_rows(grid: Image.Image, rows: int) -> Image.Image:
-    """The first ``rows`` samples of a grid of square tiles, three per row."""
-    pitch = (grid.width - 2 * PADDING) // 3 + PADDING
-    return grid.crop((0, 0, grid.width, min(grid.height, rows * pitch - PADDING)))
+def first_rows(grid: Image.Image, rows: int, tile: int = IMAGE_SIZE) -> Image.Image:
+    """The first ``rows`` samples of the grid's left column (input | heatmap | overlay of ``tile``² pixels).
+
+    The callback puts up to 8 samples below each other and further samples into a second column,
+    so the first ``rows`` samples of the left column are samples ``0 .. rows - 1``.
+    """
+    width = 3 * tile + 2 * PADDING
+    return grid.crop((0, 0, min(grid.width, width), min(grid.height, rows * (tile + PADDING) - PADDING)))
 
 
-def compose(runs: list, rows: int, scale: int) -> Image.Image:
+def compose(runs: list, rows: int, scale: int, tile: int = IMAGE_SIZE) -> Image.Image:
     """One line of panels per run, one panel per explainer, captioned ``<run name>: <explainer>``."""
     lines = []
     for run_dir in runs:
         panels = []
         for explainer, grid in sorted(last_grids(run_dir).items()):
-            grid = first_rows(grid, rows)
+            grid = first_rows(grid, rows, tile)
             grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
             panels.append((f"{run_dir.parent.name}: {explainer}", grid))
         lines.append(panels)

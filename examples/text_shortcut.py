@@ -12,9 +12,10 @@ relevance (Text tab), and how often the most relevant token is the keyword or th
 
     python examples/text_shortcut.py                         # tag right in 80 % of training data
     python examples/text_shortcut.py --shortcut-strength 1   # tag as good a cue as the keyword
-    tensorboard --logdir text_logs --host 127.0.0.1
+    tensorboard --logdir text_logs --host 127.0.0.1 --port 6006
 """
 import argparse
+import shlex
 import warnings
 from pathlib import Path
 
@@ -86,6 +87,8 @@ def main():
     trainer.fit(TinyTextTransformer(len(data.vocabulary), SEQUENCE_LENGTH), datamodule=data)
     log_dir = Path(trainer.logger.log_dir)
     print(f"\nTensorBoard logs: {log_dir}")
+    print(f"Open them:        tensorboard --logdir {shlex.quote(args.log_dir)} --host 127.0.0.1 --port 6006"
+          "  ->  http://127.0.0.1:6006 (Images: tokens coloured by relevance, Text: the tables)")
     print("Share of explained validation sequences whose most relevant token is the keyword / the source tag:")
     print(epoch_table(read_scalars(log_dir), args.composites, {"keyword_top": "keyword", "tag_top": "tag"}))
 

@@ -230,8 +230,8 @@ def overlay(x: torch.Tensor, relevance: torch.Tensor, cmap: CmapSpec = "coldnhot
 
 def attribution_grid(x: torch.Tensor, relevance: torch.Tensor, cmap: CmapSpec = "coldnhot",
                      alpha: float = 0.5, symmetric: bool = True, percentile: Optional[float] = None,
-                     padding: int = 2, pad_value: int = 255) -> torch.Tensor:
-    """Tile one row per sample: input | heatmap | overlay.
+                     padding: int = 2, pad_value: int = 255, columns: int = 1) -> torch.Tensor:
+    """Tile each sample as input | heatmap | overlay, ``columns`` samples side by side per row.
 
     Parameters
     ----------
@@ -242,26 +242,41 @@ def attribution_grid(x: torch.Tensor, relevance: torch.Tensor, cmap: CmapSpec = 
     cmap, alpha, symmetric, percentile : optional
         See :func:`overlay`.
     padding : int, optional
-        Pixels between tiles.
+        Pixels between tiles; samples side by side are ``3 * padding`` apart.
     pad_value : int, optional
         Gray level (0-255) of the padding.
+    columns : int, optional
+        Samples per row; sample ``i`` goes to row ``i // columns``, left to right.
 
     Returns
     -------
     torch.Tensor
-        uint8 ``(3, N * H + (N - 1) * padding, 3 * W + 2 * padding)``.
+        uint8 ``(3, R * H + (R - 1) * padding, C * (3 * W + 2 * padding) + (C - 1) * 3 * padding)`` with
+        ``C = min(columns, N)`` and ``R = ceil(N / C)`` (one column: ``(3, N * H + (N - 1) * padding,
+        3 * W + 2 * padding)``).
+
+    Raises
+    ------
+    ValueError
+        If ``columns`` is below 1.
     """
+    if columns < 1:
+        raise ValueError(f"columns must be at least 1, got {columns}")
     tiles = torch.stack([input_image(x),
                          heatmap(relevance, cmap=cmap, symmetric=symmetric, percentile=percentile),
                          overlay(x, relevance, cmap=cmap, alpha=alpha, symmetric=symmetric,
                                  percentile=percentile)], dim=1)
-    rows, columns, _, height, width = tiles.shape
-    grid = torch.full((3, rows * (height + padding) - padding, columns * (width + padding) - padding),
+    samples, per_sample, _, height, width = tiles.shape
+    columns = min(columns, samples)
+    rows = -(-samples // columns)
+    group_width = per_sample * (width + padding) - padding
+    grid = torch.full((3, rows * (height + padding) - padding, columns * (group_width + 3 * padding) - 3 * padding),
                       pad_value, dtype=torch.uint8, device=tiles.device)
-    for row in range(rows):
-        for column in range(columns):
-            top, left = row * (height + padding), column * (width + padding)
-            grid[:, top:top + height, left:left + width] = tiles[row, column]
+    for sample in range(samples):
+        top = (sample // columns) * (height + padding)
+        for tile in range(per_sample):
+            left = (sample % columns) * (group_width + 3 * padding) + tile * (width + padding)
+            grid[:, top:top + height, left:left + width] = tiles[sample, tile]
     return grid
 
 

@@ -33,6 +33,10 @@ from lrp_lightning.callbacks.targets import TargetSpec, resolve_targets
 from lrp_lightning.callbacks.tokens import TokenDecoder, run_model, token_pictures
 from lrp_lightning.transformer.tokens import class_scores, is_token_ids
 
+# the logged image grid fits a TensorBoard image card (about 350 px wide): at most 16 samples, 8 rows
+GRID_MAX_SAMPLES = 16
+GRID_MAX_ROWS = 8
+
 
 @dataclass
 class ExplainerReport:
@@ -149,7 +153,10 @@ def _picture_renderer(inputs: torch.Tensor, relevance: torch.Tensor, cmap: str) 
 
 
 def _grid(inputs: torch.Tensor, relevance: torch.Tensor, cmap: str) -> torch.Tensor:
-    return image.attribution_grid(inputs, relevance, cmap=cmap).cpu()
+    """The first :data:`GRID_MAX_SAMPLES` samples, at most :data:`GRID_MAX_ROWS` rows (then side by side)."""
+    shown = min(inputs.shape[0], GRID_MAX_SAMPLES)
+    columns = -(-shown // GRID_MAX_ROWS)
+    return image.attribution_grid(inputs[:shown], relevance[:shown], cmap=cmap, columns=columns).cpu()
 
 
 def _strips(relevance: torch.Tensor, cmap: str) -> torch.Tensor:

@@ -7,13 +7,17 @@ import numpy as np
 import torch
 
 from lrp_lightning import image
+from lrp_lightning.callbacks.dashboard import FIGURE_DPI, FONT_SIZE
+
+# layer names on the x axis of a line figure keep their last this many dotted parts
+TICK_NAME_PARTS = 2
 
 
 def _new_figure(width: float, height: float) -> tuple:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(width, height), dpi=80)
+    figure = Figure(figsize=(width, height), dpi=FIGURE_DPI)
     return figure, FigureCanvasAgg(figure)
 
 
@@ -40,7 +44,8 @@ def line_figure(
     lines : mapping of str to sequence of float
         Legend label to values.
     xticklabels : sequence of str, optional
-        Labels of the x positions (rotated).
+        Labels of the x positions (rotated; dotted names shortened to their last
+        :data:`TICK_NAME_PARTS` parts).
     ylim : tuple of float, optional
         Fixed y range.
 
@@ -49,21 +54,24 @@ def line_figure(
     torch.Tensor
         uint8, shape (3, H, W).
     """
-    figure, canvas = _new_figure(6, 4)
+    figure, canvas = _new_figure(4.6, 4.4)
     axes = figure.add_subplot()
     for label, values in lines.items():
-        axes.plot(np.arange(len(values)), np.asarray(values, dtype=float), marker="o", markersize=3, label=label)
+        axes.plot(np.arange(len(values)), np.asarray(values, dtype=float), marker="o", markersize=5, linewidth=2,
+                  label=label)
     if xticklabels is not None:
+        shortened = [".".join(label.split(".")[-TICK_NAME_PARTS:]) for label in xticklabels]
         axes.set_xticks(np.arange(len(xticklabels)))
-        axes.set_xticklabels(xticklabels, rotation=60, ha="right", fontsize="x-small")
+        axes.set_xticklabels(shortened, rotation=45, ha="right", fontsize=FONT_SIZE - 1)
     if ylim is not None:
         axes.set_ylim(*ylim)
-    axes.set_xlabel(xlabel)
-    axes.set_ylabel(ylabel)
-    axes.set_title(title, fontsize="medium")
+    axes.tick_params(axis="y", labelsize=FONT_SIZE - 1)
+    axes.set_xlabel(xlabel, fontsize=FONT_SIZE)
+    axes.set_ylabel(ylabel, fontsize=FONT_SIZE)
+    axes.set_title(title, fontsize=FONT_SIZE + 1)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize="small")
-    figure.subplots_adjust(left=0.13, right=0.97, bottom=0.3 if xticklabels is not None else 0.14, top=0.91)
+    axes.legend(fontsize=FONT_SIZE)
+    figure.subplots_adjust(left=0.15, right=0.97, bottom=0.3 if xticklabels is not None else 0.12, top=0.88)
     return _rendered(figure, canvas)
 
 
@@ -87,16 +95,17 @@ def spectrum_figure(title: str, eigenvalues: torch.Tensor, count: int, shown: in
         uint8, shape (3, H, W).
     """
     values = eigenvalues[:shown].double().cpu().numpy()
-    figure, canvas = _new_figure(5, 3.5)
+    figure, canvas = _new_figure(4.4, 3.4)
     axes = figure.add_subplot()
     positions = np.arange(1, values.shape[0] + 1)
     axes.plot(positions, values, marker="o", markersize=4)
     axes.axvline(count + 0.5, color="tab:red", linestyle="--", label=f"eigengap: {count} cluster(s)")
-    axes.set_xlabel("index")
-    axes.set_ylabel("eigenvalue of the normalised Laplacian")
-    axes.set_title(title, fontsize="medium")
-    axes.legend(fontsize="small")
-    figure.subplots_adjust(left=0.17, right=0.97, bottom=0.14, top=0.91)
+    axes.set_xlabel("index", fontsize=FONT_SIZE)
+    axes.set_ylabel("eigenvalue of the normalised Laplacian", fontsize=FONT_SIZE - 1)
+    axes.tick_params(labelsize=FONT_SIZE - 1)
+    axes.set_title(title, fontsize=FONT_SIZE + 1)
+    axes.legend(fontsize=FONT_SIZE - 1)
+    figure.subplots_adjust(left=0.17, right=0.97, bottom=0.15, top=0.91)
     return _rendered(figure, canvas)
 
 
@@ -129,18 +138,18 @@ def prototype_figure(
     """
     columns = 1 + max(inputs.shape[0] for inputs in typical_inputs)
     rows = mean_maps.shape[0]
-    figure, canvas = _new_figure(1.4 * columns, 1.5 * rows + 0.4)
+    figure, canvas = _new_figure(1.1 * columns, 1.25 * rows + 0.4)
     heatmaps = image.heatmap(mean_maps, cmap=cmap).cpu()
     for row in range(rows):
         axes = figure.add_subplot(rows, columns, row * columns + 1)
         axes.imshow(heatmaps[row].permute(1, 2, 0).numpy())
-        axes.set_title(f"cluster {row}: n={sizes[row]}", fontsize="x-small")
+        axes.set_title(f"cluster {row}: n={sizes[row]}", fontsize=FONT_SIZE - 1)
         axes.axis("off")
         pictures = image.input_image(typical_inputs[row]).cpu() if typical_inputs[row].shape[0] else []
         for column, picture in enumerate(pictures):
             axes = figure.add_subplot(rows, columns, row * columns + column + 2)
             axes.imshow(picture.permute(1, 2, 0).numpy())
             axes.axis("off")
-    figure.suptitle(title, fontsize="small")
-    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.45 / (1.5 * rows + 0.4), hspace=0.35)
+    figure.suptitle(title, fontsize=FONT_SIZE)
+    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.45 / (1.25 * rows + 0.4), hspace=0.4)
     return _rendered(figure, canvas)

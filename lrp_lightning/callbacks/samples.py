@@ -13,6 +13,7 @@ element is itself a tuple or list, so this never reads as today's ``(x, y)``.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
@@ -343,7 +344,7 @@ def collect_samples(loader: Iterable, num_samples: int, batch_to_input: Optional
     loader : iterable
         Yields batches (a DataLoader or any iterable).
     num_samples : int
-        How many samples to take (fewer if the loader has fewer).
+        How many samples to take (fewer, with a warning, if the loader has fewer).
     batch_to_input : callable, optional
         See :func:`split_batch`.
 
@@ -376,6 +377,12 @@ def collect_samples(loader: Iterable, num_samples: int, batch_to_input: Optional
         batches.close()
     if taken == 0:
         raise ValueError("the validation dataloader yielded no samples to explain; pass samples=...")
+    if taken < num_samples:
+        warnings.warn(
+            f"num_samples={num_samples}, but the validation dataloader holds only {taken} samples; explaining "
+            f"those {taken} (lower num_samples or pass samples=... to silence this)",
+            UserWarning,
+        )
     return Samples(_joined(inputs), _cat_or_none(labels), _cat_or_none(masks), _cat_or_none(attention_masks))
 
 

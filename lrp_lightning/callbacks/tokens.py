@@ -22,8 +22,9 @@ from lrp_lightning.transformer.tokens import class_scores
 
 TOKEN_IDS_KEY = "input_ids"
 ATTENTION_MASK_KEY = "attention_mask"
-# layout of the token heatmap, in pixels
-TOKEN_IMAGE_WIDTH = 720
+# layout of the token heatmap, in pixels: lines wrapped at about the width of a TensorBoard image
+# card (350 px), so that the browser shows the text at its own size
+TOKEN_IMAGE_WIDTH = 360
 TOKEN_PADDING = 3
 TOKEN_GAP = 2
 ROW_GAP = 6

@@ -2,13 +2,13 @@
 
 The model — a small CNN, or with ``--model vit`` a small torchvision VisionTransformer explained
 with AttnLRP and CP-LRP — trains on the built-in shapes data (watermark confounder on by default), and at every
-validation epoch end ``AttributionCallback`` explains a fixed set of validation images with each
-chosen composite, logging heatmaps, the relevance mass on the object and on the watermark, and
-faithfulness metrics (with a random baseline and the drift between epochs) to TensorBoard; at the
+validation epoch end ``AttributionCallback`` explains the model's prediction on a fixed set of
+validation images with each chosen composite, logging heatmaps, the relevance mass on the object
+and on the watermark, and faithfulness metrics (with a random baseline and the drift between epochs) to TensorBoard; at the
 end of training ``SanityCheckCallback`` and ``RelevanceClusterCallback`` run (see
 :mod:`lrp_lightning.demo.suite`). At the end the log location, the command that opens it, a
-per-epoch table of the metrics and the suite's findings are printed. Run with ``--help`` for the
-options.
+per-epoch table of the metrics and the suite's findings are printed. Each configuration writes to a
+run of its own name (:mod:`lrp_lightning.demo.run_name`). Run with ``--help`` for the options.
 """
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from typing import Sequence
 import lightning.pytorch as pl
 
 from lrp_lightning.callbacks import AttributionCallback
+from lrp_lightning.callbacks.attribution.baseline import RANDOM_NAME
+from lrp_lightning.callbacks.attribution.dashboard import metric_tag
 from lrp_lightning.callbacks.explainers import known_names
 from lrp_lightning.demo.data import (
     IMAGE_SIZE,
@@ -34,6 +36,8 @@ from lrp_lightning.demo.loggers import add_logger_argument, demo_loggers
 from lrp_lightning.demo.metrics import OBJECT, WATERMARK, RegionRelevanceMass, stack_masks
 from lrp_lightning.demo.model import ShapesCNN, ShapesViT
 from lrp_lightning.demo.revise import add_revise_arguments, run_revise
+from lrp_lightning.demo.progress import EpochProgressBar
+from lrp_lightning.demo.run_name import run_name
 from lrp_lightning.demo.suite import add_suite_arguments, suite_callbacks, suite_report
 from lrp_lightning.demo.summary import epoch_table, read_scalars
 from lrp_lightning.metrics import RegionPerturbation, Sparseness
@@ -51,9 +55,21 @@ MODELS = {
             "watermark_opacity": 0.5, "cluster_composite": "attn_lrp", "num_samples": 64},
 }
 TABLE_METRICS = {"object_mass": "object", "watermark_mass": "watermark"}
+# the faithfulness figure printed under the table, for every explainer and the random attribution
+AOPC_METRIC = "aopc_morf"
 # Lightning's advice on dataloader workers (the data is in memory) and a torch/Lightning
 # version-mismatch deprecation notice, neither actionable for a demo user
 QUIET_WARNINGS = (r".*does not have many workers.*", r".*LeafSpec.*")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: ...)`` to an option's help, except where the default is None (per-model
+    defaults, which the help text itself names)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -76,7 +92,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m lrp_lightning.demo",
         description="Train a small CNN on built-in shapes data and watch its explanations in TensorBoard.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--model", choices=sorted(MODELS), default="cnn", help="the classifier: a small CNN or a small ViT"
@@ -110,11 +126,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu, ...")
     parser.add_argument("--devices", default="auto", help="Lightning devices: auto, 1, 2, ...")
     parser.add_argument("--log-dir", default=DEFAULT_LOG_DIR, help="TensorBoard log directory")
-    parser.add_argument("--name", default=None, help="run name under the log dir (default: from --confounder)")
+    parser.add_argument(
+        "--name", default=None,
+        help="run name under the log dir (default: the model, the confounder and every changed option, "
+        "e.g. cnn_confounder)",
+    )
     parser.add_argument(
         "--num-samples", type=int, default=None, help="validation images explained each epoch (default: cnn 16, vit 64)"
     )
-    parser.add_argument("--target", default="label", choices=("label", "prediction"), help="class to explain")
+    parser.add_argument(
+        "--target", default="prediction", choices=("prediction", "label"),
+        help="class to explain: the model's prediction (what it does) or the label",
+    )
     parser.add_argument("--n-train", type=int, default=None, help="training images (default: cnn 3000, vit 1500)")
     parser.add_argument("--n-val", type=int, default=500, help="validation images")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size")
@@ -135,6 +158,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def build_callback(datamodule: ShapesDataModule, args: argparse.Namespace) -> AttributionCallback:
     """The AttributionCallback of the demo, explaining the first watermarked validation images.
 
+    Warns when the validation split has fewer watermarked images than ``--num-samples`` asks for.
+
     The box rule of ``epsilon_gamma_box`` gets the exact input range (pixel values 0 and 1,
     normalized); the metrics include the relevance mass on the object and on the watermark, and
     next to the region-perturbation AOPC of each explainer (``aopc_morf``) that of a random patch
@@ -154,6 +179,12 @@ def build_callback(datamodule: ShapesDataModule, args: argparse.Namespace) -> At
     split = datamodule.val_split
     # the first validation images that carry a watermark (all of them unless --val-watermark mixed)
     chosen = (split.watermark_corners >= 0).nonzero().flatten()[: args.num_samples]
+    if chosen.numel() < args.num_samples:
+        warnings.warn(
+            f"--num-samples {args.num_samples}: the validation split has only {chosen.numel()} images with a "
+            f"watermark; explaining those {chosen.numel()} (raise --n-val for more)",
+            UserWarning,
+        )
     samples = (
         normalize(split.images[chosen]),
         split.labels[chosen],
@@ -200,14 +231,14 @@ def train(args: argparse.Namespace) -> pl.Trainer:
     )
     datamodule.setup()
     callback = build_callback(datamodule, args)
-    name = args.name or ("confounder" if args.confounder else "no_confounder")
+    name = args.name or run_name(args, parse_args(["--model", args.model]))
     logger = demo_loggers(args, name)
     trainer = pl.Trainer(
         max_epochs=args.epochs,
         accelerator=args.accelerator,
         devices=args.devices,
         logger=logger,
-        callbacks=[callback, *suite_callbacks(datamodule, args)],
+        callbacks=[EpochProgressBar(), callback, *suite_callbacks(datamodule, args)],
         enable_checkpointing=False,
         log_every_n_steps=10,
     )
@@ -216,7 +247,7 @@ def train(args: argparse.Namespace) -> pl.Trainer:
 
 
 def report(log_dir: Path, args: argparse.Namespace) -> str:
-    """The closing message: where the logs are, how to open them, and the per-epoch table.
+    """The closing message: where the logs are, how to open them, the per-epoch table and the last AOPCs.
 
     Parameters
     ----------
@@ -236,16 +267,25 @@ def report(log_dir: Path, args: argparse.Namespace) -> str:
     scalars = read_scalars(log_dir)
     table = epoch_table(scalars, args.composites, TABLE_METRICS)
     watermark_share = WATERMARK_SIZE**2 / IMAGE_SIZE**2
+    aopc = [
+        f"{name} {scalars[metric_tag(name, AOPC_METRIC)][-1]:.2f}"
+        for name in [*args.composites, RANDOM_NAME] if metric_tag(name, AOPC_METRIC) in scalars
+    ]
     return "\n".join(
         [
             "",
             f"TensorBoard logs: {log_dir}",
             f"Open them:        {board}  ->  http://127.0.0.1:6006",
             "",
-            "Share of positive relevance on the object and on the watermark "
+            f"Share of positive relevance on the object and on the watermark, explaining the {args.target} "
             f"(the watermark covers {watermark_share:.1%} of each image; confounder "
             f"{'on' if args.confounder else 'off'}):",
             table,
+            *(
+                ["", "Region-perturbation AOPC at the last epoch (the score lost when the most relevant patches "
+                 "go first; above 'random' = better than chance):", "  " + ", ".join(aopc)]
+                if aopc else []
+            ),
         ]
     ) + suite_report(scalars, args.composites)
 

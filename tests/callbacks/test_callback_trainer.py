@@ -86,12 +86,15 @@ def test_tensorboard_gets_images_scalars_text_and_dashboard_every_epoch(tmp_path
 
     layout = layout_pb2.Layout()
     layout.ParseFromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
-    charts = {chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart}
-    assert set(charts) == {"sparseness", "complexity", "aopc_morf", "conservation", "drift_rank", "drift_topk"}
-    assert charts["sparseness"] == [
-        "^attribution/epsilon_gamma_box/sparseness$", "^attribution/gradient/sparseness$", "^attribution/random/sparseness$"
+    charts = {(category.title, chart.title): list(chart.multiline.tag)
+              for category in layout.category for chart in category.chart}
+    metrics = ("sparseness", "complexity", "aopc_morf", "conservation", "drift_rank", "drift_topk")
+    assert {category for category, _ in charts} == {f"attribution/{metric}" for metric in metrics}
+    assert charts[("attribution/sparseness", "gradient vs random (baseline)")] == [
+        "^attribution/gradient/sparseness$", "^attribution/random/sparseness$"
     ]
-    assert charts["drift_rank"] == ["^attribution/epsilon_gamma_box/drift_rank$", "^attribution/gradient/drift_rank$"]
+    assert charts[("attribution/drift_rank", "epsilon_gamma_box")] == ["^attribution/epsilon_gamma_box/drift_rank$"]
+    assert len(charts) == 2 * len(metrics)  # one chart per explainer and metric
 
     # the last epoch explained the final weights: recompute its sparseness with zennit as the oracle
     zennit_composites = pytest.importorskip("zennit.composites")

@@ -297,9 +297,13 @@ def test_explain_reports_an_explainer_failure_and_goes_on():
 
 
 def test_custom_scalars_layout_and_curve_figure():
-    layout = custom_scalars_layout(["a", "b.c"], ["sparseness"])
-    kind, regexes = layout["attribution"]["sparseness"]
-    assert kind == "Multiline" and regexes == ["^attribution/a/sparseness$", r"^attribution/b\.c/sparseness$"]
+    layout = custom_scalars_layout(["a", "b.c"], ["sparseness"], baseline="random")
+    charts = layout["attribution/sparseness"]  # one category per metric, one chart per explainer, named after it
+    assert list(charts) == ["a vs random (baseline)", "b.c vs random (baseline)"]
+    kind, regexes = charts["b.c vs random (baseline)"]
+    assert kind == "Multiline" and regexes == [r"^attribution/b\.c/sparseness$", "^attribution/random/sparseness$"]
+    without_baseline = custom_scalars_layout(["a"], ["drift_rank"])
+    assert without_baseline == {"attribution/drift_rank": {"a": ["Multiline", ["^attribution/a/drift_rank$"]]}}
     picture = CurveFigure("aopc").render({"a": torch.linspace(0, 1, 5), "b": torch.zeros(5)})
     assert picture.dtype == torch.uint8 and picture.shape[0] == 3 and picture.float().std() > 0
 

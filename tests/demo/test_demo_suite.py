@@ -40,8 +40,11 @@ def demo_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo_suite")
     runs = {}
     for switch in ("--confounder", "--no-confounder"):
+        # the label explained, as in docs/suite.md's figures (the demo explains the prediction by default;
+        # its default configuration is checked by tests/test_demo.py)
         args = parse_args(["--accelerator", "cpu", switch, "--log-dir", str(root), "--val-watermark", "mixed",
-                           "--composites", "epsilon_gamma_box", "epsilon_plus_flat", "--sanity-samples", "2"])
+                           "--composites", "epsilon_gamma_box", "epsilon_plus_flat", "--sanity-samples", "2",
+                           "--target", "label"])
         with restored_global_state(), redirect_stdout(io.StringIO()):
             trainer = train(args)
         clusters = next(c for c in trainer.callbacks if isinstance(c, RelevanceClusterCallback))

@@ -97,6 +97,7 @@ def test_metrics_standalone_prints_every_metric_for_both_explainers(monkeypatch)
 
 def test_text_shortcut_attn_lrp_finds_the_deciding_keyword_in_the_logged_tables(tmp_path, monkeypatch):
     """The tag is right for 90 % of the training data and random in validation; the model reads the keyword."""
+    from lrp_lightning.callbacks.tokens import TOKEN_IMAGE_WIDTH
     from lrp_lightning.demo.text_data import KEYWORDS, SOURCE_TAGS
 
     printed = run_example("text_shortcut.py", "--epochs", 3, "--n-train", 800, "--composites", "attn_lrp", "gradient",
@@ -113,7 +114,9 @@ def test_text_shortcut_attn_lrp_finds_the_deciding_keyword_in_the_logged_tables(
     assert sum(token in SOURCE_TAGS for token in top_tokens) <= 0.1 * len(top_tokens), top_tokens
     assert accumulator.Scalars("attribution/attn_lrp/keyword_top")[-1].value >= 0.9
     image = accumulator.Images("attribution/attn_lrp/grid")[-1]
-    assert image.width == 720 and image.height > 32 * 10
+    assert image.width == TOKEN_IMAGE_WIDTH and image.height > 32 * 10
+    assert f"tensorboard --logdir {tmp_path} --host 127.0.0.1 --port 6006" in printed
+
 
 
 @pytest.mark.large

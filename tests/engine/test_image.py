@@ -178,6 +178,23 @@ def test_attribution_grid_layout():
     assert (grid[:, 4:6] == 255).all() and (grid[:, :, 6:8] == 255).all()
 
 
+def test_attribution_grid_puts_samples_side_by_side_in_columns():
+    x, relevance = torch.rand(5, 1, 4, 6), torch.randn(5, 1, 4, 6)
+    grid = image.attribution_grid(x, relevance, cmap="bwr", padding=2, columns=2)
+    group = 3 * 6 + 2 * 2  # input | heatmap | overlay of one sample
+    assert grid.shape == (3, 3 * 4 + 2 * 2, 2 * group + 3 * 2)  # rows 0-2: samples (0, 1), (2, 3), (4, -)
+    single = image.attribution_grid(x, relevance, cmap="bwr", padding=2)
+    for sample in range(5):
+        row, column = divmod(sample, 2)
+        left = column * (group + 3 * 2)
+        placed = grid[:, row * 6:row * 6 + 4, left:left + group]
+        assert torch.equal(placed, single[:, sample * 6:sample * 6 + 4]), sample
+    assert (grid[:, 12:16, group + 6:] == 255).all()  # the empty place after the last sample
+    assert image.attribution_grid(x[:1], relevance[:1], columns=4).shape == single[:, :4].shape
+    with pytest.raises(ValueError, match="columns"):
+        image.attribution_grid(x, relevance, columns=0)
+
+
 def test_is_image_batch():
     assert image.is_image_batch(torch.zeros(2, 3, 4, 4))
     assert image.is_image_batch(torch.zeros(2, 1, 4, 4))

@@ -63,8 +63,10 @@ def test_typed_licensed_and_changelogged():
     license_text = (ROOT / "LICENSE").read_text()
     assert "BSD 3-Clause License" in license_text and "Neither the name of the copyright holder" in license_text
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert project["project"]["license"] == {"text": "BSD-3-Clause"}
-    assert "License :: OSI Approved :: BSD License" in project["project"]["classifiers"]
+    # an SPDX expression (setuptools >= 77; a table or a license classifier beside it is deprecated)
+    assert project["project"]["license"] == "BSD-3-Clause" and project["project"]["license-files"] == ["LICENSE"]
+    assert not [c for c in project["project"]["classifiers"] if c.startswith("License ::")]
+    assert "setuptools>=77" in project["build-system"]["requires"]
     assert project["tool"]["setuptools"]["package-data"]["lrp_lightning"] == ["py.typed"]
     changelog = (ROOT / "CHANGELOG.md").read_text()
     assert f"## {lrp_lightning.__version__}" in changelog

@@ -19,7 +19,7 @@ from lrp_lightning.callbacks.common import (
     positive_int,
     user_samples,
 )
-from lrp_lightning.callbacks.attribution.dashboard import DASHBOARD_CATEGORY, CurveFigure, custom_scalars_layout, metric_tag
+from lrp_lightning.callbacks.attribution.dashboard import CurveFigure, custom_scalars_layout, metric_tag
 from lrp_lightning.callbacks.attribution.drift import DRIFT_METRICS, DriftTracker
 from lrp_lightning import _arguments
 from lrp_lightning.callbacks.attribution.background import BackgroundWriter
@@ -132,9 +132,13 @@ class AttributionCallback(FixedSamplesCheckpoint, Callback):
         none otherwise; composites whose own default is ``"auto"`` (``attn_lrp``, ``cp_lrp``)
         choose their transformer canonizers themselves.
     cmap : str
-        Colour map of the heatmaps (see :func:`lrp_lightning.cmap.get_cmap`).
+        Colour map of the heatmaps (see :func:`lrp_lightning.cmap.get_cmap`); the default ``"bwr"``
+        shows negative relevance blue and positive red on white, so both signs stay visible on
+        sparse maps.
     log_images : bool
-        Log pictures (grids/strips) and curve figures.
+        Log pictures (grids/strips) and curve figures. An image grid shows the first 16 samples
+        (input | heatmap | overlay), eight rows at most, so that TensorBoard's image card shows it
+        whole.
     conservation : bool
         Log the conservation gap of LRP composites (relevance at the input vs at the output).
     on_sanity_check : bool
@@ -183,7 +187,7 @@ class AttributionCallback(FixedSamplesCheckpoint, Callback):
         low: Bound = None,
         high: Bound = None,
         canonizers: CanonizerArg = "auto",
-        cmap: str = "coldnhot",
+        cmap: str = "bwr",
         log_images: bool = True,
         conservation: bool = True,
         on_sanity_check: bool = False,
@@ -440,11 +444,9 @@ class AttributionCallback(FixedSamplesCheckpoint, Callback):
         layout = None
         if not self._layout_written:
             metrics = list(dict.fromkeys(metric for report in reports for metric in report.results.scalars))
-            lines = self.explainer_names + ([RANDOM_NAME] if self.random_baseline else [])
-            layout = custom_scalars_layout(lines, metrics)
+            layout = custom_scalars_layout(self.explainer_names, metrics, RANDOM_NAME if self.random_baseline else None)
             if self.drift:
-                drift_charts = custom_scalars_layout(self.explainer_names, DRIFT_METRICS)[DASHBOARD_CATEGORY]
-                layout[DASHBOARD_CATEGORY].update(drift_charts)
+                layout.update(custom_scalars_layout(self.explainer_names, DRIFT_METRICS))
             self._layout_written = True
         pictured = [report for report in reports if report.has_picture and report.name != RANDOM_NAME]
         mapped = [report for report in reports if report.rule_map is not None]
@@ -474,7 +476,7 @@ class AttributionCallback(FixedSamplesCheckpoint, Callback):
                     sink.image(tag, picture(), step, epoch, caption=caption)
             for metric, by_explainer in curves.items():
                 if metric not in self._curve_figures:
-                    self._curve_figures[metric] = CurveFigure(metric)
+                    self._curve_figures[metric] = CurveFigure(metric, RANDOM_NAME)
                 figure = self._curve_figures[metric].render(by_explainer)
                 for sink in sinks:
                     sink.image(f"attribution/curves/{metric}", figure, step, epoch)

@@ -2,12 +2,19 @@
 from __future__ import annotations
 
 import re
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 
 DASHBOARD_CATEGORY = "attribution"
+# the curve figure's size (pixels = inches * FIGURE_DPI): about the width of a TensorBoard image card
+# (350 px), so that the browser shows it at its own scale and the labels stay readable
+CURVE_FIGURE_INCHES = (4.4, 3.4)
+FIGURE_DPI = 80
+FONT_SIZE = 10
+# how the random baseline's curve is drawn: a grey dashed line under the explainers' coloured ones
+BASELINE_STYLE = {"color": "0.45", "linestyle": "--", "linewidth": 1.5, "zorder": 1}
 
 
 def metric_tag(explainer: str, metric: str) -> str:
@@ -25,31 +32,45 @@ def metric_tag(explainer: str, metric: str) -> str:
     return f"attribution/{explainer}/{metric}"
 
 
-def custom_scalars_layout(explainers: Sequence[str], metrics: Sequence[str]) -> dict:
-    """A TensorBoard custom-scalars layout: one chart per metric, one line per explainer.
+def custom_scalars_layout(explainers: Sequence[str], metrics: Sequence[str], baseline: Optional[str] = None) -> dict:
+    """A TensorBoard custom-scalars layout: one category per metric, one chart per explainer.
+
+    TensorBoard's custom-scalar charts draw all lines of one run in one colour and show no legend,
+    so each explainer gets a chart of its own, named after it; the baseline's line (the random
+    attribution) is drawn in every explainer's chart for comparison, and the chart's title says so.
 
     Parameters
     ----------
     explainers : sequence of str
-        Display names of the explainers.
+        Display names of the explainers (without the baseline).
     metrics : sequence of str
         Scalar metric names.
+    baseline : str, optional
+        Display name of the baseline explainer whose line every chart repeats; None: no baseline.
 
     Returns
     -------
     dict
-        ``{"attribution": {metric: ["Multiline", [tag regexes]]}}``, the format of
+        ``{"attribution/<metric>": {"<explainer> vs <baseline>": ["Multiline", [tag regexes]]}}``
+        (titles without `` vs ...`` when there is no baseline), the format of
         ``SummaryWriter.add_custom_scalars``.
     """
-    charts = {
-        metric: ["Multiline", [f"^{re.escape(metric_tag(explainer, metric))}$" for explainer in explainers]]
+    def chart(explainer: str, metric: str) -> list:
+        names = [explainer] if baseline is None else [explainer, baseline]
+        return ["Multiline", [f"^{re.escape(metric_tag(name, metric))}$" for name in names]]
+
+    suffix = "" if baseline is None else f" vs {baseline} (baseline)"
+    return {
+        f"{DASHBOARD_CATEGORY}/{metric}": {f"{explainer}{suffix}": chart(explainer, metric) for explainer in explainers}
         for metric in metrics
     }
-    return {DASHBOARD_CATEGORY: charts}
 
 
 class CurveFigure:
     """A perturbation-curve figure (one line per explainer) drawn on one canvas reused every epoch.
+
+    Sized for a TensorBoard image card (:data:`CURVE_FIGURE_INCHES`), with a legend; the random
+    baseline's curve (``baseline``) is a grey dashed line, labelled as the baseline.
 
     Building a matplotlib figure costs about as much as drawing it; this one is built once, with
     fixed margins (no per-call layout), and each :meth:`render` only replaces the lines' data,
@@ -59,27 +80,36 @@ class CurveFigure:
     ----------
     metric : str
         The metric's name (title).
+    baseline : str, optional
+        The name of the baseline explainer among the curves; None: every curve drawn alike.
     """
 
-    def __init__(self, metric: str) -> None:
+    def __init__(self, metric: str, baseline: Optional[str] = None) -> None:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        self.figure = Figure(figsize=(5, 3.5), dpi=80)
+        self.baseline = baseline
+        self.figure = Figure(figsize=CURVE_FIGURE_INCHES, dpi=FIGURE_DPI)
         self.canvas = FigureCanvasAgg(self.figure)
         self.axes = self.figure.add_subplot()
-        self.axes.set_xlabel("perturbation step")
-        self.axes.set_ylabel("score drop / score")
-        self.axes.set_title(metric)
-        self.figure.subplots_adjust(left=0.17, right=0.97, bottom=0.14, top=0.91)
+        self.axes.set_xlabel("perturbation step", fontsize=FONT_SIZE)
+        self.axes.set_ylabel("score drop / score", fontsize=FONT_SIZE)
+        self.axes.set_title(metric, fontsize=FONT_SIZE + 1)
+        self.axes.tick_params(labelsize=FONT_SIZE - 1)
+        self.axes.grid(alpha=0.3)
+        self.figure.subplots_adjust(left=0.16, right=0.97, bottom=0.15, top=0.91)
         self._lines: dict = {}
 
     def _set_explainers(self, names: Sequence[str]) -> None:
         for line in self._lines.values():
             line.remove()
         self.axes.set_prop_cycle(None)
-        self._lines = {name: self.axes.plot([], [], label=name)[0] for name in names}
-        self.axes.legend(fontsize="small")
+        self._lines = {
+            name: self.axes.plot([], [], label=f"{name} (baseline)", **BASELINE_STYLE)[0] if name == self.baseline
+            else self.axes.plot([], [], label=name, linewidth=2)[0]
+            for name in names
+        }
+        self.axes.legend(fontsize=FONT_SIZE - 1)
 
     def render(self, curves: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Draw ``curves`` and return the picture.

@@ -97,7 +97,7 @@ class RelevanceClusterCallback(ScheduledCallback):
     seed : int
         Seed of k-means.
     cmap : str
-        Colour map of the mean heatmaps.
+        Colour map of the mean heatmaps (default ``"bwr"``: negative blue, positive red, zero white).
     log_images : bool
         Log the spectra and prototype figures.
 
@@ -129,7 +129,7 @@ class RelevanceClusterCallback(ScheduledCallback):
         high: Bound = None,
         canonizers: CanonizerArg = "auto",
         seed: int = 0,
-        cmap: str = "coldnhot",
+        cmap: str = "bwr",
         log_images: bool = True,
     ) -> None:
         specs = parse_explainers(composite)

@@ -174,7 +174,7 @@ class SanityCheckCallback(FixedSamplesCheckpoint, ScheduledCallback):
         for name, result in self.results.items():
             mode = "cascading" if self.layers == "cascade" else "independent"
             figure = line_figure(
-                f"{name}: {mode} model-parameter randomisation",
+                f"{name}: {mode}\nmodel-parameter randomisation",
                 result.mprt,
                 "randomised layers (output first)",
                 "similarity to the original explanation",
