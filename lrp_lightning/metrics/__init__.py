@@ -21,6 +21,11 @@ from lrp_lightning.metrics.region_perturbation import RegionPerturbation
 from lrp_lightning.metrics.relevance_mass_accuracy import RelevanceMassAccuracy
 from lrp_lightning.metrics.relevance_rank_accuracy import RelevanceRankAccuracy
 from lrp_lightning.metrics.sparseness import Sparseness
+from lrp_lightning.metrics.attribution_localisation import AttributionLocalisation
+from lrp_lightning.metrics.auc import AUC, RelevanceMaskAUC
+from lrp_lightning.metrics.focus import Focus
+from lrp_lightning.metrics.pointing_game import PointingGame
+from lrp_lightning.metrics.top_k_intersection import TopKIntersection
 
 __all__ = [
     "Complexity",
@@ -33,4 +38,10 @@ __all__ = [
     "RelevanceMassAccuracy",
     "RelevanceRankAccuracy",
     "Sparseness",
+    "AttributionLocalisation",
+    "AUC",
+    "RelevanceMaskAUC",
+    "Focus",
+    "PointingGame",
+    "TopKIntersection",
 ]
