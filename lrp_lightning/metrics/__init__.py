@@ -26,6 +26,12 @@ from lrp_lightning.metrics.auc import AUC, RelevanceMaskAUC
 from lrp_lightning.metrics.focus import Focus
 from lrp_lightning.metrics.pointing_game import PointingGame
 from lrp_lightning.metrics.top_k_intersection import TopKIntersection
+from lrp_lightning.metrics.avg_sensitivity import AvgSensitivity
+from lrp_lightning.metrics.local_lipschitz_estimate import LocalLipschitzEstimate
+from lrp_lightning.metrics.max_sensitivity import MaxSensitivity
+from lrp_lightning.metrics.relative_input_stability import RelativeInputStability
+from lrp_lightning.metrics.relative_output_stability import RelativeOutputStability
+from lrp_lightning.metrics.relative_representation_stability import RelativeRepresentationStability
 
 __all__ = [
     "Complexity",
@@ -44,4 +50,10 @@ __all__ = [
     "Focus",
     "PointingGame",
     "TopKIntersection",
+    "AvgSensitivity",
+    "LocalLipschitzEstimate",
+    "MaxSensitivity",
+    "RelativeInputStability",
+    "RelativeOutputStability",
+    "RelativeRepresentationStability",
 ]
