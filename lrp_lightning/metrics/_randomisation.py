@@ -107,15 +107,17 @@ def ssim_rows(a: Tensor, b: Tensor) -> Tensor:
     7 (7 × 7 for 2-D maps), sample (co)variances, ``data_range = max(a, b) - min(a, b)`` (the joint
     range), the mean over the windows that fit.
 
-    ``a`` and ``b`` are 2-D maps (N, H, W) / (N, 1, H, W), or vectors (N, D) / (N, 1, D); each side at
-    least 7.
+    ``a`` and ``b`` are 2-D maps (N, H, W), images (N, C, H, W) (compared as their channel sums, the
+    heatmaps), or vectors (N, D) / (N, 1, D); each side at least 7.
     """
     maps_a, maps_b = a.double(), b.double()
-    if maps_a.ndim in (3, 4) and maps_a.shape[1] == 1:
+    if maps_a.ndim == 4:
+        maps_a, maps_b = maps_a.sum(dim=1), maps_b.sum(dim=1)
+    elif maps_a.ndim == 3 and maps_a.shape[1] == 1:
         maps_a, maps_b = maps_a[:, 0], maps_b[:, 0]
     if maps_a.ndim not in (2, 3) or min(maps_a.shape[1:]) < SSIM_WINDOW:
         raise ValueError(
-            f"ssim compares single-channel 2-D maps or vectors with sides of at least {SSIM_WINDOW}, got attributions "
+            f"ssim compares 2-D maps or vectors with sides of at least {SSIM_WINDOW}, got attributions "
             f"of shape {tuple(a.shape)}; use similarity_func='spearman'"
         )
     flat_a, flat_b = maps_a.flatten(1), maps_b.flatten(1)
