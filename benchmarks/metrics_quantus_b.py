@@ -158,6 +158,7 @@ def main() -> None:
             "-" if quantus_ms is None else f"{ours_ms / quantus_ms:.3f}",
             "-" if floor_ms is None else f"{floor_ms:.1f}", "-" if floor_ms is None else f"{ours_ms / floor_ms:.2f}",
         ])
+        print(" | ".join(rows[-1]), flush=True)  # progress: a slow Quantus row must not hide the others
     print(machine_description(torch.device("cpu")))
     print(f"{name}, {batch} images 3x64x64, {draws} noise draws, {layers} layers with parameters, fp32, "
           f"plain-gradient explainer on both sides")
