@@ -7,6 +7,7 @@ Run ``python -m benchmarks.metrics --case NAME`` with one of the cases:
 - ``resnet50`` (CUDA): ResNet50, 32 images 224x224, 16x16 patches, 100 steps, 1000 classes.
 
 Every setting can be overridden. Models have random weights.
+The localisation, robustness and randomisation metrics: ``python -m benchmarks.metrics_quantus_b``.
 
 The metric sends N * (steps + 1) images through the model (the unperturbed inputs and one image per
 step) in chunks sized to the device (``--max-batch-size`` caps them instead). The "bare forward" rows

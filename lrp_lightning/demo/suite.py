@@ -100,6 +100,13 @@ def suite_report(scalars: Mapping[str, Sequence[float]], explainers: Sequence[st
         lines += ["", "Similarity to the original explanation after randomising every layer (low is good):",
                   f"{'':>20} | {header}", *sanity[:half],
                   "... and of a random other class's explanation (random-logit test):", *sanity[half:]]
+    revisited = [
+        f"{name:>20} | sMPRT {scalars[f'sanity/{name}/smprt_last'][-1]:>6.3f} (low is good)"
+        f" | eMPRT {scalars[f'sanity/{name}/emprt'][-1]:>6.3f} (high is good)"
+        for name in explainers if f"sanity/{name}/smprt_last" in scalars and f"sanity/{name}/emprt" in scalars
+    ]
+    if revisited:
+        lines += ["", "Sanity checks revisited (Hedström et al. 2023): noise-averaged MPRT, complexity rise:", *revisited]
     clusters = [
         f"  {name}: {int(scalars[f'clusters/{name}/count'][-1])} cluster(s), "
         f"eigengap {scalars[f'clusters/{name}/eigengap'][-1]:.3f}"

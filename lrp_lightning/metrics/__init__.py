@@ -10,6 +10,15 @@ for the faithfulness metrics, model scores on the clean or perturbed inputs cont
 counts as NaN — its value, or every point of its curve, is NaN — so ``compute()`` returns NaN (NaN
 curves) once such a sample was seen, never a number ranked or averaged from non-finite values.
 ``reset()`` starts afresh.
+
+Quantus' localisation metrics — ``PointingGame``, ``AttributionLocalisation``, ``TopKIntersection``,
+``AUC`` (alias ``RelevanceMaskAUC``), ``Focus`` (mosaics) — take ``update(attributions, mask)``. The
+robustness metrics ``AvgSensitivity``, ``MaxSensitivity``, ``LocalLipschitzEstimate``,
+``RelativeInputStability``, ``RelativeOutputStability``, ``RelativeRepresentationStability`` and the
+randomisation metrics ``MPRT`` (alias ``ModelParameterRandomisation``), ``SmoothMPRT``
+(``SmoothModelParameterRandomisation``), ``EfficientMPRT`` (``EfficientModelParameterRandomisation``),
+``RandomLogit`` re-explain with their ``explainer`` and take ``update(model, inputs, target)``; a
+sample whose inputs or explanations are not finite counts as NaN. See ``docs/metrics_quantus_b.md``.
 """
 from lrp_lightning.metrics.complexity import Complexity
 from lrp_lightning.metrics.conservation import Conservation
@@ -21,6 +30,21 @@ from lrp_lightning.metrics.region_perturbation import RegionPerturbation
 from lrp_lightning.metrics.relevance_mass_accuracy import RelevanceMassAccuracy
 from lrp_lightning.metrics.relevance_rank_accuracy import RelevanceRankAccuracy
 from lrp_lightning.metrics.sparseness import Sparseness
+from lrp_lightning.metrics.attribution_localisation import AttributionLocalisation
+from lrp_lightning.metrics.auc import AUC, RelevanceMaskAUC
+from lrp_lightning.metrics.focus import Focus
+from lrp_lightning.metrics.pointing_game import PointingGame
+from lrp_lightning.metrics.top_k_intersection import TopKIntersection
+from lrp_lightning.metrics.avg_sensitivity import AvgSensitivity
+from lrp_lightning.metrics.local_lipschitz_estimate import LocalLipschitzEstimate
+from lrp_lightning.metrics.max_sensitivity import MaxSensitivity
+from lrp_lightning.metrics.relative_input_stability import RelativeInputStability
+from lrp_lightning.metrics.relative_output_stability import RelativeOutputStability
+from lrp_lightning.metrics.relative_representation_stability import RelativeRepresentationStability
+from lrp_lightning.metrics.mprt import MPRT, ModelParameterRandomisation
+from lrp_lightning.metrics.random_logit import RandomLogit
+from lrp_lightning.metrics.efficient_mprt import EfficientModelParameterRandomisation, EfficientMPRT
+from lrp_lightning.metrics.smooth_mprt import SmoothModelParameterRandomisation, SmoothMPRT
 
 __all__ = [
     "Complexity",
@@ -33,4 +57,23 @@ __all__ = [
     "RelevanceMassAccuracy",
     "RelevanceRankAccuracy",
     "Sparseness",
+    "AttributionLocalisation",
+    "AUC",
+    "RelevanceMaskAUC",
+    "Focus",
+    "PointingGame",
+    "TopKIntersection",
+    "AvgSensitivity",
+    "LocalLipschitzEstimate",
+    "MaxSensitivity",
+    "RelativeInputStability",
+    "RelativeOutputStability",
+    "RelativeRepresentationStability",
+    "MPRT",
+    "ModelParameterRandomisation",
+    "RandomLogit",
+    "EfficientMPRT",
+    "EfficientModelParameterRandomisation",
+    "SmoothMPRT",
+    "SmoothModelParameterRandomisation",
 ]

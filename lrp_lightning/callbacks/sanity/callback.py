@@ -4,8 +4,10 @@ from __future__ import annotations
 import warnings
 from typing import Optional
 
+import torch
 from lightning.pytorch import LightningModule, Trainer
 
+from lrp_lightning._arguments import boolean
 from lrp_lightning.callbacks.common import (
     FixedSamplesCheckpoint,
     SampleArg,
@@ -25,6 +27,7 @@ from lrp_lightning.callbacks.similarity import SIMILARITIES
 from lrp_lightning.callbacks.schedule import ScheduledCallback
 from lrp_lightning.callbacks.sinks import sinks_for
 from lrp_lightning.callbacks.targets import TargetSpec, check_target_spec, resolve_targets
+from lrp_lightning.metrics import EfficientMPRT, SmoothMPRT
 
 
 class SanityCheckCallback(FixedSamplesCheckpoint, ScheduledCallback):
@@ -41,7 +44,10 @@ class SanityCheckCallback(FixedSamplesCheckpoint, ScheduledCallback):
     randomisation and differs between classes; one that ignores the model stays near 1.
 
     Logged per explainer ``<name>``: ``sanity/<name>/mprt_<similarity>`` (after the last
-    randomisation step) and ``sanity/<name>/random_logit_<similarity>`` — through
+    randomisation step), ``sanity/<name>/random_logit_<similarity>``,
+    ``sanity/<name>/smprt_last`` and ``sanity/<name>/smprt_average`` (Spearman similarity of the
+    noise-averaged explanations after full randomisation, and its mean over the steps; Hedström et
+    al. 2023) and ``sanity/<name>/emprt`` (relative complexity rise, higher is better) — through
     ``pl_module.log`` at validation epoch end, straight to the loggers at the end of training — and
     on global rank zero the figure ``sanity/<name>/mprt`` (similarity against randomised layers).
     Images go to TensorBoard or, for other loggers, PNG files as with ``AttributionCallback``. The
@@ -76,6 +82,12 @@ class SanityCheckCallback(FixedSamplesCheckpoint, ScheduledCallback):
         Seed of the re-initialisations and the random classes.
     log_images : bool
         Log the similarity-curve figures.
+    smprt_samples : int
+        Noisy copies per explanation of the smooth MPRT (:class:`~lrp_lightning.metrics.SmoothMPRT`,
+        noise 0.1 of each sample's range, layers in this callback's order); 0 skips it.
+    emprt : bool
+        Also run the efficient MPRT (:class:`~lrp_lightning.metrics.EfficientMPRT`: relative rise of
+        the explanation's histogram entropy after randomising every layer).
 
     Raises
     ------
@@ -103,6 +115,8 @@ class SanityCheckCallback(FixedSamplesCheckpoint, ScheduledCallback):
         canonizers: CanonizerArg = "auto",
         seed: int = 0,
         log_images: bool = True,
+        smprt_samples: int = 8,
+        emprt: bool = True,
     ) -> None:
         self.specs = parse_explainers(composite)
         super().__init__(every_n_epochs, at_fit_end)
@@ -119,6 +133,8 @@ class SanityCheckCallback(FixedSamplesCheckpoint, ScheduledCallback):
         self.canonizers = check_canonizers(canonizers)
         self.seed = seed
         self.log_images = log_images
+        self.smprt_samples = 0 if smprt_samples == 0 else positive_int("smprt_samples", smprt_samples)
+        self.emprt = boolean("emprt", emprt)
         self.results: dict[str, RandomisationResult] = {}
         self._explainers: list = []
 
@@ -161,6 +177,10 @@ class SanityCheckCallback(FixedSamplesCheckpoint, ScheduledCallback):
             for similarity in SIMILARITIES:
                 scalars[f"sanity/{name}/mprt_{similarity}"] = result.mprt[similarity][-1]
                 scalars[f"sanity/{name}/random_logit_{similarity}"] = result.random_logit[similarity]
+        try:
+            scalars.update(self._revisited(explained_submodule(pl_module, self.module), pl_module))
+        except Exception as error:  # a failure must not stop training
+            warnings.warn(f"SanityCheckCallback skipped sMPRT/eMPRT: {type(error).__name__}: {error}", RuntimeWarning)
         log_scalars(trainer, pl_module, scalars, in_loop)
         if trainer.is_global_zero and self.log_images:
             try:
@@ -168,6 +188,29 @@ class SanityCheckCallback(FixedSamplesCheckpoint, ScheduledCallback):
             except Exception as error:  # a logger failure must not stop training
                 warnings.warn(f"SanityCheckCallback could not write its figures: {type(error).__name__}: {error}",
                               RuntimeWarning)
+
+    def _revisited(self, model: torch.nn.Module, pl_module: LightningModule) -> dict[str, float]:
+        """sMPRT and eMPRT (Hedström et al. 2023) of every explainer, as scalars to log."""
+        inputs = self.samples.inputs.to(pl_module.device)
+        labels = None if self.samples.labels is None else self.samples.labels.to(pl_module.device)
+        targets = resolve_targets(self.target, model_outputs(model, self.samples, pl_module.device), labels)
+        scalars = {}
+        for explainer in self._explainers:
+            def explain(subject, batch, target, explainer=explainer):
+                return explainer.attributor(subject)(batch, target)[1]
+
+            if self.smprt_samples:
+                smooth = SmoothMPRT(explainer=explain, nr_samples=self.smprt_samples, seed=self.seed, noise_seed=self.seed,
+                                    layer_order="top_down" if self.layers == "cascade" else "independent")
+                smooth.update(model, inputs, targets)
+                result = smooth.compute()
+                scalars[f"sanity/{explainer.name}/smprt_last"] = float(result["last"])
+                scalars[f"sanity/{explainer.name}/smprt_average"] = float(result["average"])
+            if self.emprt:
+                efficient = EfficientMPRT(explainer=explain, seed=self.seed)
+                efficient.update(model, inputs, targets)
+                scalars[f"sanity/{explainer.name}/emprt"] = float(efficient.compute())
+        return scalars
 
     def _write(self, trainer: Trainer) -> None:
         sinks = sinks_for(trainer)
