@@ -15,6 +15,7 @@ from lrp_lightning.metrics.complexity import Complexity
 from lrp_lightning.metrics.conservation import Conservation
 from lrp_lightning.metrics.deletion import Deletion
 from lrp_lightning.metrics.faithfulness_correlation import FaithfulnessCorrelation
+from lrp_lightning.metrics.faithfulness_estimate import FaithfulnessEstimate
 from lrp_lightning.metrics.insertion import Insertion
 from lrp_lightning.metrics.pixel_flipping import PixelFlipping
 from lrp_lightning.metrics.region_perturbation import RegionPerturbation
@@ -33,4 +34,5 @@ __all__ = [
     "RelevanceMassAccuracy",
     "RelevanceRankAccuracy",
     "Sparseness",
+    "FaithfulnessEstimate",
 ]

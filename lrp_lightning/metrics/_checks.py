@@ -7,7 +7,7 @@ from torch import Tensor
 from lrp_lightning.tokens import is_token_input
 
 Baseline = Union[float, str, Callable[[Tensor], Tensor]]
-BASELINE_NAMES = ("mean", "blur")
+BASELINE_NAMES = ("mean", "blur", "black", "white")
 ORDERS = ("morf", "lerf", "random")
 
 

@@ -41,7 +41,8 @@ def resolve_fill(baseline: Baseline, inputs: Tensor) -> Tensor:
     """The replacement values for ``inputs``, broadcast to the inputs' shape.
 
     A number fills with that value, ``"mean"`` with each sample's mean over all its values,
-    ``"blur"`` with a Gaussian-blurred copy of the image, a callable ``(x) -> fill`` with its result.
+    ``"black"`` / ``"white"`` with each sample's minimum / maximum over all its values (Quantus'
+    names), ``"blur"`` with a Gaussian-blurred copy of the image, a callable ``(x) -> fill`` with its result.
     Integer token ids (N, T) take an ``int`` token id (e.g. the pad id) or a callable returning ids;
     anything else raises ``ValueError``.
     """
@@ -62,6 +63,10 @@ def resolve_fill(baseline: Baseline, inputs: Tensor) -> Tensor:
             ) from error
     if baseline == "mean":
         fill = inputs.mean(dim=tuple(range(1, inputs.ndim)), keepdim=True)
+    elif baseline in ("black", "white"):
+        flat = inputs.reshape(inputs.shape[0], -1)
+        extreme = flat.amin(dim=1) if baseline == "black" else flat.amax(dim=1)
+        fill = extreme.view(-1, *([1] * (inputs.ndim - 1)))
     elif baseline == "blur":
         if inputs.ndim != 4:
             raise ValueError("baseline 'blur' needs images (N, C, H, W); give a number, 'mean' or a callable")
