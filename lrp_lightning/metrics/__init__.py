@@ -21,6 +21,7 @@ from lrp_lightning.metrics.pixel_flipping import PixelFlipping
 from lrp_lightning.metrics.region_perturbation import RegionPerturbation
 from lrp_lightning.metrics.relevance_mass_accuracy import RelevanceMassAccuracy
 from lrp_lightning.metrics.relevance_rank_accuracy import RelevanceRankAccuracy
+from lrp_lightning.metrics.selectivity import Selectivity
 from lrp_lightning.metrics.sparseness import Sparseness
 
 __all__ = [
@@ -35,4 +36,5 @@ __all__ = [
     "RelevanceRankAccuracy",
     "Sparseness",
     "FaithfulnessEstimate",
+    "Selectivity",
 ]

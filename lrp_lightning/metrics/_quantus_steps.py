@@ -78,3 +78,4 @@ class QuantusRelevanceMixin(ModelPerturbationMixin):
         inputs, _, target, attention_mask = self._prepare(inputs, attributions, target, attention_mask)
         attributions = quantus_attributions(attributions.to(inputs.device), self.abs, self.normalise)
         return inputs, location_relevance(inputs, attributions), target, attention_mask
+
