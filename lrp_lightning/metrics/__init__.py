@@ -22,6 +22,7 @@ from lrp_lightning.metrics.region_perturbation import RegionPerturbation
 from lrp_lightning.metrics.relevance_mass_accuracy import RelevanceMassAccuracy
 from lrp_lightning.metrics.relevance_rank_accuracy import RelevanceRankAccuracy
 from lrp_lightning.metrics.selectivity import Selectivity
+from lrp_lightning.metrics.sensitivity_n import SensitivityN
 from lrp_lightning.metrics.sparseness import Sparseness
 
 __all__ = [
@@ -37,4 +38,5 @@ __all__ = [
     "Sparseness",
     "FaithfulnessEstimate",
     "Selectivity",
+    "SensitivityN",
 ]
