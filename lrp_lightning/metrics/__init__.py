@@ -16,6 +16,7 @@ from lrp_lightning.metrics.conservation import Conservation
 from lrp_lightning.metrics.deletion import Deletion
 from lrp_lightning.metrics.faithfulness_correlation import FaithfulnessCorrelation
 from lrp_lightning.metrics.faithfulness_estimate import FaithfulnessEstimate
+from lrp_lightning.metrics.infidelity import Infidelity
 from lrp_lightning.metrics.insertion import Insertion
 from lrp_lightning.metrics.pixel_flipping import PixelFlipping
 from lrp_lightning.metrics.region_perturbation import RegionPerturbation
@@ -39,4 +40,5 @@ __all__ = [
     "FaithfulnessEstimate",
     "Selectivity",
     "SensitivityN",
+    "Infidelity",
 ]
