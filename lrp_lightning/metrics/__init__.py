@@ -11,9 +11,11 @@ counts as NaN — its value, or every point of its curve, is NaN — so ``comput
 curves) once such a sample was seen, never a number ranked or averaged from non-finite values.
 ``reset()`` starts afresh.
 """
+from lrp_lightning.metrics.completeness import Completeness
 from lrp_lightning.metrics.complexity import Complexity
 from lrp_lightning.metrics.conservation import Conservation
 from lrp_lightning.metrics.deletion import Deletion
+from lrp_lightning.metrics.effective_complexity import EffectiveComplexity
 from lrp_lightning.metrics.faithfulness_correlation import FaithfulnessCorrelation
 from lrp_lightning.metrics.faithfulness_estimate import FaithfulnessEstimate
 from lrp_lightning.metrics.infidelity import Infidelity
@@ -41,4 +43,6 @@ __all__ = [
     "Selectivity",
     "SensitivityN",
     "Infidelity",
+    "EffectiveComplexity",
+    "Completeness",
 ]
