@@ -20,6 +20,7 @@ from lrp_lightning.metrics.faithfulness_correlation import FaithfulnessCorrelati
 from lrp_lightning.metrics.faithfulness_estimate import FaithfulnessEstimate
 from lrp_lightning.metrics.infidelity import Infidelity
 from lrp_lightning.metrics.insertion import Insertion
+from lrp_lightning.metrics.non_sensitivity import NonSensitivity
 from lrp_lightning.metrics.pixel_flipping import PixelFlipping
 from lrp_lightning.metrics.region_perturbation import RegionPerturbation
 from lrp_lightning.metrics.relevance_mass_accuracy import RelevanceMassAccuracy
@@ -45,4 +46,5 @@ __all__ = [
     "Infidelity",
     "EffectiveComplexity",
     "Completeness",
+    "NonSensitivity",
 ]
