@@ -20,6 +20,7 @@ from lrp_lightning.metrics.faithfulness_correlation import FaithfulnessCorrelati
 from lrp_lightning.metrics.faithfulness_estimate import FaithfulnessEstimate
 from lrp_lightning.metrics.infidelity import Infidelity
 from lrp_lightning.metrics.insertion import Insertion
+from lrp_lightning.metrics.monotonicity import Monotonicity
 from lrp_lightning.metrics.non_sensitivity import NonSensitivity
 from lrp_lightning.metrics.pixel_flipping import PixelFlipping
 from lrp_lightning.metrics.region_perturbation import RegionPerturbation
@@ -47,4 +48,5 @@ __all__ = [
     "EffectiveComplexity",
     "Completeness",
     "NonSensitivity",
+    "Monotonicity",
 ]
