@@ -21,6 +21,7 @@ from lrp_lightning.metrics.faithfulness_estimate import FaithfulnessEstimate
 from lrp_lightning.metrics.infidelity import Infidelity
 from lrp_lightning.metrics.insertion import Insertion
 from lrp_lightning.metrics.monotonicity import Monotonicity
+from lrp_lightning.metrics.monotonicity_correlation import MonotonicityCorrelation
 from lrp_lightning.metrics.non_sensitivity import NonSensitivity
 from lrp_lightning.metrics.pixel_flipping import PixelFlipping
 from lrp_lightning.metrics.region_perturbation import RegionPerturbation
@@ -49,4 +50,5 @@ __all__ = [
     "Completeness",
     "NonSensitivity",
     "Monotonicity",
+    "MonotonicityCorrelation",
 ]

@@ -4,7 +4,7 @@ All (sample, variant) pairs of an update go through the model in chunks of nearl
 (see :func:`chunk_bounds`); each chunk is built from boolean location masks with one ``torch.where``.
 """
 import math
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -171,7 +171,7 @@ def chunk_bounds(inputs: Tensor, num_pairs: int, max_batch_size: Optional[int]) 
 def perturbed_scores(
     model: Model,
     inputs: Tensor,
-    fill: Tensor,
+    fill: Union[Tensor, MaskFn],
     target: Tensor,
     masks: MaskFn,
     num_variants: int,
@@ -183,7 +183,9 @@ def perturbed_scores(
     """Target score of every (sample, variant) pair, shape (N, num_variants).
 
     ``masks(samples, variants)`` returns bool (B, *spatial): the locations (all channels) that take the
-    ``fill`` value (with ``insert=True``: that keep the input value while all others take ``fill``).
+    ``fill`` value (with ``insert=True``: that keep the input value while all others take ``fill``);
+    ``fill`` is a tensor of the inputs' shape, or a function ``(samples, variants) -> fill`` of the
+    chunk's pairs (broadcastable to their inputs) for a fill that differs between variants.
     Pairs are enumerated sample-major and sent through ``model`` in the chunks of
     :func:`chunk_bounds` (at most ``max_batch_size`` images; ``None`` sizes them to the device),
     with ``attention_mask=`` the rows of ``attention_mask`` (N, T) when given (token-id inputs).
@@ -197,8 +199,9 @@ def perturbed_scores(
             mask = masks(samples, variants)
             if inputs.ndim == 4:
                 mask = mask.unsqueeze(1)
-            replaced, kept = (inputs, fill) if insert else (fill, inputs)
-            perturbed = torch.where(mask, replaced[samples], kept[samples])
+            fill_rows = fill(samples, variants) if callable(fill) else fill[samples]
+            replaced, kept = (inputs[samples], fill_rows) if insert else (fill_rows, inputs[samples])
+            perturbed = torch.where(mask, replaced, kept)
             if attention_mask is None:
                 outputs = class_scores(model(perturbed), perturbed)
             else:
