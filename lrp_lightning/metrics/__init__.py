@@ -30,6 +30,7 @@ from lrp_lightning.metrics.relevance_rank_accuracy import RelevanceRankAccuracy
 from lrp_lightning.metrics.selectivity import Selectivity
 from lrp_lightning.metrics.sensitivity_n import SensitivityN
 from lrp_lightning.metrics.sparseness import Sparseness
+from lrp_lightning.metrics.sufficiency import Sufficiency
 
 __all__ = [
     "Complexity",
@@ -51,4 +52,5 @@ __all__ = [
     "NonSensitivity",
     "Monotonicity",
     "MonotonicityCorrelation",
+    "Sufficiency",
 ]
