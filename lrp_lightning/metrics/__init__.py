@@ -20,6 +20,7 @@ from lrp_lightning.metrics.faithfulness_correlation import FaithfulnessCorrelati
 from lrp_lightning.metrics.faithfulness_estimate import FaithfulnessEstimate
 from lrp_lightning.metrics.infidelity import Infidelity
 from lrp_lightning.metrics.insertion import Insertion
+from lrp_lightning.metrics.irof import IROF
 from lrp_lightning.metrics.monotonicity import Monotonicity
 from lrp_lightning.metrics.monotonicity_correlation import MonotonicityCorrelation
 from lrp_lightning.metrics.non_sensitivity import NonSensitivity
@@ -53,4 +54,5 @@ __all__ = [
     "Monotonicity",
     "MonotonicityCorrelation",
     "Sufficiency",
+    "IROF",
 ]
