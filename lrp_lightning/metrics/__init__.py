@@ -19,6 +19,7 @@ from lrp_lightning.metrics.effective_complexity import EffectiveComplexity
 from lrp_lightning.metrics.faithfulness_correlation import FaithfulnessCorrelation
 from lrp_lightning.metrics.faithfulness_estimate import FaithfulnessEstimate
 from lrp_lightning.metrics.infidelity import Infidelity
+from lrp_lightning.metrics.input_invariance import InputInvariance
 from lrp_lightning.metrics.insertion import Insertion
 from lrp_lightning.metrics.irof import IROF
 from lrp_lightning.metrics.monotonicity import Monotonicity
@@ -55,4 +56,5 @@ __all__ = [
     "MonotonicityCorrelation",
     "Sufficiency",
     "IROF",
+    "InputInvariance",
 ]

@@ -12,6 +12,7 @@ from lrp_lightning.metrics import (
     EffectiveComplexity,
     FaithfulnessEstimate,
     Infidelity,
+    InputInvariance,
     Monotonicity,
     MonotonicityCorrelation,
     NonSensitivity,
@@ -23,7 +24,7 @@ from test_callback_helpers import TinyClassifier, TinyData, make_trainer, read_e
 
 EXPECTED_TAGS = [
     "faithfulness_estimate", "irof", "infidelity", "monotonicity", "monotonicity_correlation", "selectivity",
-    "sensitivity_n", "sufficiency", "effective_complexity", "completeness", "non_sensitivity",
+    "sensitivity_n", "sufficiency", "effective_complexity", "completeness", "non_sensitivity", "input_invariance",
 ]
 
 
@@ -32,7 +33,7 @@ def test_attribution_callback_logs_the_quantus_faithfulness_complexity_and_axiom
         FaithfulnessEstimate(features_in_step=4), IROF(), Infidelity(perturb_patch_sizes=[4]), Monotonicity(features_in_step=8),
         MonotonicityCorrelation(nr_samples=2, features_in_step=8), Selectivity(patch_size=4),
         SensitivityN(features_in_step=8), Sufficiency(), EffectiveComplexity(), Completeness(),
-        NonSensitivity(features_in_step=1),
+        NonSensitivity(features_in_step=1), InputInvariance("gradient"),
     ]
     callback = AttributionCallback(["gradient"], num_samples=4, metrics=metrics)
     seed_everything(0)

@@ -16,12 +16,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from lrp_lightning.attribution import Gradient
 from lrp_lightning.metrics import (
     IROF,
     Completeness,
     EffectiveComplexity,
     FaithfulnessEstimate,
     Infidelity,
+    InputInvariance,
     Monotonicity,
     MonotonicityCorrelation,
     NonSensitivity,
@@ -57,6 +59,7 @@ def build_metrics() -> dict:
         "effective_complexity": EffectiveComplexity(eps=0.3, normalise=False),
         "completeness": Completeness(normalise=False, rtol=0.5),
         "non_sensitivity": NonSensitivity(eps=0.05),
+        "input_invariance": InputInvariance("gradient", rtol=1e-3),
     }
 
 
@@ -68,6 +71,11 @@ def evaluate(shards) -> dict:
         for shard in shards:
             if name == "effective_complexity":
                 metric.update(attributions[shard])
+            elif name == "input_invariance":  # gradients, made non-invariant for the samples 1 and 4
+                with Gradient(model) as attributor:
+                    gradients = attributor(inputs, target)[1]
+                gradients[torch.tensor([1, 4])] *= 1.01
+                metric.update(model, inputs[shard], gradients[shard], target[shard])
             elif name == "sufficiency":
                 metric.update(model, inputs[shard], attributions[shard])
             else:
@@ -105,7 +113,7 @@ def test_two_process_sync_equals_one_process_updated_shard_by_shard(tmp_path):
     fresh = [evaluate([shard])["monotonicity_correlation"] for shard in SHARDS]
     single["monotonicity_correlation"] = sum(weight * value for weight, value in zip(weights, fresh))
     assert synced.keys() == single.keys()
-    assert len({key.split("/")[0] for key in single}) == 11
+    assert len({key.split("/")[0] for key in single}) == 12
     for key, value in single.items():
         torch.testing.assert_close(synced[key], value, msg=key, equal_nan=False)
     first_shard_only = evaluate([SHARDS[0]])
