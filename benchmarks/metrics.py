@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import warnings
 from typing import Any, Callable
 
@@ -184,6 +185,7 @@ def quantus_metrics_a(arguments: argparse.Namespace, model: torch.nn.Module, inp
                 model, inputs.cpu().numpy(), target.cpu().numpy(), a_batch=attributions.cpu().numpy(),
                 device=str(device), softmax=softmax, batch_size=n)
         medians = interleaved_medians(functions, device, arguments.repeats)
+        print(f"{name}: {medians}", file=sys.stderr, flush=True)
         bare = medians.get("bare")
         quantus_ms = medians.get("quantus")
         rows.append([
