@@ -5,6 +5,12 @@ Faithfulness (model, inputs, attributions, target): ``RegionPerturbation``, ``Pi
 ``RelevanceMassAccuracy``, ``RelevanceRankAccuracy``. Attributions alone: ``Sparseness``,
 ``Complexity``. LRP health check (input and output relevance): ``Conservation``.
 
+Quantus 0.6.0's faithfulness, complexity and axiomatic metrics under its class names (issue 25; see
+``docs/metrics_quantus.md``): ``FaithfulnessEstimate``, ``IROF``, ``Infidelity``, ``Monotonicity``,
+``MonotonicityCorrelation``, ``Selectivity``, ``SensitivityN``, ``Sufficiency`` (model, inputs,
+attributions[, target]); ``EffectiveComplexity`` (attributions); ``Completeness``, ``NonSensitivity``
+and ``InputInvariance`` (which re-explains with its own explainer).
+
 Non-finite input: a sample whose attributions (input or output relevance for ``Conservation``) or,
 for the faithfulness metrics, model scores on the clean or perturbed inputs contain NaN or ±Inf
 counts as NaN — its value, or every point of its curve, is NaN — so ``compute()`` returns NaN (NaN
