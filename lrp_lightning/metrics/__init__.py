@@ -5,6 +5,12 @@ Faithfulness (model, inputs, attributions, target): ``RegionPerturbation``, ``Pi
 ``RelevanceMassAccuracy``, ``RelevanceRankAccuracy``. Attributions alone: ``Sparseness``,
 ``Complexity``. LRP health check (input and output relevance): ``Conservation``.
 
+Quantus 0.6.0's faithfulness, complexity and axiomatic metrics under its class names (issue 25; see
+``docs/metrics_quantus.md``): ``FaithfulnessEstimate``, ``IROF``, ``Infidelity``, ``Monotonicity``,
+``MonotonicityCorrelation``, ``Selectivity``, ``SensitivityN``, ``Sufficiency`` (model, inputs,
+attributions[, target]); ``EffectiveComplexity`` (attributions); ``Completeness``, ``NonSensitivity``
+and ``InputInvariance`` (which re-explains with its own explainer).
+
 Non-finite input: a sample whose attributions (input or output relevance for ``Conservation``) or,
 for the faithfulness metrics, model scores on the clean or perturbed inputs contain NaN or ±Inf
 counts as NaN — its value, or every point of its curve, is NaN — so ``compute()`` returns NaN (NaN
@@ -20,16 +26,28 @@ randomisation metrics ``MPRT`` (alias ``ModelParameterRandomisation``), ``Smooth
 ``RandomLogit`` re-explain with their ``explainer`` and take ``update(model, inputs, target)``; a
 sample whose inputs or explanations are not finite counts as NaN. See ``docs/metrics_quantus_b.md``.
 """
+from lrp_lightning.metrics.completeness import Completeness
 from lrp_lightning.metrics.complexity import Complexity
 from lrp_lightning.metrics.conservation import Conservation
 from lrp_lightning.metrics.deletion import Deletion
+from lrp_lightning.metrics.effective_complexity import EffectiveComplexity
 from lrp_lightning.metrics.faithfulness_correlation import FaithfulnessCorrelation
+from lrp_lightning.metrics.faithfulness_estimate import FaithfulnessEstimate
+from lrp_lightning.metrics.infidelity import Infidelity
+from lrp_lightning.metrics.input_invariance import InputInvariance
 from lrp_lightning.metrics.insertion import Insertion
+from lrp_lightning.metrics.irof import IROF
+from lrp_lightning.metrics.monotonicity import Monotonicity
+from lrp_lightning.metrics.monotonicity_correlation import MonotonicityCorrelation
+from lrp_lightning.metrics.non_sensitivity import NonSensitivity
 from lrp_lightning.metrics.pixel_flipping import PixelFlipping
 from lrp_lightning.metrics.region_perturbation import RegionPerturbation
 from lrp_lightning.metrics.relevance_mass_accuracy import RelevanceMassAccuracy
 from lrp_lightning.metrics.relevance_rank_accuracy import RelevanceRankAccuracy
+from lrp_lightning.metrics.selectivity import Selectivity
+from lrp_lightning.metrics.sensitivity_n import SensitivityN
 from lrp_lightning.metrics.sparseness import Sparseness
+from lrp_lightning.metrics.sufficiency import Sufficiency
 from lrp_lightning.metrics.attribution_localisation import AttributionLocalisation
 from lrp_lightning.metrics.auc import AUC, RelevanceMaskAUC
 from lrp_lightning.metrics.focus import Focus
@@ -76,4 +94,16 @@ __all__ = [
     "EfficientModelParameterRandomisation",
     "SmoothMPRT",
     "SmoothModelParameterRandomisation",
+    "FaithfulnessEstimate",
+    "Selectivity",
+    "SensitivityN",
+    "Infidelity",
+    "EffectiveComplexity",
+    "Completeness",
+    "NonSensitivity",
+    "Monotonicity",
+    "MonotonicityCorrelation",
+    "Sufficiency",
+    "IROF",
+    "InputInvariance",
 ]

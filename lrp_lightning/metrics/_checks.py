@@ -7,7 +7,7 @@ from torch import Tensor
 from lrp_lightning.transformer.tokens import is_token_ids
 
 Baseline = Union[float, str, Callable[[Tensor], Tensor]]
-BASELINE_NAMES = ("mean", "blur")
+BASELINE_NAMES = ("mean", "blur", "black", "white")
 ORDERS = ("morf", "lerf", "random")
 
 

@@ -4,7 +4,7 @@ All (sample, variant) pairs of an update go through the model in chunks of nearl
 (see :func:`chunk_bounds`); each chunk is built from boolean location masks with one ``torch.where``.
 """
 import math
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +42,8 @@ def resolve_fill(baseline: Baseline, inputs: Tensor) -> Tensor:
     """The replacement values for ``inputs``, broadcast to the inputs' shape.
 
     A number fills with that value, ``"mean"`` with each sample's mean over all its values,
-    ``"blur"`` with a Gaussian-blurred copy of the image, a callable ``(x) -> fill`` with its result.
+    ``"black"`` / ``"white"`` with each sample's minimum / maximum over all its values (Quantus'
+    names), ``"blur"`` with a Gaussian-blurred copy of the image, a callable ``(x) -> fill`` with its result.
     Integer token ids (N, T) take an ``int`` token id (e.g. the pad id) or a callable returning ids;
     anything else raises ``ValueError``.
     """
@@ -63,6 +64,10 @@ def resolve_fill(baseline: Baseline, inputs: Tensor) -> Tensor:
             ) from error
     if baseline == "mean":
         fill = inputs.mean(dim=tuple(range(1, inputs.ndim)), keepdim=True)
+    elif baseline in ("black", "white"):
+        flat = inputs.reshape(inputs.shape[0], -1)
+        extreme = flat.amin(dim=1) if baseline == "black" else flat.amax(dim=1)
+        fill = extreme.view(-1, *([1] * (inputs.ndim - 1)))
     elif baseline == "blur":
         if inputs.ndim != 4:
             raise ValueError("baseline 'blur' needs images (N, C, H, W); give a number, 'mean' or a callable")
@@ -167,7 +172,7 @@ def chunk_bounds(inputs: Tensor, num_pairs: int, max_batch_size: Optional[int]) 
 def perturbed_scores(
     model: Model,
     inputs: Tensor,
-    fill: Tensor,
+    fill: Union[Tensor, MaskFn],
     target: Tensor,
     masks: MaskFn,
     num_variants: int,
@@ -179,7 +184,9 @@ def perturbed_scores(
     """Target score of every (sample, variant) pair, shape (N, num_variants).
 
     ``masks(samples, variants)`` returns bool (B, *spatial): the locations (all channels) that take the
-    ``fill`` value (with ``insert=True``: that keep the input value while all others take ``fill``).
+    ``fill`` value (with ``insert=True``: that keep the input value while all others take ``fill``);
+    ``fill`` is a tensor of the inputs' shape, or a function ``(samples, variants) -> fill`` of the
+    chunk's pairs (broadcastable to their inputs) for a fill that differs between variants.
     Pairs are enumerated sample-major and sent through ``model`` in the chunks of
     :func:`chunk_bounds` (at most ``max_batch_size`` images; ``None`` sizes them to the device),
     with ``attention_mask=`` the rows of ``attention_mask`` (N, T) when given (token-id inputs).
@@ -193,8 +200,9 @@ def perturbed_scores(
             mask = masks(samples, variants)
             if inputs.ndim == 4:
                 mask = mask.unsqueeze(1)
-            replaced, kept = (inputs, fill) if insert else (fill, inputs)
-            perturbed = torch.where(mask, replaced[samples], kept[samples])
+            fill_rows = fill(samples, variants) if callable(fill) else fill[samples]
+            replaced, kept = (inputs[samples], fill_rows) if insert else (fill_rows, inputs[samples])
+            perturbed = torch.where(mask, replaced, kept)
             if attention_mask is None:
                 outputs = class_scores(model(perturbed), perturbed)
             else:

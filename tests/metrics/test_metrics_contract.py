@@ -144,7 +144,7 @@ def test_steps_beyond_what_the_input_allows_are_rejected():
 @pytest.mark.parametrize("build, message", [
     (lambda: RegionPerturbation(order="most"), "unknown order"),
     (lambda: PixelFlipping(order=None), "unknown order"),
-    (lambda: RegionPerturbation(baseline="black"), "unknown baseline"),
+    (lambda: RegionPerturbation(baseline="charcoal"), "unknown baseline"),
     (lambda: Deletion(baseline=True), "unknown baseline"),
     (lambda: FaithfulnessCorrelation(baseline=[0.0]), "unknown baseline"),
     (lambda: RegionPerturbation(patch_size=0), "patch_size"),
