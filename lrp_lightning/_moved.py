@@ -37,6 +37,7 @@ MOVED: dict = {
     "lrp_lightning.callbacks.spray": "lrp_lightning.callbacks.clusters.spray",
     # merged into the one registry of ``canonizers="auto"`` (same auto_canonizers, batch_norm_follows_linear)
     "lrp_lightning.callbacks.canonizer_choice": "lrp_lightning.auto_canonizers",
+    "lrp_lightning.callbacks.similarity": "lrp_lightning.metrics.similarity",
 }
 
 

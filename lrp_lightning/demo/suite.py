@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 from lightning.pytorch import Callback
 
 from lrp_lightning.callbacks import RelevanceClusterCallback, SanityCheckCallback
-from lrp_lightning.callbacks.similarity import SIMILARITIES
+from lrp_lightning.metrics.similarity import SIMILARITIES
 from lrp_lightning.demo.data import CLASS_NAMES, VAL_WATERMARKS, ShapesDataModule, input_bounds, normalize
 
 

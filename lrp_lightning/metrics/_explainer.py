@@ -3,7 +3,7 @@
 An explainer is what :class:`~lrp_lightning.callbacks.AttributionCallback` takes — a registry name
 (an LRP composite such as ``"epsilon_plus"`` or an attributor such as ``"smoothgrad"``) or a
 :class:`~lrp_lightning.core.Composite` — built for the model and the clean inputs of each update
-exactly as the callback builds it (:func:`lrp_lightning.callbacks.explainers.build_explainer`:
+exactly as the callback builds it (:func:`lrp_lightning.explainers.build_explainer`:
 automatic canonizers, box bounds from the inputs), or a callable
 ``explain(model, inputs, target) -> attributions`` used as it is.
 """
@@ -13,8 +13,10 @@ import torch
 from torch import Tensor
 
 from lrp_lightning.core import Composite
-from lrp_lightning.metrics._model import Model, class_scores, evaluation_mode
+from lrp_lightning.explainers import build_explainer, known_names
+from lrp_lightning.metrics._model import Model, evaluation_mode
 from lrp_lightning.metrics._perturbation import chunk_bounds
+from lrp_lightning.transformer.tokens import class_scores
 
 ExplainFn = Callable[[Model, Tensor, Tensor], Tensor]
 ExplainerArg = Union[str, Composite, ExplainFn]
@@ -30,12 +32,9 @@ def check_explainer(explainer: Any) -> ExplainerArg:
     TypeError
         For anything else.
     """
-    from lrp_lightning.attribution import ATTRIBUTORS
-    from lrp_lightning.composites import COMPOSITES
-
     if isinstance(explainer, str):
-        if explainer not in COMPOSITES and explainer not in ATTRIBUTORS:
-            known = ", ".join(sorted(COMPOSITES) + sorted(ATTRIBUTORS))
+        if explainer not in known_names():
+            known = ", ".join(known_names())
             raise KeyError(f"unknown explainer {explainer!r}; known names: {known}")
         return explainer
     if isinstance(explainer, Composite) or callable(explainer):
@@ -62,8 +61,6 @@ class BatchExplainer:
     def __init__(self, explainer: ExplainerArg, model: Model, inputs: Tensor) -> None:
         self.model = model
         if isinstance(explainer, (str, Composite)):
-            from lrp_lightning.callbacks.explainers import build_explainer
-
             name = explainer if isinstance(explainer, str) else type(explainer).__name__
             self._explainer: Optional[Any] = build_explainer(name, explainer, model, inputs)
             self._function: Optional[ExplainFn] = None

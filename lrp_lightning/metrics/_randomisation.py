@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lrp_lightning.attribution import preserved_random_state
+from lrp_lightning.metrics.similarity import feature_ranks
+from lrp_lightning.parameter_randomisation import parameter_layers, randomise_layer
 from lrp_lightning.metrics._explainer import BatchExplainer, explain_in_chunks
 
 LAYER_ORDERS = ("top_down", "bottom_up", "independent")
@@ -54,7 +56,6 @@ def randomised_states(model: nn.Module, layer_order: str, seed: int, skip_layers
     all of them in one step, yielding the last name); ``"independent"``: one layer per step, the one
     before restored (bottom up).
     """
-    from lrp_lightning.callbacks.randomisation import parameter_layers, randomise_layer
 
     layers = parameter_layers(model)
     if not layers:
@@ -93,7 +94,6 @@ def prepared(attributions: Tensor, abs: bool, normalise: bool) -> Tensor:
 
 def spearman_rows(a: Tensor, b: Tensor) -> Tensor:
     """Spearman's ρ of each sample's entries (average ranks for ties, as ``scipy.stats.spearmanr``)."""
-    from lrp_lightning.callbacks.similarity import feature_ranks
 
     first, second = feature_ranks(a), feature_ranks(b)
     first = first - first.mean(dim=1, keepdim=True)

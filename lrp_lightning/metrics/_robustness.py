@@ -14,9 +14,10 @@ from torch import Tensor
 
 from lrp_lightning._arguments import boolean, integer, real_number
 from lrp_lightning.metrics._base import SampleMeanMetric, SeededGenerators
-from lrp_lightning.metrics._checks import check_inputs, check_positive_int, check_target, is_token_ids
+from lrp_lightning.metrics._checks import check_inputs, check_positive_int, check_target
 from lrp_lightning.metrics._explainer import BatchExplainer, ExplainerArg, check_explainer, explain_in_chunks
 from lrp_lightning.metrics._model import Model, check_classes
+from lrp_lightning.transformer.tokens import is_token_ids
 
 REDUCTIONS = ("mean", "max")
 

@@ -5,10 +5,11 @@ import torch
 from torch import Tensor
 
 from lrp_lightning.metrics._base import SampleMeanMetric
-from lrp_lightning.metrics._checks import Baseline, check_positive_int, is_token_ids
+from lrp_lightning.metrics._checks import Baseline, check_positive_int
 from lrp_lightning.metrics._model import Model
 from lrp_lightning.metrics._perturbation import perturbed_scores, region_ranks, resolve_fill
 from lrp_lightning.metrics._quantus_steps import QuantusRelevanceMixin, band_sums, quantus_attributions
+from lrp_lightning.transformer.tokens import is_token_ids
 
 LOSS_FUNCTIONS = ("mse",)
 

@@ -7,9 +7,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lrp_lightning._arguments import boolean, real_number
+from lrp_lightning.explainers import build_explainer, check_spec
 from lrp_lightning.metrics._base import SampleMeanMetric
-from lrp_lightning.metrics._checks import check_inputs, check_target, is_token_ids
+from lrp_lightning.metrics._checks import check_inputs, check_target
 from lrp_lightning.metrics._quantus_steps import quantus_attributions
+from lrp_lightning.transformer.tokens import is_token_ids
 
 FIRST_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -101,14 +103,12 @@ class InputInvariance(SampleMeanMetric):
         atol: float = 1e-8,
         **kwargs: Any,
     ) -> None:
-        # imported here: lrp_lightning.callbacks imports lrp_lightning.metrics
-        from lrp_lightning.callbacks.explainers import parse_explainers
-
         super().__init__(**kwargs)
-        parsed = parse_explainers(explainer)
-        if len(parsed) != 1:
-            raise ValueError(f"InputInvariance takes one explainer, got {len(parsed)}")
-        self.explainer_name, self.explainer = parsed[0]
+        if isinstance(explainer, (list, tuple, dict)):
+            raise ValueError(f"InputInvariance takes one explainer, got {len(explainer)}")
+        check_spec(explainer)
+        self.explainer = explainer
+        self.explainer_name = explainer if isinstance(explainer, str) else type(explainer).__name__
         self.input_shift = real_number("input_shift", input_shift)
         self.abs = boolean("abs", abs)
         self.normalise = boolean("normalise", normalise)
@@ -129,9 +129,6 @@ class InputInvariance(SampleMeanMetric):
         target : Tensor
             Class indices (N,).
         """
-        # imported here: lrp_lightning.callbacks imports lrp_lightning.metrics
-        from lrp_lightning.callbacks.explainers import build_explainer
-
         if is_token_ids(inputs):
             raise ValueError("InputInvariance shifts input values; token ids cannot be shifted")
         inputs = check_inputs(inputs)

@@ -5,10 +5,11 @@ import torch
 from torch import Tensor
 
 from lrp_lightning.metrics._base import SampleMeanMetric
-from lrp_lightning.metrics._checks import Baseline, is_token_ids
+from lrp_lightning.metrics._checks import Baseline
 from lrp_lightning.metrics._model import Model
 from lrp_lightning.metrics._perturbation import cumulative_masks, perturbed_scores, resolve_fill
 from lrp_lightning.metrics._quantus_steps import QuantusRelevanceMixin
+from lrp_lightning.transformer.tokens import is_token_ids
 
 Segmentation = Union[str, Callable[[Tensor], Tensor]]
 SEGMENTATION_METHODS = ("slic",)

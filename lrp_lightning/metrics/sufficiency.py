@@ -7,9 +7,10 @@ from torch import Tensor
 from lrp_lightning._arguments import boolean, real_number
 from lrp_lightning.metrics._base import SampleMeanMetric
 from lrp_lightning.metrics._checks import check_attention_mask, check_inputs, check_positive_int, location_relevance
-from lrp_lightning.metrics._model import Model, class_scores, evaluation_mode
+from lrp_lightning.metrics._model import Model, evaluation_mode
 from lrp_lightning.metrics._perturbation import chunk_bounds
 from lrp_lightning.metrics._quantus_steps import quantus_attributions
+from lrp_lightning.transformer.tokens import class_scores
 
 DISTANCES = ("seuclidean",)
 

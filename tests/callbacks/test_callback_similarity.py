@@ -9,7 +9,7 @@ from scipy.stats import spearmanr
 from skimage.metrics import structural_similarity
 
 from lrp_lightning.callbacks.attribution.drift import DriftTracker
-from lrp_lightning.callbacks.similarity import average_ranks, spearman, ssim, topk_iou
+from lrp_lightning.metrics.similarity import average_ranks, spearman, ssim, topk_iou
 from lrp_lightning.callbacks.clusters.spectral import knn_affinity, spectral_clusters
 
 

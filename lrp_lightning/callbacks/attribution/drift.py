@@ -1,7 +1,7 @@
 """Explanation drift: how far the explanation of the fixed samples moved since the last logged epoch.
 
 Per explainer, two values compare this epoch's attributions R_t with the previous logged ones
-R_{t-1} of the same samples (see :mod:`lrp_lightning.callbacks.similarity`):
+R_{t-1} of the same samples (see :mod:`lrp_lightning.metrics.similarity`):
 
 - ``drift_rank`` = 1 − mean over samples of the Spearman rank correlation of R_{t-1} and R_t;
 - ``drift_topk`` = 1 − mean IoU of the top 10 % features by magnitude ``|R|``.
@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import torch
 
-from lrp_lightning.callbacks.similarity import feature_ranks, rank_correlation, set_iou, top_features
+from lrp_lightning.metrics.similarity import feature_ranks, rank_correlation, set_iou, top_features
 
 DRIFT_METRICS = ("drift_rank", "drift_topk")
 

@@ -23,7 +23,7 @@ from lrp_lightning.callbacks.explanation import model_outputs
 from lrp_lightning.callbacks.figures import line_figure
 from lrp_lightning.callbacks.sanity.randomisation import LAYER_MODES, RandomisationResult, randomisation_tests
 from lrp_lightning.callbacks.samples import BatchToInput
-from lrp_lightning.callbacks.similarity import SIMILARITIES
+from lrp_lightning.metrics.similarity import SIMILARITIES
 from lrp_lightning.callbacks.schedule import ScheduledCallback
 from lrp_lightning.callbacks.sinks import sinks_for
 from lrp_lightning.callbacks.targets import TargetSpec, check_target_spec, resolve_targets
@@ -38,7 +38,7 @@ class SanityCheckCallback(FixedSamplesCheckpoint, ScheduledCallback):
     (``layers="cascade"``, Adebayo et al. 2018) or one at a time (``"independent"``), and the same
     samples are explained for the same targets after each step; the similarity of each explanation
     to the original one — Spearman rank correlation of ``|R|``, SSIM of the heatmaps, IoU of the top
-    10 % features by ``|R|`` (:mod:`lrp_lightning.callbacks.similarity`) — is averaged over the
+    10 % features by ``|R|`` (:mod:`lrp_lightning.metrics.similarity`) — is averaged over the
     samples. The random-logit test (Sixt et al. 2020) compares the explanation of a random other
     class with the target's. A trustworthy explainer ends at low similarity after full
     randomisation and differs between classes; one that ignores the model stays near 1.

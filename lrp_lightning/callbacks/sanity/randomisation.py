@@ -23,11 +23,12 @@ import torch
 from torch import nn
 
 from lrp_lightning.model_state import preserved_random_state
+from lrp_lightning.parameter_randomisation import parameter_layers, randomise_layer  # noqa: F401 (their old path)
 from lrp_lightning.callbacks.explainers import Explainer
 from lrp_lightning.callbacks.explanation import explain, model_outputs
 from lrp_lightning.callbacks.metric_set import MetricSet
 from lrp_lightning.callbacks.samples import Samples
-from lrp_lightning.callbacks.similarity import SIMILARITIES
+from lrp_lightning.metrics.similarity import SIMILARITIES
 from lrp_lightning.callbacks.targets import TargetSpec, resolve_targets
 
 LAYER_MODES = ("cascade", "independent")
@@ -51,48 +52,6 @@ class RandomisationResult:
     layers: list = field(default_factory=list)
     mprt: dict = field(default_factory=dict)
     random_logit: dict = field(default_factory=dict)
-
-
-def parameter_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Modules that own parameters directly, output first (reverse registration order).
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        The model.
-
-    Returns
-    -------
-    list of (str, torch.nn.Module)
-    """
-    owners = [(name, module) for name, module in model.named_modules() if any(
-        parameter is not None for parameter in module._parameters.values()
-    )]
-    return owners[::-1]
-
-
-def randomise_layer(module: nn.Module, seed: int) -> None:
-    """Re-initialise ``module``'s own parameters (see the module docstring); global RNG untouched.
-
-    Parameters
-    ----------
-    module : torch.nn.Module
-        Modified in place.
-    seed : int
-        Seed of this re-initialisation.
-    """
-    with preserved_random_state(), torch.no_grad():
-        torch.manual_seed(seed)
-        reset = getattr(module, "reset_parameters", None)
-        if callable(reset):
-            reset()
-            return
-        generator = torch.Generator().manual_seed(seed)
-        for parameter in module._parameters.values():
-            if parameter is not None:
-                scale = parameter.std() if parameter.numel() > 1 else parameter.abs()
-                noise = torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype)
-                parameter.copy_(noise.to(parameter.device) * scale)
 
 
 def random_other_classes(targets: torch.Tensor, num_classes: int, seed: int) -> torch.Tensor:
