@@ -806,6 +806,24 @@ def _window_spec(name: str, value: Any) -> WindowSpec:
         raise TypeError(f"Occlusion {name} must be an int or a tuple of ints, got {value!r}") from None
 
 
+def _per_sample_dim(spec: WindowSpec, shape: torch.Size, int_from: int) -> Optional[list]:
+    """``window`` or ``stride`` per sample dim of an input of ``shape`` (None: not given for that dim);
+    None if the spec has more entries than the input has dims.
+
+    An int applies to the sample dims from ``int_from`` on; a sequence to the last ``len(spec)`` dims,
+    or, with one entry per dim of the input, to all of them, the first (batch) entry dropped.
+    """
+    sample_dims = len(shape) - 1
+    if isinstance(spec, int):
+        return [None] * int_from + [spec] * (sample_dims - int_from)
+    values = list(spec)
+    if len(values) == len(shape):
+        values = values[1:]
+    if len(values) > sample_dims:
+        return None
+    return [None] * (sample_dims - len(values)) + values
+
+
 @register_attributor("occlusion")
 class Occlusion(Attributor):
     """Occlusion (Zeiler and Fergus, 2014): the drop of the target score when a window is filled.
@@ -838,11 +856,14 @@ class Occlusion(Attributor):
         fill_fn=...)``.
     window : int or sequence of int, optional
         Window size. A sequence applies to the last ``len(window)`` dims (earlier non-batch dims are
-        covered whole). An int applies to every dim after the channel dim ``1`` for inputs with
+        covered whole); one with an entry per dim of the input, batch dim included (zennit's full
+        shape), applies to all dims but the batch dim, whose entry is ignored: samples are occluded
+        one by one (a window across samples gives each sample the drop of its own part). An int applies to every dim after the channel dim ``1`` for inputs with
         three or more dims (``(N, C, H, W)``: ``window x window`` patches over all channels) and to
         dim 1 of ``(N, D)`` inputs. Clipped to the dim's length.
     stride : int or sequence of int, optional
-        Step between windows, given like ``window``.
+        Step between windows, given like ``window`` (an int applies to every windowed dim; a
+        sequence needs an entry for each).
     fill : float or torch.Tensor, optional
         Value written into the window; a tensor must broadcast to the input.
     batch_size : int, optional
@@ -867,17 +888,14 @@ class Occlusion(Attributor):
     def _window_masks(self, shape: torch.Size, device: torch.device) -> torch.Tensor:
         """Return boolean masks ``(P, *shape[1:])`` (size-1 dims where covered whole), one per window."""
         sample_shape = shape[1:]
-        if isinstance(self.window, int):
-            count = len(sample_shape) - 1 if len(sample_shape) > 1 else 1
-        else:
-            count = len(self.window)
-        windows = [self.window] * count if isinstance(self.window, int) else list(self.window)
-        strides = [self.stride] * count if isinstance(self.stride, int) else list(self.stride)
-        if not 1 <= count <= len(sample_shape) or len(strides) != count:
+        windows = _per_sample_dim(self.window, shape, int_from=1 if len(sample_shape) > 1 else 0)
+        strides = _per_sample_dim(self.stride, shape, int_from=0)
+        windowed = [dim for dim, size in enumerate(windows or []) if size is not None]
+        if not windowed or strides is None or any(strides[dim] is None for dim in windowed):
             raise ValueError(f"window {self.window!r} / stride {self.stride!r} do not fit input "
                              f"shape {tuple(shape)}")
-        if min(windows) < 1 or min(strides) < 1:
-            raise ValueError(f"window and stride must be positive, got {self.window!r}, {self.stride!r}")
+        count = len(sample_shape) - windowed[0]  # the windowed dims are the last ones
+        windows, strides = windows[-count:], strides[-count:]
         masks = torch.ones(1, *([1] * (len(sample_shape) - count)), dtype=torch.bool, device=device)
         for length, size, step in zip(sample_shape[-count:], windows, strides):
             size = min(size, length)

@@ -304,6 +304,8 @@ def _from_matplotlib(name: str) -> ColorMap:
 class LazyColorMapCache:
     """A dict-like map from names to CMSL sources that compiles each :class:`ColorMap` on first access.
 
+    Setting a new source for a name whose map was compiled already changes that map in place.
+
     Parameters
     ----------
     sources : dict of str to str
@@ -322,8 +324,18 @@ class LazyColorMapCache:
         return self._compiled[name]
 
     def __setitem__(self, name: str, source: str) -> None:
+        """Set the source of ``name``; a map compiled already is recompiled in place (the same
+        :class:`ColorMap` object, as in zennit), so maps handed out earlier follow.
+
+        Raises
+        ------
+        RuntimeError
+            If the map was compiled already and ``source`` does not compile (the entry is unchanged).
+        """
+        compiled = self._compiled.get(name)
+        if compiled is not None:
+            compiled.source = source
         self._sources[name] = source
-        self._compiled.pop(name, None)
 
     def __delitem__(self, name: str) -> None:
         del self._sources[name]

@@ -10,6 +10,8 @@ call, so a module called several times in one forward pass gets correct relevanc
 from __future__ import annotations
 
 import copy
+import functools
+import numbers
 import threading
 import warnings
 import weakref
@@ -127,12 +129,27 @@ def is_plain_stabilizer(stabilizer: Callable) -> bool:
     )
 
 
+def _mean_dims(dim: Union[None, int, Sequence[int]]) -> Optional[tuple]:
+    """The dims of ``norm_scale``'s mean as a tuple (None stays None); an int is one dim.
+
+    Raises
+    ------
+    TypeError
+        If ``dim`` is neither None, an int nor a list/tuple of ints.
+    """
+    if dim is None:
+        return None
+    if isinstance(dim, numbers.Integral) and not isinstance(dim, bool):
+        return (int(dim),)
+    return tuple(_arguments.sequence("dim", dim, _arguments.integer))
+
+
 def stabilize(
     input: torch.Tensor,
     epsilon: float = 1e-6,
     clip: bool = False,
     norm_scale: bool = False,
-    dim: Optional[Sequence[int]] = None,
+    dim: Union[None, int, Sequence[int]] = None,
 ) -> torch.Tensor:
     """Return ``input`` moved away from zero, for a safe division.
 
@@ -150,16 +167,22 @@ def stabilize(
         Clip the magnitude to at least ``epsilon`` instead of adding it.
     norm_scale : bool
         Scale ``epsilon`` by ``sqrt(mean(d ** 2))`` over ``dim``.
-    dim : tuple of int, optional
+    dim : int or tuple of int, optional
         Dimensions of the mean for ``norm_scale``; all but the first when None.
 
     Returns
     -------
     torch.Tensor
         A new tensor.
+
+    Raises
+    ------
+    TypeError
+        If ``dim`` is neither None, an int nor a list/tuple of ints.
     """
     if norm_scale:
-        dims = tuple(range(1, input.dim())) if dim is None else tuple(dim)
+        dims = _mean_dims(dim)
+        dims = tuple(range(1, input.dim())) if dims is None else dims
         epsilon = epsilon * input.pow(2).mean(dim=dims, keepdim=True).sqrt()
     magnitude = input.abs()
     if not clip:
@@ -244,8 +267,8 @@ class Stabilizer:
         Clip the magnitude to at least ``epsilon`` instead of adding it.
     norm_scale : bool
         Scale ``epsilon`` by the mean absolute value of the input.
-    dim : tuple of int, optional
-        Dimensions over which the mean for ``norm_scale`` is taken.
+    dim : int or tuple of int, optional
+        Dimensions over which the mean for ``norm_scale`` is taken (all but the first when None).
     """
 
     def __init__(
@@ -253,12 +276,12 @@ class Stabilizer:
         epsilon: float = 1e-6,
         clip: bool = False,
         norm_scale: bool = False,
-        dim: Optional[Sequence[int]] = None,
+        dim: Union[None, int, Sequence[int]] = None,
     ) -> None:
         self.epsilon = _arguments.real_number("epsilon", epsilon, minimum=0.0)
         self.clip = _arguments.boolean("clip", clip)
         self.norm_scale = _arguments.boolean("norm_scale", norm_scale)
-        self.dim = None if dim is None else _arguments.sequence("dim", dim, _arguments.integer)
+        self.dim = _mean_dims(dim)
 
     def __call__(self, input: torch.Tensor) -> torch.Tensor:
         """Return the stabilized ``input``."""
@@ -504,6 +527,13 @@ def is_variable(value: Any) -> bool:
     return isinstance(value, torch.Tensor) and value.requires_grad and not isinstance(value, torch.nn.Parameter)
 
 
+def _store_grad_output(hook: weakref.ref, grad_output: torch.Tensor) -> None:
+    """Tensor hook of :meth:`Hook._keep_grad_output`: store ``grad_output`` on the hook, if it still exists."""
+    hook = hook()
+    if hook is not None:
+        hook.stored_tensors["grad_output"] = (grad_output,)
+
+
 class _RuleFunction(torch.autograd.Function):
     """Identity on the module output whose backward returns the rule's relevance for the input."""
 
@@ -579,13 +609,15 @@ class Hook:
 
     Two ways to write a rule:
 
-    - zennit's protocol: override :meth:`forward` ``(module, input, output)`` (called after the
-      module's forward; a non-None result replaces the output) and/or :meth:`backward`
-      ``(module, grad_input, grad_output)``, which receives the module's true gradient
-      ``grad_input = J^T grad_output`` and ``grad_output`` as 1-tuples and returns the new input
-      gradient (a tuple or a tensor; None keeps ``grad_input``). ``grad_input`` is recomputed from
-      the saved input in the backward pass. ``stored_tensors`` is a dict for the rule's own use,
-      emptied by :meth:`remove`.
+    - zennit's protocol: override :meth:`forward` ``(module, input, output)`` (called after every
+      forward of the module, also with the hook inactive or no gradient required; a non-None
+      result replaces the output) and/or :meth:`backward` ``(module, grad_input, grad_output)``,
+      which receives the module's true gradient ``grad_input = J^T grad_output`` and
+      ``grad_output`` as 1-tuples and returns the new input gradient (a tuple or a tensor; None
+      keeps ``grad_input``); only :meth:`backward` is gated by ``active``. ``grad_input`` is
+      recomputed from the saved input in the backward pass. ``stored_tensors`` is a dict for the
+      rule's own use (what :meth:`forward` puts there; ``'grad_output'``, the 1-tuple, from the
+      backward pass on, as in zennit), emptied by :meth:`remove`.
     - the engine's protocol: override :meth:`propagate`, which gets the input, the output and the
       module's further arguments of one call directly (no recomputed gradient).
 
@@ -676,6 +708,7 @@ class Hook:
             The module's further positional and keyword arguments.
         """
         grad_input = module_gradient(module, input, grad_output, args, kwargs)
+        self.stored_tensors["grad_output"] = (grad_output,)
         result = self.backward(module, (grad_input,), (grad_output,))
         if result is None:
             return grad_input
@@ -721,6 +754,7 @@ class Hook:
             If :meth:`backward` returns a single tensor for several inputs.
         """
         grad_input = _input_gradients(inputs, grad_output, forward)
+        self.stored_tensors["grad_output"] = (grad_output,)
         result = self.backward(module, grad_input, (grad_output,))
         if result is None:
             return grad_input
@@ -780,8 +814,10 @@ class Hook:
         input = self._inplace_inputs.pop(id(args[0]), None) if args else None
         if input is None:
             slots = self._tensor_input_slots(args, kwargs)
+            if not slots:
+                return self._forward_only(module, args, output)
             if slots != [0]:
-                return self._forward_hook_inputs(module, args, kwargs, output, slots) if slots else None
+                return self._forward_hook_inputs(module, args, kwargs, output, slots)
         if not isinstance(output, torch.Tensor):
             return None
         if input is None:
@@ -791,10 +827,26 @@ class Hook:
             output = replaced
         if input is args[0] and not self._replaces_gradient():
             # a hook with a forward side effect only: the module's own gradient flows
+            self._keep_grad_output(output)
             return replaced
         # a detached alias is returned (never the input object itself, which autograd would treat as a view)
         state = _CallState(self, module, tuple(args[1:]), kwargs, output.detach(), self.probe(input))
         return _RuleFunction.apply(state, input, *state.parameters)
+
+    def _keep_grad_output(self, output: torch.Tensor) -> None:
+        """For a hook whose backward leaves the module's gradient alone: put the gradient arriving at
+        ``output`` into ``stored_tensors['grad_output']`` (a 1-tuple), as zennit's hooks do; the tensor
+        hook holds this hook only weakly."""
+        if output.requires_grad:
+            output.register_hook(functools.partial(_store_grad_output, weakref.ref(self)))
+
+    def _forward_only(self, module: torch.nn.Module, args: tuple, output: Any) -> Optional[torch.Tensor]:
+        """A call the rule leaves alone (switched off, gradients disabled, no input requiring grad):
+        :meth:`forward` still runs, as in zennit, unless the hook keeps the default one or the call
+        is the engine's own recomputation in a backward pass."""
+        if type(self).forward is Hook.forward or _flag("suspended", False) or not isinstance(output, torch.Tensor):
+            return None
+        return self.forward(module, args, output)
 
     def _forward_hook_inputs(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any, slots: list) -> Optional[torch.Tensor]:
         """The forward hook of a call whose tensor inputs are at ``slots`` (not just the first argument)."""
@@ -804,6 +856,7 @@ class Hook:
         if replaced is not None:
             output = replaced
         if not self._replaces_gradient():
+            self._keep_grad_output(output)
             return replaced
         if not self._handles_several_inputs():
             places = ", ".join(f"argument {slot}" if isinstance(slot, int) else f"keyword {slot!r}" for slot in slots)
@@ -844,11 +897,13 @@ class Hook:
         )
 
     def register(self, module: torch.nn.Module) -> RemovableHandleList:
-        """Attach this rule to ``module``; the returned handle list detaches it."""
+        """Attach this rule to ``module``; the returned handle list detaches it and, as in zennit, drops
+        what the rule stored (:meth:`remove`)."""
         return RemovableHandleList(
             [
                 module.register_forward_pre_hook(self._pre_hook, with_kwargs=True),
                 module.register_forward_hook(self._forward_hook, with_kwargs=True),
+                RemovableHandle(self),
             ]
         )
 

@@ -12,6 +12,7 @@ Values are normalised to ``[0, 1]`` by ``(x - vmin) / (vmax - vmin)`` and stored
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from typing import Any, Optional, Sequence, Union
 
@@ -162,6 +163,23 @@ def gridify(obj: Any, shape: Optional[tuple] = None, fill_value: Optional[float]
     )
 
 
+def _grid_shape(grid: Any) -> Optional[tuple]:
+    """``(rows, columns)`` of an ``imgify`` grid given as a pair of ints; None for ``True`` (or no grid).
+
+    Raises
+    ------
+    TypeError
+        If a true ``grid`` is neither ``True`` nor a list or tuple of two ints.
+    """
+    if grid is True or not grid:
+        return None
+    if isinstance(grid, (list, tuple)) and len(grid) == 2 and all(
+        isinstance(size, numbers.Integral) and not isinstance(size, bool) for size in grid
+    ):
+        return tuple(int(size) for size in grid)
+    raise TypeError(f"grid must be True, False or a pair (rows, columns) of ints, got {grid!r}")
+
+
 def imgify(obj: Any, vmin: Optional[float] = None, vmax: Optional[float] = None, cmap: Union[str, ColorMap] = "bwr",
            level: float = 1.0, symmetric: bool = False, grid: Union[bool, tuple] = False,
            gridfill: Optional[int] = None) -> Any:
@@ -181,8 +199,8 @@ def imgify(obj: Any, vmin: Optional[float] = None, vmax: Optional[float] = None,
     symmetric : bool
         Normalise ``[-max|x|, max|x|]`` instead of ``[min, max]`` to ``[0, 1]``.
     grid : bool or tuple of int
-        Treat the first axis as a batch, normalise each sample and lay them out as a grid (a tuple
-        gives its ``(rows, columns)``).
+        Treat the first axis as a batch, normalise each sample and lay them out as a grid (a pair
+        of ints gives its ``(rows, columns)``; a false value, e.g. None, means no grid).
     gridfill : int, optional
         uint8 value of empty grid cells.
 
@@ -194,10 +212,12 @@ def imgify(obj: Any, vmin: Optional[float] = None, vmax: Optional[float] = None,
     Raises
     ------
     TypeError
-        If the array has the wrong number of axes or channels.
+        If the array has the wrong number of axes or channels, or ``grid`` is neither a bool (or
+        another false value) nor a pair of ints (as zennit).
     """
     from PIL import Image
 
+    shape = _grid_shape(grid)
     array = _as_array(obj).astype(np.float64)
     if not grid and array.ndim not in (2, 3):
         raise TypeError("Input has to have either 2 or 3 axes!")
@@ -209,7 +229,7 @@ def imgify(obj: Any, vmin: Optional[float] = None, vmax: Optional[float] = None,
         unit = np.nan_to_num((batch - low) / (high - low))
     pixels = (unit * 255).clip(0, 255).astype(np.uint8)
     if grid:
-        pixels = gridify(pixels, shape=None if grid is True else tuple(grid), fill_value=gridfill)
+        pixels = gridify(pixels, shape=shape, fill_value=gridfill)
     else:
         pixels = pixels[0]
         if pixels.ndim == 3:

@@ -42,6 +42,12 @@ class _OutputCall:
     are needed only if the output is modified in place after the call, and holding them would keep
     alive tensors that autograd itself does not need (a linear layer's input when its parameters
     do not require grad).
+
+    The autograd functions below keep the call in their context and return :meth:`output_alias`,
+    never ``output`` itself: autograd sets the ``grad_fn`` of the tensor object a function returns to
+    the function's node, so returning the kept tensor would close a reference cycle (kept tensor ->
+    node -> context -> call -> kept tensor) through autograd's C++ graph, which Python's garbage
+    collector cannot break, and every call's whole graph, activations and rules would stay alive.
     """
 
     __slots__ = ("hook", "module", "args", "kwargs", "output", "version", "input_versions", "share")
@@ -55,6 +61,11 @@ class _OutputCall:
         self.version = output._version
         self.input_versions = _versions(args)
         self.share = share
+
+    def output_alias(self) -> torch.Tensor:
+        """A new tensor object sharing the kept output's storage (and version counter), for an
+        autograd function to return."""
+        return self.output.detach()
 
     def current_output(self) -> torch.Tensor:
         """The module output, recomputed from the inputs if it was modified in place since the call.
@@ -108,7 +119,7 @@ class _OutputGradientFunction(torch.autograd.Function):
         ctx.save_for_backward(output)
         ctx.differentiable_forward = differentiable.enabled_now()
         ctx.relevance_done = False
-        return call.output
+        return call.output_alias()
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple:
@@ -162,7 +173,7 @@ class _VocabularyProjectionFunction(torch.autograd.Function):
         ctx.call = call
         ctx.weight = weight
         ctx.input_dtype = input.dtype
-        return call.output
+        return call.output_alias()
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple:

@@ -297,9 +297,21 @@ def test_occlusion_on_tabular_inputs_and_tensor_fill():
     torch.testing.assert_close(relevance, pair_sums.repeat_interleave(2, dim=1))
 
 
+@pytest.mark.parametrize("batch_window, batch_stride", [(1, 1), (2, 2), (5, 1)])
+def test_occlusion_takes_a_full_shape_window_and_ignores_its_batch_entry(batch_window, batch_stride):
+    model, x = linear_image_model(), inputs()
+    expected = Occlusion(model, window=(3, 4, 4), stride=(3, 2, 2))(x, 1)[1]
+    full = Occlusion(model, window=(batch_window, 3, 4, 4), stride=(batch_stride, 3, 2, 2))(x, 1)[1]
+    assert torch.equal(full, expected)
+    assert torch.equal(Occlusion(model, window=(len(x), 3, 8, 8), stride=(len(x), 3, 8, 8))(x, 1)[1],
+                       Occlusion(model, window=(3, 8, 8), stride=(3, 8, 8))(x, 1)[1])
+
+
 def test_occlusion_rejects_a_window_or_fill_that_does_not_fit():
     with pytest.raises(ValueError, match="window"):
-        Occlusion(linear_image_model(), window=(2, 2, 2, 2), stride=(2, 2, 2, 2))(inputs(), 0)
+        Occlusion(linear_image_model(), window=(1, 2, 2, 2, 2), stride=(1, 2, 2, 2, 2))(inputs(), 0)
+    with pytest.raises(ValueError, match="window"):
+        Occlusion(linear_image_model(), window=(2, 2), stride=(2,))(inputs(), 0)
     with pytest.raises(ValueError, match="fill"):
         Occlusion(linear_image_model(), fill=torch.zeros(2, 2))(inputs(), 0)
 

@@ -372,12 +372,152 @@ torch.save(results, os.path.join(out_dir, "relevance.pt"))
 print("zennit usage ran on lrp_lightning")
 '''
 
+# Behaviours a zennit user's code can rely on, each recorded as plain values (outcomes of calls, stored keys, shapes,
+# tensors) in ``behaviours``: run on lrp_lightning under the alias (after USAGE, in its subprocess) and on the real
+# zennit in the test process, then compared entry by entry.
+BEHAVIOURS = r'''
+import torch
+from zennit.attribution import Occlusion
+from zennit.cmap import LazyColorMapCache
+from zennit.core import Hook, Stabilizer, stabilize
+from zennit.image import imgify
+
+torch.set_default_dtype(torch.float64)
+
+
+def outcome(call):
+    """("ok", value) or ("raises", exception type name)."""
+    try:
+        return ("ok", call())
+    except Exception as error:
+        return ("raises", type(error).__name__)
+
+
+behaviours = {}
+
+# Occlusion: a window / stride given as the input's full shape (batch dimension first) runs; relevance of the input's
+# shape (the values differ by design, see the Occlusion docstring)
+torch.manual_seed(0)
+occlusion_model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 5))
+occlusion_input = torch.randn(2, 3, 4, 4)
+
+
+def occlude(window, stride):
+    with Occlusion(occlusion_model, window=window, stride=stride) as attributor:
+        return tuple(attributor(occlusion_input, torch.eye(5)[[0, 1]])[1].shape)
+
+
+behaviours["occlusion"] = {
+    repr((window, stride)): outcome(lambda: occlude(window, stride))
+    for window, stride in [((2, 3, 4, 4), (2, 3, 4, 4)), ((1, 3, 4, 4), (1, 3, 4, 4)), ((1, 3, 2, 2), (1, 3, 2, 2)),
+                           ((1, 3, 2, 2), (1, 1, 2, 2)), ((2, 3, 4, 4), 1), (2, (1, 3, 2, 2)), ((1, 3, 2, 2), 2),
+                           ((3, 2, 2), (1, 3, 2, 2)), (4, 4), ((2, 2), (2, 2))]
+}
+
+# stabilize and Stabilizer: every combination, an int dim included; both give the same values
+denominator = torch.tensor([[1.0, -2.0, 0.0, 0.3], [3.0, 0.5, -0.1, 0.0], [-1e-3, 2e-3, 4.0, -4.0]])
+behaviours["stabilize"] = {}
+for dim in (None, 0, 1, -1, (0,), [1], (0, 1)):
+    for clip in (False, True):
+        for norm_scale in (False, True):
+            key = repr((dim, clip, norm_scale))
+            behaviours["stabilize"][key] = (
+                outcome(lambda: stabilize(denominator, 0.1, clip, norm_scale, dim)),
+                outcome(lambda: Stabilizer(0.1, clip, norm_scale, dim)(denominator)),
+            )
+
+
+# custom hooks: forward runs on every forward of the module (also without grad and when inactive), backward only when
+# active; stored_tensors holds what forward put there and, after a backward, "grad_output"
+class Recording(Hook):
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, module, input, output):
+        self.calls.append(("forward", type(input).__name__, len(input), torch.is_grad_enabled()))
+        self.stored_tensors["input"] = input
+
+    def backward(self, module, grad_input, grad_output):
+        self.calls.append(("backward", len(grad_input), len(grad_output)))
+
+
+class ForwardOnly(Hook):
+    def forward(self, module, input, output):
+        self.stored_tensors["output_shape"] = tuple(output.shape)
+
+
+def shapes(value):
+    if isinstance(value, torch.Tensor):
+        return ("tensor", tuple(value.shape))
+    return [shapes(item) for item in value] if isinstance(value, (tuple, list)) else value
+
+
+def stored(hook):
+    return {key: shapes(value) for key, value in sorted(hook.stored_tensors.items())}
+
+
+torch.manual_seed(0)
+linear, x = torch.nn.Linear(3, 2), torch.randn(4, 3)
+steps = []
+hook = Recording()
+handles = hook.register(linear)
+linear(x)
+steps.append(("no input requires grad", list(hook.calls), stored(hook)))
+with torch.no_grad():
+    linear(x)
+steps.append(("no grad", list(hook.calls), stored(hook)))
+x.requires_grad_()
+hook.active = False
+linear(x).sum().backward()
+steps.append(("inactive, backward", list(hook.calls), stored(hook)))
+hook.active = True
+output = linear(x)
+steps.append(("active, forward", list(hook.calls), stored(hook)))
+gradient_at_output = torch.randn(4, 2)
+output.backward(gradient_at_output)
+steps.append(("active, backward", list(hook.calls), stored(hook)))
+steps.append(("grad_output is the gradient at the output",
+              outcome(lambda: torch.equal(hook.stored_tensors["grad_output"][0], gradient_at_output))))
+handles.remove()
+steps.append(("handles removed", stored(hook)))
+forward_only = ForwardOnly()
+handles = forward_only.register(linear)
+linear(x).sum().backward()
+steps.append(("a forward-only hook, backward", stored(forward_only)))
+handles.remove()
+behaviours["hook"] = steps
+
+# imgify: a grid is a bool or a pair of ints; anything else is a TypeError
+images = torch.rand(4, 8, 8)
+behaviours["imgify_grid"] = {
+    repr(grid): outcome(lambda: imgify(images, grid=grid).size)
+    for grid in (True, False, (2, 2), [2, 2], (1, 4), (3, 3), 2, 1, 2.0, (2,), (1, 2, 2), (2.0, 2), (True, 2), "ab",
+                 ((2,), 2))
+}
+
+# LazyColorMapCache: a new source for a compiled entry changes that ColorMap in place
+cache = LazyColorMapCache({"red": "000,f00", "green": "000,0f0"})
+compiled = cache["red"]
+palette_before = compiled.palette().copy()
+cache["red"] = "000,00f"
+behaviours["lazy_cmap"] = {
+    "same instance": cache["red"] is compiled,
+    "source of the earlier instance": compiled.source,
+    "its palette changed": bool((compiled.palette() != palette_before).any()),
+    "uncompiled entry": cache["green"].source,
+    "names": sorted(cache),
+}
+'''
+
 
 @pytest.fixture(scope="module")
 def aliased_run(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("zennit_alias")
+    save_behaviours = '\ntorch.save(behaviours, os.path.join(out_dir, "behaviours.pt"))\n'
     completed = subprocess.run(
-        [sys.executable, "-c", ALIAS + USAGE, str(out_dir)], cwd=REPO, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", ALIAS + USAGE + BEHAVIOURS + save_behaviours, str(out_dir)], cwd=REPO,
+        capture_output=True, text=True, timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
     return out_dir
@@ -419,3 +559,60 @@ def test_composites_computed_under_the_alias_equal_zennits(aliased_run, float64_
             expected = attributor(input, target)[1]
         error = ((expected - results[name]).abs().max() / expected.abs().max()).item()
         assert error < 1e-9, f"{name}: relative error {error:.2e}"
+
+
+@pytest.fixture(scope="module")
+def behaviours(aliased_run):
+    """(lrp_lightning's behaviours under the alias, the real zennit's)."""
+    previous = torch.get_default_dtype()
+    namespace: dict = {}
+    try:
+        exec(BEHAVIOURS, namespace)
+    finally:
+        torch.set_default_dtype(previous)
+    return torch.load(aliased_run / "behaviours.pt", weights_only=False), namespace["behaviours"]
+
+
+def assert_same_behaviour(behaviours, name):
+    ours, zennit = behaviours[0][name], behaviours[1][name]
+    if isinstance(zennit, dict):
+        assert sorted(ours) == sorted(zennit)
+        different = {key: (ours[key], zennit[key]) for key in zennit if not _equal(ours[key], zennit[key])}
+        assert not different, f"{name}: (ours, zennit) differ for {different}"
+    else:
+        assert _equal(ours, zennit), f"{name}: ours {ours!r}, zennit {zennit!r}"
+
+
+def _equal(ours, zennit) -> bool:
+    if isinstance(zennit, torch.Tensor):
+        return isinstance(ours, torch.Tensor) and ours.dtype == zennit.dtype and torch.equal(ours, zennit)
+    if isinstance(zennit, (tuple, list)):
+        return (isinstance(ours, (tuple, list)) and len(ours) == len(zennit)
+                and all(_equal(a, b) for a, b in zip(ours, zennit)))
+    if isinstance(zennit, dict):
+        return isinstance(ours, dict) and sorted(ours) == sorted(zennit) and all(_equal(ours[k], zennit[k]) for k in zennit)
+    return ours == zennit
+
+
+def test_occlusion_runs_with_a_full_shape_window_and_stride_as_zennit(behaviours):
+    assert_same_behaviour(behaviours, "occlusion")
+    assert behaviours[0]["occlusion"][repr(((2, 3, 4, 4), (2, 3, 4, 4)))] == ("ok", (2, 3, 4, 4))
+
+
+def test_stabilize_and_stabilizer_take_every_dim_as_zennit(behaviours):
+    assert_same_behaviour(behaviours, "stabilize")
+    for function, instance in behaviours[0]["stabilize"].values():
+        assert function[0] == "ok" and _equal(function, instance)
+
+
+def test_custom_hooks_run_forward_always_and_store_grad_output_as_zennit(behaviours):
+    assert_same_behaviour(behaviours, "hook")
+
+
+def test_imgify_rejects_a_grid_that_is_no_bool_or_pair_as_zennit(behaviours):
+    assert_same_behaviour(behaviours, "imgify_grid")
+
+
+def test_lazy_colormap_cache_recompiles_an_entry_in_place_as_zennit(behaviours):
+    assert_same_behaviour(behaviours, "lazy_cmap")
+    assert behaviours[0]["lazy_cmap"]["same instance"]
