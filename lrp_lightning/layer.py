@@ -1,7 +1,9 @@
 """Modules that make implicit operations explicit, so that rules can be attached to them."""
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from lrp_lightning import _arguments
+from lrp_lightning.core import differentiable
 
 
 class Sum(torch.nn.Module):
@@ -66,8 +68,14 @@ class ScaledDotProductAttention(torch.nn.Module):
     An explicit module so that a rule can be attached to the attention of a model that computes it
     with PyTorch's fused kernel (SDPA), which never materialises ``Q K^T`` or the attention weights.
     The call takes the arguments of ``F.scaled_dot_product_attention`` (query, key, value first).
+    Inside :class:`~lrp_lightning.core.differentiable` (an attribution with ``create_graph=True``) it runs
+    the kernel's math backend, whose backward pass is differentiable again (the fused CPU/GPU kernels'
+    backward passes are not).
     """
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         """Return ``F.scaled_dot_product_attention(query, key, value, *args, **kwargs)``."""
+        if differentiable.enabled_now():
+            with sdpa_kernel(SDPBackend.MATH):
+                return torch.nn.functional.scaled_dot_product_attention(query, key, value, *args, **kwargs)
         return torch.nn.functional.scaled_dot_product_attention(query, key, value, *args, **kwargs)

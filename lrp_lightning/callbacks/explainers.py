@@ -16,6 +16,7 @@ from typing import Mapping, Sequence, Union
 from lrp_lightning.auto_canonizers import CanonizerArg, check_canonizers  # noqa: F401 (their old path)
 from lrp_lightning.callbacks.naming import check_tag_component, snake_case
 from lrp_lightning.composites import COMPOSITES
+from lrp_lightning.core import Composite
 from lrp_lightning.explainers import (  # noqa: F401 (the callbacks' names for the engine's explainers)
     ATTRIBUTOR_DEFAULTS,
     Bound,
