@@ -48,7 +48,7 @@ class ChannelConcept:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(dim={self.dim})"
 
-    def _channels_last(self, tensor: torch.Tensor) -> torch.Tensor:
+    def channels_last(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` ``(N, ...)`` as ``(N, rest, C)`` with the concept dimension last."""
         if tensor.dim() < 2:
             raise ValueError(f"{type(self).__name__} needs a batched output (N, C, ...), got shape {tuple(tensor.shape)}")
@@ -108,7 +108,7 @@ class ChannelConcept:
         torch.Tensor
             ``(N, count)``.
         """
-        return _relative(self._channels_last(relevance).sum(dim=1), abs_norm)
+        return _relative(self.channels_last(relevance).sum(dim=1), abs_norm)
 
 
 class GroupConcept(ChannelConcept):
