@@ -14,7 +14,7 @@ import torch
 
 from lrp_lightning.attribution import _frozen_parameters, _preserved_buffers, preserved_random_state
 from lrp_lightning.concepts.concept import ChannelConcept
-from lrp_lightning.concepts.conditions import OUTPUT_NAME, pairing, parse
+from lrp_lightning.concepts.conditions import OUTPUT_NAME, module_name, pairing, parse
 from lrp_lightning.concepts.taps import Tap
 from lrp_lightning.tokens import logits_of
 
@@ -96,12 +96,14 @@ class CondAttribution:
             ``i``; otherwise every sample meets every condition, sample-major (``N * C`` rows, row
             ``i * C + j`` is sample ``i`` under condition ``j``).
         conditions : dict or list of dict
-            ``{"y": [classes], "<layer>": [concept ids], ...}``; ``"y"`` is required.
+            ``{"y": [classes], "<layer>": [concept ids], ...}``; ``"y"`` is required. ``"<layer>"`` is a
+            module name (its output) or ``"<module>:input"`` (its first input, e.g. the heads entering an
+            attention's output projection).
         composite : Composite, optional
             The LRP composite (None: plain gradients). A gradient-view composite (AttnLRP, CP-LRP)
             gives relevance ``activation * gradient`` at layers and inputs.
         record_layer : sequence of str
-            Layers whose activations and relevances are returned.
+            Layers (module names, or ``"<module>:input"``) whose activations and relevances are returned.
         mask_map : concept or dict of str to concept, optional
             The concept of each conditioned layer (an object with ``mask(output, ids)``, e.g.
             :class:`ChannelConcept`); one for all layers, or a dict by layer name. Default: channels.
@@ -128,7 +130,7 @@ class CondAttribution:
         parsed = parse(conditions, names)
         record = list(record_layer)
         for name in record:
-            if name not in names:
+            if module_name(name) not in names:
                 parse([{OUTPUT_NAME: [0], name: [0]}], names)
         if not isinstance(data, torch.Tensor):
             raise TypeError(f"data must be a tensor (N, ...), got {type(data).__name__}")
@@ -171,7 +173,7 @@ class CondAttribution:
                 stack.enter_context(composite.context(self.model))
             try:
                 for name, tap in taps.items():
-                    handles.append(modules[name].register_forward_hook(tap.hook(counter)))
+                    handles.append(tap.register(modules[module_name(name)], counter))
                 with torch.enable_grad():
                     output = logits_of(self.model(inputs))
                     for name, tap in taps.items():

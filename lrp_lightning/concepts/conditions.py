@@ -2,7 +2,7 @@
 
 A condition is a dict ``{"y": [classes], "<layer name>": [concept ids], ...}``: the relevance starts at
 the model output on ``classes`` (their logits, summed when there are several) and is masked, at each
-named layer's output, to the given concepts.
+named layer's output (or, for ``"<layer name>:input"``, its first input), to the given concepts.
 """
 from __future__ import annotations
 
@@ -12,6 +12,13 @@ from typing import Any, Iterable, Sequence
 import torch
 
 OUTPUT_NAME = "y"
+INPUT_SUFFIX = ":input"
+
+
+def module_name(layer: str) -> str:
+    """The module a layer key names: ``"<module>"`` is the module's output, ``"<module>:input"`` its first input
+    (e.g. the concatenated heads entering an attention's output projection)."""
+    return layer[: -len(INPUT_SUFFIX)] if layer.endswith(INPUT_SUFFIX) else layer
 
 
 def _ids(key: str, value: Any) -> list:
@@ -58,8 +65,8 @@ def parse(conditions: Any, layer_names: Iterable[str]) -> list:
                 f"{{{OUTPUT_NAME!r}: [0], ...}}"
             )
         for key in condition:
-            if key != OUTPUT_NAME and key not in known:
-                close = difflib.get_close_matches(str(key), sorted(known), n=5)
+            if key != OUTPUT_NAME and module_name(str(key)) not in known:
+                close = difflib.get_close_matches(module_name(str(key)), sorted(known), n=5)
                 raise ValueError(
                     f"the model has no layer {key!r}; condition on one of its module names"
                     + (f", e.g. {', '.join(map(repr, close))}" if close else " (see model.named_modules())")

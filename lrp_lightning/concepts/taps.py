@@ -13,6 +13,8 @@ from typing import Any, Optional
 
 import torch
 
+from lrp_lightning.concepts.conditions import INPUT_SUFFIX
+
 
 class Tap:
     """What the conditional pass keeps for one layer: its output, the gate's input, mask and relevance.
@@ -20,7 +22,7 @@ class Tap:
     Parameters
     ----------
     name : str
-        The layer's module name.
+        The layer's module name, or ``"<module>:input"`` for the module's first input.
     records : bool
         Keep the activation and the relevance.
     gradient_view : bool
@@ -37,25 +39,38 @@ class Tap:
         self.mask: Optional[torch.Tensor] = None
         self.relevance: Optional[torch.Tensor] = None
 
-    def hook(self, counter: list) -> Any:
-        """The forward hook of the layer (``counter`` numbers the taps in the order their layers run)."""
+    def register(self, module: torch.nn.Module, counter: list) -> Any:
+        """Attach the tap to ``module``'s output (a forward hook) or, for an ``:input`` tap, its first input (a
+        forward pre-hook); ``counter`` numbers the taps in the order they are passed. Returns the handle."""
+        if self.name.endswith(INPUT_SUFFIX):
+            def pre_hook(module: torch.nn.Module, args: tuple) -> Optional[tuple]:
+                if not args:
+                    raise TypeError(f"{self.name!r}: the module was called without a positional input to tap")
+                gated = self._gated(args[0], counter)
+                return None if gated is None else (gated, *args[1:])
+
+            return module.register_forward_pre_hook(pre_hook)
 
         def forward_hook(module: torch.nn.Module, args: tuple, output: Any) -> Optional[torch.Tensor]:
-            if self.order is not None or not torch.is_grad_enabled():
-                return None
-            if not isinstance(output, torch.Tensor):
-                raise TypeError(
-                    f"layer {self.name!r} returns {type(output).__name__}, not a tensor; condition on or record a "
-                    "submodule whose output is one tensor"
-                )
-            self.order = counter[0]
-            counter[0] += 1
-            if self.records or self.gradient_view:
-                self.activation = output.detach().clone()
-            self.gate_input = output
-            return _Gate.apply(self, output)
+            return self._gated(output, counter)
 
-        return forward_hook
+        return module.register_forward_hook(forward_hook)
+
+    def _gated(self, value: Any, counter: list) -> Optional[torch.Tensor]:
+        """``value`` routed through the gate (None on later calls and without gradients)."""
+        if self.order is not None or not torch.is_grad_enabled():
+            return None
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(
+                f"layer {self.name!r} is {type(value).__name__}, not a tensor; condition on or record a "
+                "module whose output (or first input) is one tensor"
+            )
+        self.order = counter[0]
+        counter[0] += 1
+        if self.records or self.gradient_view:
+            self.activation = value.detach().clone()
+        self.gate_input = value
+        return _Gate.apply(self, value)
 
     def passed(self, gradient: torch.Tensor) -> torch.Tensor:
         """Mask ``gradient`` and record the relevance that passes; return the masked gradient."""
