@@ -2,10 +2,12 @@
 
 :class:`AttributionCallback` logs heatmaps, metrics (with a random baseline) and explanation drift;
 :class:`SanityCheckCallback` runs the model-randomisation and random-logit tests;
-:class:`RelevanceClusterCallback` finds the model's strategies per class with SpRAy.
+:class:`RelevanceClusterCallback` finds the model's strategies per class with SpRAy;
+:class:`ConceptCallback` logs the concepts each class relies on, their reference patches and their drift.
 """
 from lrp_lightning.callbacks.attribution import AttributionCallback
 from lrp_lightning.callbacks.clusters import RelevanceClusterCallback
+from lrp_lightning.callbacks.concepts import ConceptCallback
 from lrp_lightning.callbacks.sanity import SanityCheckCallback
 
-__all__ = ["AttributionCallback", "RelevanceClusterCallback", "SanityCheckCallback"]
+__all__ = ["AttributionCallback", "ConceptCallback", "RelevanceClusterCallback", "SanityCheckCallback"]

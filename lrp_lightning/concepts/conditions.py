@@ -66,7 +66,7 @@ def parse(conditions: Any, layer_names: Iterable[str]) -> list:
             )
         for key in condition:
             if key != OUTPUT_NAME and module_name(str(key)) not in known:
-                close = difflib.get_close_matches(module_name(str(key)), sorted(known), n=5)
+                close = difflib.get_close_matches(module_name(str(key)), sorted(known), n=8, cutoff=0.5)
                 raise ValueError(
                     f"the model has no layer {key!r}; condition on one of its module names"
                     + (f", e.g. {', '.join(map(repr, close))}" if close else " (see model.named_modules())")

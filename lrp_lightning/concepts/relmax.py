@@ -9,7 +9,7 @@ batch; the search can be split over processes (``shard``) and the parts merged w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 
@@ -77,6 +77,75 @@ def _split(item: Any) -> Tuple[torch.Tensor, Any]:
     )
 
 
+def concept_map(layers: Any) -> Dict[str, Any]:
+    """``layers`` (names, or a dict of names to concepts) as a dict of names to concepts (default channels)."""
+    if isinstance(layers, str):
+        layers = [layers]
+    return dict(layers) if isinstance(layers, dict) else {name: ChannelConcept() for name in layers}
+
+
+def concept_scores(
+    model: torch.nn.Module,
+    composite: Any,
+    dataset: Any,
+    layers: Dict[str, Any],
+    indices: Sequence[int],
+    batch_size: int = 32,
+    abs_norm: bool = True,
+    device: Optional[torch.device] = None,
+    exclude_parallel: bool = True,
+) -> Iterator[tuple]:
+    """Explain the samples ``indices`` of ``dataset`` for their labels, ``batch_size`` at a time, and yield their
+    concept scores.
+
+    Parameters
+    ----------
+    model, composite, dataset
+        As for :func:`relmax`.
+    layers : dict of str to concept
+        The layers and their concepts.
+    indices : sequence of int
+        The samples.
+    batch_size, abs_norm, device, exclude_parallel
+        As for :func:`relmax`.
+
+    Yields
+    ------
+    indices : torch.Tensor
+        ``(B,)`` the batch's dataset indices.
+    labels : torch.Tensor
+        ``(B,)`` their labels.
+    scores : dict of str to (torch.Tensor, torch.Tensor)
+        Per layer the concept scores ``(B, concepts)`` and peak positions ``(B, concepts)``, on the CPU.
+    """
+    if device is None:
+        device = next(iter(model.parameters()), torch.empty(0)).device
+    attribution = CondAttribution(model)
+    for start in range(0, len(indices), batch_size):
+        chunk = list(indices[start:start + batch_size])
+        inputs, labels = zip(*(_split(dataset[index]) for index in chunk))
+        batch = torch.stack([torch.as_tensor(value) for value in inputs]).to(device)
+        labels = torch.tensor([int(label) for label in labels], dtype=torch.long)
+        conditions = [{OUTPUT_NAME: [int(label)]} for label in labels]
+        result = attribution(batch, conditions, composite, record_layer=list(layers), exclude_parallel=exclude_parallel)
+        scores = {}
+        for name, concept in layers.items():
+            relevance = result.relevances[name]
+            scores[name] = (concept.attribute(relevance, abs_norm=abs_norm).cpu(), _peak_positions(concept, relevance).cpu())
+        yield torch.tensor(chunk, dtype=torch.long), labels, scores
+
+
+def keep_top(previous: Optional[LayerReferences], indices: torch.Tensor, scores: torch.Tensor,
+             positions: torch.Tensor, top_k: int) -> LayerReferences:
+    """The ``top_k`` best of ``previous`` and a batch (``indices`` ``(B,)``, ``scores`` and ``positions``
+    ``(B, concepts)``) per concept."""
+    indices = indices[:, None].expand_as(scores)
+    if previous is not None:
+        indices, scores, positions = (torch.cat(pair) for pair in zip(
+            (previous.indices, previous.scores, previous.positions), (indices, scores, positions)))
+    return _top(indices, scores, positions, top_k)
+
+
 def relmax(
     model: torch.nn.Module,
     composite: Any,
@@ -103,7 +172,7 @@ def relmax(
         The LRP composite.
     dataset : indexable of (input, label)
         The reference data (a map-style dataset); inputs are stacked into batches.
-    layers : sequence of str or dict of str to concept
+    layers : str, sequence of str or dict of str to concept
         The layers searched, with their concepts (default :class:`ChannelConcept`).
     top_k : int
         References per concept.
@@ -130,31 +199,16 @@ def relmax(
     rank, world_size = shard
     if not 0 <= rank < world_size:
         raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard!r}")
-    concepts = dict(layers) if isinstance(layers, dict) else {name: ChannelConcept() for name in layers}
-    if device is None:
-        device = next(iter(model.parameters()), torch.empty(0)).device
-    attribution = CondAttribution(model)
-    found: Dict[str, Optional[tuple]] = {name: None for name in concepts}
+    concepts = concept_map(layers)
     indices = list(range(rank, len(dataset), world_size))
-    for start in range(0, len(indices), batch_size):
-        chunk = indices[start:start + batch_size]
-        inputs, labels = zip(*(_split(dataset[index]) for index in chunk))
-        batch = torch.stack([torch.as_tensor(value) for value in inputs]).to(device)
-        conditions = [{OUTPUT_NAME: [int(label)]} for label in labels]
-        result = attribution(batch, conditions, composite, record_layer=list(concepts), exclude_parallel=exclude_parallel)
-        for name, concept in concepts.items():
-            relevance = result.relevances[name]
-            scores = concept.attribute(relevance, abs_norm=abs_norm).cpu()
-            positions = _peak_positions(concept, relevance).cpu()
-            batch_indices = torch.tensor(chunk, dtype=torch.long)[:, None].expand_as(scores)
-            previous = found[name]
-            candidates = (batch_indices, scores, positions) if previous is None else tuple(
-                torch.cat(pair) for pair in zip(previous, (batch_indices, scores, positions)))
-            best = _top(*candidates, top_k)
-            found[name] = (best.indices, best.scores, best.positions)
-    if any(value is None for value in found.values()):
+    if not indices:
         raise ValueError(f"shard {shard} of the reference data holds no samples ({len(dataset)} in all)")
-    return {name: LayerReferences(*value) for name, value in found.items()}
+    found: Dict[str, Optional[LayerReferences]] = {name: None for name in concepts}
+    for chunk, _, scores in concept_scores(model, composite, dataset, concepts, indices, batch_size, abs_norm, device,
+                                           exclude_parallel):
+        for name, (values, positions) in scores.items():
+            found[name] = keep_top(found[name], chunk, values, positions, top_k)
+    return found
 
 
 def _peak_positions(concept: Any, relevance: torch.Tensor) -> torch.Tensor:
