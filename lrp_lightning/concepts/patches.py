@@ -10,7 +10,7 @@ import torch
 from lrp_lightning import _arguments
 from lrp_lightning.concepts.attribution import CondAttribution
 from lrp_lightning.concepts.conditions import OUTPUT_NAME
-from lrp_lightning.concepts.relmax import LayerReferences, _split
+from lrp_lightning.concepts.relmax import LayerReferences, input_and_label
 
 
 @dataclass
@@ -111,7 +111,7 @@ def reference_patches(
     patches: Dict[int, list] = {int(concept): [] for concept in concept_ids}
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
-        samples = [_split(dataset[index]) for _, index in chunk]
+        samples = [input_and_label(dataset[index]) for _, index in chunk]
         inputs = torch.stack([torch.as_tensor(sample) for sample, _ in samples]).to(device)
         if inputs.dim() != 4:
             raise ValueError(f"reference patches need image inputs (C, H, W), got {tuple(inputs.shape[1:])}")

@@ -68,7 +68,14 @@ def merge_references(parts: Sequence[Dict[str, LayerReferences]], top_k: int) ->
     return merged
 
 
-def _split(item: Any) -> Tuple[torch.Tensor, Any]:
+def input_and_label(item: Any) -> Tuple[torch.Tensor, Any]:
+    """A reference sample ``(input, label, ...)`` as ``(input, label)``.
+
+    Raises
+    ------
+    TypeError
+        For anything else.
+    """
     if isinstance(item, (tuple, list)) and len(item) >= 2:
         return item[0], item[1]
     raise TypeError(
@@ -123,7 +130,7 @@ def concept_scores(
     attribution = CondAttribution(model)
     for start in range(0, len(indices), batch_size):
         chunk = list(indices[start:start + batch_size])
-        inputs, labels = zip(*(_split(dataset[index]) for index in chunk))
+        inputs, labels = zip(*(input_and_label(dataset[index]) for index in chunk))
         batch = torch.stack([torch.as_tensor(value) for value in inputs]).to(device)
         labels = torch.tensor([int(label) for label in labels], dtype=torch.long)
         conditions = [{OUTPUT_NAME: [int(label)]} for label in labels]
