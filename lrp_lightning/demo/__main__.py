@@ -23,6 +23,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from lrp_lightning.callbacks import AttributionCallback
 from lrp_lightning.callbacks.explainers import known_names
+from lrp_lightning.demo.concepts import concept_callbacks
 from lrp_lightning.demo.data import (
     IMAGE_SIZE,
     WATERMARK_OPACITY,
@@ -118,6 +119,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-val", type=int, default=500, help="validation images")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the model initialisation")
+    parser.add_argument("--concepts", action="store_true", help="also track concepts (CNN): ConceptCallback and the watermark concept")
     add_suite_arguments(parser)
     args = parser.parse_args(argv)
     for setting, value in MODELS[args.model].items():
@@ -204,7 +206,7 @@ def train(args: argparse.Namespace) -> pl.Trainer:
         accelerator=args.accelerator,
         devices=args.devices,
         logger=logger,
-        callbacks=[callback, *suite_callbacks(datamodule, args)],
+        callbacks=[callback, *suite_callbacks(datamodule, args), *concept_callbacks(datamodule, args)],
         enable_checkpointing=False,
         log_every_n_steps=10,
     )
