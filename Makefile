@@ -20,6 +20,9 @@ $(VENV)/bin/activate:
 
 $(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/activate
 	$(PY) -m pip install -e ".[dev]"
+	# zennit-crp 0.6.0, the CRP oracle of tests/concepts: its pins (torch<2, zennit<=0.4.6) are stale, it runs with
+	# zennit 0.5.1 and torch 2, so it is installed without its dependencies
+	$(PY) -m pip install --no-deps zennit-crp==0.6.0
 	touch $@
 
 $(VENV)/.installed: pyproject.toml | $(VENV)/bin/activate

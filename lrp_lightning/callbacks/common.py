@@ -206,3 +206,11 @@ def table_dir(trainer: Trainer) -> Path:
         if isinstance(log_dir, (str, Path)):
             return Path(log_dir)
     return Path(trainer.default_root_dir)
+
+
+def gathered_from_ranks(trainer: Trainer, pl_module: LightningModule, tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` of every rank stacked, shape (world, ...), on the CPU (one collective call under DDP)."""
+    if trainer.world_size == 1:
+        return tensor.unsqueeze(0)
+    gathered = trainer.strategy.all_gather(tensor.to(pl_module.device))
+    return gathered.reshape(trainer.world_size, *tensor.shape).cpu()

@@ -13,7 +13,8 @@ from lrp_lightning.callbacks.dashboard import FIGURE_DPI, FONT_SIZE
 TICK_NAME_PARTS = 2
 
 
-def _new_figure(width: float, height: float) -> tuple:
+def new_figure(width: float, height: float) -> tuple:
+    """A matplotlib ``(Figure, FigureCanvasAgg)`` of ``width`` x ``height`` inches, off any display."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -21,7 +22,8 @@ def _new_figure(width: float, height: float) -> tuple:
     return figure, FigureCanvasAgg(figure)
 
 
-def _rendered(figure: Any, canvas: Any) -> torch.Tensor:
+def rendered(figure: Any, canvas: Any) -> torch.Tensor:
+    """``figure`` drawn on ``canvas`` as a uint8 (3, H, W) tensor."""
     canvas.draw()
     rgba = np.asarray(canvas.buffer_rgba())
     return torch.from_numpy(rgba[..., :3].copy()).permute(2, 0, 1).contiguous()
@@ -54,7 +56,7 @@ def line_figure(
     torch.Tensor
         uint8, shape (3, H, W).
     """
-    figure, canvas = _new_figure(4.6, 4.4)
+    figure, canvas = new_figure(4.6, 4.4)
     axes = figure.add_subplot()
     for label, values in lines.items():
         axes.plot(np.arange(len(values)), np.asarray(values, dtype=float), marker="o", markersize=5, linewidth=2,
@@ -72,7 +74,7 @@ def line_figure(
     axes.grid(alpha=0.3)
     axes.legend(fontsize=FONT_SIZE)
     figure.subplots_adjust(left=0.15, right=0.97, bottom=0.3 if xticklabels is not None else 0.12, top=0.88)
-    return _rendered(figure, canvas)
+    return rendered(figure, canvas)
 
 
 def spectrum_figure(title: str, eigenvalues: torch.Tensor, count: int, shown: int) -> torch.Tensor:
@@ -95,7 +97,7 @@ def spectrum_figure(title: str, eigenvalues: torch.Tensor, count: int, shown: in
         uint8, shape (3, H, W).
     """
     values = eigenvalues[:shown].double().cpu().numpy()
-    figure, canvas = _new_figure(4.4, 3.4)
+    figure, canvas = new_figure(4.4, 3.4)
     axes = figure.add_subplot()
     positions = np.arange(1, values.shape[0] + 1)
     axes.plot(positions, values, marker="o", markersize=4)
@@ -106,7 +108,7 @@ def spectrum_figure(title: str, eigenvalues: torch.Tensor, count: int, shown: in
     axes.set_title(title, fontsize=FONT_SIZE + 1)
     axes.legend(fontsize=FONT_SIZE - 1)
     figure.subplots_adjust(left=0.17, right=0.97, bottom=0.15, top=0.91)
-    return _rendered(figure, canvas)
+    return rendered(figure, canvas)
 
 
 def prototype_figure(
@@ -138,7 +140,7 @@ def prototype_figure(
     """
     columns = 1 + max(inputs.shape[0] for inputs in typical_inputs)
     rows = mean_maps.shape[0]
-    figure, canvas = _new_figure(1.1 * columns, 1.25 * rows + 0.4)
+    figure, canvas = new_figure(1.1 * columns, 1.25 * rows + 0.4)
     heatmaps = image.heatmap(mean_maps, cmap=cmap).cpu()
     for row in range(rows):
         axes = figure.add_subplot(rows, columns, row * columns + 1)
@@ -152,4 +154,4 @@ def prototype_figure(
             axes.axis("off")
     figure.suptitle(title, fontsize=FONT_SIZE)
     figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.45 / (1.25 * rows + 0.4), hspace=0.4)
-    return _rendered(figure, canvas)
+    return rendered(figure, canvas)

@@ -24,6 +24,7 @@ from lrp_lightning.callbacks import AttributionCallback
 from lrp_lightning.callbacks.attribution.baseline import RANDOM_NAME
 from lrp_lightning.callbacks.attribution.dashboard import metric_tag
 from lrp_lightning.callbacks.explainers import known_names
+from lrp_lightning.demo.concepts import concept_callbacks
 from lrp_lightning.demo.data import (
     IMAGE_SIZE,
     WATERMARK_OPACITY,
@@ -142,6 +143,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-val", type=int, default=500, help="validation images")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the model initialisation")
+    parser.add_argument("--concepts", action="store_true", help="also track concepts (CNN): ConceptCallback and the watermark concept")
     add_suite_arguments(parser)
     add_logger_argument(parser)
     add_revise_arguments(parser)
@@ -238,7 +240,7 @@ def train(args: argparse.Namespace) -> pl.Trainer:
         accelerator=args.accelerator,
         devices=args.devices,
         logger=logger,
-        callbacks=[EpochProgressBar(), callback, *suite_callbacks(datamodule, args)],
+        callbacks=[EpochProgressBar(), callback, *suite_callbacks(datamodule, args), *concept_callbacks(datamodule, args)],
         enable_checkpointing=False,
         log_every_n_steps=10,
     )

@@ -10,7 +10,7 @@ from lightning.pytorch import LightningModule, Trainer
 
 from lrp_lightning import image
 from lrp_lightning.callbacks.clusters.class_samples import ClassSamples, collect_by_class
-from lrp_lightning.callbacks.common import explained_submodule, log_scalars, positive_int, table_dir
+from lrp_lightning.callbacks.common import explained_submodule, gathered_from_ranks, log_scalars, positive_int, table_dir
 from lrp_lightning.auto_canonizers import CanonizerArg, check_canonizers
 from lrp_lightning.callbacks.explainers import Bound, ExplainerSpec, build_explainer, parse_explainers
 from lrp_lightning.callbacks.explanation import explain
@@ -221,7 +221,7 @@ class RelevanceClusterCallback(ScheduledCallback):
         padded = torch.zeros(per_rank + 1, width)
         padded[0, 0] = float(failure is not None)
         padded[1 : 1 + local.shape[0]] = local
-        gathered = _gather(trainer, pl_module, padded)
+        gathered = gathered_from_ranks(trainer, pl_module, padded)
         if bool((gathered[:, 0, 0] > 0).any()):
             warnings.warn(
                 f"RelevanceClusterCallback skipped epoch {trainer.current_epoch}: "
@@ -266,7 +266,7 @@ class RelevanceClusterCallback(ScheduledCallback):
         sums = torch.zeros(offset, height, width)
         if local_maps is not None and shard.numel():
             sums.index_add_(0, slots[shard], local_maps)
-        sums = _gather(trainer, pl_module, sums).sum(dim=0)
+        sums = gathered_from_ranks(trainer, pl_module, sums).sum(dim=0)
         offset = 0
         for result in results:
             count = result.clustering.count
@@ -300,11 +300,3 @@ class RelevanceClusterCallback(ScheduledCallback):
             for tag, figure in figures.items():
                 for sink in sinks:
                     sink.image(tag, figure, step, epoch)
-
-
-def _gather(trainer: Trainer, pl_module: LightningModule, tensor: torch.Tensor) -> torch.Tensor:
-    """``tensor`` of every rank stacked, shape (world, ...), on the CPU (one collective call under DDP)."""
-    if trainer.world_size == 1:
-        return tensor.unsqueeze(0)
-    gathered = trainer.strategy.all_gather(tensor.to(pl_module.device))
-    return gathered.reshape(trainer.world_size, *tensor.shape).cpu()

@@ -1,0 +1,85 @@
+"""Invariants of conditional attribution: conservation over concepts, the all-concepts condition, user state
+untouched, and errors that name the fix."""
+import pytest
+import torch
+
+from lrp_lightning import canonizers, composites
+from lrp_lightning.concepts import ChannelConcept, CondAttribution
+
+from concept_models import ResidualCNN
+from engine_models import assert_same_state, cnn_with_batch_norm, model_state, randomize_batch_norms
+
+pytestmark = pytest.mark.usefixtures("float64_default")
+
+
+def residual_setup():
+    torch.manual_seed(2)
+    model = randomize_batch_norms(ResidualCNN()).eval()
+    composite = composites.EpsilonPlus(canonizers=[canonizers.NamedMergeBatchNorm(ResidualCNN.merge_pairs())])
+    inputs = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    return model, composite, inputs
+
+
+@pytest.mark.parametrize("layer", ["block1.conv2", "block2.sum", "fc"])
+def test_concepts_concept_relevances_sum_to_the_layer_relevance(layer):
+    model, composite, inputs = residual_setup()
+    attribution = CondAttribution(model)
+    plain = attribution(inputs, [{"y": [1]}], composite, record_layer=[layer])
+    channels = plain.relevances[layer].shape[1]
+    per_concept = attribution(inputs[:1], [{"y": [1], layer: [c]} for c in range(channels)], composite,
+                              record_layer=[layer])
+    # each concept's relevance is its channel of the layer relevance, and they add up to it
+    total = per_concept.relevances[layer].sum(dim=0)
+    torch.testing.assert_close(total, plain.relevances[layer][0], rtol=1e-12, atol=1e-15)
+    concept_relevance = ChannelConcept().attribute(plain.relevances[layer], abs_norm=False)
+    torch.testing.assert_close(concept_relevance.sum(dim=1), plain.relevances[layer].flatten(1).sum(dim=1))
+    # the concepts' heatmaps add up to the heatmap of all relevance that flows through the layer
+    through = attribution(inputs[:1], [{"y": [1], layer: list(range(channels))}], composite)
+    torch.testing.assert_close(per_concept.heatmap.sum(dim=0), through.heatmap[0], rtol=1e-10, atol=1e-15)
+    if layer == "fc":  # nothing bypasses the last layer
+        torch.testing.assert_close(through.heatmap, plain.heatmap[:1], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("exclude_parallel", [True, False])
+def test_concepts_condition_on_all_channels_is_the_plain_attribution(exclude_parallel):
+    model = cnn_with_batch_norm()
+    composite = composites.EpsilonGammaBox(low=-3.0, high=3.0, canonizers=[canonizers.SequentialMergeBatchNorm()])
+    inputs = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(3))
+    attribution = CondAttribution(model)
+    plain = attribution(inputs, {"y": [2]}, composite, record_layer=["3"])
+    every = attribution(inputs, {"y": [2], "3": list(range(8)), "6": list(range(4))}, composite,
+                        record_layer=["3"], exclude_parallel=exclude_parallel)
+    torch.testing.assert_close(every.heatmap, plain.heatmap, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(every.relevances["3"], plain.relevances["3"], rtol=1e-12, atol=1e-15)
+    # the engine's plain attribution: the same relevance at the input
+    x = inputs.clone().requires_grad_(True)
+    with composite.context(model):
+        output = model(x)
+        gradient, = torch.autograd.grad(output, x, torch.nn.functional.one_hot(torch.tensor([2, 2]), 5) * output)
+    torch.testing.assert_close(plain.heatmap, gradient.sum(1), rtol=1e-12, atol=1e-15)
+
+
+def test_concepts_attribution_leaves_model_and_random_state_unchanged():
+    model, composite, inputs = residual_setup()
+    model.fc.weight.grad = torch.ones_like(model.fc.weight)
+    before, rng = model_state(model), torch.get_rng_state()
+    CondAttribution(model)(inputs, [{"y": [0], "block2.conv2": [1]}], composite, record_layer=["stem"])
+    with pytest.raises(IndexError):
+        CondAttribution(model)(inputs, [{"y": [0], "block2.conv2": [99]}], composite)
+    assert_same_state(before, model_state(model))
+    assert torch.equal(rng, torch.get_rng_state())
+
+
+def test_concepts_bad_conditions_name_the_fix():
+    model, composite, inputs = residual_setup()
+    attribution = CondAttribution(model)
+    with pytest.raises(ValueError, match="no layer 'block3.conv1'.*block1.conv1"):
+        attribution(inputs, [{"y": [0], "block3.conv1": [1]}], composite)
+    with pytest.raises(ValueError, match="no 'y'"):
+        attribution(inputs, [{"block1.conv1": [1]}], composite)
+    with pytest.raises(IndexError, match="out of range for a layer with 6 concepts"):
+        attribution(inputs, [{"y": [0], "block1.conv1": [6]}], composite)
+    with pytest.raises(ValueError, match="parallel"):
+        attribution(inputs, [{"y": [0], "block2.conv2": [1], "block2.shortcut": [0]}], composite)
+    with pytest.raises(ValueError, match="no layer 'nope'"):
+        attribution(inputs, [{"y": [0]}], composite, record_layer=["nope"])

@@ -1,0 +1,154 @@
+"""Conditional attributions equal zennit-crp 0.6.0's (called as a black-box oracle) in float64.
+
+zennit-crp is installed with ``pip install --no-deps zennit-crp==0.6.0`` (its pins predate torch 2); the
+tests skip without it.
+"""
+import copy
+
+import pytest
+import torch
+
+crp_attribution = pytest.importorskip("crp.attribution")
+crp_concepts = pytest.importorskip("crp.concepts")
+zennit_composites = pytest.importorskip("zennit.composites")
+zennit_canonizers = pytest.importorskip("zennit.canonizers")
+zennit_layer = pytest.importorskip("zennit.layer")
+
+from lrp_lightning import canonizers, composites  # noqa: E402
+from lrp_lightning.concepts import AttributionResults, ChannelConcept, CondAttribution  # noqa: E402
+
+from concept_models import ResidualCNN, residual_sum_class  # noqa: E402
+from engine_models import cnn_with_batch_norm, mlp, randomize_batch_norms  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("float64_default")
+TOLERANCE = 1e-6
+COMPOSITES = ["epsilon_plus", "epsilon_plus_flat", "epsilon_gamma_box"]
+
+
+def residual_cnn():
+    torch.manual_seed(3)
+    return randomize_batch_norms(ResidualCNN(residual_sum_class(zennit_layer.Sum))).eval()
+
+
+# model, input shape, record layers, conditions (zennit-crp wants the layers of a condition last to first),
+# BatchNorm canonizers (zennit's, ours)
+CASES = {
+    "cnn_bn": (
+        cnn_with_batch_norm, (3, 12, 12), ["0", "3", "6", "11", "13"],
+        [{"y": [1], "6": [0, 2]}, {"y": [3], "6": [3], "3": [1, 4, 5]}, {"y": [0]}, {"y": [2, 4], "11": [7]}],
+        lambda: [zennit_canonizers.SequentialMergeBatchNorm()], lambda: [canonizers.SequentialMergeBatchNorm()],
+    ),
+    "residual": (
+        residual_cnn, (3, 8, 8), ["stem", "block1.conv1", "block1.conv2", "block1.sum", "block2.conv2", "block2.shortcut", "fc"],
+        [{"y": [2], "block2.conv2": [1, 4]}, {"y": [0], "block2.conv2": [0], "block1.conv1": [2, 3]},
+         {"y": [1], "block1.sum": [5]}, {"y": [3]}],
+        lambda: [zennit_canonizers.NamedMergeBatchNorm(ResidualCNN.merge_pairs())],
+        lambda: [canonizers.NamedMergeBatchNorm(ResidualCNN.merge_pairs())],
+    ),
+    "mlp": (
+        mlp, (10,), ["0", "2", "4"],
+        [{"y": [1], "2": [0, 5, 7]}, {"y": [3], "2": [11], "0": [1, 2, 3]}, {"y": [0, 2]}],
+        lambda: [], lambda: [],
+    ),
+}
+
+
+def composite_pair(name, inputs, zennit_canonizer, our_canonizer):
+    kwargs = {}
+    if name == "epsilon_gamma_box":
+        reduce = (0, *range(2, inputs.dim()))
+        kwargs = {"low": inputs.amin(dim=reduce, keepdim=True).expand_as(inputs[:1]) - 0.5,
+                  "high": inputs.amax(dim=reduce, keepdim=True).expand_as(inputs[:1]) + 0.5}
+    return (zennit_composites.COMPOSITES[name](canonizers=zennit_canonizer(), **kwargs),
+            composites.COMPOSITES[name](canonizers=our_canonizer(), **kwargs))
+
+
+def assert_close(actual, expected):
+    scale = expected.abs().max().clamp_min(1e-12)
+    error = ((actual - expected).abs().max() / scale).item()
+    assert error < TOLERANCE, f"relative max error {error:.3e}"
+
+
+def run_both(case, composite_name, exclude_parallel, samples=2):
+    build, shape, record, conditions, zennit_canonizer, our_canonizer = CASES[case]
+    model = build()
+    generator = torch.Generator().manual_seed(11)
+    inputs = torch.randn(samples, *shape, generator=generator)
+    theirs, ours = composite_pair(composite_name, inputs, zennit_canonizer, our_canonizer)
+    oracle = crp_attribution.CondAttribution(copy.deepcopy(model))
+    if exclude_parallel:
+        # zennit-crp runs the conditions of each set of layers on their own and returns them set by set
+        # (pairing N samples with a set of N conditions): call it per condition, then order the rows as
+        # ours, sample-major
+        parts = [oracle(inputs.clone().requires_grad_(True), [condition], theirs, record_layer=record)
+                 for condition in conditions]
+        expected = interleaved(parts)
+    else:
+        expected = oracle(inputs.clone().requires_grad_(True), conditions, theirs, record_layer=record,
+                          exclude_parallel=False)
+    actual = CondAttribution(model)(inputs, conditions, ours, record_layer=record, exclude_parallel=exclude_parallel)
+    return conditions, record, expected, actual
+
+
+def interleaved(parts):
+    """Results of one call per condition (each ``N`` rows) as rows ``i * C + j`` (sample ``i``, condition ``j``)."""
+    def stack(tensors):
+        return torch.stack(tensors, dim=1).flatten(0, 1)
+
+    return AttributionResults(
+        heatmap=stack([part.heatmap for part in parts]),
+        activations={name: stack([part.activations[name] for part in parts]) for name in parts[0].activations},
+        relevances={name: stack([part.relevances[name] for part in parts]) for name in parts[0].relevances},
+        prediction=stack([part.prediction for part in parts]),
+    )
+
+
+def oracle_relevance(expected, conditions, layer, exclude_parallel):
+    """zennit-crp's recorded relevance of ``layer``. Under torch 2, zennit-crp 0.6.0 records twice the masked
+    relevance at the conditioned layers of a chained (exclude_parallel=True) pass: its heatmaps and the
+    relevance below those layers (the masked relevance is what flows on) agree with the masked relevance,
+    so the factor is taken out here."""
+    relevance = expected.relevances[layer].clone()
+    if exclude_parallel:
+        rows = [row for row in range(len(relevance)) if layer in conditions[row % len(conditions)]]
+        relevance[rows] /= 2
+    return relevance
+
+
+@pytest.mark.parametrize("exclude_parallel", [True, False], ids=["exclude_parallel", "single_pass"])
+@pytest.mark.parametrize("composite_name", COMPOSITES)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_concepts_conditional_attribution_matches_zennit_crp(case, composite_name, exclude_parallel):
+    conditions, record, expected, actual = run_both(case, composite_name, exclude_parallel)
+    assert actual.heatmap.shape == expected.heatmap.shape == (2 * len(conditions), *expected.heatmap.shape[1:])
+    assert_close(actual.heatmap, expected.heatmap)
+    assert_close(actual.prediction, expected.prediction)
+    concept = ChannelConcept()
+    oracle_concept = crp_concepts.ChannelConcept()
+    for layer in record:
+        assert_close(actual.activations[layer], expected.activations[layer])
+        relevance = oracle_relevance(expected, conditions, layer, exclude_parallel)
+        assert_close(actual.relevances[layer], relevance)
+        if relevance.dim() >= 2 and relevance.abs().sum(dim=tuple(range(1, relevance.dim()))).min() > 0:
+            for abs_norm in (True, False):
+                assert_close(concept.attribute(actual.relevances[layer], abs_norm=abs_norm),
+                             oracle_concept.attribute(relevance, abs_norm=abs_norm))
+
+
+def test_concepts_one_sample_under_several_conditions_matches_zennit_crp():
+    conditions, _, expected, actual = run_both("residual", "epsilon_plus", True, samples=1)
+    assert actual.heatmap.shape[0] == len(conditions)
+    assert_close(actual.heatmap, expected.heatmap)
+
+
+@pytest.mark.parametrize("samples", [2, 3], ids=["every_sample_every_condition", "paired"])
+def test_concepts_conditions_broadcast_over_the_batch_as_zennit_crp(samples):
+    # one set of conditioned layers: zennit-crp answers all conditions in one call
+    model = residual_cnn()
+    conditions = [{"y": [0], "block2.conv2": [1]}, {"y": [2], "block2.conv2": [0, 3]}, {"y": [1], "block2.conv2": [5]}]
+    inputs = torch.randn(samples, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    theirs, ours = composite_pair("epsilon_plus", inputs, *CASES["residual"][-2:])
+    expected = crp_attribution.CondAttribution(copy.deepcopy(model))(inputs.clone().requires_grad_(True), conditions, theirs)
+    actual = CondAttribution(model)(inputs, conditions, ours)
+    assert actual.heatmap.shape[0] == (3 if samples == 3 else 6)
+    assert_close(actual.heatmap, expected.heatmap)
