@@ -38,7 +38,7 @@ class MonotonicityCorrelation(QuantusRelevanceMixin, SampleMeanMetric):
     features_in_step : int
         Locations per step; must divide the number of locations.
     eps : float
-        Below this |f(x)| the variance is not divided by f(x)^2.
+        Below this ``|f(x)|`` the variance is not divided by ``f(x)^2``.
     abs, normalise : bool
         Quantus' attribution options (``|a|``; division by the batch's largest ``|a|``).
     baseline : float, int, str or callable

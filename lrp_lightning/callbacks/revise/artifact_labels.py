@@ -35,7 +35,7 @@ def flags_from_user(artifact: Any, count: int) -> torch.Tensor:
 
 
 def concentration(mean_map: torch.Tensor, share: float = 0.05) -> float:
-    """The share of a mean heatmap's |R| that lies in its top ``share`` of pixels (a compact spot scores high)."""
+    """The share of a mean heatmap's ``|R|`` that lies in its top ``share`` of pixels (a compact spot scores high)."""
     flat = mean_map.abs().flatten()
     top = max(1, int(share * flat.numel()))
     return float(flat.topk(top).values.sum() / flat.sum().clamp(min=torch.finfo(flat.dtype).tiny))
