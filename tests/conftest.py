@@ -25,3 +25,15 @@ def float64_default():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(previous)
+
+
+@pytest.fixture(autouse=True)
+def default_dtype_unchanged(request):
+    """Fail a test that leaves torch's default dtype changed (later tests would build their inputs in it)."""
+    before = torch.get_default_dtype()
+    yield
+    after = torch.get_default_dtype()
+    if after != before:
+        torch.set_default_dtype(before)
+        pytest.fail(f"{request.node.nodeid} left the default dtype {after} (was {before})")
+

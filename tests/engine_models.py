@@ -72,12 +72,16 @@ def conv1d_net(bias: bool = True) -> torch.nn.Module:
 
 
 def cached(build):
-    """Build a model once per test session and hand out independent copies."""
-    build_once = functools.lru_cache(maxsize=None)(build)
+    """Build a model once per test session and default dtype (a test may run under float64) and hand out
+    independent copies."""
+
+    @functools.lru_cache(maxsize=None)
+    def build_once(default_dtype: torch.dtype) -> torch.nn.Module:
+        return build()
 
     @functools.wraps(build)
     def copy_of_cached():
-        return copy.deepcopy(build_once())
+        return copy.deepcopy(build_once(torch.get_default_dtype()))
 
     return copy_of_cached
 

@@ -28,11 +28,20 @@ def _storage_key(tensor: torch.Tensor) -> tuple:
     return (tensor.device, storage.data_ptr(), storage.nbytes())
 
 
+def _is_fake(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` owns no memory (a FakeTensor or FunctionalTensor left by ``torch.compile``)."""
+    try:
+        tensor.untyped_storage().data_ptr()
+    except RuntimeError:
+        return True
+    return False
+
+
 def storage_bytes(tensors: Iterable[torch.Tensor], exclude: frozenset = frozenset()) -> int:
     """Total size of the distinct storages of ``tensors`` (meta tensors and storages in ``exclude`` left out)."""
     storages = {}
     for tensor in tensors:
-        if tensor.device.type == "meta" or tensor.layout != torch.strided:
+        if tensor.device.type == "meta" or tensor.layout != torch.strided or _is_fake(tensor):
             continue
         key = _storage_key(tensor)
         if key not in exclude:
