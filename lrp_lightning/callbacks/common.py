@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from torch import nn
 
+from lrp_lightning.callbacks.naming import check_tag_component
 from lrp_lightning.callbacks.samples import BatchToInput, Samples, collect_samples, first_dataloader, split_batch
 from lrp_lightning.callbacks.tokens import batch_attention_mask
 
@@ -214,3 +215,37 @@ def gathered_from_ranks(trainer: Trainer, pl_module: LightningModule, tensor: to
         return tensor.unsqueeze(0)
     gathered = trainer.strategy.all_gather(tensor.to(pl_module.device))
     return gathered.reshape(trainer.world_size, *tensor.shape).cpu()
+
+
+def class_indices(classes: Optional[Sequence[int]]) -> Optional[list[int]]:
+    """``classes`` as a list of class indices (``None`` stays: every class).
+
+    Raises
+    ------
+    ValueError
+        For an empty list, or an entry that is not a non-negative int.
+    """
+    if classes is None:
+        return None
+    classes = list(classes)
+    if not classes or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in classes):
+        raise ValueError(f"classes must be a non-empty list of class indices, got {classes!r}")
+    return classes
+
+
+def class_name_map(class_names: Union[None, Sequence[str], Mapping[int, str]]) -> dict[int, str]:
+    """Class index to display name, from a sequence (index = position), a mapping or ``None`` (no names).
+
+    Raises
+    ------
+    ValueError
+        For a name that cannot be part of a log tag.
+    """
+    if isinstance(class_names, Mapping):
+        names = {int(key): str(value) for key, value in class_names.items()}
+    else:
+        names = {} if class_names is None else {index: str(name) for index, name in enumerate(class_names)}
+    for name in names.values():
+        check_tag_component(name, "class")
+    return names
+

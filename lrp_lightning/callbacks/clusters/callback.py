@@ -10,13 +10,12 @@ from lightning.pytorch import LightningModule, Trainer
 
 from lrp_lightning import image
 from lrp_lightning.callbacks.clusters.class_samples import ClassSamples, collect_by_class
-from lrp_lightning.callbacks.common import explained_submodule, gathered_from_ranks, log_scalars, positive_int, table_dir
+from lrp_lightning.callbacks.common import class_indices, class_name_map, explained_submodule, gathered_from_ranks, log_scalars, positive_int, table_dir
 from lrp_lightning.auto_canonizers import CanonizerArg, check_canonizers
 from lrp_lightning.callbacks.explainers import Bound, ExplainerSpec, build_explainer, parse_explainers
 from lrp_lightning.callbacks.explanation import explain
 from lrp_lightning.callbacks.figures import prototype_figure, spectrum_figure
 from lrp_lightning.callbacks.metric_set import MetricSet
-from lrp_lightning.callbacks.naming import check_tag_component
 from lrp_lightning.callbacks.samples import BatchToInput, Samples, first_dataloader
 from lrp_lightning.callbacks.schedule import ScheduledCallback
 from lrp_lightning.callbacks.sinks import sinks_for
@@ -138,17 +137,8 @@ class RelevanceClusterCallback(ScheduledCallback):
         self.name, self.spec = specs[0]
         self.num_samples = positive_int("num_samples", num_samples)
         super().__init__(every_n_epochs, at_fit_end)
-        if classes is not None:
-            classes = list(classes)
-            if not classes or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in classes):
-                raise ValueError(f"classes must be a non-empty list of class indices, got {classes!r}")
-        self.classes = classes
-        if isinstance(class_names, Mapping):
-            self.class_names = {int(key): str(value) for key, value in class_names.items()}
-        else:
-            self.class_names = {} if class_names is None else {index: str(name) for index, name in enumerate(class_names)}
-        for name in self.class_names.values():
-            check_tag_component(name, "class")
+        self.classes = class_indices(classes)
+        self.class_names = class_name_map(class_names)
         self.pool_size = positive_int("pool_size", pool_size)
         self.knn = positive_int("knn", knn)
         self.max_clusters = positive_int("max_clusters", max_clusters)

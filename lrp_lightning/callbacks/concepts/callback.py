@@ -9,6 +9,8 @@ from lightning.pytorch import LightningModule, Trainer
 from torch.utils.data import TensorDataset
 
 from lrp_lightning.callbacks.common import (
+    class_indices,
+    class_name_map,
     FixedSamplesCheckpoint,
     SampleArg,
     explained_submodule,
@@ -22,7 +24,6 @@ from lrp_lightning.callbacks.concepts.figure import concept_figure
 from lrp_lightning.callbacks.concepts.search import ConceptSummary, search_concepts
 from lrp_lightning.callbacks.explainers import Bound, CanonizerArg, ExplainerSpec, build_explainer, check_canonizers, parse_explainers
 from lrp_lightning.callbacks.hygiene import attribution_mode, preserved_state
-from lrp_lightning.callbacks.naming import check_tag_component
 from lrp_lightning.callbacks.samples import BatchToInput, collect_samples, first_dataloader
 from lrp_lightning.callbacks.schedule import ScheduledCallback
 from lrp_lightning.callbacks.sinks import sinks_for
@@ -143,17 +144,8 @@ class ConceptCallback(FixedSamplesCheckpoint, ScheduledCallback):
         self.layers = concept_map(layers)
         if not self.layers:
             raise ValueError("layers must name at least one layer, e.g. layers=['features.3']")
-        if classes is not None:
-            classes = list(classes)
-            if not classes or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in classes):
-                raise ValueError(f"classes must be a non-empty list of class indices, got {classes!r}")
-        self.classes = classes
-        if isinstance(class_names, Mapping):
-            self.class_names = {int(key): str(value) for key, value in class_names.items()}
-        else:
-            self.class_names = {} if class_names is None else {index: str(name) for index, name in enumerate(class_names)}
-        for name in self.class_names.values():
-            check_tag_component(name, "class")
+        self.classes = class_indices(classes)
+        self.class_names = class_name_map(class_names)
         self.top_k_concepts = positive_int("top_k_concepts", top_k_concepts)
         self.reference = reference
         self.reference_size = positive_int("reference_size", reference_size)
