@@ -15,6 +15,7 @@ import torch
 
 from lrp_lightning.attribution import Gradient
 from lrp_lightning.composites import AttnLRP, CPLRP
+from lrp_lightning.core import differentiable
 from memory_probe import assert_memory_flat, rule_references
 from transformer_models import load_golden, timm_vit_from_torchvision, tiny_language_model, torchvision_vit
 
@@ -47,7 +48,9 @@ def _explain_tokens(model, composite_class, ids, kwargs, create_graph):
                 rule_refs.extend(rule_references(composite))
                 attributor(ids, target, **kwargs)
             return
-        with composite.context(model):
+        # as the attributors do with create_graph=True: the forward pass inside `differentiable`, so that fused
+        # attention runs a kernel whose backward pass can be differentiated again
+        with composite.context(model), differentiable():
             rule_refs.extend(rule_references(composite))
             embedded = model.get_input_embeddings()(ids).detach().requires_grad_()
             logits = model(inputs_embeds=embedded, **kwargs).logits
