@@ -1,9 +1,7 @@
 """Relative input stability (Agarwal et al. 2022)."""
-from typing import Any, Optional
 
 from torch import Tensor
 
-from lrp_lightning.metrics._explainer import ExplainerArg
 from lrp_lightning.metrics._relative_stability import RelativeStabilityMetric
 
 
@@ -39,23 +37,6 @@ class RelativeInputStability(RelativeStabilityMetric):
     **kwargs
         Passed to ``torchmetrics.Metric``.
     """
-
-    def __init__(
-        self,
-        explainer: ExplainerArg = "gradient",
-        nr_samples: int = 200,
-        lower_bound: float = 0.02,
-        upper_bound: Optional[float] = 0.2,
-        abs: bool = False,
-        normalise: bool = False,
-        eps_min: float = 1e-6,
-        return_nan_when_prediction_changes: bool = True,
-        seed: int = 0,
-        max_batch_size: Optional[int] = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(explainer, nr_samples, lower_bound, upper_bound, abs, normalise, eps_min,
-                         return_nan_when_prediction_changes, seed, max_batch_size, **kwargs)
 
     def _denominator(self, clean: dict, perturbed: dict) -> Tensor:
         return self._relative_change(clean["inputs"], perturbed["inputs"])
