@@ -96,6 +96,11 @@ def test_concepts_start_layer_init_rel_and_on_device():
     # begun at an inner layer with its recorded relevance, the pass below it is the same again
     inner = attribution(inputs, {}, composite, start_layer="block2.sum", init_rel=plain.relevances["block2.sum"])
     torch.testing.assert_close(inner.heatmap, plain.heatmap, rtol=1e-10, atol=1e-14)
+    # a tensor that broadcasts to one row is each row's initial relevance, as the number it holds
+    broadcast = attribution(inputs, {"y": [1, 2]}, composite, init_rel=torch.full((4,), 2.0))
+    filled = attribution(inputs, {"y": [1, 2]}, composite, init_rel=2)
+    torch.testing.assert_close(broadcast.heatmap, filled.heatmap, rtol=0, atol=0)
+    assert filled.heatmap.abs().max() > 0
     # results on the asked device (meta: shapes, no values)
     moved = attribution(inputs, {"y": [1]}, composite, record_layer=["stem"], on_device="meta")
     for tensor in [moved.heatmap, moved.prediction, moved.relevances["stem"], moved.activations["stem"]]:
