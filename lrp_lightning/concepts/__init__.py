@@ -1,8 +1,9 @@
 """Concepts: conditional relevance (Concept Relevance Propagation), concept relevance and reference search.
 
 - :class:`CondAttribution`: the relevance of inputs and layers under conditions on concepts of layers.
-- :class:`ChannelConcept`, :class:`GroupConcept`: what a concept of a layer is (a channel, a group of
-  channels such as an attention head) and its relevance.
+- :class:`ChannelConcept`, :class:`GroupConcept`, :class:`HeadDimensionConcept`: what a concept of a layer is (a
+  channel, a group of channels such as an attention head, a dimension of a head's value vector or output) and its
+  relevance.
 - :func:`class_concept_relevance`: the mean share of a layer's relevance in each concept, per class.
 - :func:`relmax`, :func:`merge_references`: the reference samples of each concept (Relevance Maximization),
   searched in batches and, over processes, in shards; :func:`reference_patches` crops them where the
@@ -10,6 +11,7 @@
 """
 from lrp_lightning.concepts.attribution import AttributionResults, CondAttribution
 from lrp_lightning.concepts.concept import ChannelConcept, GroupConcept
+from lrp_lightning.concepts.heads import HeadDimensionConcept
 from lrp_lightning.concepts.patches import ReferencePatch, crop_box, reference_patches
 from lrp_lightning.concepts.relevance import class_concept_relevance
 from lrp_lightning.concepts.relmax import LayerReferences, merge_references, relmax
@@ -19,6 +21,7 @@ __all__ = [
     "ChannelConcept",
     "CondAttribution",
     "GroupConcept",
+    "HeadDimensionConcept",
     "LayerReferences",
     "ReferencePatch",
     "class_concept_relevance",

@@ -32,7 +32,7 @@ def _ids(key: str, value: Any) -> list:
     return ids
 
 
-def parse(conditions: Any, layer_names: Iterable[str]) -> list:
+def parse(conditions: Any, layer_names: Iterable[str], output_required: bool = True) -> list:
     """Check ``conditions`` and return them as a list of ``{key: [int, ...]}`` dicts (key order kept).
 
     Parameters
@@ -41,13 +41,16 @@ def parse(conditions: Any, layer_names: Iterable[str]) -> list:
         One condition or several.
     layer_names : iterable of str
         The model's module names (``model.named_modules()``).
+    output_required : bool
+        Every condition must name its classes ``"y"`` (False where the pass begins elsewhere: with a
+        ``start_layer`` or an ``init_rel``).
 
     Raises
     ------
     TypeError
         If a condition is not a dict of index lists.
     ValueError
-        If a condition has no ``"y"`` or names a layer the model does not have (the message lists the
+        If a condition has no ``"y"`` (and ``output_required``) or names a layer the model does not have (the message lists the
         closest names).
     """
     if isinstance(conditions, dict):
@@ -59,10 +62,10 @@ def parse(conditions: Any, layer_names: Iterable[str]) -> list:
     for condition in conditions:
         if not isinstance(condition, dict):
             raise TypeError(f"each condition must be a dict like {{'y': [0], 'layer': [3]}}, got {condition!r}")
-        if OUTPUT_NAME not in condition:
+        if output_required and OUTPUT_NAME not in condition:
             raise ValueError(
                 f"condition {condition!r} has no {OUTPUT_NAME!r}: name the explained output classes, e.g. "
-                f"{{{OUTPUT_NAME!r}: [0], ...}}"
+                f"{{{OUTPUT_NAME!r}: [0], ...}}, or begin the pass elsewhere with start_layer= or init_rel="
             )
         for key in condition:
             if key != OUTPUT_NAME and module_name(str(key)) not in known:

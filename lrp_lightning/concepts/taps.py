@@ -17,7 +17,7 @@ from lrp_lightning.concepts.conditions import INPUT_SUFFIX
 
 
 class Tap:
-    """What the conditional pass keeps for one layer: its output, the gate's input, mask and relevance.
+    """What the conditional pass keeps for one layer: its output, the gate's input and output, mask and relevance.
 
     Parameters
     ----------
@@ -35,6 +35,7 @@ class Tap:
         self.gradient_view = gradient_view
         self.order: Optional[int] = None
         self.gate_input: Optional[torch.Tensor] = None
+        self.gate_output: Optional[torch.Tensor] = None
         self.activation: Optional[torch.Tensor] = None
         self.mask: Optional[torch.Tensor] = None
         self.relevance: Optional[torch.Tensor] = None
@@ -70,7 +71,8 @@ class Tap:
         if self.records or self.gradient_view:
             self.activation = value.detach().clone()
         self.gate_input = value
-        return _Gate.apply(self, value)
+        self.gate_output = _Gate.apply(self, value)
+        return self.gate_output
 
     def passed(self, gradient: torch.Tensor) -> torch.Tensor:
         """Mask ``gradient`` and record the relevance that passes; return the masked gradient."""

@@ -83,3 +83,45 @@ def test_concepts_bad_conditions_name_the_fix():
         attribution(inputs, [{"y": [0], "block2.conv2": [1], "block2.shortcut": [0]}], composite)
     with pytest.raises(ValueError, match="no layer 'nope'"):
         attribution(inputs, [{"y": [0]}], composite, record_layer=["nope"])
+
+
+def test_concepts_start_layer_init_rel_and_on_device():
+    model, composite, inputs = residual_setup()
+    attribution = CondAttribution(model)
+    # begun at the last layer with the relevance of class 1 there, the pass is the plain attribution of class 1
+    plain = attribution(inputs, {"y": [1]}, composite, record_layer=["block2.sum"])
+    from_fc = attribution(inputs, {}, composite, start_layer="fc",
+                          init_rel=lambda logits: logits * torch.nn.functional.one_hot(torch.tensor(1), 4))
+    torch.testing.assert_close(from_fc.heatmap, plain.heatmap, rtol=1e-12, atol=1e-15)
+    # begun at an inner layer with its recorded relevance, the pass below it is the same again
+    inner = attribution(inputs, {}, composite, start_layer="block2.sum", init_rel=plain.relevances["block2.sum"])
+    torch.testing.assert_close(inner.heatmap, plain.heatmap, rtol=1e-10, atol=1e-14)
+    # a tensor that broadcasts to one row is each row's initial relevance, as the number it holds
+    broadcast = attribution(inputs, {"y": [1, 2]}, composite, init_rel=torch.full((4,), 2.0))
+    filled = attribution(inputs, {"y": [1, 2]}, composite, init_rel=2)
+    torch.testing.assert_close(broadcast.heatmap, filled.heatmap, rtol=0, atol=0)
+    assert filled.heatmap.abs().max() > 0
+    # results on the asked device (meta: shapes, no values)
+    moved = attribution(inputs, {"y": [1]}, composite, record_layer=["stem"], on_device="meta")
+    for tensor in [moved.heatmap, moved.prediction, moved.relevances["stem"], moved.activations["stem"]]:
+        assert tensor.device.type == "meta"
+    assert moved.heatmap.shape == plain.heatmap.shape
+
+
+def test_concepts_start_layer_and_init_rel_errors_name_the_fix():
+    model, composite, inputs = residual_setup()
+    before = model_state(model)
+    attribution = CondAttribution(model)
+    with pytest.raises(ValueError, match="lie above start_layer 'block1.sum'"):
+        attribution(inputs, {"block2.conv2": [0]}, composite, start_layer="block1.sum")
+    with pytest.raises(ValueError, match="no layer 'block9'"):
+        attribution(inputs, {}, composite, start_layer="block9")
+    with pytest.raises(TypeError, match="init_rel must be None, a callable"):
+        attribution(inputs, {"y": [0]}, composite, init_rel="ones")
+    with pytest.raises(ValueError, match="fits neither the 3 explained rows"):
+        attribution(inputs, {"y": [0]}, composite, init_rel=torch.ones(2, 4))
+    with pytest.raises(ValueError, match="must return the shape of its input"):
+        attribution(inputs, {"y": [0]}, composite, init_rel=lambda logits: logits.sum(dim=1))
+    with pytest.raises(ValueError, match="no 'y'.*start_layer= or init_rel="):
+        attribution(inputs, {"stem": [0]}, composite)
+    assert_same_state(before, model_state(model))

@@ -152,3 +152,114 @@ def test_concepts_conditions_broadcast_over_the_batch_as_zennit_crp(samples):
     actual = CondAttribution(model)(inputs, conditions, ours)
     assert actual.heatmap.shape[0] == (3 if samples == 3 else 6)
     assert_close(actual.heatmap, expected.heatmap)
+
+
+# start_layer / init_rel: per case the start layer, conditions on it and below it (no "y": it has no effect there),
+# a layer above it to record (zero relevance), and the composite
+START_CASES = {
+    "cnn_bn": ("6", [{"6": [1, 3]}, {"3": [0, 2, 5]}, {"6": [2], "3": [4]}], ["3", "6", "11"], "epsilon_plus"),
+    "residual": ("block2.sum", [{"block2.sum": [1, 4]}, {"block2.conv2": [0, 3]}, {"block2.sum": [5], "block1.sum": [0, 1]}],
+                 ["stem", "block1.sum", "block2.conv2", "block2.sum", "fc"], "epsilon_gamma_box"),
+    "mlp": ("2", [{"2": [0, 5, 7]}, {"0": [1, 2, 3]}, {"2": [11], "0": [4, 5]}], ["0", "2", "4"], "epsilon_plus_flat"),
+}
+
+
+def init_rel_of(kind, shape, rows):
+    """The init_rel of each kind, for start values of one row's ``shape`` and ``rows`` explained rows."""
+    if kind == "callable":
+        return lambda values: values.abs() + 0.5
+    if kind == "tensor":
+        return torch.randn(rows, *shape, generator=torch.Generator().manual_seed(7))
+    return {"none": None, "number": 3}[kind]  # zennit-crp 0.6.0 fills with an int only (a float: ignored)
+
+
+def oracle_rows(init_rel, condition, conditions):
+    """The part of a per-row init_rel tensor zennit-crp gets when called with one condition (rows ``i * C + j``)."""
+    if isinstance(init_rel, torch.Tensor):
+        return init_rel[conditions.index(condition)::len(conditions)]
+    return init_rel
+
+
+def run_both_from(case, start_layer, conditions, record, composite_name, init_rel, exclude_parallel, samples=2):
+    build, shape, _, _, zennit_canonizer, our_canonizer = CASES[case]
+    torch.manual_seed(0)  # the same model in every call
+    model = build()
+    inputs = torch.randn(samples, *shape, generator=torch.Generator().manual_seed(11))
+    theirs, ours = composite_pair(composite_name, inputs, zennit_canonizer, our_canonizer)
+    oracle = crp_attribution.CondAttribution(copy.deepcopy(model))
+    call = dict(record_layer=record, start_layer=start_layer, exclude_parallel=exclude_parallel)
+    if exclude_parallel:
+        expected = interleaved([oracle(inputs.clone().requires_grad_(True), [condition], theirs,
+                                       init_rel=oracle_rows(init_rel, condition, conditions), **call)
+                                for condition in conditions])
+    else:
+        expected = oracle(inputs.clone().requires_grad_(True), conditions, theirs, init_rel=init_rel, **call)
+    actual = CondAttribution(model)(inputs, conditions, ours, init_rel=init_rel, **call)
+    return expected, actual
+
+
+def assert_same_results(expected, actual, conditions, record, start_layer, exclude_parallel):
+    assert actual.heatmap.shape == expected.heatmap.shape
+    assert_close(actual.heatmap, expected.heatmap)
+    assert_close(actual.prediction, expected.prediction)
+    for layer in record:
+        assert_close(actual.activations[layer], expected.activations[layer])
+        relevance = oracle_relevance(expected, conditions, layer, exclude_parallel and layer != start_layer)
+        if relevance.abs().max() == 0:  # above the start layer: no relevance in either
+            assert actual.relevances[layer].abs().max() == 0
+        else:
+            assert_close(actual.relevances[layer], relevance)
+
+
+@pytest.mark.parametrize("exclude_parallel", [True, False], ids=["exclude_parallel", "single_pass"])
+@pytest.mark.parametrize("init_kind", ["none", "callable", "tensor", "number"])
+@pytest.mark.parametrize("case", sorted(START_CASES))
+def test_concepts_start_layer_and_init_rel_match_zennit_crp(case, init_kind, exclude_parallel):
+    start_layer, conditions, record, composite_name = START_CASES[case]
+    build, shape = CASES[case][:2]
+    start_shape = CondAttribution(build())(torch.zeros(1, *shape), {"y": [0]}, record_layer=[start_layer]) \
+        .activations[start_layer].shape[1:]
+    init_rel = init_rel_of(init_kind, start_shape, 2 * len(conditions))
+    expected, actual = run_both_from(case, start_layer, conditions, record, composite_name, init_rel, exclude_parallel)
+    assert actual.heatmap.shape[0] == 2 * len(conditions)
+    assert_same_results(expected, actual, conditions, record, start_layer, exclude_parallel)
+
+
+@pytest.mark.parametrize("init_kind", ["callable", "tensor", "number"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_concepts_init_rel_at_the_output_matches_zennit_crp(case, init_kind):
+    _, _, record, conditions, _, _ = CASES[case]
+    classes = {"cnn_bn": 5, "residual": 4, "mlp": 4}[case]
+    # with "y" the initial relevance is kept on those classes; without, on every class
+    conditions = conditions + [{key: value for key, value in conditions[0].items() if key != "y"}]
+    init_rel = init_rel_of(init_kind, (classes,), 2 * len(conditions))
+    expected, actual = run_both_from(case, None, conditions, record, "epsilon_plus", init_rel, True)
+    assert_same_results(expected, actual, conditions, record, None, True)
+
+
+def test_concepts_y_with_start_layer_has_no_effect_and_warns_as_zennit_crp():
+    start_layer, conditions, record, composite_name = START_CASES["mlp"]
+    with_y = [{"y": [3], **condition} for condition in conditions]
+    with pytest.warns(UserWarning, match="'y' has no effect"):
+        expected, actual = run_both_from("mlp", start_layer, with_y, record, composite_name, None, True)
+    assert_same_results(expected, actual, with_y, record, start_layer, True)
+    _, plain = run_both_from("mlp", start_layer, conditions, record, composite_name, None, True)
+    torch.testing.assert_close(actual.heatmap, plain.heatmap, rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_concepts_on_device_moves_the_results_as_zennit_crp():
+    start_layer, conditions, record, composite_name = START_CASES["residual"]
+    build, shape, _, _, zennit_canonizer, our_canonizer = CASES["residual"]
+    model = build().cuda()
+    inputs = torch.randn(2, *shape, generator=torch.Generator().manual_seed(11)).cuda()
+    theirs, ours = composite_pair(composite_name, inputs, zennit_canonizer, our_canonizer)
+    expected = crp_attribution.CondAttribution(copy.deepcopy(model))(
+        inputs.clone().requires_grad_(True), conditions[:1], theirs, record_layer=record, start_layer=start_layer,
+        on_device="cpu")
+    actual = CondAttribution(model)(inputs, conditions[:1], ours, record_layer=record, start_layer=start_layer,
+                                    on_device="cpu")
+    for tensor in [actual.heatmap, actual.prediction, *actual.relevances.values(), *actual.activations.values()]:
+        assert tensor.device.type == "cpu"
+    assert expected.heatmap.device.type == "cpu"
+    assert_close(actual.heatmap, expected.heatmap)

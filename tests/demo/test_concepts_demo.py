@@ -5,10 +5,11 @@ import argparse
 import lightning.pytorch as pl
 import pytest
 import torch
+from PIL import Image
 
 from lrp_lightning.callbacks import ConceptCallback
 from lrp_lightning.demo.__main__ import parse_args
-from lrp_lightning.demo.concepts import WatermarkConceptReport, concept_callbacks, find_watermark_concept
+from lrp_lightning.demo.concepts import FIGURE_FILE, WatermarkConceptReport, concept_callbacks, find_watermark_concept
 from lrp_lightning.demo.data import ShapesDataModule
 from lrp_lightning.demo.model import ShapesCNN
 
@@ -50,3 +51,23 @@ def test_concepts_demo_option_adds_the_concept_callbacks():
     assert [type(callback) for callback in callbacks] == [ConceptCallback, WatermarkConceptReport]
     assert callbacks[1].split is data.train_split
     assert isinstance(parse_args(["--concepts"]), argparse.Namespace)
+
+
+def test_concepts_demo_report_writes_the_watermark_figure(tmp_path):
+    pl.seed_everything(0, verbose=False)
+    data = ShapesDataModule(n_train=32, n_val=8, batch_size=16, seed=0)
+    data.setup()
+    report = WatermarkConceptReport(data.train_split)
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                         callbacks=[report])
+    trainer.fit(ShapesCNN(), datamodule=data)
+    path = tmp_path / FIGURE_FILE
+    assert path.is_file()
+    with Image.open(path) as figure:
+        width, height = figure.size
+    found = report.result
+    # one row per drawn concept (the watermark concept first), references then heatmaps in each row
+    assert list(found.patches)[0] == found.concept and len(found.patches) == 3
+    assert width > height > 0
+    assert path.stat().st_size < 300_000

@@ -29,7 +29,7 @@ from lrp_lightning.callbacks.schedule import ScheduledCallback
 from lrp_lightning.callbacks.sinks import sinks_for
 from lrp_lightning.cmap import get_cmap
 from lrp_lightning.concepts.attribution import CondAttribution
-from lrp_lightning.concepts.conditions import OUTPUT_NAME, parse
+from lrp_lightning.concepts.conditions import OUTPUT_NAME
 from lrp_lightning.concepts.patches import reference_patches
 from lrp_lightning.concepts.relmax import concept_map
 from lrp_lightning import image
@@ -183,7 +183,6 @@ class ConceptCallback(FixedSamplesCheckpoint, ScheduledCallback):
     def prepare(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Check the layers and concepts against the model, take the samples and the reference data, build the composite."""
         model = explained_submodule(pl_module, self.module)
-        parse([{OUTPUT_NAME: [0], **{layer: [0] for layer in self.layers}}], dict(model.named_modules()))
         if self.samples is None:
             self.samples = validation_samples(trainer, pl_module, self.num_samples, self.batch_to_input, "ConceptCallback")
         self.samples.require_single_input("ConceptCallback")
