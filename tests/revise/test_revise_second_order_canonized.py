@@ -72,3 +72,14 @@ def test_merged_batch_norm_parameters_reach_conv_and_batch_norm_and_the_model_is
     assert {name: value for name, value in model.named_parameters()} == objects
     assert all(torch.equal(value, before[name]) for name, value in [*model.named_parameters(), *model.named_buffers()])
     assert (dict(model.conv._forward_pre_hooks), dict(model.norm.__dict__)) == hooks
+
+
+def test_a_plain_call_after_a_differentiable_one_under_the_same_canonizer_gives_the_same_relevance():
+    """The merged tensors of the differentiable call stay in the layer until its next forward pass: a plain call
+    (which freezes the parameters) in between must neither fail nor change the relevance."""
+    model, inputs, target = _conv_batch_norm_net()
+    with _canonized_composite().context(model):
+        _, differentiable_relevance = attribution.Gradient(model, create_graph=True)(inputs, target)
+        _, plain = attribution.Gradient(model)(inputs, target)
+    assert torch.allclose(plain, differentiable_relevance.detach(), rtol=1e-12, atol=1e-14)
+    assert all(parameter.is_leaf and parameter.requires_grad for parameter in model.parameters())
