@@ -75,6 +75,8 @@ def accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> fl
         return float((model(inputs).argmax(1) == labels).float().mean())
 
 
+# epsilon_plus (Epsilon at every Linear) and not epsilon_plus_flat: Flat at the first layer spreads a hidden
+# unit's relevance evenly over all 144 inputs whatever their values, so it cannot single out the swatch
 PENALTIES = {
     "RightReasonsLoss gradient": lambda: RightReasonsLoss("gradient", weight=10.0, reduction="mean"),
     "RightReasonsLoss epsilon_plus": lambda: RightReasonsLoss("epsilon_plus", weight=10.0, reduction="mean"),

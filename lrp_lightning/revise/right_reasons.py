@@ -38,13 +38,14 @@ class RightReasonsLoss(torch.nn.Module):
     ``explainer="gradient"`` is Ross et al.'s input gradient ``E = ∂/∂x Σ_k log p_k(x)`` (with
     ``target="log_prob_sum"``); a composite name of the registry (``"epsilon_plus_flat"``, ...) or a
     :class:`~lrp_lightning.core.Composite` penalises its LRP relevance ``E = R(x)`` instead. LRP starts from
-    the output relevance ``R_k = z_k ∂s/∂z_k`` (Bach et al.'s ``R = f(x)`` for a single class), the logits
-    ``z`` in the graph and the target's gradient held constant: the rules divide relevance by the logits, and a
-    relevance proportional to them keeps that quotient and its derivative bounded where a logit is near zero
-    (the gradient alone, divided by a vanishing logit, makes the penalty and its gradient explode). A
-    composite whose backward pass carries gradients (``gradient_view``) starts from ``∂s/∂z`` and multiplies
-    by the input. Both explanations are computed with ``create_graph=True``, so the penalty trains the
-    model's parameters. The model is left as it was (hooks removed, buffers restored).
+    the output relevance ``R_k = z_k ∂s/∂z_k`` (Bach et al.'s ``R = f(x)`` for a single class), in the graph of
+    the logits ``z`` (the target's gradient too, so the penalty's gradient is exact for ``"log_prob_sum"``):
+    the rules divide relevance by the logits, and a relevance proportional to them keeps that quotient and its
+    derivative bounded where a logit is near zero (the gradient alone, divided by a vanishing logit, makes
+    the penalty and its gradient explode). A composite whose backward pass carries gradients
+    (``gradient_view``) starts from ``∂s/∂z`` and multiplies by the input. Both explanations are computed
+    with ``create_graph=True``, so the penalty trains the model's parameters. The model is left as it was
+    (hooks removed, buffers restored).
 
     Parameters
     ----------
