@@ -15,7 +15,7 @@ import torch
 
 from lrp_lightning import _arguments, types
 from lrp_lightning.auto_canonizers import batch_norm_follows_linear, register_auto_canonizer
-from lrp_lightning.core import collect_leaves
+from lrp_lightning.core import collect_leaves, differentiable
 
 _MISSING = object()
 
@@ -51,12 +51,20 @@ class MergeBatchNorm(Canonizer):
     output channel) and its bias ``(b - running_mean) * s + beta``; the BatchNorm's forward is
     replaced by the identity (exact, also on torch >= 2.10, which rejects ``eps = 0``). Valid for
     BatchNorm in eval mode (running statistics).
+
+    The merged parameters are detached copies; a forward pass of a linear layer inside
+    :class:`~lrp_lightning.core.differentiable` with gradients enabled (an attribution with
+    ``create_graph=True``) swaps in the same values computed in the graph of the original weight, bias,
+    ``gamma`` and ``beta``, so that a derivative of the relevance reaches them (the next other call swaps
+    the copies back).
     """
 
     def __init__(self) -> None:
         self.linears: list = []
         self.batch_norm: Optional[torch.nn.Module] = None
         self.saved_params: list = []
+        self.merged_params: dict = {}
+        self.handles: list = []
         self.saved_forward = _MISSING
 
     def apply(self, root_module: torch.nn.Module) -> list:
@@ -67,23 +75,42 @@ class MergeBatchNorm(Canonizer):
         """Fold ``batch_norm`` into each of ``linears`` until :meth:`remove`."""
         self.linears = list(linears)
         self.batch_norm = batch_norm
-        scale, shift = self._scale_shift(batch_norm)
+        self._scale_shift(batch_norm, in_graph=False)  # raises before anything is changed
         for linear in self.linears:
             self.saved_params.append((linear, linear._parameters["weight"], linear._parameters.get("bias")))
-            weight = linear.weight.detach()
-            out_dim = 1 if getattr(linear, "transposed", False) else 0
-            shape = [1] * weight.dim()
-            shape[out_dim] = -1
-            merged_weight = weight * scale.view(shape).to(weight)
-            bias = linear.bias.detach() if linear.bias is not None else torch.zeros_like(scale).to(weight)
-            merged_bias = bias * scale.to(weight) + shift.to(weight)
-            linear._parameters["weight"] = torch.nn.Parameter(merged_weight, requires_grad=linear.weight.requires_grad)
-            linear._parameters["bias"] = torch.nn.Parameter(merged_bias, requires_grad=linear.weight.requires_grad)
+            weight, bias = self._merged(linear, in_graph=False)
+            trainable = linear.weight.requires_grad
+            self.merged_params[linear] = (torch.nn.Parameter(weight, requires_grad=trainable),
+                                          torch.nn.Parameter(bias, requires_grad=trainable))
+            linear._parameters["weight"], linear._parameters["bias"] = self.merged_params[linear]
+            self.handles.append(linear.register_forward_pre_hook(self._swap_in, prepend=True))
         self.saved_forward = batch_norm.__dict__.get("forward", _MISSING)
         batch_norm.forward = _identity_forward
 
+    def _swap_in(self, linear: torch.nn.Module, args: tuple) -> None:
+        """Forward pre-hook: the merged parameters in the originals' graph inside a differentiable call, else
+        the detached copies."""
+        if differentiable.enabled_now() and torch.is_grad_enabled():
+            linear._parameters["weight"], linear._parameters["bias"] = self._merged(linear, in_graph=True)
+        else:
+            linear._parameters["weight"], linear._parameters["bias"] = self.merged_params[linear]
+
+    def _merged(self, linear: torch.nn.Module, in_graph: bool) -> tuple:
+        """The merged ``(weight, bias)`` of ``linear`` from its saved originals (detached unless ``in_graph``)."""
+        _, weight, bias = next(saved for saved in self.saved_params if saved[0] is linear)
+        scale, shift = self._scale_shift(self.batch_norm, in_graph)
+        weight = weight if in_graph else weight.detach()
+        out_dim = 1 if getattr(linear, "transposed", False) else 0
+        shape = [1] * weight.dim()
+        shape[out_dim] = -1
+        merged_weight = weight * scale.view(shape).to(weight)
+        if bias is None:
+            bias = torch.zeros_like(scale).to(weight)
+        merged_bias = (bias if in_graph else bias.detach()) * scale.to(weight) + shift.to(weight)
+        return merged_weight, merged_bias
+
     @staticmethod
-    def _scale_shift(batch_norm: torch.nn.Module) -> tuple:
+    def _scale_shift(batch_norm: torch.nn.Module, in_graph: bool = False) -> tuple:
         if batch_norm.running_var is None or batch_norm.running_mean is None:
             raise ValueError(
                 f"cannot merge {type(batch_norm).__name__} without running statistics (track_running_stats=False)"
@@ -92,18 +119,22 @@ class MergeBatchNorm(Canonizer):
         mean = batch_norm.running_mean.detach()
         scale = torch.rsqrt(variance + batch_norm.eps)
         if batch_norm.weight is not None:
-            scale = batch_norm.weight.detach() * scale
+            scale = (batch_norm.weight if in_graph else batch_norm.weight.detach()) * scale
         shift = -mean * scale
         if batch_norm.bias is not None:
-            shift = shift + batch_norm.bias.detach()
+            shift = shift + (batch_norm.bias if in_graph else batch_norm.bias.detach())
         return scale, shift
 
     def remove(self) -> None:
         """Put the original parameters and the BatchNorm's forward back."""
+        for handle in reversed(self.handles):
+            handle.remove()
+        self.handles = []
         for linear, weight, bias in reversed(self.saved_params):
             linear._parameters["weight"] = weight
             linear._parameters["bias"] = bias
         self.saved_params = []
+        self.merged_params = {}
         if self.batch_norm is not None:
             if self.saved_forward is _MISSING:
                 del self.batch_norm.forward

@@ -475,7 +475,7 @@ class _CallState:
     ``slots`` (positional indices, keyword names); :meth:`forward_with` then re-evaluates the module.
     """
 
-    __slots__ = ("hook", "module", "extra_args", "kwargs", "output", "probe", "slots", "parameters")
+    __slots__ = ("hook", "module", "extra_args", "kwargs", "output", "probe", "slots", "parameter_map", "parameters")
 
     def __init__(
         self,
@@ -496,9 +496,11 @@ class _CallState:
         self.slots = slots
         # inside `differentiable` (a call with create_graph=True): the parameters that require grad, inputs of the
         # rule's autograd node, so that a derivative of the relevance reaches them along the forward pass
-        self.parameters = [
-            parameter for parameter in module.parameters(recurse=False) if parameter.requires_grad
-        ] if differentiable.enabled_now() else []
+        # (by name: the second pass recomputes the module with these, whatever a canonizer has put back since)
+        self.parameter_map = {
+            name: parameter for name, parameter in module.named_parameters(recurse=False) if parameter.requires_grad
+        } if differentiable.enabled_now() else {}
+        self.parameters = list(self.parameter_map.values())
 
     def forward_with(self, *inputs: torch.Tensor) -> Any:
         """Return ``module.forward`` of this call with ``inputs`` in the places of its tensor inputs."""
@@ -591,12 +593,12 @@ class _RuleFunction(torch.autograd.Function):
 
 def _true_gradients(state: _CallState, inputs: tuple, grad_output: torch.Tensor) -> tuple:
     """The module's plain gradients ``J^T grad_output`` of one call's tensor inputs and of its parameters
-    (``state.parameters``), recomputed from the saved inputs without hooks."""
+    (``state.parameters``), recomputed from the saved inputs and those parameters without hooks."""
     forward = state.forward_with if state.slots is not None else (
         lambda input: forward_of(state.module, input, state.extra_args, state.kwargs)
     )
     keep_graph = torch.is_grad_enabled()
-    with torch.enable_grad(), _hooks_suspended():
+    with torch.enable_grad(), _hooks_suspended(), swapped_parameters(state.module, state.parameter_map):
         leaves = [_graph_leaf(input, keep_graph) for input in inputs]
         gradients = torch.autograd.grad(forward(*leaves), [*leaves, *state.parameters], grad_output,
                                         allow_unused=True, create_graph=keep_graph)

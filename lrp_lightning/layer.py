@@ -70,7 +70,10 @@ class ScaledDotProductAttention(torch.nn.Module):
     The call takes the arguments of ``F.scaled_dot_product_attention`` (query, key, value first).
     Inside :class:`~lrp_lightning.core.differentiable` (an attribution with ``create_graph=True``) it runs
     the kernel's math backend, whose backward pass is differentiable again (the fused CPU/GPU kernels'
-    backward passes are not).
+    backward passes are not). Elsewhere, when only the query, key and value require grad and there is no
+    dropout, the fused kernel's output carries a backward pass that notices a second-order need itself:
+    run with gradients enabled (a backward pass with ``create_graph=True``), it recomputes the attention
+    with the math backend and differentiates that; otherwise it uses the fused kernel's own backward.
     """
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args, **kwargs) -> torch.Tensor:
@@ -78,4 +81,45 @@ class ScaledDotProductAttention(torch.nn.Module):
         if differentiable.enabled_now():
             with sdpa_kernel(SDPBackend.MATH):
                 return torch.nn.functional.scaled_dot_product_attention(query, key, value, *args, **kwargs)
+        if _needs_twice_differentiable_backward((query, key, value), args, kwargs):
+            return _TwiceDifferentiableAttention.apply(args, kwargs, query, key, value)
         return torch.nn.functional.scaled_dot_product_attention(query, key, value, *args, **kwargs)
+
+
+def _needs_twice_differentiable_backward(tensors: tuple, args: tuple, kwargs: dict) -> bool:
+    """Whether a gradient may flow through an attention call into its query, key or value only, without dropout."""
+    if not torch.is_grad_enabled() or not any(tensor.requires_grad for tensor in tensors):
+        return False
+    others = (*args, *kwargs.values())
+    if any(isinstance(other, torch.Tensor) and other.requires_grad for other in others):
+        return False
+    dropout = dict(zip(("attn_mask", "dropout_p"), args)).get("dropout_p", kwargs.get("dropout_p", 0.0))
+    return not dropout
+
+
+class _TwiceDifferentiableAttention(torch.autograd.Function):
+    """``F.scaled_dot_product_attention`` of the query, key and value whose backward pass is differentiable."""
+
+    @staticmethod
+    def forward(ctx, args: tuple, kwargs: dict, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        ctx.args, ctx.kwargs = args, kwargs
+        ctx.save_for_backward(query, key, value)
+        with torch.enable_grad():
+            ctx.leaves = [tensor.detach().requires_grad_(tensor.requires_grad) for tensor in (query, key, value)]
+            ctx.output = torch.nn.functional.scaled_dot_product_attention(*ctx.leaves, *args, **kwargs)
+        return ctx.output.detach()
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> tuple:
+        # autograd runs a backward pass with create_graph=True with gradients enabled
+        if torch.is_grad_enabled():
+            tensors = ctx.saved_tensors
+            with sdpa_kernel(SDPBackend.MATH):
+                output = torch.nn.functional.scaled_dot_product_attention(*tensors, *ctx.args, **ctx.kwargs)
+            wanted = [tensor for tensor in tensors if tensor.requires_grad]
+            grads = iter(torch.autograd.grad(output, wanted, grad_output, create_graph=True, allow_unused=True))
+        else:
+            tensors = ctx.leaves
+            wanted = [tensor for tensor in tensors if tensor.requires_grad]
+            grads = iter(torch.autograd.grad(ctx.output, wanted, grad_output, retain_graph=True, allow_unused=True))
+        return (None, None, *(next(grads) if tensor.requires_grad else None for tensor in tensors))

@@ -69,7 +69,8 @@ def frozen_parameters(model: Any) -> Iterator[None]:
     if not isinstance(model, torch.nn.Module):
         yield
         return
-    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    # a leaf only: a canonizer may hold a parameter computed in the graph of the originals (see MergeBatchNorm)
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad and parameter.is_leaf]
     try:
         for parameter in trainable:
             parameter.requires_grad_(False)

@@ -38,10 +38,11 @@ def target_scores(logits: torch.Tensor, target: str, labels: Optional[torch.Tens
 
 
 def start_relevance(logits: torch.Tensor, target: str, labels: Optional[torch.Tensor]) -> torch.Tensor:
-    """The relevance an LRP pass starts from at the ``(N, K)`` logits, held constant: the gradient of
-    :func:`target_scores` with respect to the logits (``1 − K softmax(z)`` for ``"log_prob_sum"``, a one-hot
-    vector for ``"label"`` and ``"max_logit"``)."""
+    """The gradient of :func:`target_scores` with respect to the ``(N, K)`` logits, in their graph
+    (``1 − K softmax(z)`` for ``"log_prob_sum"``, a one-hot vector for ``"label"`` and ``"max_logit"``):
+    what an LRP pass for the target starts from, differentiable where the target's gradient depends on the
+    logits."""
     with torch.enable_grad():
-        leaf = logits.detach().requires_grad_(True)
-        gradient, = torch.autograd.grad(target_scores(leaf, target, labels).sum(), leaf)
+        leaf = logits if logits.requires_grad else logits.detach().requires_grad_(True)
+        gradient, = torch.autograd.grad(target_scores(leaf, target, labels).sum(), leaf, create_graph=True)
     return gradient

@@ -5,9 +5,9 @@ from typing import Optional, Union
 
 import torch
 
-from lrp_lightning.attribution import Gradient
 from lrp_lightning.composites import get_composite
-from lrp_lightning.core import Composite
+from lrp_lightning.core import Composite, differentiable
+from lrp_lightning.model_state import preserved_buffers, preserved_random_state
 from lrp_lightning.revise._targets import checked_target, start_relevance, target_scores
 
 REDUCTIONS = ("sum", "mean")
@@ -37,9 +37,15 @@ class RightReasonsLoss(torch.nn.Module):
 
     ``explainer="gradient"`` is Ross et al.'s input gradient ``E = ∂/∂x Σ_k log p_k(x)`` (with
     ``target="log_prob_sum"``); a composite name of the registry (``"epsilon_plus_flat"``, ...) or a
-    :class:`~lrp_lightning.core.Composite` penalises its LRP relevance ``E = R(x)`` instead, starting from the
-    gradient of the target score at the logits (held constant). Both are computed with ``create_graph=True``, so
-    the penalty trains the model's parameters. The model is left as it was (hooks removed, buffers restored).
+    :class:`~lrp_lightning.core.Composite` penalises its LRP relevance ``E = R(x)`` instead. LRP starts from
+    the output relevance ``R_k = z_k ∂s/∂z_k`` (Bach et al.'s ``R = f(x)`` for a single class), in the graph of
+    the logits ``z`` (the target's gradient too, so the penalty's gradient is exact for ``"log_prob_sum"``):
+    the rules divide relevance by the logits, and a relevance proportional to them keeps that quotient and its
+    derivative bounded where a logit is near zero (the gradient alone, divided by a vanishing logit, makes
+    the penalty and its gradient explode). A composite whose backward pass carries gradients
+    (``gradient_view``) starts from ``∂s/∂z`` and multiplies by the input. Both explanations are computed
+    with ``create_graph=True``, so the penalty trains the model's parameters. The model is left as it was
+    (hooks removed, buffers restored).
 
     Parameters
     ----------
@@ -91,9 +97,16 @@ class RightReasonsLoss(torch.nn.Module):
                 gradient, = torch.autograd.grad(scores.sum(), leaf, create_graph=True)
             return gradient
         composite = get_composite(self.explainer)() if isinstance(self.explainer, str) else self.explainer
-        target = lambda logits: start_relevance(logits, self.target, labels)  # noqa: E731
-        _, relevance = Gradient(model, composite, attr_output=target, create_graph=True)(inputs)
-        return relevance
+        gradient_view = bool(getattr(composite, "gradient_view", False))
+        leaf = inputs if inputs.requires_grad else inputs.detach().requires_grad_(True)
+        with preserved_buffers(model), preserved_random_state(inputs.device), composite.context(model), \
+                differentiable(), torch.enable_grad():
+            logits = model(leaf)
+            relevance = start_relevance(logits, self.target, labels)
+            if not gradient_view:
+                relevance = logits * relevance
+            gradient, = torch.autograd.grad(logits, leaf, relevance, create_graph=True)
+        return leaf * gradient if gradient_view else gradient
 
     def forward(self, model: torch.nn.Module, inputs: torch.Tensor, masks: torch.Tensor,
                 labels: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -179,7 +179,7 @@ def test_lrp_penalty_matches_numpy_epsilon_on_a_linear_model():
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     w, b, x = model[0].weight.detach().numpy(), model[0].bias.detach().numpy(), inputs.numpy()
     z = x @ w.T + b
-    start = np.eye(3)[labels.numpy()]
+    start = z * np.eye(3)[labels.numpy()]  # the output relevance R = f(x) of the label's logit (Bach et al.)
     stabilised = z + 1e-6 * np.where(z >= 0, 1.0, -1.0)
     relevance = x * ((start / stabilised) @ w)  # epsilon_plus maps nn.Linear to Epsilon(1e-6)
     expected = np.sum((masks.numpy() * relevance) ** 2)
