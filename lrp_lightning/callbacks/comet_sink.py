@@ -24,6 +24,8 @@ class CometSink:
     logger : lightning.pytorch.loggers.CometLogger
     """
 
+    through_logger = True
+
     def __init__(self, logger: Any) -> None:
         self.logger = logger
 

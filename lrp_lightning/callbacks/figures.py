@@ -1,4 +1,6 @@
-"""Figures of the callback suite, rendered with matplotlib's Agg backend to uint8 (3, H, W) tensors."""
+"""Figures of the callback suite: matplotlib figures on an Agg canvas (off any display), handed to the
+sinks as :class:`DrawnFigure` (the figure itself, for a logger that takes figures, such as MLflow's
+``log_figure``, and its picture as a uint8 (3, H, W) tensor, drawn once, for the others)."""
 from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Sequence
@@ -8,6 +10,7 @@ import torch
 
 from lrp_lightning import image
 from lrp_lightning.callbacks.dashboard import FIGURE_DPI, FONT_SIZE
+from lrp_lightning.callbacks.drawn import DrawnFigure, rendered
 
 # layer names on the x axis of a line figure keep their last this many dotted parts
 TICK_NAME_PARTS = 2
@@ -22,13 +25,6 @@ def new_figure(width: float, height: float) -> tuple:
     return figure, FigureCanvasAgg(figure)
 
 
-def rendered(figure: Any, canvas: Any) -> torch.Tensor:
-    """``figure`` drawn on ``canvas`` as a uint8 (3, H, W) tensor."""
-    canvas.draw()
-    rgba = np.asarray(canvas.buffer_rgba())
-    return torch.from_numpy(rgba[..., :3].copy()).permute(2, 0, 1).contiguous()
-
-
 def line_figure(
     title: str,
     lines: Mapping[str, Sequence[float]],
@@ -36,7 +32,7 @@ def line_figure(
     ylabel: str,
     xticklabels: Optional[Sequence[str]] = None,
     ylim: Optional[tuple] = None,
-) -> torch.Tensor:
+) -> DrawnFigure:
     """One line per entry of ``lines`` against its index.
 
     Parameters
@@ -53,8 +49,7 @@ def line_figure(
 
     Returns
     -------
-    torch.Tensor
-        uint8, shape (3, H, W).
+    DrawnFigure
     """
     figure, canvas = new_figure(4.6, 4.4)
     axes = figure.add_subplot()
@@ -74,10 +69,10 @@ def line_figure(
     axes.grid(alpha=0.3)
     axes.legend(fontsize=FONT_SIZE)
     figure.subplots_adjust(left=0.15, right=0.97, bottom=0.3 if xticklabels is not None else 0.12, top=0.88)
-    return rendered(figure, canvas)
+    return DrawnFigure(figure, canvas)
 
 
-def spectrum_figure(title: str, eigenvalues: torch.Tensor, count: int, shown: int) -> torch.Tensor:
+def spectrum_figure(title: str, eigenvalues: torch.Tensor, count: int, shown: int) -> DrawnFigure:
     """The smallest ``shown`` eigenvalues of a Laplacian, the chosen eigengap marked.
 
     Parameters
@@ -93,8 +88,7 @@ def spectrum_figure(title: str, eigenvalues: torch.Tensor, count: int, shown: in
 
     Returns
     -------
-    torch.Tensor
-        uint8, shape (3, H, W).
+    DrawnFigure
     """
     values = eigenvalues[:shown].double().cpu().numpy()
     figure, canvas = new_figure(4.4, 3.4)
@@ -108,7 +102,7 @@ def spectrum_figure(title: str, eigenvalues: torch.Tensor, count: int, shown: in
     axes.set_title(title, fontsize=FONT_SIZE + 1)
     axes.legend(fontsize=FONT_SIZE - 1)
     figure.subplots_adjust(left=0.17, right=0.97, bottom=0.15, top=0.91)
-    return rendered(figure, canvas)
+    return DrawnFigure(figure, canvas)
 
 
 def prototype_figure(
@@ -117,7 +111,7 @@ def prototype_figure(
     typical_inputs: Sequence[torch.Tensor],
     sizes: Sequence[int],
     cmap: str,
-) -> torch.Tensor:
+) -> DrawnFigure:
     """One row per cluster: its mean heatmap, then its most typical inputs; sizes in the row titles.
 
     Parameters
@@ -135,8 +129,7 @@ def prototype_figure(
 
     Returns
     -------
-    torch.Tensor
-        uint8, shape (3, H, W).
+    DrawnFigure
     """
     columns = 1 + max(inputs.shape[0] for inputs in typical_inputs)
     rows = mean_maps.shape[0]
@@ -154,4 +147,4 @@ def prototype_figure(
             axes.axis("off")
     figure.suptitle(title, fontsize=FONT_SIZE)
     figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.45 / (1.25 * rows + 0.4), hspace=0.4)
-    return rendered(figure, canvas)
+    return DrawnFigure(figure, canvas)

@@ -7,6 +7,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 
 from lrp_lightning.callbacks.common import positive_int
+from lrp_lightning.callbacks.logger_guard import guard_loggers
 from lrp_lightning.callbacks.samples import first_dataloader
 
 
@@ -15,7 +16,9 @@ class ScheduledCallback(Callback):
     :class:`~lrp_lightning.callbacks.RelevanceClusterCallback`: calls :meth:`run` at the end of every
     ``every_n_epochs``-th validation epoch while fitting (never in the sanity check; scalars through
     ``pl_module.log``) and, with ``at_fit_end``, once at the end of training (scalars straight to the
-    loggers).
+    loggers) — unless the last validation epoch already ran it at that step (the model is the same:
+    nothing is logged twice). Guards the loggers for the fit (see
+    :mod:`~lrp_lightning.callbacks.logger_guard`).
 
     Parameters
     ----------
@@ -36,10 +39,14 @@ class ScheduledCallback(Callback):
             raise ValueError(f"{type(self).__name__} never runs: set every_n_epochs or at_fit_end=True")
         self.at_fit_end = at_fit_end
         self._prepared = False
+        self._last_run_step: Optional[int] = None
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Prepare now when samples were given or the validation data can be reached, else at the first validation."""
+        """Guard the loggers; prepare now when samples were given or the validation data can be reached,
+        else at the first validation."""
+        guard_loggers(trainer)
         self._prepared = False
+        self._last_run_step = None
         if getattr(self, "samples", None) is not None or first_dataloader(trainer, pl_module, "val") is not None:
             self._prepare_once(trainer, pl_module)
 
@@ -59,10 +66,11 @@ class ScheduledCallback(Callback):
             return
         if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
             self.run(trainer, pl_module, in_loop=True)
+            self._last_run_step = trainer.global_step
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """With ``at_fit_end``: run once after the last epoch."""
-        if self.at_fit_end:
+        """With ``at_fit_end``: run once after the last epoch, unless a validation epoch end ran at this step."""
+        if self.at_fit_end and self._last_run_step != trainer.global_step:
             self.run(trainer, pl_module, in_loop=False)
 
     def prepare(self, trainer: Trainer, pl_module: LightningModule) -> None:

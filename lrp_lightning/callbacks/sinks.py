@@ -13,18 +13,21 @@ logger                 sink
 ``WandbLogger``        :class:`~lrp_lightning.callbacks.wandb_sink.WandbSink`: ``log_image`` with
                        captions, ``wandb.Table``
 ``MLFlowLogger``       :class:`~lrp_lightning.callbacks.mlflow_sink.MLflowSink`: stepped
-                       ``log_image``, ``log_table``
+                       ``log_image``, figures through ``log_figure``, ``log_table``
 ``CometLogger``        :class:`~lrp_lightning.callbacks.comet_sink.CometSink`: ``log_image`` with
                        name and step, ``log_table``
-another with a         :class:`FileSink`: PNG, Markdown and CSV files under ``<log_dir>/attribution/``
+another with a         :class:`FileSink`: PNG (with a caption ``.txt``), Markdown and CSV files under
+                       ``<log_dir>/attribution/``
 ``log_dir`` (CSV)
 none of these          :class:`FileSink` under ``trainer.default_root_dir``
 =====================  ==========================================================================
 
 A logger of another kind gets a sink through :func:`register_sink` (see :class:`Sink`). Scalars
 never go through a sink: ``pl_module.log`` sends them to every logger (so checkpoints and early
-stopping can monitor them). Callbacks use sinks on global rank zero only. Each sink is made once per
-logger and wrapped in a :class:`GuardedSink`: a sink that fails warns once and training goes on.
+stopping can monitor them), in the same ``log_metrics`` call of Lightning's as the user's scalars;
+while a callback fits, :mod:`~lrp_lightning.callbacks.logger_guard` keeps a logger whose backend went
+out of reach from stopping training. Callbacks use sinks on global rank zero only. Each sink is made
+once per logger and wrapped in a :class:`GuardedSink`: a sink that fails warns once and training goes on.
 The logger packages (wandb, mlflow, comet_ml) are never imported here; their sinks call the
 Lightning logger they were made for.
 """
@@ -40,6 +43,8 @@ from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 import torch
 
+from lrp_lightning.callbacks.drawn import DrawnFigure
+from lrp_lightning.callbacks.logger_guard import LoggerGuard, logger_guard
 from lrp_lightning.callbacks.tables import Table
 from lrp_lightning.image import save_png
 
@@ -54,7 +59,11 @@ class Sink(Protocol):
     :func:`register_sink`; every callback then logs to it. A sink may also have a ``layout(layout)``
     method (a dashboard description, see
     :func:`~lrp_lightning.callbacks.attribution.dashboard.custom_scalars_layout`), called once per run; sinks
-    without one are skipped for it. A sink whose client must only be called from the training thread
+    without one are skipped for it. A sink may have a ``figure(tag, figure, step, epoch)`` method, given
+    the ``matplotlib.figure.Figure`` of a plot (curves, spectra, prototypes); sinks without one get the
+    plot's picture through :meth:`image`. A sink that writes through the logger's own client sets
+    ``through_logger = True``: once the logger's calls find its backend out of reach, the sink's calls
+    are dropped for the rest of the fit too. A sink whose client must only be called from the training thread
     (because the logger's own scalar logging there would race with it) sets ``thread_safe = False``;
     the AttributionCallback then writes on the training thread instead of its background thread.
     Exceptions a sink raises become one warning per sink (:class:`GuardedSink`); training goes on.
@@ -166,7 +175,8 @@ class TensorBoardSink:
 
 
 class FileSink:
-    """PNG images, and tables as Markdown and CSV files, under ``<root>/attribution/<tag>/``.
+    """PNG images (captions as ``.txt`` files beside them), and tables as Markdown and CSV files, under
+    ``<root>/attribution/<tag>/``.
 
     Parameters
     ----------
@@ -184,8 +194,11 @@ class FileSink:
         return path
 
     def image(self, tag: str, image: torch.Tensor, step: int, epoch: int, caption: Optional[str] = None) -> None:
-        """Save a uint8 (3, H, W) image as a PNG file (files keep no caption)."""
+        """Save a uint8 (3, H, W) image as a PNG file, its caption (if any) beside it as a ``.txt`` file of
+        the same name."""
         save_png(image.cpu(), self._path(tag, epoch, step, ".png"))
+        if caption is not None:
+            self._path(tag, epoch, step, ".txt").write_text(caption + "\n", encoding="utf-8")
 
     def table(self, tag: str, table: Table, step: int, epoch: int) -> None:
         """Save the table as ``.md`` (its Markdown) and ``.csv`` (its columns and rows)."""
@@ -199,7 +212,10 @@ class FileSink:
 
 class GuardedSink:
     """A sink whose failures do not stop training: the first one warns (naming the sink, the tag and
-    the error), later ones are silent; every call is still tried (a server may come back). Calls are
+    the error), later ones are silent; every call is still tried (a server may come back), except after
+    the logger's own calls found its backend out of reach in this fit (see
+    :class:`~lrp_lightning.callbacks.logger_guard.LoggerGuard`) and the sink writes through the same
+    client (it sets ``through_logger = True``): then calls are dropped. Calls are
     serialized: the AttributionCallback's background writer and the other callbacks (on the training
     thread) may log at the same time, and not every logger client takes concurrent calls (two
     concurrent ``wandb.log`` calls can lose one of the rows).
@@ -210,11 +226,14 @@ class GuardedSink:
         The wrapped sink.
     name : str
         How the warning names it (the logger's class).
+    guard : LoggerGuard, optional
+        The guard of the sink's logger (consulted for a sink with ``through_logger = True``).
     """
 
-    def __init__(self, sink: Sink, name: str) -> None:
+    def __init__(self, sink: Sink, name: str, guard: Optional[LoggerGuard] = None) -> None:
         self.sink = sink
         self.name = name
+        self.guard = guard if getattr(sink, "through_logger", False) else None
         self.failed = False
         self.thread_safe = bool(getattr(sink, "thread_safe", True))
         self._lock = threading.Lock()
@@ -227,6 +246,15 @@ class GuardedSink:
         """:meth:`Sink.table` of the wrapped sink, failures turned into one warning."""
         self._call(tag, self.sink.table, tag, table, step, epoch)
 
+    def figure(self, tag: str, figure: DrawnFigure, step: int, epoch: int) -> None:
+        """The wrapped sink's ``figure`` with the matplotlib figure, when it has one; else its :meth:`Sink.image`
+        with the figure's picture. Failures turned into one warning."""
+        write = getattr(self.sink, "figure", None)
+        if write is not None:
+            self._call(tag, write, tag, figure.figure, step, epoch)
+        else:
+            self._call(tag, lambda: self.sink.image(tag, figure.picture(), step, epoch))
+
     def layout(self, layout: dict) -> None:
         """The wrapped sink's ``layout``, when it has one."""
         write = getattr(self.sink, "layout", None)
@@ -234,6 +262,8 @@ class GuardedSink:
             self._call("the dashboard layout", write, layout)
 
     def _call(self, what: str, method: Callable, *args: Any, **kwargs: Any) -> None:
+        if self.guard is not None and self.guard.gone:
+            return
         try:
             with self._lock:
                 method(*args, **kwargs)
@@ -309,7 +339,7 @@ def sinks_for(trainer: Any) -> list[GuardedSink]:
             sink = sink_for_logger(logger)
             if sink is None:
                 continue
-            _MADE[logger] = GuardedSink(sink, type(logger).__name__)
+            _MADE[logger] = GuardedSink(sink, type(logger).__name__, logger_guard(logger))
         sinks.append(_MADE[logger])
     if sinks:
         return sinks

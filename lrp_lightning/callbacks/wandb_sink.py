@@ -26,6 +26,7 @@ class WandbSink:
     """
 
     thread_safe = False
+    through_logger = True
 
     def __init__(self, logger: Any) -> None:
         self.logger = logger

@@ -304,7 +304,7 @@ def test_custom_scalars_layout_and_curve_figure():
     assert kind == "Multiline" and regexes == [r"^attribution/b\.c/sparseness$", "^attribution/random/sparseness$"]
     without_baseline = custom_scalars_layout(["a"], ["drift_rank"])
     assert without_baseline == {"attribution/drift_rank": {"a": ["Multiline", ["^attribution/a/drift_rank$"]]}}
-    picture = CurveFigure("aopc").render({"a": torch.linspace(0, 1, 5), "b": torch.zeros(5)})
+    picture = CurveFigure("aopc").render({"a": torch.linspace(0, 1, 5), "b": torch.zeros(5)}).picture()
     assert picture.dtype == torch.uint8 and picture.shape[0] == 3 and picture.float().std() > 0
 
 
@@ -316,17 +316,23 @@ def test_reused_curve_figure_draws_what_a_fresh_one_draws():
     ]
     reused = CurveFigure("aopc")
     for curves in epochs:
-        torch.testing.assert_close(reused.render(curves), CurveFigure("aopc").render(curves), rtol=0, atol=0)
+        torch.testing.assert_close(reused.render(curves).picture(), CurveFigure("aopc").render(curves).picture(),
+                                   rtol=0, atol=0)
 
 
 def test_file_sink_writes_png_markdown_and_csv(tmp_path):
     sink = FileSink(tmp_path)
-    sink.image("attribution/x/grid", torch.zeros(3, 4, 5, dtype=torch.uint8), step=7, epoch=1, caption="sample 0")
+    caption = "sample 0: label 1, prediction 2, explained class 1\nsample 1: label 0, prediction 0, explained class 0"
+    sink.image("attribution/x/grid", torch.zeros(3, 4, 5, dtype=torch.uint8), step=7, epoch=1, caption=caption)
+    sink.image("attribution/x/plot", torch.zeros(3, 4, 5, dtype=torch.uint8), step=7, epoch=1)
     sink.table("attribution/x/rule_map", Table.of(["a", "b"], [["1", 2]], "| a |"), step=7, epoch=1)
     from PIL import Image
 
     assert Image.open(tmp_path / "attribution/x/grid/epoch=001-step=000007.png").size == (5, 4)
-    assert [path.name for path in (tmp_path / "attribution/x/grid").iterdir()] == ["epoch=001-step=000007.png"]
+    assert sorted(path.name for path in (tmp_path / "attribution/x/grid").iterdir()) == [
+        "epoch=001-step=000007.png", "epoch=001-step=000007.txt"]
+    assert (tmp_path / "attribution/x/grid/epoch=001-step=000007.txt").read_text(encoding="utf-8") == caption + "\n"
+    assert [path.name for path in (tmp_path / "attribution/x/plot").iterdir()] == ["epoch=001-step=000007.png"]
     assert (tmp_path / "attribution/x/rule_map/epoch=001-step=000007.md").read_text().startswith("| a |")
     assert (tmp_path / "attribution/x/rule_map/epoch=001-step=000007.csv").read_text() == "a,b\n1,2\n"
 

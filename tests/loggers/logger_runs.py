@@ -30,6 +30,10 @@ EVERY_EPOCH_IMAGES = (
      "sanity/gradient/mprt"]
     + [f"clusters/{name}/{figure}" for name in CLASSES for figure in ("eigenvalues", "prototypes")]
 )
+# the plots among them (figures, not heatmaps)
+PLOTS = ["attribution/curves/aopc_morf", "sanity/gradient/mprt"] + [
+    f"clusters/{name}/{figure}" for name in CLASSES for figure in ("eigenvalues", "prototypes")
+]
 EVERY_EPOCH_TABLES = ["clusters/gradient/summary"]
 ONCE_TABLES = ["attribution/epsilon_plus_flat/rule_map"]
 SCALARS = ["attribution/epsilon_plus_flat/sparseness", "sanity/gradient/mprt_spearman", "clusters/0/count"]
@@ -102,8 +106,9 @@ def mlflow_artifacts(client: Any, run_id: str, path: str = "") -> list[str]:
 
 
 def mlflow_logged(client: Any, run_id: str) -> Counter:
-    """(tag, step) of every stepped image (``images/<key>+step+<s>+...png``, ``/`` written as ``~``)
-    and of every table (``tables/<tag>/epoch=<e>-step=<s>.json``) of the run."""
+    """(tag, step) of every stepped image (``images/<key>+step+<s>+...png``, ``/`` written as ``~``),
+    of every figure (``figures/<tag>/epoch=<e>-step=<s>.png``) and of every table
+    (``tables/<tag>/epoch=<e>-step=<s>.json``) of the run."""
     logged: Counter = Counter()
     for path in mlflow_artifacts(client, run_id):
         name = path.split("/", 1)[1]
@@ -111,7 +116,7 @@ def mlflow_logged(client: Any, run_id: str) -> Counter:
             match = MLFLOW_IMAGE_FILE.match(name)
             if match:
                 logged[(match["key"].replace("~", "/"), int(match["step"]))] += 1
-        elif path.startswith("tables/"):
+        elif path.startswith(("tables/", "figures/")):
             tag, file = name.rsplit("/", 1)
             logged[(tag, int(re.search(r"step=(\d+)", file)[1]))] += 1
     return logged

@@ -1,5 +1,5 @@
 """MLflow: real Trainer runs with an ``MLFlowLogger`` on a local SQLite store, on a local ``mlflow server``
-(started once for the module on a free port, stopped after), with the artifact server gone mid-run, and
+(started once for the module on a free port, stopped after), with the server gone mid-run, and
 under DDP — read back with ``MlflowClient``."""
 from __future__ import annotations
 
@@ -16,8 +16,13 @@ from pathlib import Path
 
 import pytest
 from lightning.pytorch import Callback
+from PIL import Image
+
+from lrp_lightning.callbacks.attribution.dashboard import CURVE_FIGURE_INCHES, FIGURE_DPI
+from lrp_lightning.callbacks.logger_guard import GUARDED_METHODS
 
 from logger_runs import (
+    PLOTS,
     SCALARS,
     assert_everything_once,
     assert_same_weights,
@@ -85,11 +90,19 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def assert_run_complete(logger: MLFlowLogger, trainer, tracking_uri: str, download_dir: Path) -> None:
-    """Every picture and table once per validation epoch at its step, every scalar once per epoch, the
-    rule map a table of layers."""
+    """Every picture and table once per validation epoch at its step, the plots as ``log_figure`` artifacts
+    (not stepped images) of the figure's own size, every scalar once per epoch, the rule map a table of
+    layers."""
     client = mlflow.MlflowClient(tracking_uri)
+    download_dir.mkdir(exist_ok=True)
     steps = validation_steps(trainer)
     assert_everything_once(mlflow_logged(client, logger.run_id), steps)
+    artifacts = mlflow_artifacts(client, logger.run_id)
+    figures = [path for path in artifacts if path.startswith("figures/")]
+    assert sorted({path.split("/", 1)[1].rsplit("/", 1)[0] for path in figures}) == sorted(PLOTS)
+    curve = next(path for path in figures if "curves" in path)
+    with Image.open(client.download_artifacts(logger.run_id, curve, str(download_dir))) as picture:
+        assert picture.size == tuple(round(inches * FIGURE_DPI) for inches in CURVE_FIGURE_INCHES)
     for scalar in SCALARS:
         assert len(client.get_metric_history(logger.run_id, scalar)) == len(steps), scalar
     table = next(path for path in mlflow_artifacts(client, logger.run_id) if "rule_map" in path)
@@ -97,19 +110,17 @@ def assert_run_complete(logger: MLFlowLogger, trainer, tracking_uri: str, downlo
     assert content["columns"] == ["layer", "type", "rule"] and "net.0" in [row[0] for row in content["data"]]
 
 
-def test_logger_mlflow_sqlite_store_gets_every_picture_and_table_once_training_bitwise(tmp_path, plain_weights):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    logger = MLFlowLogger(experiment_name="sqlite", tracking_uri=uri, artifact_location=str(tmp_path / "artifacts"))
-    trainer, model = fit(tmp_path, logger)
-    assert_run_complete(logger, trainer, uri, tmp_path)
-    assert_same_weights(plain_weights, model)
-
-
-def test_logger_mlflow_server_gets_every_picture_and_table_once_training_bitwise(tmp_path, mlflow_server, plain_weights):
+def test_logger_mlflow_sqlite_store_and_server_each_get_every_picture_and_table_once_training_bitwise(
+    tmp_path, mlflow_server, plain_weights
+):
+    """One run with two MLflow loggers (one fit for both): a local SQLite store and the local server."""
     url, _ = mlflow_server
-    logger = MLFlowLogger(experiment_name="server", tracking_uri=url)
-    trainer, model = fit(tmp_path, logger)
-    assert_run_complete(logger, trainer, url, tmp_path)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    local = MLFlowLogger(experiment_name="sqlite", tracking_uri=uri, artifact_location=str(tmp_path / "artifacts"))
+    served = MLFlowLogger(experiment_name="server", tracking_uri=url)
+    trainer, model = fit(tmp_path, [local, served])
+    assert_run_complete(local, trainer, uri, tmp_path / "local")
+    assert_run_complete(served, trainer, url, tmp_path / "served")
     assert_same_weights(plain_weights, model)
 
 
@@ -156,23 +167,35 @@ class StopServerAfterFirstEpoch(Callback):
             stop(self.process)
 
 
-def test_logger_mlflow_artifact_server_gone_mid_run_warns_once_and_training_goes_on(
+def test_logger_mlflow_server_gone_mid_run_warns_once_per_sink_training_goes_on_logger_restored(
     tmp_path, mlflow_server, plain_weights, monkeypatch
 ):
-    """Runs last in the module: it stops the module's server. The run's metrics are in a local SQLite
-    store, its artifacts (pictures, tables) on the server, which goes away after the first epoch."""
+    """Runs last in the module: it stops the module's server, after the first epoch. Two MLflow loggers:
+    ``tracked`` has its run on the server (metrics, parameters and artifacts: Lightning's own calls on it
+    fail from then on), ``local`` its metrics in a local SQLite store and only its artifacts (pictures,
+    tables) on the server. Each sink warns once; Lightning's calls on ``tracked`` warn once and are
+    dropped; ``local`` keeps its metrics; training is bitwise as without callbacks; both loggers end with
+    their own methods."""
     url, process = mlflow_server
+    # no retries with back-off (minutes) on the refused connections; monkeypatch restores the environment
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    tracked = MLFlowLogger(experiment_name="tracked", tracking_uri=url)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    logger = MLFlowLogger(experiment_name="remote_artifacts", tracking_uri=uri,
-                          artifact_location=f"{url}/api/2.0/mlflow-artifacts/artifacts/remote")
+    local = MLFlowLogger(experiment_name="remote_artifacts", tracking_uri=uri,
+                         artifact_location=f"{url}/api/2.0/mlflow-artifacts/artifacts/remote")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer, model = fit(tmp_path, logger, extra_callbacks=(StopServerAfterFirstEpoch(process),))
-    failures = [str(w.message) for w in caught if "could not log" in str(w.message)]
-    assert len(failures) == 1 and "MLFlowLogger" in failures[0], failures
+        trainer, model = fit(tmp_path, [tracked, local], extra_callbacks=(StopServerAfterFirstEpoch(process),))
+    messages = [str(w.message) for w in caught]
+    sink_failures = [message for message in messages if message.startswith("lrp_lightning could not log")]
+    dropped = [message for message in messages if "its calls are dropped for the rest of this fit" in message]
+    assert len(sink_failures) == 2 and all("MLFlowLogger" in message for message in sink_failures), sink_failures
+    assert len(dropped) == 1 and dropped[0].startswith("lrp_lightning: MLFlowLogger."), dropped
     assert trainer.current_epoch == 2
+    for logger in (tracked, local):
+        assert not set(GUARDED_METHODS) & set(vars(logger)), "the logger's own methods are back"
+        assert logger.log_metrics.__func__ is MLFlowLogger.log_metrics
     client = mlflow.MlflowClient(uri)
-    assert len(client.get_metric_history(logger.run_id, SCALARS[0])) == 2
+    assert len(client.get_metric_history(local.run_id, SCALARS[0])) == 2
     assert_same_weights(plain_weights, model)

@@ -1,7 +1,9 @@
 """The sink machinery with real Trainer runs: no logger package in the core, a user's sink for a logger
-of its own, one warning per failing sink, and training that goes on (bitwise as without callbacks)."""
+of its own, one warning per failing sink, a logger whose backend goes out of reach guarded for the rest
+of the fit (and its own methods back after it), and training that goes on (bitwise as without callbacks)."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import warnings
@@ -10,10 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lightning.pytorch import Callback
 from lightning.pytorch.loggers import CSVLogger, Logger
 
+from lrp_lightning.callbacks.logger_guard import GUARDED_METHODS
 from lrp_lightning.callbacks.sinks import Sink, register_sink, unregister_sink
 from logger_runs import assert_everything_once, assert_same_weights, fit, plain_fit, validation_steps
+from test_callback_helpers import image_data
 
 LOGGER_PACKAGES = ("wandb", "mlflow", "comet_ml")
 
@@ -130,4 +135,98 @@ def test_logger_a_directory_that_cannot_be_written_warns_once_and_training_goes_
     assert len(failures) == 1 and "CSVLogger" in failures[0]
     assert trainer.current_epoch == 2
     assert "attribution/gradient/sparseness" in (Path(logger.log_dir) / "metrics.csv").read_text()
+    assert_same_weights(plain_weights, model)
+
+
+def test_logger_whose_own_files_cannot_be_written_warns_once_is_dropped_and_ends_with_its_own_methods(
+    tmp_path, plain_weights
+):
+    # a directory where the CSV logger's metrics.csv belongs: Lightning's own save() on it raises
+    # IsADirectoryError (an OSError) at the first epoch end, which would stop training
+    logger = CSVLogger(tmp_path, name="csv")
+    (Path(logger.log_dir) / "metrics.csv").mkdir(parents=True)
+    calls = []
+
+    def users_save() -> None:  # the user's own instance attribute, to be found in place after the fit
+        calls.append("save")
+        CSVLogger.save(logger)
+
+    logger.save = users_save
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer, model = fit(tmp_path, logger)
+    dropped = [str(w.message) for w in caught if "its calls are dropped for the rest of this fit" in str(w.message)]
+    assert len(dropped) == 1 and "CSVLogger.save" in dropped[0] and "IsADirectoryError" in dropped[0], dropped
+    assert not [w for w in caught if "could not log" in str(w.message)]  # the file sink's directory is fine
+    # Lightning's save() at fit start (no metrics yet: nothing written), then at the first epoch end
+    # (fails), then none: dropped
+    assert trainer.current_epoch == 2 and calls == ["save", "save"]
+    assert vars(logger)["save"] is users_save
+    assert not (set(GUARDED_METHODS) - {"save"}) & set(vars(logger))
+    # the file sink goes on (its directory is fine): each grid with its caption beside it, one line per
+    # sample: its index, its label (the first validation samples'), the prediction and explained class
+    grids = Path(logger.log_dir) / "attribution/gradient/grid"
+    assert sorted(path.name for path in grids.iterdir()) == [
+        f"epoch={epoch:03d}-step={step:06d}{suffix}" for epoch, step in enumerate(validation_steps(trainer))
+        for suffix in (".png", ".txt")
+    ]
+    labels = image_data(24, seed=1).tensors[1][:3].tolist()  # TinyData's validation set
+    for caption in grids.glob("*.txt"):
+        lines = caption.read_text(encoding="utf-8").splitlines()
+        assert [re.fullmatch(r"sample (\d): label (\d), prediction \d, explained class \d", line).groups()
+                for line in lines] == [(str(index), str(label)) for index, label in enumerate(labels)]
+    assert_same_weights(plain_weights, model)
+
+
+class FailAtSecondEpoch(Callback):
+    """Makes the fake logger's metrics fail (``error``) from the second epoch on."""
+
+    def __init__(self, logger: FakeLogger, error: Exception) -> None:
+        self.logger, self.error = logger, error
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 1:
+            self.logger.failure = self.error
+
+
+class FailingMetricsLogger(FakeLogger):
+    """A fake logger whose ``log_metrics`` raises ``failure`` once it is set."""
+
+    failure = None
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        if self.failure is not None:
+            raise self.failure
+        super().log_metrics(metrics, step)
+
+
+def test_logger_failure_not_of_reach_is_raised_as_before_and_the_logger_ends_with_its_own_methods(tmp_path):
+    logger = FailingMetricsLogger(FakeClient())
+    error = ValueError("a metric the backend refuses")  # the user's error, not an unreachable backend
+    with pytest.raises(ValueError, match="a metric the backend refuses"):
+        fit(tmp_path, logger, extra_callbacks=(FailAtSecondEpoch(logger, error),))
+    assert not set(GUARDED_METHODS) & set(vars(logger))
+    assert logger.log_metrics.__func__ is FailingMetricsLogger.log_metrics
+
+
+def test_logger_unreachable_mid_run_warns_once_per_sink_and_for_its_own_calls(tmp_path, plain_weights, fake_sink_registered):
+    logger = FailingMetricsLogger(FakeClient())
+    # both the logger's metrics and its sink's client fail from the second epoch on
+    failure = ConnectionError("tracking service unreachable")
+
+    class BreakBoth(FailAtSecondEpoch):
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            super().on_train_epoch_start(trainer, pl_module)
+            self.logger.client.broken = trainer.current_epoch >= 1
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer, model = fit(tmp_path, logger, extra_callbacks=(BreakBoth(logger, failure),))
+    messages = [str(w.message) for w in caught]
+    assert len([m for m in messages if m.startswith("lrp_lightning could not log")]) == 1
+    assert len([m for m in messages if m.startswith("lrp_lightning: FailingMetricsLogger.log_metrics failed")]) == 1
+    assert trainer.current_epoch == 2
+    # Lightning's one log_metrics call per validation epoch: the first epoch's got through, no later one
+    assert [metrics["epoch"] for _, metrics in logger.metrics] == [0]
+    assert not set(GUARDED_METHODS) & set(vars(logger))
     assert_same_weights(plain_weights, model)

@@ -35,6 +35,7 @@ from lrp_lightning.callbacks.explanation import ExplainerReport, explain, model_
 from lrp_lightning.callbacks.metric_set import MetricSet, check_several_inputs, default_metrics, parse_metrics
 from lrp_lightning.callbacks.nonfinite import NonFiniteWarnings
 from lrp_lightning.callbacks.samples import BatchToInput, Samples, collect_samples, first_dataloader
+from lrp_lightning.callbacks.logger_guard import guard_loggers
 from lrp_lightning.callbacks.sinks import sinks_for
 from lrp_lightning.callbacks.targets import TargetSpec, check_target_spec, resolve_targets
 from lrp_lightning.callbacks.tokens import TokenDecoder
@@ -334,10 +335,12 @@ class AttributionCallback(FixedSamplesCheckpoint, Callback):
         return reports
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Take the samples and validate everything against the model — now when the samples are
-        held (given, restored) or a datamodule/LightningModule ``val_dataloader`` hook provides
-        them, otherwise at the start of the first validation (the sanity check by default), once
-        ``trainer.val_dataloaders`` is loaded."""
+        """Guard the loggers for this fit (see :mod:`~lrp_lightning.callbacks.logger_guard`) and take the
+        samples and validate everything against the model — now when the samples are held (given,
+        restored) or a datamodule/LightningModule ``val_dataloader`` hook provides them, otherwise at
+        the start of the first validation (the sanity check by default), once ``trainer.val_dataloaders``
+        is loaded."""
+        guard_loggers(trainer)
         self._explainers = []
         if trainer.world_size > 1:
             # every rank logs the same values, deliberately without a cross-rank reduction
@@ -479,7 +482,7 @@ class AttributionCallback(FixedSamplesCheckpoint, Callback):
                     self._curve_figures[metric] = CurveFigure(metric, RANDOM_NAME)
                 figure = self._curve_figures[metric].render(by_explainer)
                 for sink in sinks:
-                    sink.image(f"attribution/curves/{metric}", figure, step, epoch)
+                    sink.figure(f"attribution/curves/{metric}", figure, step, epoch)
 
         self._writer.submit(write, background=all(sink.thread_safe for sink in sinks))
 

@@ -7,6 +7,8 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import torch
 
+from lrp_lightning.callbacks.drawn import DrawnFigure
+
 DASHBOARD_CATEGORY = "attribution"
 # the curve figure's size (pixels = inches * FIGURE_DPI): about the width of a TensorBoard image card
 # (350 px), so that the browser shows it at its own scale and the labels stay readable
@@ -73,8 +75,9 @@ class CurveFigure:
     baseline's curve (``baseline``) is a grey dashed line, labelled as the baseline.
 
     Building a matplotlib figure costs about as much as drawing it; this one is built once, with
-    fixed margins (no per-call layout), and each :meth:`render` only replaces the lines' data,
-    rescales the axes and redraws. Not thread-safe: render from one thread at a time.
+    fixed margins (no per-call layout), and each :meth:`render` only replaces the lines' data and
+    rescales the axes (the figure is drawn when a sink reads its picture or saves it). Not
+    thread-safe: render, and hand the result to the sinks, from one thread at a time.
 
     Parameters
     ----------
@@ -111,8 +114,8 @@ class CurveFigure:
         }
         self.axes.legend(fontsize=FONT_SIZE - 1)
 
-    def render(self, curves: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Draw ``curves`` and return the picture.
+    def render(self, curves: Mapping[str, torch.Tensor]) -> DrawnFigure:
+        """Set ``curves`` as the figure's lines.
 
         Parameters
         ----------
@@ -121,8 +124,9 @@ class CurveFigure:
 
         Returns
         -------
-        torch.Tensor
-            uint8 image, shape (3, H, W).
+        DrawnFigure
+            This figure (drawn when its picture is first read or a logger saves it; render again only
+            after it has been handed to every sink).
         """
         if list(curves) != list(self._lines):
             self._set_explainers(list(curves))
@@ -131,6 +135,4 @@ class CurveFigure:
             self._lines[name].set_data(np.arange(values.shape[0]), values)
         self.axes.relim()
         self.axes.autoscale_view()
-        self.canvas.draw()
-        rgba = np.asarray(self.canvas.buffer_rgba())
-        return torch.from_numpy(rgba[..., :3].copy()).permute(2, 0, 1).contiguous()
+        return DrawnFigure(self.figure, self.canvas)

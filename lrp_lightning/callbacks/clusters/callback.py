@@ -289,4 +289,4 @@ class RelevanceClusterCallback(ScheduledCallback):
                 )
             for tag, figure in figures.items():
                 for sink in sinks:
-                    sink.image(tag, figure, step, epoch)
+                    sink.figure(tag, figure, step, epoch)

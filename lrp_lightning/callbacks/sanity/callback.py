@@ -225,4 +225,4 @@ class SanityCheckCallback(FixedSamplesCheckpoint, ScheduledCallback):
                 ylim=(-0.2, 1.05),
             )
             for sink in sinks:
-                sink.image(f"sanity/{name}/mprt", figure, trainer.global_step, trainer.current_epoch)
+                sink.figure(f"sanity/{name}/mprt", figure, trainer.global_step, trainer.current_epoch)
