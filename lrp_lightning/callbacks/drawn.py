@@ -6,6 +6,10 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+# the suite's figures: dots per inch and the base font size of their labels
+FIGURE_DPI = 80
+FONT_SIZE = 10
+
 
 class DrawnFigure:
     """A matplotlib figure with its Agg canvas, and its picture, drawn on the first :meth:`picture` call.

@@ -9,8 +9,7 @@ import numpy as np
 import torch
 
 from lrp_lightning import image
-from lrp_lightning.callbacks.dashboard import FIGURE_DPI, FONT_SIZE
-from lrp_lightning.callbacks.drawn import DrawnFigure, rendered
+from lrp_lightning.callbacks.drawn import FIGURE_DPI, FONT_SIZE, DrawnFigure, rendered
 
 # layer names on the x axis of a line figure keep their last this many dotted parts
 TICK_NAME_PARTS = 2

@@ -18,7 +18,7 @@ from lrp_lightning.concepts.concept import ChannelConcept
 from lrp_lightning.concepts.conditions import OUTPUT_NAME, module_name, pairing, parse
 from lrp_lightning.concepts.start import InitRel, check_init_rel, initial_relevance, start_gradient
 from lrp_lightning.concepts.taps import Tap
-from lrp_lightning.tokens import logits_of
+from lrp_lightning.transformer.tokens import logits_of
 
 
 class AttributionResults(NamedTuple):

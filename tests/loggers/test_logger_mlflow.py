@@ -18,7 +18,8 @@ import pytest
 from lightning.pytorch import Callback
 from PIL import Image
 
-from lrp_lightning.callbacks.attribution.dashboard import CURVE_FIGURE_INCHES, FIGURE_DPI
+from lrp_lightning.callbacks.attribution.dashboard import CURVE_FIGURE_INCHES
+from lrp_lightning.callbacks.drawn import FIGURE_DPI
 from lrp_lightning.callbacks.logger_guard import GUARDED_METHODS
 
 from logger_runs import (

@@ -133,3 +133,24 @@ def test_private_modules_are_imported_only_inside_their_own_package():
         if private_package(imported) is not None and not inside(name, private_package(imported))
     )
     assert reaching == []
+
+
+def test_the_package_imports_its_modules_by_their_real_names():
+    """The old names of moved modules (``lrp_lightning._moved.MOVED``) are for users' code: inside the package
+    every import names the module where it lives, so that the graph above sees every edge."""
+    from lrp_lightning._moved import MOVED
+
+    def named_modules(path):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                yield from (alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                yield node.module
+                yield from (f"{node.module}.{alias.name}" for alias in node.names)
+
+    old_names = sorted(
+        (name, imported)
+        for name, path in MODULES.items() if name != "lrp_lightning._moved"
+        for imported in named_modules(path) if imported in MOVED
+    )
+    assert old_names == []

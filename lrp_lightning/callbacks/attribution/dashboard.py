@@ -7,14 +7,12 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from lrp_lightning.callbacks.drawn import DrawnFigure
+from lrp_lightning.callbacks.drawn import FIGURE_DPI, FONT_SIZE, DrawnFigure
 
 DASHBOARD_CATEGORY = "attribution"
 # the curve figure's size (pixels = inches * FIGURE_DPI): about the width of a TensorBoard image card
 # (350 px), so that the browser shows it at its own scale and the labels stay readable
 CURVE_FIGURE_INCHES = (4.4, 3.4)
-FIGURE_DPI = 80
-FONT_SIZE = 10
 # how the random baseline's curve is drawn: a grey dashed line under the explainers' coloured ones
 BASELINE_STYLE = {"color": "0.45", "linestyle": "--", "linewidth": 1.5, "zorder": 1}
 
