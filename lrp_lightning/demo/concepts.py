@@ -25,6 +25,7 @@ from lrp_lightning import canonizers, composites
 from lrp_lightning.callbacks import ConceptCallback
 from lrp_lightning.callbacks.common import log_scalars
 from lrp_lightning.callbacks.concepts.figure import concept_figure
+from lrp_lightning.callbacks.drawn import DrawnFigure
 from lrp_lightning.callbacks.hygiene import attribution_mode, preserved_state
 from lrp_lightning.callbacks.sinks import sinks_for
 from lrp_lightning.concepts import CondAttribution, reference_patches, relmax
@@ -159,7 +160,7 @@ def find_watermark_concept(model: torch.nn.Module, split: ShapesSplit, layer: st
 
 
 def watermark_figure(model: torch.nn.Module, split: ShapesSplit, found: WatermarkConcept,
-                     samples: int = FIGURE_SAMPLES) -> torch.Tensor:
+                     samples: int = FIGURE_SAMPLES) -> DrawnFigure:
     """The figure of the watermark concepts: per concept of ``found.patches`` (most watermark relevance first) its
     reference patches, then its conditional heatmaps on the first ``samples`` images of ``split`` (each explained
     for its label).
@@ -177,8 +178,8 @@ def watermark_figure(model: torch.nn.Module, split: ShapesSplit, found: Watermar
 
     Returns
     -------
-    torch.Tensor
-        uint8 ``(3, H, W)``.
+    DrawnFigure
+        The figure (its picture: uint8 ``(3, H, W)``).
     """
     concepts = list(found.patches)
     inputs = ShapesDataset(split).inputs[:samples]
@@ -221,8 +222,8 @@ class WatermarkConceptReport(Callback):
         }, in_loop=False)
         if trainer.is_global_zero:
             for sink in sinks_for(trainer):
-                sink.image("concepts/watermark", figure, trainer.global_step, trainer.current_epoch)
-            path = save_png(figure, Path(trainer.log_dir or trainer.default_root_dir) / FIGURE_FILE)
+                sink.figure("concepts/watermark", figure, trainer.global_step, trainer.current_epoch)
+            path = save_png(figure.picture(), Path(trainer.log_dir or trainer.default_root_dir) / FIGURE_FILE)
             print(f"\nWatermark concept: channel {result.concept} of {result.layer} carries {result.share:.0%} of the "
                   f"watermark relevance; {sum(result.overlaps)} of its top {len(result.overlaps)} reference patches "
                   f"overlap a watermark (figure: {path})")

@@ -282,7 +282,7 @@ class ConceptCallback(FixedSamplesCheckpoint, ScheduledCallback):
                 heatmaps.detach().cpu(), self.cmap,
             )
             for sink in sinks:
-                sink.image(f"concepts/{self._class_name(label)}/{layer}", figure, step, epoch)
+                sink.figure(f"concepts/{self._class_name(label)}/{layer}", figure, step, epoch)
 
     def state_dict(self) -> dict[str, Any]:
         """The fixed samples and the concept shares of the last logged epoch (the drift's reference).

@@ -6,7 +6,8 @@ from typing import Sequence
 import torch
 
 from lrp_lightning import image
-from lrp_lightning.callbacks.figures import new_figure, rendered
+from lrp_lightning.callbacks.drawn import DrawnFigure
+from lrp_lightning.callbacks.figures import new_figure
 
 
 def concept_figure(
@@ -16,7 +17,7 @@ def concept_figure(
     patches: Sequence[Sequence[torch.Tensor]],
     heatmaps: torch.Tensor,
     cmap: str,
-) -> torch.Tensor:
+) -> DrawnFigure:
     """One row per concept: its reference patches, then its conditional heatmaps on the fixed samples.
 
     Parameters
@@ -36,8 +37,8 @@ def concept_figure(
 
     Returns
     -------
-    torch.Tensor
-        uint8, shape (3, H, W).
+    DrawnFigure
+        The figure (its picture: uint8, shape (3, H, W)).
     """
     rows = len(concepts)
     references = max((len(row) for row in patches), default=0)
@@ -62,4 +63,4 @@ def concept_figure(
                     axes.set_title(f"concept {concept}: {share:+.3f}", fontsize="x-small", loc="left")
     figure.suptitle(title, fontsize="small")
     figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.4 / (1.35 * rows + 0.5), hspace=0.4)
-    return rendered(figure, canvas)
+    return DrawnFigure(figure, canvas)
