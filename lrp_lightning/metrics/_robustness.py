@@ -94,12 +94,16 @@ class RobustnessMetric(SampleMeanMetric):
         """What ``"outputs"`` holds for a batch: the class scores (subclasses may take other representations)."""
         return outputs
 
+    def _normalised(self, values: Tensor) -> Tensor:
+        """Rows (B, F) divided by their largest magnitude (Quantus' ``normalise_by_max``)."""
+        return values / values.abs().amax(dim=1, keepdim=True)
+
     def _prepared(self, attributions: Tensor) -> Tensor:
         values = rows(attributions)
         if self.abs:
             values = values.abs()
         if self.normalise:
-            values = values / values.abs().amax(dim=1, keepdim=True)
+            values = self._normalised(values)
         return values
 
     def update(self, model: Model, inputs: Tensor, target: Tensor) -> None:

@@ -25,7 +25,7 @@ class RelativeInputStability(RelativeStabilityMetric):
     abs : bool
         Compare ``|Φ|``.
     normalise : bool
-        Divide each explanation by its largest magnitude first.
+        Divide each explanation by its root mean square first (Quantus 0.6.0's default for this metric).
     eps_min : float
         Floor of the denominator and replacement of zero divisors.
     return_nan_when_prediction_changes : bool

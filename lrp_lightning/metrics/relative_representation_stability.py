@@ -32,7 +32,7 @@ class RelativeRepresentationStability(RelativeStabilityMetric):
     abs : bool
         Compare ``|Φ|``.
     normalise : bool
-        Divide each explanation by its largest magnitude first.
+        Divide each explanation by its root mean square first (Quantus 0.6.0's default for this metric).
     eps_min : float
         Floor of the denominator and replacement of zero divisors.
     return_nan_when_prediction_changes : bool
