@@ -51,7 +51,8 @@ class RelativeStabilityMetric(RobustnessMetric):
         return values / torch.where(scale > 0, scale, torch.ones_like(scale))
 
     def _relative_change(self, clean: Tensor, perturbed: Tensor) -> Tensor:
-        return norm_rows((clean - perturbed) / nonzero(clean, self.eps_min))
+        change = clean - perturbed
+        return norm_rows(change.div_(nonzero(clean, self.eps_min)))
 
     def _denominator(self, clean: dict, perturbed: dict) -> Tensor:
         raise NotImplementedError
