@@ -59,8 +59,7 @@ class FaithfulnessEstimate(QuantusRelevanceMixin, SampleMeanMetric):
     ) -> None:
         super().__init__(**kwargs)
         self.features_in_step = check_positive_int("features_in_step", features_in_step)
-        self._configure(baseline, softmax, max_batch_size, seed=0)
-        self._configure_relevance(abs, normalise)
+        self._configure_quantus(abs, normalise, baseline, softmax, max_batch_size)
 
     def update(
         self, model: Model, inputs: Tensor, attributions: Tensor, target: Tensor, attention_mask: Optional[Tensor] = None
