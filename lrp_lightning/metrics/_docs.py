@@ -52,6 +52,14 @@ max_batch_size : int or None
     Most inputs explained in one call; ``None`` sizes the chunks to the inputs' device.
 **kwargs
     Passed to ``torchmetrics.Metric``.""",
+    "explained_options": """abs : bool
+    Compare ``|a|``.
+normalise : bool
+    Divide each explanation by its largest magnitude first.
+max_batch_size : int or None
+    Most inputs explained in one call; ``None`` sizes the chunks to the inputs' device.
+**kwargs
+    Passed to ``torchmetrics.Metric``.""",
 }
 FRAGMENTS["quantus_perturbation"] = "\n".join(
     FRAGMENTS[name] for name in ("relevance_options", "quantus_baseline", "softmax_by_default", "images_per_call")

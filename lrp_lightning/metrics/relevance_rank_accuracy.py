@@ -1,8 +1,7 @@
 """Relevance rank accuracy (Arras et al. 2022): share of the top-K relevance inside the mask."""
 from torch import Tensor
 
-from lrp_lightning.metrics._base import SampleMeanMetric
-from lrp_lightning.metrics._checks import flat_attributions, flat_mask
+from lrp_lightning.metrics._localisation import MaskLocalisationMetric
 
 
 def top_k_hits(relevance: Tensor, inside: Tensor, k: Tensor) -> Tensor:
@@ -21,10 +20,12 @@ def top_k_hits(relevance: Tensor, inside: Tensor, k: Tensor) -> Tensor:
     return ((above | taken_ties) & inside).sum(dim=1)
 
 
-class RelevanceRankAccuracy(SampleMeanMetric):
+class RelevanceRankAccuracy(MaskLocalisationMetric):
     """Mean over samples of ``|top-K relevance entries inside mask| / K``, K = size of the mask (Arras et al. 2022).
 
-    Entries of the attributions are ranked by their signed value; ties are broken by position.
+    Entries of the attributions are ranked by their signed value; ties are broken by position;
+    ``update(attributions, mask)`` as in
+    :class:`~lrp_lightning.metrics._localisation.MaskLocalisationMetric`.
 
     Parameters
     ----------
@@ -32,21 +33,6 @@ class RelevanceRankAccuracy(SampleMeanMetric):
         Passed to ``torchmetrics.Metric``.
     """
 
-    higher_is_better = True
-
-    def update(self, attributions: Tensor, mask: Tensor) -> None:
-        """Accumulate the rank accuracy of each sample.
-
-        Parameters
-        ----------
-        attributions : Tensor
-            Relevance (N, ...).
-        mask : Tensor
-            Ground truth, a bool tensor broadcastable to ``attributions``; each sample needs a True entry.
-        """
-        relevance = flat_attributions(attributions)
-        self._follow_device(relevance)
-        inside = flat_mask(mask, attributions)
+    def _scores(self, relevance: Tensor, inside: Tensor) -> Tensor:
         mask_size = inside.sum(dim=1, keepdim=True)
-        hits = top_k_hits(relevance, inside, mask_size)
-        self._accumulate(hits.double() / mask_size[:, 0], relevance)
+        return top_k_hits(relevance, inside, mask_size).double() / mask_size[:, 0]
