@@ -244,7 +244,8 @@ def run(model_name: str, model: torch.nn.Module, batch: int, size: int, draws: i
             "-" if quantus_ms is None else f"{medians['ours'] / quantus_ms:.3f}",
             "-" if floor_ms is None else f"{floor_ms:.1f}",
             "-" if floor_ms is None else f"{medians['ours'] / floor_ms:.2f}",
-            f"{peaks['ours'] / MIB:.0f}", "-" if "quantus" not in times else f"{peaks['quantus'] / MIB:.0f}",
+            f"{max(peaks['ours'], 0) / MIB:.0f}",
+            "-" if "quantus" not in times else f"{max(peaks['quantus'], 0) / MIB:.0f}",
         ])
     print(machine_description(torch.device("cpu")))
     print(f"{model_name}, {batch} images 3x{size}x{size}, steps of {size * size // 16} pixels, 16x16 patches, "
