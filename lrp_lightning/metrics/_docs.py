@@ -19,10 +19,10 @@ FRAGMENTS = {
     Largest number of images sent through the model at once; ``None`` sizes the chunks to the device.
 **kwargs
     Passed to ``torchmetrics.Metric``.""",
-    "perturbed_update": """model : callable
+    "perturbed_model": """model : callable
     Maps a batch of inputs to class scores (B, classes); an ``nn.Module`` runs in eval mode
-    under ``torch.no_grad()`` and gets its training flags back.
-inputs : Tensor
+    under ``torch.no_grad()`` and gets its training flags back.""",
+    "perturbed_arguments": """inputs : Tensor
     Images (N, C, H, W), vectors (N, D) or integer token ids (N, T).
 attributions : Tensor
     The inputs' shape, or for images (N, 1, H, W) / (N, H, W); channels are summed.
@@ -61,6 +61,7 @@ max_batch_size : int or None
 **kwargs
     Passed to ``torchmetrics.Metric``.""",
 }
+FRAGMENTS["perturbed_update"] = FRAGMENTS["perturbed_model"] + "\n" + FRAGMENTS["perturbed_arguments"]
 FRAGMENTS["quantus_perturbation"] = "\n".join(
     FRAGMENTS[name] for name in ("relevance_options", "quantus_baseline", "softmax_by_default", "images_per_call")
 )
