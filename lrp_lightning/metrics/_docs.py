@@ -60,6 +60,20 @@ max_batch_size : int or None
     Most inputs explained in one call; ``None`` sizes the chunks to the inputs' device.
 **kwargs
     Passed to ``torchmetrics.Metric``.""",
+    "token_update": """model : callable
+    Maps a batch of inputs to class scores (B, classes) — or to an object with ``logits``, or
+    to per-position logits (B, T, V) of which the last position counts; an ``nn.Module`` runs
+    in eval mode under ``torch.no_grad()`` and gets its training flags back afterwards.
+inputs : Tensor
+    Images (N, C, H, W), vectors (N, D), or integer token ids (N, T) (then ``baseline`` must be
+    a token id, e.g. the pad id).
+attributions : Tensor
+    The inputs' shape, or for images (N, 1, H, W) / (N, H, W); channels are summed.
+target : Tensor
+    Class indices (N,).
+attention_mask : Tensor, optional
+    For token ids: the mask (N, T) passed to the model as ``attention_mask=`` with every
+    perturbed copy of its sample.""",
 }
 FRAGMENTS["perturbed_update"] = FRAGMENTS["perturbed_model"] + "\n" + FRAGMENTS["perturbed_arguments"]
 FRAGMENTS["quantus_perturbation"] = "\n".join(
