@@ -7,7 +7,7 @@ Run ``python -m benchmarks.metrics --case NAME`` with one of the cases:
 - ``resnet50`` (CUDA): ResNet50, 32 images 224x224, 16x16 patches, 100 steps, 1000 classes.
 
 Every setting can be overridden. Models have random weights.
-The localisation, robustness and randomisation metrics: ``python -m benchmarks.metrics_quantus_b``.
+Every metric we ship against Quantus 0.6.0 (``--quantus``): see :mod:`benchmarks.metrics_quantus`.
 
 The metric sends N * (steps + 1) images through the model (the unperturbed inputs and one image per
 step) in chunks sized to the device (``--max-batch-size`` caps them instead). The "bare forward" rows
@@ -29,6 +29,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from benchmarks import metrics_quantus
 from benchmarks.common import MIB, format_table, machine_description, peak_memory_bytes, time_ms
 from lrp_lightning.metrics import RegionPerturbation
 from lrp_lightning.metrics._perturbation import chunk_bounds
@@ -58,8 +59,10 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--max-batch-size", type=int, help="largest chunk (default: sized to the device)")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds, all methods alternating (medians)")
     parser.add_argument("--skip-quantus", action="store_true", help="do not run Quantus 0.6.0 (slow)")
-    parser.add_argument("--quantus-metrics-a", action="store_true",
-                        help="time the issue-25 faithfulness/complexity/axiomatic metrics instead (see quantus_metrics_a)")
+    parser.add_argument("--quantus", action="store_true",
+                        help="time every metric against Quantus 0.6.0 instead (see benchmarks.metrics_quantus)")
+    parser.add_argument("--nr-samples", type=int, default=5, help="with --quantus: noise draws of the robustness metrics")
+    parser.add_argument("--only", nargs="+", help="with --quantus: the metrics to time (class names)")
     arguments = parser.parse_args()
     for name, value in CASES[arguments.case].items():
         if getattr(arguments, name) is None:
@@ -122,87 +125,6 @@ def mebibytes(peak: int | None) -> str:
     return "-" if peak is None else f"{peak / MIB:.0f}"
 
 
-def quantus_metrics_a(arguments: argparse.Namespace, model: torch.nn.Module, inputs: torch.Tensor,
-                      attributions: torch.Tensor, target: torch.Tensor, device: torch.device) -> None:
-    """Time the faithfulness, complexity and axiomatic metrics of issue 25 against Quantus 0.6.0 and
-    the bare forward passes each needs (the metric's images, in its chunk sizes); print one table.
-
-    Settings keep every metric at a few dozen model passes per sample (steps of 1/16 of the pixels,
-    16x16 patches, 4 draws per step): the ratios, not the absolute times, are the point. Quantus gets
-    the same settings where it runs them; "-" where it cannot (IROF needs single-channel images there,
-    NonSensitivity raises for steps > 1).
-    """
-    import quantus
-
-    from lrp_lightning import metrics as ours_metrics
-
-    warnings.filterwarnings("ignore", module="quantus")
-    warnings.filterwarnings("ignore", category=UserWarning)
-    n, pixels = inputs.shape[0], arguments.size * arguments.size
-    step = pixels // 16
-    patches = (arguments.size // 16) ** 2
-    cases = [  # name, our metric, Quantus metric or None, update arguments, images per sample
-        ("FaithfulnessEstimate", ours_metrics.FaithfulnessEstimate(features_in_step=step),
-         quantus.FaithfulnessEstimate(features_in_step=step, disable_warnings=True), "miat", 17),
-        ("IROF", ours_metrics.IROF(baseline=0.0), None, "miat", None),
-        ("Infidelity", ours_metrics.Infidelity(perturb_patch_sizes=[16]),
-         quantus.Infidelity(perturb_patch_sizes=[16], n_perturb_samples=1, disable_warnings=True), "miat",
-         patches + 1),
-        ("Monotonicity", ours_metrics.Monotonicity(features_in_step=step),
-         quantus.Monotonicity(features_in_step=step, disable_warnings=True), "miat", 16),
-        ("MonotonicityCorrelation", ours_metrics.MonotonicityCorrelation(nr_samples=4, features_in_step=step),
-         quantus.MonotonicityCorrelation(nr_samples=4, features_in_step=step, disable_warnings=True), "miat", 65),
-        ("Selectivity", ours_metrics.Selectivity(patch_size=16),
-         quantus.Selectivity(patch_size=16, disable_warnings=True), "miat", patches),
-        ("SensitivityN", ours_metrics.SensitivityN(features_in_step=step),
-         quantus.SensitivityN(features_in_step=step, disable_warnings=True), "miat", 13),
-        ("Sufficiency", ours_metrics.Sufficiency(), quantus.Sufficiency(disable_warnings=True), "mia", 1),
-        ("EffectiveComplexity", ours_metrics.EffectiveComplexity(),
-         quantus.EffectiveComplexity(disable_warnings=True), "a", 0),
-        ("Completeness", ours_metrics.Completeness(), quantus.Completeness(disable_warnings=True), "miat", 2),
-        ("NonSensitivity", ours_metrics.NonSensitivity(features_in_step=step), None, "miat", 17),
-    ]
-    values = {"m": model, "i": inputs, "a": attributions, "t": target}
-    rows: list[list[Any]] = []
-    for name, metric, oracle, needs, per_sample in cases:
-        def run_ours(metric=metric, needs=needs) -> Any:
-            metric.reset()
-            metric.update(*[values[key] for key in needs])
-            return metric.compute()
-
-        functions: dict[str, Callable[[], Any]] = {"ours": run_ours}
-        if per_sample is None:  # IROF: as many images as the largest superpixel count, found by running it
-            run_ours()
-            per_sample = 1 + int(ours_metrics.irof.slic_segments(inputs).amax().item()) + 1
-        if per_sample:
-            bounds = chunk_bounds(inputs, n * per_sample, None)
-            chunk = max(stop - start for start, stop in bounds)
-            ready = inputs.repeat(-(-chunk // n), 1, 1, 1)
-            functions["bare"] = lambda ready=ready, bounds=bounds: bare_forward(model, ready, bounds)
-        if oracle is not None and not arguments.skip_quantus:
-            softmax = name in ("Monotonicity", "MonotonicityCorrelation", "Selectivity", "SensitivityN",
-                               "NonSensitivity", "Sufficiency")
-            functions["quantus"] = lambda oracle=oracle, softmax=softmax: oracle(
-                model, inputs.cpu().numpy(), target.cpu().numpy(), a_batch=attributions.cpu().numpy(),
-                device=str(device), softmax=softmax, batch_size=n)
-        medians = interleaved_medians(functions, device, arguments.repeats)
-        print(f"{name}: {medians}", file=sys.stderr, flush=True)
-        bare = medians.get("bare")
-        quantus_ms = medians.get("quantus")
-        rows.append([
-            name, n * per_sample, f"{medians['ours']:.0f}", "-" if bare is None else f"{bare:.0f}",
-            "-" if bare is None else f"{medians['ours'] / bare:.2f}",
-            "-" if quantus_ms is None else f"{quantus_ms:.0f}",
-            "-" if quantus_ms is None else f"{medians['ours'] / quantus_ms:.3f}",
-        ])
-    print(machine_description(device))
-    print(f"{arguments.model}, {n} images 3x{arguments.size}x{arguments.size}, steps of {step} pixels, 16x16 "
-          f"patches, fp32, median of {arguments.repeats} interleaved rounds")
-    headers = ["metric", "images through model", "ours ms", "bare forward ms", "ours / bare",
-               "Quantus 0.6.0 ms", "ours / Quantus"]
-    print(format_table(headers, rows))
-
-
 def main() -> None:
     """Measure and print the table."""
     arguments = parse_arguments()
@@ -215,8 +137,9 @@ def main() -> None:
     inputs = torch.randn(shape, generator=generator).to(device)
     attributions = torch.rand((arguments.batch, 1, arguments.size, arguments.size), generator=generator).to(device)
     target = torch.randint(0, arguments.classes, (arguments.batch,), generator=generator).to(device)
-    if arguments.quantus_metrics_a:
-        quantus_metrics_a(arguments, model, inputs, attributions, target, device)
+    if arguments.quantus:
+        metrics_quantus.run(arguments.model, model, arguments.batch, arguments.size, arguments.nr_samples,
+                            arguments.repeats, arguments.only)
         return
     total_images = arguments.batch * (arguments.steps + 1)
     bounds = chunk_bounds(inputs, total_images, arguments.max_batch_size)

@@ -6,11 +6,13 @@ from torch import Tensor
 
 from lrp_lightning.metrics._base import CurveMeanMetric
 from lrp_lightning.metrics._checks import Baseline, check_order, check_positive_int
+from lrp_lightning.metrics._docs import fill_doc
 from lrp_lightning.metrics._model import Model
 from lrp_lightning.metrics._model_metric import ModelPerturbationMixin
 from lrp_lightning.metrics._perturbation import cumulative_masks, perturbed_scores, region_ranks, resolve_fill
 
 
+@fill_doc
 class CumulativePerturbationMetric(ModelPerturbationMixin, CurveMeanMetric):
     """Replaces locations step by step in a relevance order and records the target score per step.
 
@@ -48,20 +50,7 @@ class CumulativePerturbationMetric(ModelPerturbationMixin, CurveMeanMetric):
 
         Parameters
         ----------
-        model : callable
-            Maps a batch of inputs to class scores (B, classes) — or to an object with ``logits``, or
-            to per-position logits (B, T, V) of which the last position counts; an ``nn.Module`` runs
-            in eval mode under ``torch.no_grad()`` and gets its training flags back afterwards.
-        inputs : Tensor
-            Images (N, C, H, W), vectors (N, D), or integer token ids (N, T) (then ``baseline`` must be
-            a token id, e.g. the pad id).
-        attributions : Tensor
-            The inputs' shape, or for images (N, 1, H, W) / (N, H, W); channels are summed.
-        target : Tensor
-            Class indices (N,).
-        attention_mask : Tensor, optional
-            For token ids: the mask (N, T) passed to the model as ``attention_mask=`` with every
-            perturbed copy of its sample.
+        {token_update}
         """
         inputs, relevance, target, attention_mask = self._prepare(inputs, attributions, target, attention_mask)
         ranks, counts = self._schedule(relevance, self._generators.get(inputs.device))

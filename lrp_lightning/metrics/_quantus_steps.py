@@ -6,7 +6,9 @@ import torch
 from torch import Tensor
 
 from lrp_lightning._arguments import boolean
-from lrp_lightning.metrics._checks import location_relevance
+from lrp_lightning.metrics._checks import Baseline, location_relevance
+from lrp_lightning.metrics._docs import fill_doc
+from lrp_lightning.metrics._model import Model
 from lrp_lightning.metrics._model_metric import ModelPerturbationMixin
 from lrp_lightning.metrics._perturbation import MaskFn
 from lrp_lightning.metrics.faithfulness_correlation import pearson_rows
@@ -64,12 +66,38 @@ def spearman_rows(first: Tensor, second: Tensor) -> Tensor:
     return pearson_rows(average_ranks(first), average_ranks(second))
 
 
+@fill_doc
 class QuantusRelevanceMixin(ModelPerturbationMixin):
-    """``ModelPerturbationMixin`` with Quantus' ``abs`` and ``normalise`` options on the attributions."""
+    """``ModelPerturbationMixin`` with Quantus' ``abs`` and ``normalise`` options on the attributions.
 
-    def _configure_relevance(self, abs: bool, normalise: bool) -> None:
+    Its ``update`` validates the arguments and hands the relevance per location to the subclass'
+    ``_evaluate(model, inputs, relevance, target, attention_mask)``; metrics with other arguments
+    define their own ``update``.
+    """
+
+    def _configure_quantus(
+        self, abs: bool, normalise: bool, baseline: Baseline, softmax: bool, max_batch_size: Optional[int], seed: int = 0
+    ) -> None:
+        self._configure(baseline, softmax, max_batch_size, seed)
         self.abs = boolean("abs", abs)
         self.normalise = boolean("normalise", normalise)
+
+    def update(
+        self, model: Model, inputs: Tensor, attributions: Tensor, target: Tensor, attention_mask: Optional[Tensor] = None
+    ) -> None:
+        """Perturb the inputs as the metric's class docstring describes and accumulate its value per sample.
+
+        Parameters
+        ----------
+        {perturbed_update}
+        """
+        inputs, relevance, target, attention_mask = self._prepare_relevance(inputs, attributions, target, attention_mask)
+        self._evaluate(model, inputs, relevance, target, attention_mask)
+
+    def _evaluate(
+        self, model: Model, inputs: Tensor, relevance: Tensor, target: Tensor, attention_mask: Optional[Tensor]
+    ) -> None:
+        raise NotImplementedError
 
     def _prepare_relevance(
         self, inputs: Tensor, attributions: Tensor, target: Tensor, attention_mask: Optional[Tensor] = None

@@ -13,6 +13,8 @@ from lrp_lightning.metrics._robustness import RobustnessMetric, check_bounds, no
 class RelativeStabilityMetric(RobustnessMetric):
     """``max_j ||(Φ(x) - Φ(x_j)) / Φ(x)||₂ / max(D(x, x_j), eps_min)`` per sample; subclasses define ``D``.
 
+    ``normalise=True`` divides each explanation by its root mean square ``sqrt(mean(Φ²))`` (Quantus
+    0.6.0's default for these metrics), not by its largest magnitude as the other robustness metrics do.
     Divisions are element-wise, with exact zeros of the divisor replaced by ``eps_min`` (as Quantus
     0.6.0 does). ``x_j = x + δ_j``, ``δ_j`` uniform in ``[lower_bound, upper_bound]`` (Quantus' default
     perturbation for these metrics), or ``[-lower_bound, lower_bound]`` with ``upper_bound=None``.
@@ -42,8 +44,15 @@ class RelativeStabilityMetric(RobustnessMetric):
     def _noise(self, shape: tuple, generator: torch.Generator, dtype: torch.dtype) -> Tensor:
         return uniform_noise(shape, self.lower_bound, self.upper_bound, generator, dtype)
 
+    def _normalised(self, values: Tensor) -> Tensor:
+        """Rows (B, F) divided by their root mean square, all-zero rows kept (Quantus 0.6.0's default
+        ``normalise_func`` for these metrics, ``normalise_by_average_second_moment_estimate``)."""
+        scale = values.square().mean(dim=1, keepdim=True).sqrt()
+        return values / torch.where(scale > 0, scale, torch.ones_like(scale))
+
     def _relative_change(self, clean: Tensor, perturbed: Tensor) -> Tensor:
-        return norm_rows((clean - perturbed) / nonzero(clean, self.eps_min))
+        change = clean - perturbed
+        return norm_rows(change.div_(nonzero(clean, self.eps_min)))
 
     def _denominator(self, clean: dict, perturbed: dict) -> Tensor:
         raise NotImplementedError

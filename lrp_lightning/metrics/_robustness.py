@@ -7,6 +7,7 @@ explained in chunks (all perturbations of a chunk of samples in one explainer ca
 turns the clean and perturbed explanation (after ``abs`` and ``normalise``, as in Quantus) into one
 value per (step, sample) and reduces the steps by a mean or a maximum.
 """
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Optional
 
 import torch
@@ -48,14 +49,37 @@ def norm_rows(values: Tensor) -> Tensor:
 
 def nonzero(values: Tensor, eps: float) -> Tensor:
     """``values`` with exact zeros replaced by ``eps`` (a safe divisor)."""
-    return torch.where(values == 0, torch.full_like(values, eps), values)
+    return values.masked_fill(values == 0, eps)
+
+
+class LazyRows(Mapping):
+    """A read-only mapping whose values are made by the given functions on first access, once.
+
+    The robustness metrics hand the clean and perturbed rows of a chunk to ``_values`` this way, so
+    that rows a metric does not read (the inputs for AvgSensitivity, a re-run representation) cost nothing.
+    """
+
+    def __init__(self, makers: dict[str, Callable[[], Tensor]]) -> None:
+        self._makers = makers
+        self._made: dict[str, Tensor] = {}
+
+    def __getitem__(self, key: str) -> Tensor:
+        if key not in self._made:
+            self._made[key] = self._makers[key]()
+        return self._made[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._makers)
+
+    def __len__(self) -> int:
+        return len(self._makers)
 
 
 class RobustnessMetric(SampleMeanMetric):
     """Mean over samples of a per-sample reduction over noisy re-explanations (see the module docstring).
 
     Subclasses set ``reduction`` and implement ``_noise(shape, generator, dtype)`` and
-    ``_values(clean, perturbed)``, where ``clean`` and ``perturbed`` are dicts with the float64 rows
+    ``_values(clean, perturbed)``, where ``clean`` and ``perturbed`` are mappings (made on first read) with the float64 rows
     ``"inputs"``, ``"attributions"`` and ``"outputs"`` (class scores) of the pairs of a chunk.
     """
 
@@ -94,12 +118,16 @@ class RobustnessMetric(SampleMeanMetric):
         """What ``"outputs"`` holds for a batch: the class scores (subclasses may take other representations)."""
         return outputs
 
+    def _normalised(self, values: Tensor) -> Tensor:
+        """Rows (B, F) divided by their largest magnitude (Quantus' ``normalise_by_max``)."""
+        return values / values.abs().amax(dim=1, keepdim=True)
+
     def _prepared(self, attributions: Tensor) -> Tensor:
         values = rows(attributions)
         if self.abs:
             values = values.abs()
         if self.normalise:
-            values = values / values.abs().amax(dim=1, keepdim=True)
+            values = self._normalised(values)
         return values
 
     def update(self, model: Model, inputs: Tensor, target: Tensor) -> None:
@@ -138,12 +166,13 @@ class RobustnessMetric(SampleMeanMetric):
             return inputs + self._noise(tuple(inputs.shape), generator, inputs.dtype)
 
         def consume(variants: Tensor, samples: Tensor, batch: Tensor, outputs: Tensor, attributions: Tensor) -> None:
-            perturbed = {
-                "inputs": rows(batch),
-                "attributions": self._prepared(attributions),
-                "outputs": rows(self._representation(model, batch, outputs)),
-            }
-            values[variants, samples] = self._values({key: value[samples] for key, value in clean.items()}, perturbed)
+            perturbed = LazyRows({
+                "inputs": lambda: rows(batch),
+                "attributions": lambda: self._prepared(attributions),
+                "outputs": lambda: rows(self._representation(model, batch, outputs)),
+            })
+            paired = LazyRows({key: (lambda value=value: value[samples]) for key, value in clean.items()})
+            values[variants, samples] = self._values(paired, perturbed)
             flips[variants, samples] = outputs.argmax(dim=1) != predictions[samples]
 
         explain_in_chunks(explain, inputs, target, self.nr_samples, perturbed_inputs, self.max_batch_size, consume)

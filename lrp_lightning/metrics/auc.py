@@ -11,17 +11,25 @@ from lrp_lightning.metrics._localisation import MaskLocalisationMetric
 def roc_auc_rows(scores: Tensor, positive: Tensor) -> Tensor:
     """Area under the ROC curve of each row of ``scores`` (N, F) as a detector of ``positive`` (N, F, bool).
 
-    Equal to the Mann-Whitney probability that a positive entry scores above a negative one, ties
-    counting one half: ``AUC = Σ_{p positive} (#neg < s_p + #neg ≤ s_p) / (2 P N)``.
+    Equal to the Mann-Whitney statistic with ties counting one half: with ``r_p`` the 1-based rank of
+    positive entry p among its row (tied entries share their average rank),
+    ``AUC = (Σ_p r_p - P (P + 1) / 2) / (P N)``. One sort per row; the tie groups' first and last
+    positions come from running maxima and minima over the sorted row.
     """
     ordered, order = scores.sort(dim=1)
-    negative_sorted = (~positive).gather(1, order).double()
-    negatives_up_to = torch.nn.functional.pad(negative_sorted.cumsum(dim=1), (1, 0))
-    below = negatives_up_to.gather(1, torch.searchsorted(ordered, scores, right=False))
-    up_to = negatives_up_to.gather(1, torch.searchsorted(ordered, scores, right=True))
+    width = scores.shape[1]
+    positions = torch.arange(width, device=scores.device).expand_as(ordered)
+    changes = ordered[:, 1:] != ordered[:, :-1]
+    starts = torch.cat([torch.ones_like(changes[:, :1]), changes], dim=1)
+    ends = torch.cat([changes, torch.ones_like(changes[:, :1])], dim=1)
+    first = torch.where(starts, positions, torch.zeros_like(positions)).cummax(dim=1).values
+    last = torch.where(ends, positions, torch.full_like(positions, width)).flip(1).cummin(dim=1).values.flip(1)
+    average_rank = (first + last).double() / 2 + 1
+    positive_sorted = positive.gather(1, order)
     num_positive = positive.sum(dim=1).double()
-    num_negative = positive.shape[1] - num_positive
-    return ((below + up_to) * positive).sum(dim=1) / (2 * num_positive * num_negative)
+    num_negative = width - num_positive
+    rank_sum = (average_rank * positive_sorted).sum(dim=1)
+    return (rank_sum - num_positive * (num_positive + 1) / 2) / (num_positive * num_negative)
 
 
 class AUC(MaskLocalisationMetric):

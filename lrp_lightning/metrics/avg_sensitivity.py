@@ -4,10 +4,12 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
+from lrp_lightning.metrics._docs import fill_doc
 from lrp_lightning.metrics._explainer import ExplainerArg
 from lrp_lightning.metrics._robustness import RobustnessMetric, check_bounds, norm_rows, uniform_noise
 
 
+@fill_doc
 class AvgSensitivity(RobustnessMetric):
     """Mean over samples of mean_j ||Φ(x) - Φ(x + δ_j)|| / ||Φ(x)|| (Yeh et al. 2019), Quantus' AvgSensitivity.
 
@@ -18,10 +20,7 @@ class AvgSensitivity(RobustnessMetric):
 
     Parameters
     ----------
-    explainer : str, Composite or callable
-        What explains the clean and the perturbed inputs: a registry name (LRP composite or
-        attributor), a Composite (built for the model as ``AttributionCallback`` builds them), or
-        ``explain(model, inputs, target) -> attributions``.
+    {explainer}
     nr_samples : int
         Noise draws per sample.
     lower_bound, upper_bound : float, float or None
@@ -32,12 +31,7 @@ class AvgSensitivity(RobustnessMetric):
         Divide each explanation by its largest magnitude first.
     return_nan_when_prediction_changes : bool
         A sample whose predicted class changes under any draw counts as NaN.
-    seed : int
-        Seed of the noise generator.
-    max_batch_size : int or None
-        Most inputs explained in one call; ``None`` sizes the chunks to the inputs' device.
-    **kwargs
-        Passed to ``torchmetrics.Metric``.
+    {explained_per_call}
     """
 
     def __init__(

@@ -7,11 +7,13 @@ from torch import Tensor
 from lrp_lightning._arguments import real_number
 from lrp_lightning.metrics._base import SampleMeanMetric
 from lrp_lightning.metrics._checks import Baseline
+from lrp_lightning.metrics._docs import fill_doc
 from lrp_lightning.metrics._model import Model
 from lrp_lightning.metrics._perturbation import perturbed_scores, resolve_fill
 from lrp_lightning.metrics._quantus_steps import QuantusRelevanceMixin, quantus_attributions
 
 
+@fill_doc
 class Completeness(QuantusRelevanceMixin, SampleMeanMetric):
     """Fraction of samples whose attributions sum to the target-score change from the baseline.
 
@@ -28,19 +30,13 @@ class Completeness(QuantusRelevanceMixin, SampleMeanMetric):
 
     Parameters
     ----------
-    abs, normalise : bool
-        Quantus' attribution options (``|a|``; division by the batch's largest ``|a|``).
-    baseline : float, int, str or callable
-        Quantus' ``perturb_baseline``: ``"black"`` (each sample's minimum), ``"white"``, ``"mean"``,
-        ``"blur"``, a number or a callable ``(x) -> fill``; a token id for token-id inputs.
+    {relevance_options}
+    {quantus_baseline}
     softmax : bool
         Score the target softmax probability instead of the logit.
     rtol, atol : float
         Relative and absolute tolerance of the comparison.
-    max_batch_size : int or None
-        Largest number of images sent through the model at once; ``None`` sizes the chunks to the device.
-    **kwargs
-        Passed to ``torchmetrics.Metric``.
+    {images_per_call}
     """
 
     higher_is_better = True
@@ -59,8 +55,7 @@ class Completeness(QuantusRelevanceMixin, SampleMeanMetric):
         super().__init__(**kwargs)
         self.rtol = real_number("rtol", rtol, minimum=0.0)
         self.atol = real_number("atol", atol, minimum=0.0)
-        self._configure(baseline, softmax, max_batch_size, seed=0)
-        self._configure_relevance(abs, normalise)
+        self._configure_quantus(abs, normalise, baseline, softmax, max_batch_size)
 
     def update(
         self, model: Model, inputs: Tensor, attributions: Tensor, target: Tensor, attention_mask: Optional[Tensor] = None

@@ -5,6 +5,7 @@ from torch import Tensor
 
 from lrp_lightning.metrics._base import SampleMeanMetric
 from lrp_lightning.metrics._checks import Baseline, check_positive_int
+from lrp_lightning.metrics._docs import fill_doc
 from lrp_lightning.metrics._model import Model
 from lrp_lightning.metrics._model_metric import ModelPerturbationMixin
 from lrp_lightning.metrics._perturbation import perturbed_scores, random_subsets, resolve_fill, subset_masks
@@ -17,6 +18,7 @@ def pearson_rows(first: Tensor, second: Tensor) -> Tensor:
     return (first * second).sum(dim=1) / (first.square().sum(dim=1) * second.square().sum(dim=1)).sqrt()
 
 
+@fill_doc
 class FaithfulnessCorrelation(ModelPerturbationMixin, SampleMeanMetric):
     """Mean over samples of the Pearson r between subset relevance and score drop (Bhatt et al. 2020).
 
@@ -74,20 +76,7 @@ class FaithfulnessCorrelation(ModelPerturbationMixin, SampleMeanMetric):
 
         Parameters
         ----------
-        model : callable
-            Maps a batch of inputs to class scores (B, classes) — or to an object with ``logits``, or
-            to per-position logits (B, T, V) of which the last position counts; an ``nn.Module`` runs
-            in eval mode under ``torch.no_grad()`` and gets its training flags back afterwards.
-        inputs : Tensor
-            Images (N, C, H, W), vectors (N, D), or integer token ids (N, T) (then ``baseline`` must be
-            a token id, e.g. the pad id).
-        attributions : Tensor
-            The inputs' shape, or for images (N, 1, H, W) / (N, H, W); channels are summed.
-        target : Tensor
-            Class indices (N,).
-        attention_mask : Tensor, optional
-            For token ids: the mask (N, T) passed to the model as ``attention_mask=`` with every
-            perturbed copy of its sample.
+        {token_update}
         """
         inputs, relevance, target, attention_mask = self._prepare(inputs, attributions, target, attention_mask)
         num_samples, spatial = relevance.shape[0], tuple(relevance.shape[1:])

@@ -6,12 +6,14 @@ from torch import Tensor
 
 from lrp_lightning.metrics._base import SampleMeanMetric
 from lrp_lightning.metrics._checks import Baseline, check_positive_int
+from lrp_lightning.metrics._docs import fill_doc
 from lrp_lightning.metrics._model import Model
 from lrp_lightning.metrics._perturbation import perturbed_scores, region_ranks, resolve_fill
 from lrp_lightning.metrics._quantus_steps import QuantusRelevanceMixin, band_masks, band_sums
 from lrp_lightning.metrics.faithfulness_correlation import pearson_rows
 
 
+@fill_doc
 class FaithfulnessEstimate(QuantusRelevanceMixin, SampleMeanMetric):
     """Mean over samples of the Pearson r between step relevance and score drop (Alvarez-Melis & Jaakkola 2018).
 
@@ -59,8 +61,7 @@ class FaithfulnessEstimate(QuantusRelevanceMixin, SampleMeanMetric):
     ) -> None:
         super().__init__(**kwargs)
         self.features_in_step = check_positive_int("features_in_step", features_in_step)
-        self._configure(baseline, softmax, max_batch_size, seed=0)
-        self._configure_relevance(abs, normalise)
+        self._configure_quantus(abs, normalise, baseline, softmax, max_batch_size)
 
     def update(
         self, model: Model, inputs: Tensor, attributions: Tensor, target: Tensor, attention_mask: Optional[Tensor] = None
@@ -73,14 +74,7 @@ class FaithfulnessEstimate(QuantusRelevanceMixin, SampleMeanMetric):
             Maps a batch of inputs to class scores (B, classes) (or an object with ``logits``, or
             per-position logits of a language model); an ``nn.Module`` runs in eval mode under
             ``torch.no_grad()`` and gets its training flags back.
-        inputs : Tensor
-            Images (N, C, H, W), vectors (N, D) or integer token ids (N, T).
-        attributions : Tensor
-            The inputs' shape, or for images (N, 1, H, W) / (N, H, W); channels are summed.
-        target : Tensor
-            Class indices (N,).
-        attention_mask : Tensor, optional
-            For token ids: the mask (N, T) given to the model with every perturbed copy.
+        {perturbed_arguments}
         """
         inputs, relevance, target, attention_mask = self._prepare_relevance(inputs, attributions, target, attention_mask)
         ranks, num_locations = region_ranks(relevance, 1, "morf", self._generators.get(inputs.device))

@@ -6,6 +6,7 @@ from torch import Tensor
 
 from lrp_lightning.metrics._base import SampleMeanMetric
 from lrp_lightning.metrics._checks import Baseline, check_positive_int
+from lrp_lightning.metrics._docs import fill_doc
 from lrp_lightning.metrics._model import Model
 from lrp_lightning.metrics._perturbation import perturbed_scores, region_ranks, resolve_fill
 from lrp_lightning.metrics._quantus_steps import QuantusRelevanceMixin, band_sums, quantus_attributions
@@ -14,6 +15,7 @@ from lrp_lightning.transformer.tokens import is_token_ids
 LOSS_FUNCTIONS = ("mse",)
 
 
+@fill_doc
 class Infidelity(QuantusRelevanceMixin, SampleMeanMetric):
     """Mean over samples of the squared error between attribution-predicted and actual score drops (Yeh et al. 2019).
 
@@ -34,17 +36,13 @@ class Infidelity(QuantusRelevanceMixin, SampleMeanMetric):
         ``"mse"`` (the only loss Quantus 0.6.0 names).
     perturb_patch_sizes : sequence of int, optional
         Patch sides; default ``[4]``.
-    abs, normalise : bool
-        Quantus' attribution options (``|a|``; division by the batch's largest ``|a|``).
+    {relevance_options}
     baseline : float, str or callable
         Quantus' ``perturb_baseline``: ``"black"`` (each sample's minimum), ``"white"``, ``"mean"``,
         ``"blur"``, a number or a callable ``(x) -> fill``. Token ids are refused (no input differences).
     softmax : bool
         Score the target softmax probability instead of the logit.
-    max_batch_size : int or None
-        Largest number of images sent through the model at once; ``None`` sizes the chunks to the device.
-    **kwargs
-        Passed to ``torchmetrics.Metric``.
+    {images_per_call}
     """
 
     higher_is_better = False
@@ -68,8 +66,7 @@ class Infidelity(QuantusRelevanceMixin, SampleMeanMetric):
         if not sizes:
             raise ValueError("perturb_patch_sizes must name at least one patch size")
         self.perturb_patch_sizes = [check_positive_int("perturb_patch_sizes", size) for size in sizes]
-        self._configure(baseline, softmax, max_batch_size, seed=0)
-        self._configure_relevance(abs, normalise)
+        self._configure_quantus(abs, normalise, baseline, softmax, max_batch_size)
 
     def update(
         self, model: Model, inputs: Tensor, attributions: Tensor, target: Tensor, attention_mask: Optional[Tensor] = None

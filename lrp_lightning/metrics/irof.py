@@ -6,6 +6,7 @@ from torch import Tensor
 
 from lrp_lightning.metrics._base import SampleMeanMetric
 from lrp_lightning.metrics._checks import Baseline
+from lrp_lightning.metrics._docs import fill_doc
 from lrp_lightning.metrics._model import Model
 from lrp_lightning.metrics._perturbation import cumulative_masks, perturbed_scores, resolve_fill
 from lrp_lightning.metrics._quantus_steps import QuantusRelevanceMixin
@@ -30,6 +31,7 @@ def slic_segments(inputs: Tensor) -> Tensor:
     return torch.stack(labels).to(device=inputs.device, dtype=torch.long)
 
 
+@fill_doc
 class IROF(QuantusRelevanceMixin, SampleMeanMetric):
     """Mean over samples of the area over the score curve of superpixel removal (Rieger & Hansen 2020).
 
@@ -51,17 +53,12 @@ class IROF(QuantusRelevanceMixin, SampleMeanMetric):
     segmentation_method : str or callable
         ``"slic"`` (scikit-image, the optional extra ``segmentation``), or a callable mapping the
         images (N, C, H, W) to integer labels (N, H, W) (labels need not be consecutive).
-    abs, normalise : bool
-        Quantus' attribution options (``|a|``; division by the batch's largest ``|a|``).
+    {relevance_options}
     baseline : float, str or callable
         ``"mean"`` (each sample's mean), ``"black"`` (minimum), ``"white"``, ``"blur"``, a number or
         a callable ``(x) -> fill``.
-    softmax : bool
-        Score the target softmax probability (Quantus' default) instead of the logit.
-    max_batch_size : int or None
-        Largest number of images sent through the model at once; ``None`` sizes the chunks to the device.
-    **kwargs
-        Passed to ``torchmetrics.Metric``.
+    {softmax_by_default}
+    {images_per_call}
     """
 
     higher_is_better = True
@@ -83,8 +80,7 @@ class IROF(QuantusRelevanceMixin, SampleMeanMetric):
                 "or a callable (inputs) -> integer labels (N, H, W)"
             )
         self.segmentation_method = segmentation_method
-        self._configure(baseline, softmax, max_batch_size, seed=0)
-        self._configure_relevance(abs, normalise)
+        self._configure_quantus(abs, normalise, baseline, softmax, max_batch_size)
 
     def update(self, model: Model, inputs: Tensor, attributions: Tensor, target: Tensor) -> None:
         """Remove superpixels most relevant first and accumulate each sample's area over the curve.

@@ -5,10 +5,12 @@ import torch
 from torch import Tensor
 
 from lrp_lightning._arguments import real_number
+from lrp_lightning.metrics._docs import fill_doc
 from lrp_lightning.metrics._explainer import ExplainerArg
 from lrp_lightning.metrics._robustness import RobustnessMetric, gaussian_noise, norm_rows
 
 
+@fill_doc
 class LocalLipschitzEstimate(RobustnessMetric):
     """Mean over samples of max_j ||Φ(x) - Φ(x_j)||₂ / ||x - x_j||₂, Quantus' LocalLipschitzEstimate.
 
@@ -18,10 +20,7 @@ class LocalLipschitzEstimate(RobustnessMetric):
 
     Parameters
     ----------
-    explainer : str, Composite or callable
-        What explains the clean and the perturbed inputs: a registry name (LRP composite or
-        attributor), a Composite (built for the model as ``AttributionCallback`` builds them), or
-        ``explain(model, inputs, target) -> attributions``.
+    {explainer}
     nr_samples : int
         Noise draws per sample.
     perturb_mean, perturb_std : float
@@ -32,12 +31,7 @@ class LocalLipschitzEstimate(RobustnessMetric):
         Divide each explanation by its largest magnitude first.
     return_nan_when_prediction_changes : bool
         A sample whose predicted class changes under any draw counts as NaN.
-    seed : int
-        Seed of the noise generator.
-    max_batch_size : int or None
-        Most inputs explained in one call; ``None`` sizes the chunks to the inputs' device.
-    **kwargs
-        Passed to ``torchmetrics.Metric``.
+    {explained_per_call}
     """
 
     reduction = "max"

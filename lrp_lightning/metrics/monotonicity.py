@@ -6,11 +6,13 @@ from torch import Tensor
 
 from lrp_lightning.metrics._base import SampleMeanMetric
 from lrp_lightning.metrics._checks import Baseline, check_positive_int
+from lrp_lightning.metrics._docs import fill_doc
 from lrp_lightning.metrics._model import Model
 from lrp_lightning.metrics._perturbation import cumulative_masks, perturbed_scores, region_ranks, resolve_fill
 from lrp_lightning.metrics._quantus_steps import QuantusRelevanceMixin
 
 
+@fill_doc
 class Monotonicity(QuantusRelevanceMixin, SampleMeanMetric):
     """Fraction of samples whose score never falls while features are added (Arya et al. 2019).
 
@@ -27,17 +29,7 @@ class Monotonicity(QuantusRelevanceMixin, SampleMeanMetric):
     ----------
     features_in_step : int
         Locations put back per step (the last step may put back fewer).
-    abs, normalise : bool
-        Quantus' attribution options (``|a|``; division by the batch's largest ``|a|``).
-    baseline : float, int, str or callable
-        Quantus' ``perturb_baseline``: ``"black"`` (each sample's minimum), ``"white"``, ``"mean"``,
-        ``"blur"``, a number or a callable ``(x) -> fill``; a token id for token-id inputs.
-    softmax : bool
-        Score the target softmax probability (Quantus' default) instead of the logit.
-    max_batch_size : int or None
-        Largest number of images sent through the model at once; ``None`` sizes the chunks to the device.
-    **kwargs
-        Passed to ``torchmetrics.Metric``.
+    {quantus_perturbation}
     """
 
     higher_is_better = True
@@ -54,29 +46,11 @@ class Monotonicity(QuantusRelevanceMixin, SampleMeanMetric):
     ) -> None:
         super().__init__(**kwargs)
         self.features_in_step = check_positive_int("features_in_step", features_in_step)
-        self._configure(baseline, softmax, max_batch_size, seed=0)
-        self._configure_relevance(abs, normalise)
+        self._configure_quantus(abs, normalise, baseline, softmax, max_batch_size)
 
-    def update(
-        self, model: Model, inputs: Tensor, attributions: Tensor, target: Tensor, attention_mask: Optional[Tensor] = None
+    def _evaluate(
+        self, model: Model, inputs: Tensor, relevance: Tensor, target: Tensor, attention_mask: Optional[Tensor]
     ) -> None:
-        """Put the locations back, least relevant first, and accumulate whether the score never fell.
-
-        Parameters
-        ----------
-        model : callable
-            Maps a batch of inputs to class scores (B, classes); an ``nn.Module`` runs in eval mode
-            under ``torch.no_grad()`` and gets its training flags back.
-        inputs : Tensor
-            Images (N, C, H, W), vectors (N, D) or integer token ids (N, T).
-        attributions : Tensor
-            The inputs' shape, or for images (N, 1, H, W) / (N, H, W); channels are summed.
-        target : Tensor
-            Class indices (N,).
-        attention_mask : Tensor, optional
-            For token ids: the mask (N, T) given to the model with every perturbed copy.
-        """
-        inputs, relevance, target, attention_mask = self._prepare_relevance(inputs, attributions, target, attention_mask)
         ranks, num_locations = region_ranks(relevance, 1, "lerf", self._generators.get(inputs.device))
         steps = -(-num_locations // self.features_in_step)
         counts = (torch.arange(1, steps + 1, device=inputs.device) * self.features_in_step).clamp(max=num_locations)

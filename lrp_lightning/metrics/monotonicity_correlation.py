@@ -7,6 +7,7 @@ from torch import Tensor
 from lrp_lightning._arguments import integer, real_number
 from lrp_lightning.metrics._base import SampleMeanMetric
 from lrp_lightning.metrics._checks import Baseline, check_positive_int
+from lrp_lightning.metrics._docs import fill_doc
 from lrp_lightning.metrics._model import Model
 from lrp_lightning.metrics._perturbation import perturbed_scores, region_ranks, resolve_fill
 from lrp_lightning.metrics._quantus_steps import QuantusRelevanceMixin, band_masks, band_sums, spearman_rows
@@ -14,6 +15,7 @@ from lrp_lightning.metrics._quantus_steps import QuantusRelevanceMixin, band_mas
 UNIFORM = "uniform"
 
 
+@fill_doc
 class MonotonicityCorrelation(QuantusRelevanceMixin, SampleMeanMetric):
     """Mean over samples of the Spearman rank correlation between step relevance and score variance.
 
@@ -39,22 +41,17 @@ class MonotonicityCorrelation(QuantusRelevanceMixin, SampleMeanMetric):
         Locations per step; must divide the number of locations.
     eps : float
         Below this ``|f(x)|`` the variance is not divided by ``f(x)^2``.
-    abs, normalise : bool
-        Quantus' attribution options (``|a|``; division by the batch's largest ``|a|``).
+    {relevance_options}
     baseline : float, int, str or callable
         ``"uniform"`` (random, see above), or a fixed fill as Quantus' ``perturb_baseline``:
         ``"black"`` (each sample's minimum), ``"white"``, ``"mean"``, ``"blur"``, a number or a
         callable ``(x) -> fill``; a token id for token-id inputs.
     uniform_low, uniform_high : float
         Range of the uniform fill (Quantus' defaults).
-    softmax : bool
-        Score the target softmax probability (Quantus' default) instead of the logit.
+    {softmax_by_default}
     seed : int
         Seed of the uniform draws.
-    max_batch_size : int or None
-        Largest number of images sent through the model at once; ``None`` sizes the chunks to the device.
-    **kwargs
-        Passed to ``torchmetrics.Metric``.
+    {images_per_call}
     """
 
     higher_is_better = True
@@ -83,9 +80,9 @@ class MonotonicityCorrelation(QuantusRelevanceMixin, SampleMeanMetric):
         if self.uniform_high < self.uniform_low:
             raise ValueError(f"uniform_high={uniform_high} is below uniform_low={uniform_low}")
         # the fixed fills are checked by _configure; "uniform" is drawn by this metric alone
-        self._configure(0.0 if baseline == UNIFORM else baseline, softmax, max_batch_size, integer("seed", seed))
+        self._configure_quantus(abs, normalise, 0.0 if baseline == UNIFORM else baseline, softmax, max_batch_size,
+                                integer("seed", seed))
         self.baseline = baseline
-        self._configure_relevance(abs, normalise)
 
     def update(
         self, model: Model, inputs: Tensor, attributions: Tensor, target: Tensor, attention_mask: Optional[Tensor] = None

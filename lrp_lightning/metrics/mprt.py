@@ -7,6 +7,7 @@ from torch import Tensor
 from lrp_lightning._arguments import boolean, integer
 from lrp_lightning.metrics._base import CurveMeanMetric
 from lrp_lightning.metrics._checks import check_inputs, check_positive_int, check_target
+from lrp_lightning.metrics._docs import fill_doc
 from lrp_lightning.metrics._explainer import BatchExplainer, ExplainerArg, check_explainer
 from lrp_lightning.metrics._model import Model
 from lrp_lightning.metrics._randomisation import (
@@ -20,6 +21,7 @@ from lrp_lightning.metrics._randomisation import (
 )
 
 
+@fill_doc
 class MPRT(CurveMeanMetric):
     """Similarity of the explanation to the original one as the layers are randomised (Adebayo et al. 2018).
 
@@ -45,14 +47,7 @@ class MPRT(CurveMeanMetric):
         Re-initialisation seed (each layer: torch's RNG seeded with ``seed + 1``, as Quantus).
     skip_layers : bool
         Randomise all layers in one step: the curve is (original, fully random).
-    abs : bool
-        Compare ``|a|``.
-    normalise : bool
-        Divide each explanation by its largest magnitude first.
-    max_batch_size : int or None
-        Most inputs explained in one call; ``None`` sizes the chunks to the inputs' device.
-    **kwargs
-        Passed to ``torchmetrics.Metric``.
+    {explained_options}
     """
 
     higher_is_better = False

@@ -7,11 +7,13 @@ from torch import Tensor
 from lrp_lightning._arguments import real_number
 from lrp_lightning.metrics._base import SampleMeanMetric
 from lrp_lightning.metrics._checks import Baseline, check_positive_int
+from lrp_lightning.metrics._docs import fill_doc
 from lrp_lightning.metrics._model import Model
 from lrp_lightning.metrics._perturbation import perturbed_scores, region_ranks, resolve_fill
 from lrp_lightning.metrics._quantus_steps import QuantusRelevanceMixin, band_masks
 
 
+@fill_doc
 class NonSensitivity(QuantusRelevanceMixin, SampleMeanMetric):
     """Mean over samples of how many locations break non-sensitivity (Nguyen & Martínez 2020).
 
@@ -31,17 +33,7 @@ class NonSensitivity(QuantusRelevanceMixin, SampleMeanMetric):
         Threshold of both tests.
     features_in_step : int
         Locations replaced together; must divide the number of locations.
-    abs, normalise : bool
-        Quantus' attribution options (``|a|``; division by the batch's largest ``|a|``).
-    baseline : float, int, str or callable
-        Quantus' ``perturb_baseline``: ``"black"`` (each sample's minimum), ``"white"``, ``"mean"``,
-        ``"blur"``, a number or a callable ``(x) -> fill``; a token id for token-id inputs.
-    softmax : bool
-        Score the target softmax probability (Quantus' default) instead of the logit.
-    max_batch_size : int or None
-        Largest number of images sent through the model at once; ``None`` sizes the chunks to the device.
-    **kwargs
-        Passed to ``torchmetrics.Metric``.
+    {quantus_perturbation}
     """
 
     higher_is_better = False
@@ -60,29 +52,11 @@ class NonSensitivity(QuantusRelevanceMixin, SampleMeanMetric):
         super().__init__(**kwargs)
         self.eps = real_number("eps", eps, minimum=0.0)
         self.features_in_step = check_positive_int("features_in_step", features_in_step)
-        self._configure(baseline, softmax, max_batch_size, seed=0)
-        self._configure_relevance(abs, normalise)
+        self._configure_quantus(abs, normalise, baseline, softmax, max_batch_size)
 
-    def update(
-        self, model: Model, inputs: Tensor, attributions: Tensor, target: Tensor, attention_mask: Optional[Tensor] = None
+    def _evaluate(
+        self, model: Model, inputs: Tensor, relevance: Tensor, target: Tensor, attention_mask: Optional[Tensor]
     ) -> None:
-        """Replace each step of locations alone, compare both sets and accumulate their difference.
-
-        Parameters
-        ----------
-        model : callable
-            Maps a batch of inputs to class scores (B, classes); an ``nn.Module`` runs in eval mode
-            under ``torch.no_grad()`` and gets its training flags back.
-        inputs : Tensor
-            Images (N, C, H, W), vectors (N, D) or integer token ids (N, T).
-        attributions : Tensor
-            The inputs' shape, or for images (N, 1, H, W) / (N, H, W); channels are summed.
-        target : Tensor
-            Class indices (N,).
-        attention_mask : Tensor, optional
-            For token ids: the mask (N, T) given to the model with every perturbed copy.
-        """
-        inputs, relevance, target, attention_mask = self._prepare_relevance(inputs, attributions, target, attention_mask)
         index_order, num_locations = region_ranks(torch.zeros_like(relevance), 1, "morf", self._generators.get(inputs.device))
         if num_locations % self.features_in_step:
             raise ValueError(

@@ -7,11 +7,13 @@ from torch import Tensor
 from lrp_lightning._arguments import boolean, integer
 from lrp_lightning.metrics._base import SampleMeanMetric, SeededGenerators
 from lrp_lightning.metrics._checks import check_inputs, check_positive_int, check_target
+from lrp_lightning.metrics._docs import fill_doc
 from lrp_lightning.metrics._explainer import BatchExplainer, ExplainerArg, check_explainer
 from lrp_lightning.metrics._model import Model
 from lrp_lightning.metrics._randomisation import check_similarity, explain_all, prepared, similarity_rows
 
 
+@fill_doc
 class RandomLogit(SampleMeanMetric):
     """Mean over samples of the similarity between the explanations of the target and of a random other class.
 
@@ -34,14 +36,7 @@ class RandomLogit(SampleMeanMetric):
         Number of classes to draw from (at least 2; at most the model's outputs).
     seed : int
         Seed of the class generator.
-    abs : bool
-        Compare ``|a|``.
-    normalise : bool
-        Divide each explanation by its largest magnitude first.
-    max_batch_size : int or None
-        Most inputs explained in one call; ``None`` sizes the chunks to the inputs' device.
-    **kwargs
-        Passed to ``torchmetrics.Metric``.
+    {explained_options}
     """
 
     higher_is_better = False

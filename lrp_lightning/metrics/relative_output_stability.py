@@ -4,12 +4,14 @@ from typing import Any, Optional
 from torch import Tensor
 
 from lrp_lightning._arguments import boolean
+from lrp_lightning.metrics._docs import fill_doc
 from lrp_lightning.metrics._explainer import ExplainerArg
 from lrp_lightning.metrics._model import Model
 from lrp_lightning.metrics._relative_stability import RelativeStabilityMetric
 from lrp_lightning.metrics._robustness import norm_rows
 
 
+@fill_doc
 class RelativeOutputStability(RelativeStabilityMetric):
     """Mean over samples of ``max_j ||(Φ(x) - Φ(x_j)) / Φ(x)||₂ / max(||h(x) - h(x_j)||₂, eps_min)``.
 
@@ -20,30 +22,10 @@ class RelativeOutputStability(RelativeStabilityMetric):
 
     Parameters
     ----------
-    explainer : str, Composite or callable
-        What explains the clean and the perturbed inputs: a registry name (LRP composite or
-        attributor), a Composite (built for the model as ``AttributionCallback`` builds them), or
-        ``explain(model, inputs, target) -> attributions``.
-    nr_samples : int
-        Noise draws per sample.
-    lower_bound, upper_bound : float, float or None
-        Noise uniform in ``[lower_bound, upper_bound]`` (``upper_bound=None``: ``[-lower_bound, lower_bound]``).
-    abs : bool
-        Compare ``|Φ|``.
-    normalise : bool
-        Divide each explanation by its largest magnitude first.
-    eps_min : float
-        Floor of the denominator and replacement of zero divisors.
-    return_nan_when_prediction_changes : bool
-        A sample whose predicted class changes under any draw counts as NaN (Quantus' default: True).
+    {relative_stability}
     softmax : bool
         Compare softmax probabilities instead of logits.
-    seed : int
-        Seed of the noise generator.
-    max_batch_size : int or None
-        Most inputs explained in one call; ``None`` sizes the chunks to the inputs' device.
-    **kwargs
-        Passed to ``torchmetrics.Metric``.
+    {explained_per_call}
     """
 
     def __init__(

@@ -6,11 +6,13 @@ from torch import Tensor
 
 from lrp_lightning.metrics._base import CurveMeanMetric
 from lrp_lightning.metrics._checks import Baseline, check_positive_int
+from lrp_lightning.metrics._docs import fill_doc
 from lrp_lightning.metrics._model import Model
 from lrp_lightning.metrics._perturbation import cumulative_masks, perturbed_scores, region_ranks, resolve_fill
 from lrp_lightning.metrics._quantus_steps import QuantusRelevanceMixin
 
 
+@fill_doc
 class Selectivity(QuantusRelevanceMixin, CurveMeanMetric):
     """Mean target score after each patch removal, most relevant patch first (Montavon et al. 2018).
 
@@ -26,17 +28,7 @@ class Selectivity(QuantusRelevanceMixin, CurveMeanMetric):
     ----------
     patch_size : int
         Side of the square patches (segment length for vectors and token ids).
-    abs, normalise : bool
-        Quantus' attribution options (``|a|``; division by the batch's largest ``|a|``).
-    baseline : float, int, str or callable
-        Quantus' ``perturb_baseline``: ``"black"`` (each sample's minimum), ``"white"``, ``"mean"``,
-        ``"blur"``, a number or a callable ``(x) -> fill``; a token id for token-id inputs.
-    softmax : bool
-        Score the target softmax probability (Quantus' default) instead of the logit.
-    max_batch_size : int or None
-        Largest number of images sent through the model at once; ``None`` sizes the chunks to the device.
-    **kwargs
-        Passed to ``torchmetrics.Metric``.
+    {quantus_perturbation}
     """
 
     higher_is_better = False
@@ -53,29 +45,11 @@ class Selectivity(QuantusRelevanceMixin, CurveMeanMetric):
     ) -> None:
         super().__init__(**kwargs)
         self.patch_size = check_positive_int("patch_size", patch_size)
-        self._configure(baseline, softmax, max_batch_size, seed=0)
-        self._configure_relevance(abs, normalise)
+        self._configure_quantus(abs, normalise, baseline, softmax, max_batch_size)
 
-    def update(
-        self, model: Model, inputs: Tensor, attributions: Tensor, target: Tensor, attention_mask: Optional[Tensor] = None
+    def _evaluate(
+        self, model: Model, inputs: Tensor, relevance: Tensor, target: Tensor, attention_mask: Optional[Tensor]
     ) -> None:
-        """Remove patches cumulatively, most relevant first, and accumulate the score curves.
-
-        Parameters
-        ----------
-        model : callable
-            Maps a batch of inputs to class scores (B, classes); an ``nn.Module`` runs in eval mode
-            under ``torch.no_grad()`` and gets its training flags back.
-        inputs : Tensor
-            Images (N, C, H, W), vectors (N, D) or integer token ids (N, T).
-        attributions : Tensor
-            The inputs' shape, or for images (N, 1, H, W) / (N, H, W); channels are summed.
-        target : Tensor
-            Class indices (N,).
-        attention_mask : Tensor, optional
-            For token ids: the mask (N, T) given to the model with every perturbed copy.
-        """
-        inputs, relevance, target, attention_mask = self._prepare_relevance(inputs, attributions, target, attention_mask)
         ranks, num_patches = region_ranks(relevance, self.patch_size, "morf", self._generators.get(inputs.device))
         counts = torch.arange(1, num_patches + 1, device=inputs.device)
         scores = perturbed_scores(

@@ -7,12 +7,14 @@ from torch import Tensor
 from lrp_lightning._arguments import real_number
 from lrp_lightning.metrics._base import DeviceFollowingMetric, nan_unless_finite
 from lrp_lightning.metrics._checks import Baseline, check_positive_int
+from lrp_lightning.metrics._docs import fill_doc
 from lrp_lightning.metrics._model import Model
 from lrp_lightning.metrics._perturbation import cumulative_masks, perturbed_scores, region_ranks, resolve_fill
 from lrp_lightning.metrics._quantus_steps import QuantusRelevanceMixin, band_sums
 from lrp_lightning.metrics.faithfulness_correlation import pearson_rows
 
 
+@fill_doc
 class SensitivityN(QuantusRelevanceMixin, DeviceFollowingMetric):
     """Pearson r across samples between step relevance and score drop, per step (Ancona et al. 2018).
 
@@ -35,17 +37,7 @@ class SensitivityN(QuantusRelevanceMixin, DeviceFollowingMetric):
         Fraction of the locations removed by the last step, in (0, 1].
     features_in_step : int
         Locations added per step.
-    abs, normalise : bool
-        Quantus' attribution options (``|a|``; division by the batch's largest ``|a|``).
-    baseline : float, int, str or callable
-        Quantus' ``perturb_baseline``: ``"black"`` (each sample's minimum), ``"white"``, ``"mean"``,
-        ``"blur"``, a number or a callable ``(x) -> fill``; a token id for token-id inputs.
-    softmax : bool
-        Score the target softmax probability (Quantus' default) instead of the logit.
-    max_batch_size : int or None
-        Largest number of images sent through the model at once; ``None`` sizes the chunks to the device.
-    **kwargs
-        Passed to ``torchmetrics.Metric``.
+    {quantus_perturbation}
     """
 
     higher_is_better = True
@@ -67,31 +59,13 @@ class SensitivityN(QuantusRelevanceMixin, DeviceFollowingMetric):
         if self.n_max_percentage > 1:
             raise ValueError(f"n_max_percentage must be in (0, 1], got {n_max_percentage}")
         self.features_in_step = check_positive_int("features_in_step", features_in_step)
-        self._configure(baseline, softmax, max_batch_size, seed=0)
-        self._configure_relevance(abs, normalise)
+        self._configure_quantus(abs, normalise, baseline, softmax, max_batch_size)
         self.add_state("step_relevance", [], dist_reduce_fx="cat")
         self.add_state("score_drops", [], dist_reduce_fx="cat")
 
-    def update(
-        self, model: Model, inputs: Tensor, attributions: Tensor, target: Tensor, attention_mask: Optional[Tensor] = None
+    def _evaluate(
+        self, model: Model, inputs: Tensor, relevance: Tensor, target: Tensor, attention_mask: Optional[Tensor]
     ) -> None:
-        """Remove the ranked locations step by step and keep each sample's step relevances and drops.
-
-        Parameters
-        ----------
-        model : callable
-            Maps a batch of inputs to class scores (B, classes); an ``nn.Module`` runs in eval mode
-            under ``torch.no_grad()`` and gets its training flags back.
-        inputs : Tensor
-            Images (N, C, H, W), vectors (N, D) or integer token ids (N, T).
-        attributions : Tensor
-            The inputs' shape, or for images (N, 1, H, W) / (N, H, W); channels are summed.
-        target : Tensor
-            Class indices (N,).
-        attention_mask : Tensor, optional
-            For token ids: the mask (N, T) given to the model with every perturbed copy.
-        """
-        inputs, relevance, target, attention_mask = self._prepare_relevance(inputs, attributions, target, attention_mask)
         ranks, num_locations = region_ranks(relevance, 1, "morf", self._generators.get(inputs.device))
         steps = int(self.n_max_percentage * num_locations) // self.features_in_step
         if steps < 1:

@@ -7,6 +7,7 @@ from torch import Tensor
 from lrp_lightning._arguments import boolean, real_number
 from lrp_lightning.metrics._base import SampleMeanMetric
 from lrp_lightning.metrics._checks import check_attention_mask, check_inputs, check_positive_int, location_relevance
+from lrp_lightning.metrics._docs import fill_doc
 from lrp_lightning.metrics._model import Model, evaluation_mode
 from lrp_lightning.metrics._perturbation import chunk_bounds
 from lrp_lightning.metrics._quantus_steps import quantus_attributions
@@ -15,6 +16,7 @@ from lrp_lightning.transformer.tokens import class_scores
 DISTANCES = ("seuclidean",)
 
 
+@fill_doc
 class Sufficiency(SampleMeanMetric):
     """Mean over samples of how often the samples explained alike share its predicted class (Dasgupta et al. 2022).
 
@@ -35,8 +37,7 @@ class Sufficiency(SampleMeanMetric):
         Largest normalised distance of a neighbour.
     distance_func : str
         ``"seuclidean"``.
-    abs, normalise : bool
-        Quantus' attribution options (``|a|``; division by the batch's largest ``|a|``).
+    {relevance_options}
     max_batch_size : int or None
         Largest number of inputs sent through the model at once; ``None`` sizes the chunks to the device.
     **kwargs

@@ -160,6 +160,9 @@ RELATIVE_SETTINGS = [
     ({}, "gradient"),
     ({"nr_samples": 6, "eps_min": 1e-3, "abs": True}, "epsilon_plus"),
     ({"nr_samples": 8, "lower_bound": 0.05, "upper_bound": 0.1, "return_nan_when_prediction_changes": False}, "gradient"),
+    # Quantus' normalise_func for these three is the root mean square, not the maximum of the others
+    ({"nr_samples": 7, "normalise": True, "abs": True}, "epsilon_plus"),
+    ({"nr_samples": 5, "normalise": True}, "gradient"),
 ]
 
 
