@@ -28,7 +28,8 @@ sample whose inputs or explanations are not finite counts as NaN. See ``docs/met
 
 ``ROAD`` (noisy linear imputation, ``update(model, inputs, attributions, target)``, images only) and
 ``Consistency`` (``update(model, inputs, attributions)``, samples grouped by discretised explanation
-within each update) follow Quantus 0.6.0 under its class names.
+within each update) and ``Continuity`` (re-explains translated images with its ``explainer``,
+``update(model, inputs, target)``) follow Quantus 0.6.0 under its class names.
 """
 from lrp_lightning.metrics.completeness import Completeness
 from lrp_lightning.metrics.complexity import Complexity
@@ -69,6 +70,7 @@ from lrp_lightning.metrics.efficient_mprt import EfficientModelParameterRandomis
 from lrp_lightning.metrics.smooth_mprt import SmoothModelParameterRandomisation, SmoothMPRT
 from lrp_lightning.metrics.road import ROAD
 from lrp_lightning.metrics.consistency import Consistency
+from lrp_lightning.metrics.continuity import Continuity
 
 __all__ = [
     "Complexity",
@@ -114,4 +116,5 @@ __all__ = [
     "InputInvariance",
     "ROAD",
     "Consistency",
+    "Continuity",
 ]
