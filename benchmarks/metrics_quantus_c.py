@@ -1,7 +1,9 @@
 """Speed of ROAD, Consistency and Continuity against Quantus 0.6.0 and the forward floor (issue 25's last three).
 
 Run ``python -m benchmarks.metrics_quantus_c --case NAME`` with ``small-cnn`` (the demo's ShapesCNN,
-32 images 3x64x64) or ``resnet18`` (ResNet18, 8 images 3x64x64), CPU, random weights, 2 threads.
+32 images 3x64x64) or ``resnet18`` (ResNet18, 8 images 3x64x64), CPU, random weights, 2 threads
+(``--threads``; on an oversubscribed machine two threads wait on each other at every small tensor
+operation, which hurts the many small steps of ROAD's solver most: measure with one there).
 Kept apart from ``benchmarks/metrics.py`` so that the two can change independently.
 
 Both sides see the same work: ROAD with ``--percentages`` removal levels (default 10: 5, 15, ..., 95)
@@ -46,9 +48,10 @@ def main() -> None:
     parser.add_argument("--percentages", type=int, default=10, help="ROAD's removal levels")
     parser.add_argument("--nr-steps", type=int, default=16, help="Continuity's translations")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 on a machine shared with other work)")
     parser.add_argument("--skip-quantus", action="store_true")
     arguments = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(arguments.threads)
     warnings.filterwarnings("ignore")
     import quantus
 
