@@ -25,6 +25,11 @@ randomisation metrics ``MPRT`` (alias ``ModelParameterRandomisation``), ``Smooth
 (``SmoothModelParameterRandomisation``), ``EfficientMPRT`` (``EfficientModelParameterRandomisation``),
 ``RandomLogit`` re-explain with their ``explainer`` and take ``update(model, inputs, target)``; a
 sample whose inputs or explanations are not finite counts as NaN. See ``docs/metrics_quantus_b.md``.
+
+``ROAD`` (noisy linear imputation, ``update(model, inputs, attributions, target)``, images only) and
+``Consistency`` (``update(model, inputs, attributions)``, samples grouped by discretised explanation
+within each update) and ``Continuity`` (re-explains translated images with its ``explainer``,
+``update(model, inputs, target)``) follow Quantus 0.6.0 under its class names.
 """
 from lrp_lightning.metrics.completeness import Completeness
 from lrp_lightning.metrics.complexity import Complexity
@@ -63,6 +68,9 @@ from lrp_lightning.metrics.mprt import MPRT, ModelParameterRandomisation
 from lrp_lightning.metrics.random_logit import RandomLogit
 from lrp_lightning.metrics.efficient_mprt import EfficientModelParameterRandomisation, EfficientMPRT
 from lrp_lightning.metrics.smooth_mprt import SmoothModelParameterRandomisation, SmoothMPRT
+from lrp_lightning.metrics.road import ROAD
+from lrp_lightning.metrics.consistency import Consistency
+from lrp_lightning.metrics.continuity import Continuity
 
 __all__ = [
     "Complexity",
@@ -106,4 +114,7 @@ __all__ = [
     "Sufficiency",
     "IROF",
     "InputInvariance",
+    "ROAD",
+    "Consistency",
+    "Continuity",
 ]

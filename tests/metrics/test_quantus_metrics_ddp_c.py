@@ -1,0 +1,90 @@
+"""DDP: two CPU processes (gloo) each see part of the data; the synced value equals one process on all.
+
+Covers ROAD, Consistency and Continuity. ROAD without noise and Continuity without normalisation
+treat every sample on its own, so they must equal one process on the whole batch. ROAD with noise
+draws per update, Consistency groups the samples of an update and Continuity's normalisation spans
+an update, so for those the synced value must equal the sample-weighted mean of the two shards
+evaluated on their own.
+"""
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from lrp_lightning.metrics import ROAD, Consistency, Continuity
+
+JOIN_TIMEOUT_S = 180
+SHARDS = (slice(0, 3), slice(3, 5))
+PER_UPDATE = ("road_noisy", "consistency", "continuity")
+
+
+def make_data():
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(5, 1, 8, 8, generator=generator, dtype=torch.float64)
+    attributions = torch.randn(5, 1, 8, 8, generator=generator, dtype=torch.float64)
+    attributions[::2, 0, 0, 0] = 0.0  # two groups for Consistency's default discretisation
+    target = torch.randint(0, 4, (5,), generator=generator)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(128, 4)).double()
+    return model, inputs, attributions, target
+
+
+def evaluate(shard: slice) -> dict:
+    model, inputs, attributions, target = make_data()
+    with torch.no_grad():
+        predicted = model(inputs).argmax(dim=1)
+    updates = {
+        "road": (ROAD(percentages=[10, 40, 70], noise=0.0), (model, inputs[shard], attributions[shard], predicted[shard])),
+        "road_noisy": (ROAD(percentages=[10, 40, 70], noise=1.0), (model, inputs[shard], attributions[shard], predicted[shard])),
+        "consistency": (Consistency(), (model, inputs[shard], attributions[shard])),
+        "continuity": (Continuity(nr_steps=4), (model, inputs[shard], target[shard])),
+        "continuity_raw": (Continuity(nr_steps=4, normalise=False), (model, inputs[shard], target[shard])),
+    }
+    results = {}
+    for name, (metric, arguments) in updates.items():
+        metric.update(*arguments)
+        value = metric.compute()
+        results.update({f"{name}/{key}": v for key, v in value.items()} if isinstance(value, dict) else {name: value})
+    return results
+
+
+def worker(rank: int, store_path: str, result_path: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank, world_size=2)
+    try:
+        results = evaluate(SHARDS[rank])
+        if rank == 0:
+            torch.save(results, result_path)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.large  # two spawned interpreters: a minute on a loaded 2-core machine
+def test_two_process_sync_equals_single_process(tmp_path):
+    result_path = str(tmp_path / "rank0.pt")
+    context = mp.start_processes(worker, args=(str(tmp_path / "store"), result_path), nprocs=2, join=False,
+                                 start_method="spawn")
+    deadline = time.monotonic() + JOIN_TIMEOUT_S
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"the two DDP workers did not finish within {JOIN_TIMEOUT_S} s")
+    synced = torch.load(result_path)
+    single = evaluate(slice(0, 5))
+    shards = [evaluate(shard) for shard in SHARDS]
+    weights = [(shard.stop - shard.start) / 5 for shard in SHARDS]
+    for key in single:
+        if key.split("/")[0] in PER_UPDATE:
+            single[key] = sum(w * shard[key] for w, shard in zip(weights, shards))
+    assert synced.keys() == single.keys()
+    assert len({key.split("/")[0] for key in single}) == 5
+    for key, value in single.items():
+        assert torch.isfinite(value).all(), key
+        torch.testing.assert_close(synced[key], value, msg=key)
+    only_first_shard = evaluate(SHARDS[0])
+    assert not torch.allclose(only_first_shard["continuity_raw"], single["continuity_raw"])
+    assert not torch.allclose(only_first_shard["road/curve"], single["road/curve"])
