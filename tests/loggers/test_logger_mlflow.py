@@ -17,17 +17,6 @@ from pathlib import Path
 import pytest
 from lightning.pytorch import Callback
 
-from logger_runs import (
-    SCALARS,
-    assert_everything_once,
-    assert_same_weights,
-    fit,
-    free_port,
-    mlflow_artifacts,
-    mlflow_logged,
-    plain_fit,
-    validation_steps,
-)
 
 mlflow = pytest.importorskip("mlflow")
 from lightning.pytorch.loggers import MLFlowLogger  # noqa: E402  (after the skip: needs mlflow)
@@ -38,12 +27,7 @@ SERVER_START_SECONDS = 180
 
 
 @pytest.fixture(scope="module")
-def plain_weights(tmp_path_factory):
-    return plain_fit(tmp_path_factory.mktemp("plain"))
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
+def mlflow_server(tmp_path_factory, free_port):
     """``mlflow server`` on a free 127.0.0.1 port with a SQLite store and proxied artifacts (no job runner:
     nothing here needs it); its URL and process.
     Stopped (its whole process group) after the module; the last test of the module stops it itself."""
@@ -84,31 +68,42 @@ def stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def assert_run_complete(logger: MLFlowLogger, trainer, tracking_uri: str, download_dir: Path) -> None:
-    """Every picture and table once per validation epoch at its step, every scalar once per epoch, the
-    rule map a table of layers."""
-    client = mlflow.MlflowClient(tracking_uri)
-    steps = validation_steps(trainer)
-    assert_everything_once(mlflow_logged(client, logger.run_id), steps)
-    for scalar in SCALARS:
-        assert len(client.get_metric_history(logger.run_id, scalar)) == len(steps), scalar
-    table = next(path for path in mlflow_artifacts(client, logger.run_id) if "rule_map" in path)
-    content = json.loads(Path(client.download_artifacts(logger.run_id, table, str(download_dir))).read_text())
-    assert content["columns"] == ["layer", "type", "rule"] and "net.0" in [row[0] for row in content["data"]]
+@pytest.fixture
+def assert_run_complete(scalars, assert_everything_once, mlflow_artifacts, mlflow_logged, validation_steps):
+    """Call ``assert_run_complete(logger, trainer, tracking_uri, download_dir)`` to assert the MLflow run holds
+    everything once (read back with ``MlflowClient``)."""
+
+    def assert_run_complete(logger: MLFlowLogger, trainer, tracking_uri: str, download_dir: Path) -> None:
+        """Every picture and table once per validation epoch at its step, every scalar once per epoch, the
+        rule map a table of layers."""
+        client = mlflow.MlflowClient(tracking_uri)
+        steps = validation_steps(trainer)
+        assert_everything_once(mlflow_logged(client, logger.run_id), steps)
+        for scalar in scalars:
+            assert len(client.get_metric_history(logger.run_id, scalar)) == len(steps), scalar
+        table = next(path for path in mlflow_artifacts(client, logger.run_id) if "rule_map" in path)
+        content = json.loads(Path(client.download_artifacts(logger.run_id, table, str(download_dir))).read_text())
+        assert content["columns"] == ["layer", "type", "rule"] and "net.0" in [row[0] for row in content["data"]]
+
+    return assert_run_complete
 
 
-def test_logger_mlflow_sqlite_store_gets_every_picture_and_table_once_training_bitwise(tmp_path, plain_weights):
+def test_logger_mlflow_sqlite_store_gets_every_picture_and_table_once_training_bitwise(
+    tmp_path, plain_weights, assert_same_weights, logged_fit, assert_run_complete
+):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     logger = MLFlowLogger(experiment_name="sqlite", tracking_uri=uri, artifact_location=str(tmp_path / "artifacts"))
-    trainer, model = fit(tmp_path, logger)
+    trainer, model = logged_fit(tmp_path, logger)
     assert_run_complete(logger, trainer, uri, tmp_path)
     assert_same_weights(plain_weights, model)
 
 
-def test_logger_mlflow_server_gets_every_picture_and_table_once_training_bitwise(tmp_path, mlflow_server, plain_weights):
+def test_logger_mlflow_server_gets_every_picture_and_table_once_training_bitwise(
+    tmp_path, mlflow_server, plain_weights, assert_same_weights, logged_fit, assert_run_complete
+):
     url, _ = mlflow_server
     logger = MLFlowLogger(experiment_name="server", tracking_uri=url)
-    trainer, model = fit(tmp_path, logger)
+    trainer, model = logged_fit(tmp_path, logger)
     assert_run_complete(logger, trainer, url, tmp_path)
     assert_same_weights(plain_weights, model)
 
@@ -116,9 +111,9 @@ def test_logger_mlflow_server_gets_every_picture_and_table_once_training_bitwise
 DDP_SCRIPT = textwrap.dedent(
     """
     import sys
-    sys.path[:0] = [{tests_dir!r}, {loggers_dir!r}]
+    sys.path.insert(0, {tests_dir!r})
     from lightning.pytorch.loggers import MLFlowLogger
-    from logger_runs import fit
+    from _support.logger_runs import fit
 
     if __name__ == "__main__":
         root = sys.argv[1]
@@ -131,9 +126,9 @@ DDP_SCRIPT = textwrap.dedent(
 )
 
 
-def test_logger_mlflow_under_ddp_two_cpu_ranks_logs_every_picture_once(tmp_path):
+def test_logger_mlflow_under_ddp_two_cpu_ranks_logs_every_picture_once(tmp_path, assert_everything_once, mlflow_logged):
     script = tmp_path / "ddp_mlflow.py"
-    script.write_text(DDP_SCRIPT.format(tests_dir=str(TESTS_DIR), loggers_dir=str(Path(__file__).parent)))
+    script.write_text(DDP_SCRIPT.format(tests_dir=str(TESTS_DIR)))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("MASTER_PORT", None)
     result = subprocess.run([sys.executable, str(script), str(tmp_path)], cwd=tmp_path, env=env,
@@ -157,7 +152,7 @@ class StopServerAfterFirstEpoch(Callback):
 
 
 def test_logger_mlflow_artifact_server_gone_mid_run_warns_once_and_training_goes_on(
-    tmp_path, mlflow_server, plain_weights, monkeypatch
+    tmp_path, mlflow_server, plain_weights, monkeypatch, assert_same_weights, logged_fit, scalars
 ):
     """Runs last in the module: it stops the module's server. The run's metrics are in a local SQLite
     store, its artifacts (pictures, tables) on the server, which goes away after the first epoch."""
@@ -169,10 +164,10 @@ def test_logger_mlflow_artifact_server_gone_mid_run_warns_once_and_training_goes
                           artifact_location=f"{url}/api/2.0/mlflow-artifacts/artifacts/remote")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer, model = fit(tmp_path, logger, extra_callbacks=(StopServerAfterFirstEpoch(process),))
+        trainer, model = logged_fit(tmp_path, logger, extra_callbacks=(StopServerAfterFirstEpoch(process),))
     failures = [str(w.message) for w in caught if "could not log" in str(w.message)]
     assert len(failures) == 1 and "MLFlowLogger" in failures[0], failures
     assert trainer.current_epoch == 2
     client = mlflow.MlflowClient(uri)
-    assert len(client.get_metric_history(logger.run_id, SCALARS[0])) == 2
+    assert len(client.get_metric_history(logger.run_id, scalars[0])) == 2
     assert_same_weights(plain_weights, model)

@@ -13,14 +13,8 @@ import pytest
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 from lrp_lightning.callbacks.sinks import Sink, register_sink, unregister_sink
-from logger_runs import assert_everything_once, assert_same_weights, fit, plain_fit, validation_steps
 
 LOGGER_PACKAGES = ("wandb", "mlflow", "comet_ml")
-
-
-@pytest.fixture(scope="module")
-def plain_weights(tmp_path_factory):
-    return plain_fit(tmp_path_factory.mktemp("plain"))
 
 
 def test_logger_packages_are_not_imported_by_the_core():
@@ -91,10 +85,13 @@ def fake_sink_registered():
     unregister_sink(FakeLogger)
 
 
-def test_logger_a_registered_sink_gets_every_picture_and_table_once(tmp_path, plain_weights, fake_sink_registered):
+def test_logger_a_registered_sink_gets_every_picture_and_table_once(
+    tmp_path, plain_weights, fake_sink_registered, assert_everything_once, assert_same_weights, logged_fit,
+    validation_steps,
+):
     assert isinstance(FakeSink(FakeLogger(FakeClient())), Sink)
     logger = FakeLogger(FakeClient())
-    trainer, model = fit(tmp_path, logger)
+    trainer, model = logged_fit(tmp_path, logger)
     steps = validation_steps(trainer)
     assert_everything_once(Counter((name, step) for _, name, step, _ in logger.client.calls), steps)
     grids = [payload for kind, name, _, payload in logger.client.calls if name == "attribution/gradient/grid"]
@@ -106,18 +103,22 @@ def test_logger_a_registered_sink_gets_every_picture_and_table_once(tmp_path, pl
     assert_same_weights(plain_weights, model)
 
 
-def test_logger_a_failing_sink_warns_once_and_training_goes_on(tmp_path, plain_weights, fake_sink_registered):
+def test_logger_a_failing_sink_warns_once_and_training_goes_on(
+    tmp_path, plain_weights, fake_sink_registered, assert_same_weights, logged_fit
+):
     logger = FakeLogger(FakeClient(broken=True))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer, model = fit(tmp_path, logger)
+        trainer, model = logged_fit(tmp_path, logger)
     failures = [str(w.message) for w in caught if "could not log" in str(w.message)]
     assert len(failures) == 1 and "FakeLogger" in failures[0] and "tracking service unreachable" in failures[0]
     assert trainer.current_epoch == 2 and len(logger.metrics) > 0
     assert_same_weights(plain_weights, model)
 
 
-def test_logger_a_directory_that_cannot_be_written_warns_once_and_training_goes_on(tmp_path, plain_weights):
+def test_logger_a_directory_that_cannot_be_written_warns_once_and_training_goes_on(
+    tmp_path, plain_weights, assert_same_weights, logged_fit
+):
     # a file where the sink's directory belongs: it cannot be created (permission bits would not
     # stop root, who runs CI containers); the CSV logger's own metrics are unaffected
     logger = CSVLogger(tmp_path, name="csv")
@@ -125,7 +126,7 @@ def test_logger_a_directory_that_cannot_be_written_warns_once_and_training_goes_
     (Path(logger.log_dir) / "attribution").write_text("in the way")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer, model = fit(tmp_path, logger)
+        trainer, model = logged_fit(tmp_path, logger)
     failures = [str(w.message) for w in caught if "could not log" in str(w.message)]
     assert len(failures) == 1 and "CSVLogger" in failures[0]
     assert trainer.current_epoch == 2
