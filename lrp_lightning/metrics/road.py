@@ -4,7 +4,7 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import Tensor
 
-from lrp_lightning._arguments import integer, real_number
+from lrp_lightning._arguments import boolean, integer, real_number
 from lrp_lightning.metrics._base import CurveMeanMetric, SeededGenerators
 from lrp_lightning.metrics._checks import check_positive_int
 from lrp_lightning.metrics._imputation import linear_imputation
@@ -78,7 +78,7 @@ class ROAD(QuantusRelevanceMixin, CurveMeanMetric):
         super().__init__(**kwargs)
         self.percentages = check_percentages(DEFAULT_PERCENTAGES if percentages is None else percentages)
         self.noise = real_number("noise", noise, minimum=0.0)
-        self._configure_relevance(abs, normalise)
+        self.abs, self.normalise = boolean("abs", abs), boolean("normalise", normalise)
         self.max_batch_size = None if max_batch_size is None else check_positive_int("max_batch_size", max_batch_size)
         self._generators = SeededGenerators(integer("seed", seed))
 

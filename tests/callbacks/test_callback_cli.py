@@ -8,7 +8,6 @@ from lightning.pytorch.cli import LightningCLI
 
 from lrp_lightning.callbacks import AttributionCallback
 from lrp_lightning.metrics import RegionPerturbation, Sparseness
-from test_callback_helpers import TinyClassifier, TinyData, read_events
 
 CONFIG = textwrap.dedent(
     """
@@ -52,10 +51,10 @@ def plain_argv(monkeypatch):
     monkeypatch.setattr("sys.argv", ["cli"])
 
 
-def test_lightning_cli_yaml_configures_and_runs_the_callback(tmp_path):
+def test_lightning_cli_yaml_configures_and_runs_the_callback(tmp_path, read_events, tiny_classifier, tiny_data):
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG.format(root=tmp_path))
-    cli = LightningCLI(TinyClassifier, TinyData, args=["fit", "--config", str(config)], save_config_callback=None)
+    cli = LightningCLI(tiny_classifier, tiny_data, args=["fit", "--config", str(config)], save_config_callback=None)
     callbacks = [c for c in cli.trainer.callbacks if isinstance(c, AttributionCallback)]
     assert len(callbacks) == 1
     callback = callbacks[0]
@@ -71,11 +70,11 @@ def test_lightning_cli_yaml_configures_and_runs_the_callback(tmp_path):
     assert len(events.Images("attribution/curves/morf")) == 1
 
 
-def test_lightning_cli_reports_an_unknown_composite_name(tmp_path, capsys):
+def test_lightning_cli_reports_an_unknown_composite_name(tmp_path, capsys, tiny_classifier, tiny_data):
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG.format(root=tmp_path).replace("[epsilon_alpha2_beta1_flat, gradient]", "lrp_magic"))
     with pytest.raises((SystemExit, ValueError)) as error:
-        LightningCLI(TinyClassifier, TinyData, args=["fit", "--config", str(config)], save_config_callback=None)
+        LightningCLI(tiny_classifier, tiny_data, args=["fit", "--config", str(config)], save_config_callback=None)
     assert error.type is ValueError or error.value.code != 0
     message = str(error.value) + capsys.readouterr().err
     assert "unknown composite 'lrp_magic'" in message and "epsilon_gamma_box" in message

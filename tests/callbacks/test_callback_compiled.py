@@ -7,7 +7,6 @@ from lightning.pytorch import seed_everything
 
 from lrp_lightning.callbacks import AttributionCallback
 from lrp_lightning.metrics import Sparseness
-from test_callback_helpers import TinyClassifier, TinyData, make_trainer
 
 SEED = 4321
 
@@ -23,23 +22,30 @@ class GraphRecorder:
         return graph_module.forward
 
 
-def fit(tmp_path, callbacks, compiled: bool, **kwargs):
-    """Seeded 2-epoch fit of the tiny classifier, its ``net`` compiled with a recording backend when asked."""
-    torch._dynamo.reset()
-    seed_everything(SEED)
-    model, recorder = TinyClassifier(), GraphRecorder()
-    if compiled:
-        model.net = torch.compile(model.net, backend=recorder)
-    trainer = make_trainer(tmp_path, callbacks, **kwargs)
-    trainer.fit(model, datamodule=TinyData())
-    return trainer, model, recorder
+@pytest.fixture
+def fit(tiny_classifier, tiny_data, make_trainer):
+    """Call ``fit(tmp_path, callbacks, compiled, **trainer_options)`` for a seeded 2-epoch fit of the tiny
+    classifier, its ``net`` compiled with a recording backend when asked."""
+
+    def fit(tmp_path, callbacks, compiled: bool, **kwargs):
+        """Seeded 2-epoch fit of the tiny classifier, its ``net`` compiled with a recording backend when asked."""
+        torch._dynamo.reset()
+        seed_everything(SEED)
+        model, recorder = tiny_classifier(), GraphRecorder()
+        if compiled:
+            model.net = torch.compile(model.net, backend=recorder)
+        trainer = make_trainer(tmp_path, callbacks, **kwargs)
+        trainer.fit(model, datamodule=tiny_data())
+        return trainer, model, recorder
+
+    return fit
 
 
 def weights(model: torch.nn.Module) -> dict:
     return {key.replace("_orig_mod.", ""): value.clone() for key, value in model.state_dict().items()}
 
 
-def test_compiled_network_is_explained_eagerly_without_recompiling_the_training_graph(tmp_path):
+def test_compiled_network_is_explained_eagerly_without_recompiling_the_training_graph(tmp_path, fit):
     _, plain_model, bare = fit(tmp_path / "bare", [], compiled=True)
     callback = AttributionCallback(["epsilon_gamma_box", "gradient"], num_samples=4)
     trainer, model, recorder = fit(tmp_path / "explained", [callback], compiled=True)
@@ -55,7 +61,7 @@ def test_compiled_network_is_explained_eagerly_without_recompiling_the_training_
             assert float(trainer.callback_metrics[name]) == pytest.approx(float(value), rel=1e-5, abs=1e-7), name
 
 
-def test_bf16_mixed_training_is_explained_in_float32(tmp_path):
+def test_bf16_mixed_training_is_explained_in_float32(tmp_path, fit):
     _, bare_model, _ = fit(tmp_path / "bare", [], compiled=False, precision="bf16-mixed")
     callback = AttributionCallback(
         ["epsilon_gamma_box", "gradient"], num_samples=4, metrics={"sparseness": Sparseness()}

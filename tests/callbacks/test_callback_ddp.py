@@ -9,7 +9,6 @@ from pathlib import Path
 
 import torch
 
-from test_callback_helpers import image_data, read_events
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 PORT_ATTEMPTS = 3
@@ -22,7 +21,7 @@ SCRIPT = textwrap.dedent(
     from lightning.pytorch import Callback, Trainer, seed_everything
     from lightning.pytorch.loggers import TensorBoardLogger
     from lrp_lightning.callbacks import AttributionCallback
-    from test_callback_helpers import TinyClassifier, TinyData
+    from _support.lightning_runs import TinyClassifier, TinyData
 
 
     class SaveSamples(Callback):
@@ -71,7 +70,7 @@ def run_ddp_script(tmp_path: Path) -> Path:
     return root
 
 
-def test_ddp_two_cpu_ranks_log_each_image_once_and_explain_the_same_first_samples(tmp_path):
+def test_ddp_two_cpu_ranks_log_each_image_once_and_explain_the_same_first_samples(tmp_path, image_data, read_events):
     tmp_path = run_ddp_script(tmp_path)
     version_dirs = sorted((tmp_path / "tb").iterdir())
     assert [d.name for d in version_dirs] == ["version_0"]

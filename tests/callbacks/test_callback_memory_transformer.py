@@ -18,22 +18,20 @@ from lightning.pytorch import Callback, LightningModule, seed_everything
 from lrp_lightning.attribution import Gradient
 from lrp_lightning.callbacks import AttributionCallback, RelevanceClusterCallback, SanityCheckCallback
 from lrp_lightning.composites import AttnLRP
-from memory_probe import GROWTH_SHARE, PER_CALL_TYPES, saved_activation_bytes, storage_bytes
-from test_callback_helpers import IMAGE_SIZE, NUM_CLASSES, TinyData, make_trainer
 
 EPOCHS = 20
 WARM_UP = 3
 
 
 class TinyVisionTransformer(LightningModule):
-    """torchvision's ``VisionTransformer``: 4x4 patches of 8x8 images, one encoder layer of width 8."""
+    """torchvision's ``VisionTransformer``: 4x4 patches of ``image_size`` images, one encoder layer of width 8."""
 
-    def __init__(self) -> None:
+    def __init__(self, image_size: int, num_classes: int) -> None:
         super().__init__()
         from torchvision.models.vision_transformer import VisionTransformer
 
-        self.net = VisionTransformer(image_size=IMAGE_SIZE, patch_size=4, num_layers=1, num_heads=2, hidden_dim=8,
-                                     mlp_dim=16, num_classes=NUM_CLASSES)
+        self.net = VisionTransformer(image_size=image_size, patch_size=4, num_layers=1, num_heads=2, hidden_dim=8,
+                                     mlp_dim=16, num_classes=num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits."""
@@ -53,10 +51,12 @@ class TinyVisionTransformer(LightningModule):
 
 
 class MemoryProbe(Callback):
-    """After the explanations of the given epochs: live tensor bytes and the number of per-call rule objects."""
+    """After the explanations of the given epochs: live tensor bytes and the number of per-call rule objects
+    (``storage_bytes`` and ``per_call_types``: the memory-probe fixtures)."""
 
-    def __init__(self, epochs: tuple) -> None:
+    def __init__(self, epochs: tuple, storage_bytes, per_call_types: tuple) -> None:
         self.epochs = epochs
+        self.storage_bytes, self.per_call_types = storage_bytes, per_call_types
         self.tensor_bytes: list = []
         self.per_call: list = []
 
@@ -65,27 +65,30 @@ class MemoryProbe(Callback):
             return
         gc.collect()
         objects = gc.get_objects()
-        self.tensor_bytes.append(storage_bytes(obj for obj in objects if isinstance(obj, torch.Tensor)))
-        self.per_call.append(sum(1 for obj in objects if type(obj).__name__ in PER_CALL_TYPES))
+        self.tensor_bytes.append(self.storage_bytes(obj for obj in objects if isinstance(obj, torch.Tensor)))
+        self.per_call.append(sum(1 for obj in objects if type(obj).__name__ in self.per_call_types))
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_twenty_explained_epochs_of_the_callbacks_keep_transformer_memory_flat(tmp_path):
+def test_twenty_explained_epochs_of_the_callbacks_keep_transformer_memory_flat(
+    tmp_path, growth_share, image_size, make_trainer, num_classes, per_call_types, saved_activation_bytes,
+    storage_bytes, tiny_data,
+):
     seed_everything(0)
-    probe = MemoryProbe((WARM_UP - 1, EPOCHS - 1))
+    probe = MemoryProbe((WARM_UP - 1, EPOCHS - 1), storage_bytes, per_call_types)
     explainers = [
         AttributionCallback("attn_lrp", num_samples=4, log_images=False),
         SanityCheckCallback("attn_lrp", every_n_epochs=1, num_samples=3, log_images=False),
         RelevanceClusterCallback("attn_lrp", every_n_epochs=1, num_samples=6, knn=2, log_images=False),
     ]
-    model = TinyVisionTransformer()
+    model = TinyVisionTransformer(image_size, num_classes)
     # the probe runs after the explainers (callbacks run in list order)
     trainer = make_trainer(tmp_path, [*explainers, probe], max_epochs=EPOCHS, limit_train_batches=1,
                            limit_val_batches=1, num_sanity_val_steps=0)
-    trainer.fit(model, datamodule=TinyData(n=8, batch_size=8))
+    trainer.fit(model, datamodule=tiny_data(n=8, batch_size=8))
     assert len(probe.tensor_bytes) == 2
     assert "attribution/attn_lrp/sparseness" in trainer.callback_metrics
-    samples = TinyData(n=8).val_set.tensors[0][:4]
+    samples = tiny_data(n=8).val_set.tensors[0][:4]
 
     def explain():
         with Gradient(model.eval(), AttnLRP()) as attributor:
@@ -93,5 +96,5 @@ def test_twenty_explained_epochs_of_the_callbacks_keep_transformer_memory_flat(t
 
     activation = saved_activation_bytes(model, explain)
     after_warm_up, at_end = probe.tensor_bytes
-    assert at_end - after_warm_up <= GROWTH_SHARE * activation, (probe.tensor_bytes, activation)
+    assert at_end - after_warm_up <= growth_share * activation, (probe.tensor_bytes, activation)
     assert probe.per_call == [0, 0], probe.per_call

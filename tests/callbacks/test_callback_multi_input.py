@@ -17,7 +17,6 @@ from lrp_lightning.callbacks import AttributionCallback, RelevanceClusterCallbac
 from lrp_lightning.composites import EpsilonPlus
 from lrp_lightning.metrics import RegionPerturbation, Sparseness
 from lrp_lightning.rules import Norm
-from test_callback_helpers import make_trainer, read_events
 
 SEED = 4321
 
@@ -80,20 +79,19 @@ class PairData(LightningDataModule):
         return DataLoader(self.val_set, 8)
 
 
-def fit(tmp_path, callbacks, max_epochs=2, data=None, **kwargs):
-    seed_everything(SEED)
-    model, data = TwoInputClassifier(), data or PairData()
-    trainer = make_trainer(tmp_path, callbacks, max_epochs=max_epochs, **kwargs)
-    trainer.fit(model, datamodule=data)
-    return trainer, model, data
+@pytest.fixture
+def fit(make_trainer):
+    """Call ``fit(tmp_path, callbacks, max_epochs, data, **trainer_options)`` for a seeded fit of the two-input
+    classifier; returns (trainer, model, data)."""
 
+    def fit(tmp_path, callbacks, max_epochs=2, data=None, **kwargs):
+        seed_everything(SEED)
+        model, data = TwoInputClassifier(), data or PairData()
+        trainer = make_trainer(tmp_path, callbacks, max_epochs=max_epochs, **kwargs)
+        trainer.fit(model, datamodule=data)
+        return trainer, model, data
 
-def gini(values: torch.Tensor) -> torch.Tensor:
-    """Gini index of each row of |values| (Chalasani et al. 2020), written out independently."""
-    a = values.abs().flatten(1).double().sort(dim=1).values
-    n = a.shape[1]
-    i = torch.arange(1, n + 1, dtype=torch.float64)
-    return ((2 * i - n - 1) * a).sum(dim=1) / (n * a.sum(dim=1))
+    return fit
 
 
 def stab(d: torch.Tensor, epsilon: float = 1e-6) -> torch.Tensor:
@@ -136,7 +134,7 @@ def epsilon_plus_by_hand(net: TwoInputClassifier, image, vector, relevance):
     return r_image, r_vector
 
 
-def test_each_input_gets_its_heatmap_and_the_metrics_judge_all_inputs_together(tmp_path):
+def test_each_input_gets_its_heatmap_and_the_metrics_judge_all_inputs_together(tmp_path, read_events, fit, gini):
     lrp = EpsilonPlus(layer_map=[(Add, Norm())])
     callback = AttributionCallback({"lrp": lrp, "gradient": "gradient"}, num_samples=4)
     trainer, model, data = fit(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"))
@@ -174,7 +172,7 @@ def test_each_input_gets_its_heatmap_and_the_metrics_judge_all_inputs_together(t
     assert events.Scalars("attribution/lrp/sparseness")[-1].value == pytest.approx(float(expected), rel=1e-4)
 
 
-def test_batch_to_input_returning_a_tuple_of_inputs_and_a_checkpoint_round_trip(tmp_path):
+def test_batch_to_input_returning_a_tuple_of_inputs_and_a_checkpoint_round_trip(tmp_path, make_trainer, fit):
     def batch_to_input(batch):
         (image, vector), label = batch
         return (image * 2, vector), label
@@ -193,7 +191,7 @@ def test_batch_to_input_returning_a_tuple_of_inputs_and_a_checkpoint_round_trip(
     assert "attribution/gradient/sparseness" in trainer.callback_metrics
 
 
-def test_a_metric_that_needs_a_single_input_raises_at_fit_start(tmp_path):
+def test_a_metric_that_needs_a_single_input_raises_at_fit_start(tmp_path, fit):
     callback = AttributionCallback("gradient", num_samples=2,
                                    metrics={"aopc": RegionPerturbation(patch_size=2, steps=2), "sparseness": Sparseness()})
     with pytest.raises(ValueError, match=r"the metrics \['aopc'\] take the model, the inputs or masks"):
@@ -204,7 +202,7 @@ def test_a_metric_that_needs_a_single_input_raises_at_fit_start(tmp_path):
     lambda: SanityCheckCallback("gradient", num_samples=2),
     lambda: RelevanceClusterCallback("gradient", num_samples=2),
 ], ids=["sanity", "clusters"])
-def test_callbacks_for_one_input_reject_several_inputs(tmp_path, make_callback):
+def test_callbacks_for_one_input_reject_several_inputs(tmp_path, make_callback, fit):
     with pytest.raises(TypeError, match="explains models with one input.*AttributionCallback explains models with several"):
         fit(tmp_path, [make_callback()], max_epochs=1)
 

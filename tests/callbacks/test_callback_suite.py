@@ -11,28 +11,9 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from lrp_lightning.attribution import ATTRIBUTORS, Attributor, register_attributor
 from lrp_lightning.callbacks import AttributionCallback, RelevanceClusterCallback, SanityCheckCallback
-from test_callback_helpers import (
-    TinyClassifier,
-    TinyData,
-    assert_rng_equal,
-    image_data,
-    make_trainer,
-    read_events,
-)
-from test_callback_trainer import SEED, assert_same_weights, fit, gini
 
+SEED = 1234
 SIMILARITY_NAMES = ("spearman", "ssim", "topk_iou")
-
-
-class FrozenClassifier(TinyClassifier):
-    """Learning rate 0 and BatchNorm statistics frozen (momentum 0): the model never changes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net[1].momentum = 0.0
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.0)
 
 
 @pytest.fixture
@@ -49,9 +30,9 @@ def input_attributor():
     del ATTRIBUTORS["input_itself"]
 
 
-def test_random_baseline_and_drift_are_logged_every_epoch(tmp_path):
+def test_random_baseline_and_drift_are_logged_every_epoch(tmp_path, read_events, gini, seeded_fit):
     callback = AttributionCallback(["epsilon_plus_flat", "gradient"], num_samples=4)
-    trainer, _, _ = fit(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"), max_epochs=3)
+    trainer, _, _ = seeded_fit(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"), max_epochs=3)
     events = read_events(trainer.logger.log_dir)
     tags = events.Tags()
     for metric in ("sparseness", "complexity", "aopc_morf"):
@@ -69,12 +50,14 @@ def test_random_baseline_and_drift_are_logged_every_epoch(tmp_path):
     assert "attribution/random/drift_rank" not in tags["scalars"]
 
 
-def test_drift_is_exactly_zero_for_an_unchanging_model_and_continues_after_resume(tmp_path):
+def test_drift_is_exactly_zero_for_an_unchanging_model_and_continues_after_resume(
+    tmp_path, make_trainer, read_events, tiny_data, frozen_classifier
+):
     seed_everything(SEED)
     callback = AttributionCallback("epsilon_gamma_box", num_samples=4)
     trainer = make_trainer(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"), max_epochs=2)
-    model = FrozenClassifier()
-    trainer.fit(model, datamodule=TinyData())
+    model = frozen_classifier()
+    trainer.fit(model, datamodule=tiny_data())
     checkpoint = tmp_path / "frozen.ckpt"
     trainer.save_checkpoint(checkpoint)
     events = read_events(trainer.logger.log_dir)
@@ -83,15 +66,17 @@ def test_drift_is_exactly_zero_for_an_unchanging_model_and_continues_after_resum
 
     resumed = AttributionCallback("epsilon_gamma_box", num_samples=4)
     trainer = make_trainer(tmp_path, [resumed], logger=TensorBoardLogger(tmp_path, name="resumed"), max_epochs=3)
-    trainer.fit(FrozenClassifier(), datamodule=TinyData(), ckpt_path=checkpoint)
+    trainer.fit(frozen_classifier(), datamodule=tiny_data(), ckpt_path=checkpoint)
     events = read_events(trainer.logger.log_dir)
     # the first epoch after resuming already has a predecessor: the attributions came with the checkpoint
     assert [event.value for event in events.Scalars("attribution/epsilon_gamma_box/drift_rank")] == [0.0]
 
 
-def test_sanity_checks_separate_model_explanations_from_a_model_ignoring_one(tmp_path, input_attributor):
+def test_sanity_checks_separate_model_explanations_from_a_model_ignoring_one(
+    tmp_path, input_attributor, read_events, seeded_fit
+):
     callback = SanityCheckCallback(["gradient", "epsilon_plus_flat", input_attributor], every_n_epochs=1, num_samples=6)
-    trainer, _, _ = fit(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"))
+    trainer, _, _ = seeded_fit(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"))
     events = read_events(trainer.logger.log_dir)
     # 2 epochs; the end of training is at the second one's step, so it is not logged again
     for name in ("gradient", "epsilon_plus_flat", input_attributor):
@@ -110,8 +95,10 @@ def test_sanity_checks_separate_model_explanations_from_a_model_ignoring_one(tmp
     assert [len(curve) for curve in result.mprt.values()] == [4, 4, 4] and result.mprt["ssim"][0] == 1.0
 
 
-def test_suite_callbacks_leave_training_bitwise_untouched(tmp_path, input_attributor):
-    _, reference, rng = fit(tmp_path / "reference", [])
+def test_suite_callbacks_leave_training_bitwise_untouched(
+    tmp_path, input_attributor, assert_rng_equal, assert_same_weights, seeded_fit
+):
+    _, reference, rng = seeded_fit(tmp_path / "reference", [])
     weights = {key: value.clone() for key, value in reference.state_dict().items()}
     callbacks = [
         AttributionCallback("epsilon_plus_flat", num_samples=3),
@@ -119,14 +106,14 @@ def test_suite_callbacks_leave_training_bitwise_untouched(tmp_path, input_attrib
                             num_samples=3, target="prediction"),
         RelevanceClusterCallback("gradient", num_samples=6, knn=3, every_n_epochs=1),
     ]
-    _, model, rng_after = fit(tmp_path / "suite", callbacks, logger=TensorBoardLogger(tmp_path, name="tb"))
+    _, model, rng_after = seeded_fit(tmp_path / "suite", callbacks, logger=TensorBoardLogger(tmp_path, name="tb"))
     assert_same_weights(weights, model)
     assert_rng_equal(rng, rng_after)
 
 
-def test_relevance_clusters_logged_per_class_with_labels_and_tables(tmp_path):
+def test_relevance_clusters_logged_per_class_with_labels_and_tables(tmp_path, image_data, read_events, seeded_fit):
     callback = RelevanceClusterCallback("epsilon_plus_flat", num_samples=6, knn=3, class_names=["a", "b", "c"])
-    trainer, _, _ = fit(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"))
+    trainer, _, _ = seeded_fit(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"))
     events = read_events(trainer.logger.log_dir)
     labels = image_data(24, seed=1).tensors[1]
     expected_positions = {name: (labels == index).nonzero().flatten()[:6].tolist() for index, name in enumerate("abc")}
@@ -148,9 +135,11 @@ def test_relevance_clusters_logged_per_class_with_labels_and_tables(tmp_path):
     assert "| cluster | size |" in tables[1].read_text()
 
 
-def test_csv_logger_and_no_logger_get_files(tmp_path):
+def test_csv_logger_and_no_logger_get_files(tmp_path, seeded_fit):
     callbacks = [SanityCheckCallback("gradient", num_samples=3), RelevanceClusterCallback("gradient", num_samples=4, knn=2)]
-    trainer, _, _ = fit(tmp_path / "csv", callbacks, logger=CSVLogger(tmp_path / "csv", name="csv"), max_epochs=1)
+    trainer, _, _ = seeded_fit(
+        tmp_path / "csv", callbacks, logger=CSVLogger(tmp_path / "csv", name="csv"), max_epochs=1
+    )
     log_dir = trainer.logger.log_dir
     with open(f"{log_dir}/metrics.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -161,12 +150,12 @@ def test_csv_logger_and_no_logger_get_files(tmp_path):
     assert len(list((tmp_path / "csv" / "csv" / "version_0" / "clusters").glob("*.csv"))) == 1
 
     callbacks = [SanityCheckCallback("gradient", num_samples=3), RelevanceClusterCallback("gradient", num_samples=4, knn=2)]
-    fit(tmp_path / "none", callbacks, max_epochs=1)
+    seeded_fit(tmp_path / "none", callbacks, max_epochs=1)
     assert len(list((tmp_path / "none" / "attribution" / "sanity").rglob("*.png"))) == 1
     assert len(list((tmp_path / "none" / "clusters").glob("*.md"))) == 1
 
 
-def test_bad_arguments_raise_clear_errors(tmp_path):
+def test_bad_arguments_raise_clear_errors(tmp_path, seeded_fit):
     with pytest.raises(KeyError, match="known names"):
         SanityCheckCallback("nonsense")
     with pytest.raises(ValueError, match="never runs"):
@@ -183,4 +172,4 @@ def test_bad_arguments_raise_clear_errors(tmp_path):
         AttributionCallback({"random": "gradient"})
     callback = SanityCheckCallback("gradient", samples=torch.randn(2, 5, 8, 8))
     with pytest.raises(ValueError, match="do not fit"):
-        fit(tmp_path, [callback], max_epochs=1)
+        seeded_fit(tmp_path, [callback], max_epochs=1)

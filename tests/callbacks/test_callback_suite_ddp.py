@@ -9,7 +9,6 @@ from pathlib import Path
 
 import torch
 
-from test_callback_helpers import read_events
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 
@@ -21,7 +20,7 @@ SCRIPT = textwrap.dedent(
     from lightning.pytorch import Callback, Trainer, seed_everything
     from lightning.pytorch.loggers import TensorBoardLogger
     from lrp_lightning.callbacks import AttributionCallback, RelevanceClusterCallback, SanityCheckCallback
-    from test_callback_helpers import TinyClassifier, TinyData
+    from _support.lightning_runs import TinyClassifier, TinyData
 
 
     class SaveResults(Callback):
@@ -71,7 +70,7 @@ def _run(tmp_path, devices):
     return root
 
 
-def test_ddp_two_cpu_ranks_shard_the_clusters_and_log_each_image_once(tmp_path):
+def test_ddp_two_cpu_ranks_shard_the_clusters_and_log_each_image_once(tmp_path, read_events):
     root = _run(tmp_path, 2)
     version_dirs = sorted((root / "tb").iterdir())
     assert [d.name for d in version_dirs] == ["version_0"]

@@ -24,7 +24,6 @@ from lrp_lightning.demo.text_data import (
 )
 from lrp_lightning.demo.text_model import TinyTextTransformer
 from lrp_lightning.metrics import RegionPerturbation
-from test_callback_helpers import assert_rng_equal, make_trainer, read_events, rng_states
 
 SEED = 7
 
@@ -158,23 +157,32 @@ def test_text_data_plants_the_shortcut_only_where_asked():
     assert token_table([[("x", 1.0)]], [0]).count("\n") == 2
 
 
-def fit_text(tmp_path, callbacks, max_epochs=2, ckpt_path=None, **kwargs):
-    """Seeded fit of a tiny text transformer on the built-in text data; returns (trainer, model, rng)."""
-    seed_everything(SEED)
-    data = ShortcutTextDataModule(n_train=64, n_val=24, batch_size=16, seed=3)
-    model = TinyTextTransformer(len(Vocabulary()), SEQUENCE_LENGTH, dim=16, num_layers=1)
-    trainer = make_trainer(tmp_path, callbacks, max_epochs=max_epochs, **kwargs)
-    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
-    return trainer, model, rng_states()
+@pytest.fixture(scope="module")
+def fit_text(make_trainer, rng_states):
+    """Call ``fit_text(tmp_path, callbacks, max_epochs, ckpt_path, **trainer_options)`` for a seeded fit of a tiny
+    text transformer on the built-in text data; returns (trainer, model, rng)."""
+
+    def fit_text(tmp_path, callbacks, max_epochs=2, ckpt_path=None, **kwargs):
+        """Seeded fit of a tiny text transformer on the built-in text data; returns (trainer, model, rng)."""
+        seed_everything(SEED)
+        data = ShortcutTextDataModule(n_train=64, n_val=24, batch_size=16, seed=3)
+        model = TinyTextTransformer(len(Vocabulary()), SEQUENCE_LENGTH, dim=16, num_layers=1)
+        trainer = make_trainer(tmp_path, callbacks, max_epochs=max_epochs, **kwargs)
+        trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+        return trainer, model, rng_states()
+
+    return fit_text
 
 
 @pytest.fixture(scope="module")
-def text_baseline(tmp_path_factory):
+def text_baseline(tmp_path_factory, fit_text):
     _, model, rng = fit_text(tmp_path_factory.mktemp("text_baseline"), [])
     return {key: value.clone() for key, value in model.state_dict().items()}, rng
 
 
-def test_text_model_logs_token_heatmaps_and_tables_and_trains_bitwise_as_without(tmp_path, text_baseline):
+def test_text_model_logs_token_heatmaps_and_tables_and_trains_bitwise_as_without(
+    tmp_path, text_baseline, assert_rng_equal, read_events, fit_text
+):
     weights, rng = text_baseline
     callback = AttributionCallback(["attn_lrp", "cp_lrp", "gradient"], num_samples=5, tokenizer=Vocabulary())
     trainer, model, rng_after = fit_text(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"))
@@ -212,7 +220,7 @@ def test_text_model_logs_token_heatmaps_and_tables_and_trains_bitwise_as_without
     assert logged == pytest.approx(float(metric.compute()["aopc"]), rel=1e-4, abs=1e-6)
 
 
-def test_text_samples_survive_a_checkpoint_and_decode_callable_and_ids_work(tmp_path):
+def test_text_samples_survive_a_checkpoint_and_decode_callable_and_ids_work(tmp_path, read_events, fit_text):
     first = AttributionCallback("attn_lrp", num_samples=3, decode=lambda index: f"t{index}")
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     fit_text(tmp_path, [first, checkpoint], max_epochs=1, enable_checkpointing=True)
@@ -229,7 +237,7 @@ def test_text_samples_survive_a_checkpoint_and_decode_callable_and_ids_work(tmp_
     assert f" {first_id} (" in table.tensor_proto.string_val[0].decode()
 
 
-def test_box_bounds_are_not_inferred_from_token_ids(tmp_path):
+def test_box_bounds_are_not_inferred_from_token_ids(tmp_path, fit_text):
     callback = AttributionCallback("epsilon_gamma_box", num_samples=2)
     trainer, _, _ = fit_text(tmp_path, [callback], max_epochs=1)
     assert "attribution/epsilon_gamma_box/sparseness" in trainer.callback_metrics

@@ -14,56 +14,23 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from torch.utils.data import DataLoader
 
 from lrp_lightning.callbacks import AttributionCallback
-from lrp_lightning.core import Composite
 from lrp_lightning.metrics import RegionPerturbation, RelevanceMassAccuracy
-from test_callback_helpers import (
-    DictDataset,
-    TinyClassifier,
-    TinyData,
-    assert_rng_equal,
-    image_data,
-    make_trainer,
-    read_events,
-    rng_states,
-)
 
 SEED = 1234
 
 
-def gini(values: torch.Tensor) -> torch.Tensor:
-    """Gini index of each row of |values| (Chalasani et al. 2020), written out independently."""
-    a = values.abs().flatten(1).double().sort(dim=1).values
-    n = a.shape[1]
-    i = torch.arange(1, n + 1, dtype=torch.float64)
-    return ((2 * i - n - 1) * a).sum(dim=1) / (n * a.sum(dim=1))
-
-
-def fit(tmp_path, callbacks, seed=SEED, **kwargs):
-    """Seeded fit of the tiny classifier; returns (trainer, model, rng states after fit)."""
-    seed_everything(seed)
-    model, data = TinyClassifier(), TinyData()
-    trainer = make_trainer(tmp_path, callbacks, **kwargs)
-    trainer.fit(model, datamodule=data)
-    return trainer, model, rng_states()
-
-
 @pytest.fixture(scope="module")
-def baseline(tmp_path_factory):
+def baseline(tmp_path_factory, seeded_fit):
     """Final weights and RNG states of a seeded fit without the callback."""
-    _, model, rng = fit(tmp_path_factory.mktemp("baseline"), [])
+    _, model, rng = seeded_fit(tmp_path_factory.mktemp("baseline"), [])
     return {k: v.clone() for k, v in model.state_dict().items()}, rng
 
 
-def assert_same_weights(expected: dict, model: torch.nn.Module) -> None:
-    actual = model.state_dict()
-    assert expected.keys() == actual.keys()
-    for key, value in expected.items():
-        assert torch.equal(value, actual[key]), key
-
-
-def test_tensorboard_gets_images_scalars_text_and_dashboard_every_epoch(tmp_path):
+def test_tensorboard_gets_images_scalars_text_and_dashboard_every_epoch(
+    tmp_path, image_data, read_events, seeded_fit, gini
+):
     callback = AttributionCallback(["epsilon_gamma_box", "gradient"], num_samples=4)
-    trainer, model, _ = fit(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"))
+    trainer, model, _ = seeded_fit(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"))
     events = read_events(trainer.logger.log_dir)
     steps = [trainer.num_training_batches * (epoch + 1) for epoch in range(2)]
     tags = events.Tags()
@@ -113,13 +80,15 @@ def test_tensorboard_gets_images_scalars_text_and_dashboard_every_epoch(tmp_path
     assert float(trainer.callback_metrics["attribution/epsilon_gamma_box/sparseness"]) == pytest.approx(logged)
 
 
-def test_training_is_bitwise_untouched_and_the_global_rng_unchanged(tmp_path, baseline):
+def test_training_is_bitwise_untouched_and_the_global_rng_unchanged(
+    tmp_path, baseline, assert_rng_equal, read_events, seeded_fit, assert_same_weights
+):
     weights, rng = baseline
     callback = AttributionCallback(
         ["epsilon_gamma_box", "epsilon_plus_flat", "smoothgrad", "occlusion"], num_samples=3, on_sanity_check=True,
         target="prediction",
     )
-    trainer, model, rng_after = fit(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"))
+    trainer, model, rng_after = seeded_fit(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"))
     events = read_events(trainer.logger.log_dir)
     for name in callback.explainer_names:  # every explainer ran (a failure would only have warned)
         assert math.isfinite(float(trainer.callback_metrics[f"attribution/{name}/sparseness"])), name
@@ -129,31 +98,13 @@ def test_training_is_bitwise_untouched_and_the_global_rng_unchanged(tmp_path, ba
     assert_rng_equal(rng, rng_after)
 
 
-class ExplodingComposite(Composite):
-    """Works at fit start; from then on changes the model, hooks a layer and raises while registering."""
-
-    registrations = 0
-    error: type = RuntimeError
-
-    def register(self, module: torch.nn.Module) -> None:
-        """Sabotage the model and fail (after the first registration)."""
-        self.registrations += 1
-        if self.registrations == 1:
-            return super().register(module)
-        with torch.no_grad():
-            module.net[0].weight.mul_(2)
-        module.net[0].register_forward_hook(lambda *args: None)
-        module.net[5].weight.requires_grad_(False)
-        module.train()
-        torch.rand(5)
-        raise self.error("composite exploded")
-
-
-def test_a_failing_composite_warns_and_leaves_training_untouched(tmp_path, baseline):
+def test_a_failing_composite_warns_and_leaves_training_untouched(
+    tmp_path, baseline, assert_rng_equal, exploding_composite, seeded_fit, assert_same_weights
+):
     weights, rng = baseline
-    callback = AttributionCallback({"exploding": ExplodingComposite(), "fine": "epsilon_plus"}, num_samples=2)
+    callback = AttributionCallback({"exploding": exploding_composite(), "fine": "epsilon_plus"}, num_samples=2)
     with pytest.warns(RuntimeWarning, match="exploding failed.*composite exploded"):
-        trainer, model, rng_after = fit(tmp_path, [callback])
+        trainer, model, rng_after = seeded_fit(tmp_path, [callback])
     assert "attribution/fine/sparseness" in trainer.callback_metrics
     assert "attribution/exploding/sparseness" not in trainer.callback_metrics
     assert_same_weights(weights, model)
@@ -161,12 +112,12 @@ def test_a_failing_composite_warns_and_leaves_training_untouched(tmp_path, basel
     assert not model.net[0]._forward_hooks
 
 
-def test_csv_and_tensorboard_loggers_each_get_what_they_support(tmp_path):
+def test_csv_and_tensorboard_loggers_each_get_what_they_support(tmp_path, read_events, seeded_fit):
     callback = AttributionCallback("epsilon_plus_flat", num_samples=2)
     monitor = "attribution/epsilon_plus_flat/sparseness"
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor=monitor, mode="max")
     loggers = [TensorBoardLogger(tmp_path, name="tb"), CSVLogger(tmp_path, name="csv")]
-    trainer, _, _ = fit(tmp_path, [callback, checkpoint], logger=loggers, enable_checkpointing=True)
+    trainer, _, _ = seeded_fit(tmp_path, [callback, checkpoint], logger=loggers, enable_checkpointing=True)
     csv_dir = loggers[1].log_dir
     with open(f"{csv_dir}/metrics.csv") as handle:
         rows = [row for row in csv.DictReader(handle) if row.get(monitor)]
@@ -180,53 +131,63 @@ def test_csv_and_tensorboard_loggers_each_get_what_they_support(tmp_path):
     assert len(events.Images("attribution/epsilon_plus_flat/grid")) == 2
 
 
-def test_without_logger_pngs_go_under_default_root_dir_and_every_n_epochs_is_honoured(tmp_path):
+def test_without_logger_pngs_go_under_default_root_dir_and_every_n_epochs_is_honoured(tmp_path, seeded_fit):
     callback = AttributionCallback("epsilon_plus", num_samples=2, every_n_epochs=2)
-    trainer, _, _ = fit(tmp_path, [callback], logger=False, max_epochs=3)
+    trainer, _, _ = seeded_fit(tmp_path, [callback], logger=False, max_epochs=3)
     pngs = sorted(p.name for p in (tmp_path / "attribution" / "epsilon_plus" / "grid").iterdir())
     assert pngs == [f"epoch=001-step={trainer.num_training_batches * 2:06d}.png"]
 
 
-def test_resume_from_checkpoint_explains_the_same_samples(tmp_path):
+def test_resume_from_checkpoint_explains_the_same_samples(
+    tmp_path, make_trainer, tiny_classifier, tiny_data, seeded_fit
+):
     first = AttributionCallback("gradient", num_samples=3)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
-    fit(tmp_path, [first, checkpoint], max_epochs=1, enable_checkpointing=True)
+    seeded_fit(tmp_path, [first, checkpoint], max_epochs=1, enable_checkpointing=True)
     resumed = AttributionCallback("gradient", num_samples=3)
     seed_everything(SEED)
-    other_data = TinyData(seed=10)
+    other_data = tiny_data(seed=10)
     trainer = make_trainer(tmp_path, [resumed], max_epochs=2)
-    trainer.fit(TinyClassifier(), datamodule=other_data, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    trainer.fit(tiny_classifier(), datamodule=other_data, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
     assert torch.equal(resumed.samples.inputs, first.samples.inputs)
     assert torch.equal(resumed.samples.labels, first.samples.labels)
     assert not torch.equal(resumed.samples.inputs, other_data.val_set.tensors[0][:3])
     assert "attribution/gradient/sparseness" in trainer.callback_metrics
 
 
-class DictBatchClassifier(TinyClassifier):
-    """TinyClassifier fed dict batches ``{"image": x, "label": y}``."""
+@pytest.fixture(scope="session")
+def dict_batches(tiny_classifier, tiny_data, dict_dataset):
+    """``(DictBatchClassifier, DictData)``: the tiny classifier and data module on dict batches
+    ``{"image": x, "label": y}``."""
 
-    def training_step(self, batch, batch_idx):
-        """Unpack the dict."""
-        return super().training_step((batch["image"], batch["label"]), batch_idx)
+    class DictBatchClassifier(tiny_classifier):
+        """TinyClassifier fed dict batches ``{"image": x, "label": y}``."""
 
-    def validation_step(self, batch, batch_idx):
-        """Unpack the dict."""
-        return super().validation_step((batch["image"], batch["label"]), batch_idx)
+        def training_step(self, batch, batch_idx):
+            """Unpack the dict."""
+            return super().training_step((batch["image"], batch["label"]), batch_idx)
 
-
-class DictData(TinyData):
-    """TinyData yielding dict batches."""
-
-    def train_dataloader(self):
-        """Shuffled dict batches."""
-        return DataLoader(DictDataset(self.train_set), self.batch_size, shuffle=True)
-
-    def val_dataloader(self):
-        """Ordered dict batches."""
-        return DataLoader(DictDataset(self.val_set), self.batch_size)
+        def validation_step(self, batch, batch_idx):
+            """Unpack the dict."""
+            return super().validation_step((batch["image"], batch["label"]), batch_idx)
 
 
-def test_dict_batches_and_non_image_inputs(tmp_path):
+    class DictData(tiny_data):
+        """TinyData yielding dict batches."""
+
+        def train_dataloader(self):
+            """Shuffled dict batches."""
+            return DataLoader(dict_dataset(self.train_set), self.batch_size, shuffle=True)
+
+        def val_dataloader(self):
+            """Ordered dict batches."""
+            return DataLoader(dict_dataset(self.val_set), self.batch_size)
+
+    return DictBatchClassifier, DictData
+
+
+def test_dict_batches_and_non_image_inputs(tmp_path, dict_batches, make_trainer, read_events):
+    DictBatchClassifier, DictData = dict_batches
     callback = AttributionCallback(["epsilon_plus", "integrated_gradients"], num_samples=4)
     seed_everything(SEED)
     trainer = make_trainer(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"), max_epochs=1)
@@ -243,29 +204,31 @@ def test_dict_batches_and_non_image_inputs(tmp_path):
     assert len(strip) == 1 and strip[0].height % 4 == 0
 
 
-def test_batch_to_input_maps_a_custom_batch(tmp_path):
+def test_batch_to_input_maps_a_custom_batch(tmp_path, tiny_data, seeded_fit):
     callback = AttributionCallback("gradient", num_samples=3, batch_to_input=lambda batch: (batch[0] * 2, batch[1]))
-    data = TinyData()
-    fit(tmp_path, [callback], max_epochs=1)
+    data = tiny_data()
+    seeded_fit(tmp_path, [callback], max_epochs=1)
     assert torch.equal(callback.samples.inputs, 2 * data.val_set.tensors[0][:3])
 
 
-def test_on_test_explains_a_submodule_with_samples_from_the_test_data(tmp_path):
+def test_on_test_explains_a_submodule_with_samples_from_the_test_data(
+    tmp_path, image_data, make_trainer, read_events, tiny_classifier
+):
     callback = AttributionCallback("epsilon_plus_flat", num_samples=2, module="net", on_test=True)
     trainer = make_trainer(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"))
     test_data = image_data(6, seed=7)
-    trainer.test(TinyClassifier(), dataloaders=DataLoader(test_data, batch_size=4))
+    trainer.test(tiny_classifier(), dataloaders=DataLoader(test_data, batch_size=4))
     assert torch.equal(callback.samples.inputs, test_data.tensors[0][:2])
     assert "attribution/epsilon_plus_flat/sparseness" in trainer.callback_metrics
     text = read_events(trainer.logger.log_dir).Tensors("attribution/epsilon_plus_flat/rule_map/text_summary")
     assert "| 0 | Conv2d |" in text[0].tensor_proto.string_val[0].decode()
 
 
-def test_trainer_validate_explains_too(tmp_path):
+def test_trainer_validate_explains_too(tmp_path, image_data, make_trainer, tiny_classifier):
     callback = AttributionCallback("gradient", num_samples=2, every_n_epochs=3)
     trainer = make_trainer(tmp_path, [callback])
     val_data = image_data(6, seed=8)
-    trainer.validate(TinyClassifier(), dataloaders=DataLoader(val_data, batch_size=4))
+    trainer.validate(tiny_classifier(), dataloaders=DataLoader(val_data, batch_size=4))
     assert torch.equal(callback.samples.inputs, val_data.tensors[0][:2])
     assert "attribution/gradient/sparseness" in trainer.callback_metrics
 
@@ -281,16 +244,16 @@ def test_trainer_validate_explains_too(tmp_path):
         ({"metrics": [RegionPerturbation(patch_size=4, steps=10)]}, "cannot explain the samples with epsilon_plus"),
     ],
 )
-def test_bad_input_raises_at_fit_start(tmp_path, kwargs, message):
-    model = TinyClassifier()
+def test_bad_input_raises_at_fit_start(tmp_path, kwargs, message, make_trainer, tiny_classifier, tiny_data):
+    model = tiny_classifier()
     trainer = make_trainer(tmp_path, [AttributionCallback("epsilon_plus", **kwargs)])
     with pytest.raises(ValueError, match=message):
-        trainer.fit(model, datamodule=TinyData())
+        trainer.fit(model, datamodule=tiny_data())
     assert model.training_steps == 0
 
 
-def test_no_validation_data_and_no_samples_raises_at_fit_start(tmp_path):
-    model = TinyClassifier()
+def test_no_validation_data_and_no_samples_raises_at_fit_start(tmp_path, image_data, make_trainer, tiny_classifier):
+    model = tiny_classifier()
     trainer = make_trainer(tmp_path, [AttributionCallback("gradient")], limit_val_batches=0)
     with pytest.raises(ValueError, match="samples="):
         trainer.fit(model, train_dataloaders=DataLoader(image_data(8), batch_size=4))

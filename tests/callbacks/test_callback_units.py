@@ -24,42 +24,16 @@ from lrp_lightning.callbacks.targets import resolve_targets
 from lrp_lightning.canonizers import SequentialMergeBatchNorm
 from lrp_lightning.composites import EpsilonGammaBox, EpsilonPlusFlat
 from lrp_lightning.metrics import Complexity, RelevanceMassAccuracy, Sparseness
-from test_callback_helpers import DictDataset, TinyClassifier, assert_rng_equal, image_data, rng_states
 
 
-def full_state(model: nn.Module) -> dict:
-    """Everything preserved_state promises to restore, as comparable values."""
-    return {
-        "tensors": {name: t.detach().clone() for name, t in list(model.named_parameters()) + list(model.named_buffers())},
-        "objects": {name: id(t) for name, t in model.named_parameters()},
-        "requires_grad": {name: p.requires_grad for name, p in model.named_parameters()},
-        "grads": {name: None if p.grad is None else p.grad.clone() for name, p in model.named_parameters()},
-        "training": {name: m.training for name, m in model.named_modules()},
-        "modules": {name: id(m) for name, m in model.named_modules()},
-        "hooks": {
-            name: (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks), len(m._backward_pre_hooks))
-            for name, m in model.named_modules()
-        },
-        "attributes": {name: set(vars(m)) for name, m in model.named_modules()},
-    }
-
-
-def assert_same_state(before: dict, after: dict) -> None:
-    for name, tensor in before["tensors"].items():
-        assert torch.equal(tensor, after["tensors"][name]), name
-    for key in ("objects", "requires_grad", "training", "modules", "hooks", "attributes"):
-        assert before[key] == after[key], key
-    for name, grad in before["grads"].items():
-        other = after["grads"][name]
-        assert (grad is None and other is None) or torch.equal(grad, other), name
-
-
-def test_preserved_state_restores_everything_after_an_error():
-    model = TinyClassifier()
+def test_preserved_state_restores_everything_after_an_error(
+    assert_rng_equal, rng_states, tiny_classifier, assert_same_preserved_state, preserved_model_state
+):
+    model = tiny_classifier()
     model.train()
     model.net[0].weight.grad = torch.ones_like(model.net[0].weight)
     model.net[5].bias.requires_grad_(False)
-    before, rng = full_state(model), rng_states()
+    before, rng = preserved_model_state(model), rng_states()
     with pytest.raises(RuntimeError, match="boom"):
         with preserved_state(model):
             model.eval()
@@ -78,7 +52,7 @@ def test_preserved_state_restores_everything_after_an_error():
             model.net[1].double()
             torch.rand(3), np.random.rand(), random.random()
             raise RuntimeError("boom")
-    assert_same_state(before, full_state(model))
+    assert_same_preserved_state(before, preserved_model_state(model))
     assert_rng_equal(rng, rng_states())
     assert not nn.modules.module._global_forward_hooks
     assert model.net[1].weight.dtype == torch.float32 and "forward" not in vars(model.net[1])
@@ -109,7 +83,7 @@ def test_split_batch_forms():
         split_batch(object())
 
 
-def test_collect_samples_takes_the_first_n_and_leaves_every_rng_alone():
+def test_collect_samples_takes_the_first_n_and_leaves_every_rng_alone(assert_rng_equal, image_data, rng_states):
     data = image_data(20)
     generator = torch.Generator().manual_seed(5)
     loader = DataLoader(data, batch_size=3, shuffle=True, generator=generator)
@@ -123,9 +97,9 @@ def test_collect_samples_takes_the_first_n_and_leaves_every_rng_alone():
     assert torch.equal(samples.labels, torch.cat([y for _, y in first])[:7])
 
 
-def test_collect_samples_from_dicts_and_worker_loaders():
+def test_collect_samples_from_dicts_and_worker_loaders(dict_dataset, image_data):
     data = image_data(10)
-    samples = collect_samples(DataLoader(DictDataset(data), batch_size=4), 6)
+    samples = collect_samples(DataLoader(dict_dataset(data), batch_size=4), 6)
     assert torch.equal(samples.inputs, data.tensors[0][:6]) and torch.equal(samples.labels, data.tensors[1][:6])
     loader = DataLoader(data, batch_size=4, num_workers=2, persistent_workers=True)
     samples = collect_samples(loader, 100)
@@ -134,7 +108,7 @@ def test_collect_samples_from_dicts_and_worker_loaders():
         collect_samples([], 3)
 
 
-def test_first_of_several_dataloaders_and_lazy_top_level_import():
+def test_first_of_several_dataloaders_and_lazy_top_level_import(image_data):
     import lrp_lightning
     from lrp_lightning.callbacks.samples import _first_loader
 
@@ -192,8 +166,8 @@ def test_parse_explainers_names_and_errors():
         parse_explainers([])
 
 
-def test_build_explainer_box_bounds_from_samples_and_canonizers():
-    model = TinyClassifier().eval()
+def test_build_explainer_box_bounds_from_samples_and_canonizers(tiny_classifier):
+    model = tiny_classifier().eval()
     inputs = torch.stack([torch.full((3, 8, 8), float(v)) for v in (-2, 5)]) * torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1, 1)
     low, high = channel_bounds(inputs)
     assert low.shape == (1, 3, 1, 1) and low.flatten().tolist() == [-2, -4, -6] and high.flatten().tolist() == [5, 10, 15]
@@ -218,7 +192,7 @@ def test_build_explainer_box_bounds_from_samples_and_canonizers():
     assert not smooth.is_lrp and smooth.attributor(model).seed == 0
 
 
-def test_auto_canonizers():
+def test_auto_canonizers(tiny_classifier):
     tvm = pytest.importorskip("torchvision.models")
     from lrp_lightning.torchvision import ResNetCanonizer, VGGCanonizer
 
@@ -226,14 +200,14 @@ def test_auto_canonizers():
         resnet, vgg = tvm.resnet18(), tvm.vgg11_bn()
     assert [type(c) for c in auto_canonizers(resnet)] == [ResNetCanonizer]
     assert [type(c) for c in auto_canonizers(vgg)] == [VGGCanonizer]
-    assert batch_norm_follows_linear(TinyClassifier())
-    assert [type(c) for c in auto_canonizers(TinyClassifier())] == [SequentialMergeBatchNorm]
+    assert batch_norm_follows_linear(tiny_classifier())
+    assert [type(c) for c in auto_canonizers(tiny_classifier())] == [SequentialMergeBatchNorm]
     plain = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.BatchNorm1d(3))
     assert not batch_norm_follows_linear(plain) and auto_canonizers(plain) == []
 
 
-def test_metric_set_feeds_metrics_by_name_and_never_syncs():
-    model = TinyClassifier().eval()
+def test_metric_set_feeds_metrics_by_name_and_never_syncs(tiny_classifier):
+    model = tiny_classifier().eval()
     inputs = torch.randn(4, 3, 8, 8)
     attributions = torch.randn(4, 3, 8, 8)
     metrics = default_metrics(inputs)
@@ -271,9 +245,11 @@ def test_parse_metrics_errors():
         parse_metrics([NeedsLoss()])
 
 
-def test_explain_runs_bf16_models_in_float32_and_restores_them():
-    model = TinyClassifier().to(torch.bfloat16).eval()
-    before = full_state(model)
+def test_explain_runs_bf16_models_in_float32_and_restores_them(
+    tiny_classifier, assert_same_preserved_state, preserved_model_state
+):
+    model = tiny_classifier().to(torch.bfloat16).eval()
+    before = preserved_model_state(model)
     samples = Samples(torch.randn(2, 3, 8, 8), torch.tensor([0, 1]))
     explainer = build_explainer("epf", "epsilon_plus_flat", model, samples.inputs)
     metric_set = MetricSet({"sparseness": Sparseness()}, torch.device("cpu"), conservation=True)
@@ -282,12 +258,12 @@ def test_explain_runs_bf16_models_in_float32_and_restores_them():
     assert reports[0].picture.dtype == torch.uint8 and reports[0].picture.shape == (3, 2 * 8 + 2, 3 * 8 + 4)
     assert "net.0" in reports[0].rule_map.markdown and "net.5" in reports[0].rule_map.markdown
     assert [row[0] for row in reports[0].rule_map.rows if row[0] in ("net.0", "net.5")] == ["net.0", "net.5"]
-    assert_same_state(before, full_state(model))
+    assert_same_preserved_state(before, preserved_model_state(model))
     assert next(model.parameters()).dtype == torch.bfloat16
 
 
-def test_explain_reports_an_explainer_failure_and_goes_on():
-    model = TinyClassifier().eval()
+def test_explain_reports_an_explainer_failure_and_goes_on(tiny_classifier):
+    model = tiny_classifier().eval()
     samples = Samples(torch.randn(2, 3, 8, 8), torch.tensor([0, 1]))
     explainers = [build_explainer(n, n, model, samples.inputs) for n in ("epsilon_plus", "gradient")]
     sets = [MetricSet({"needs_mask": RelevanceMassAccuracy()}, torch.device("cpu"), False),

@@ -11,29 +11,24 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lrp_lightning import canonizers, composites
 from lrp_lightning.callbacks import ConceptCallback
 from lrp_lightning.concepts import ChannelConcept, CondAttribution, class_concept_relevance
-from test_callback_helpers import TinyClassifier, TinyData, assert_rng_equal, make_trainer, read_events, rng_states
 
 SEED = 3
 LAYER = "net.0"
 
 
-class FrozenClassifier(TinyClassifier):
-    """Learning rate 0 and BatchNorm statistics frozen: the model never changes."""
+@pytest.fixture
+def fit(tiny_classifier, tiny_data, make_trainer):
+    """Call ``fit(root, callbacks, model_class, **trainer_options)`` for a seeded fit of ``model_class`` (the tiny
+    classifier by default) on the tiny data; returns (trainer, model, data)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.net[1].momentum = 0.0
+    def fit(root, callbacks, model_class=None, **kwargs):
+        seed_everything(SEED)
+        model, data = (model_class or tiny_classifier)(), tiny_data()
+        trainer = make_trainer(root, callbacks, **kwargs)
+        trainer.fit(model, datamodule=data)
+        return trainer, model, data
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.0)
-
-
-def fit(root, callbacks, model_class=TinyClassifier, **kwargs):
-    seed_everything(SEED)
-    model, data = model_class(), TinyData()
-    trainer = make_trainer(root, callbacks, **kwargs)
-    trainer.fit(model, datamodule=data)
-    return trainer, model, data
+    return fit
 
 
 def concept_callback(**kwargs):
@@ -41,7 +36,9 @@ def concept_callback(**kwargs):
                            num_samples=4, **kwargs)
 
 
-def test_concepts_callback_logs_shares_figures_and_drift_to_tensorboard_and_leaves_training_untouched(tmp_path):
+def test_concepts_callback_logs_shares_figures_and_drift_to_tensorboard_and_leaves_training_untouched(
+    tmp_path, assert_rng_equal, read_events, rng_states, fit
+):
     _, plain, _ = fit(tmp_path / "plain", [])
     plain_rng = rng_states()
     callback = concept_callback()
@@ -75,9 +72,11 @@ def test_concepts_callback_logs_shares_figures_and_drift_to_tensorboard_and_leav
             assert value == pytest.approx(float(shares[label, concept]), rel=1e-4, abs=1e-6)
 
 
-def test_concepts_callback_drift_is_exactly_zero_when_the_model_does_not_change(tmp_path):
+def test_concepts_callback_drift_is_exactly_zero_when_the_model_does_not_change(
+    tmp_path, read_events, fit, frozen_classifier
+):
     callback = concept_callback()
-    trainer, _, _ = fit(tmp_path, [callback], model_class=FrozenClassifier,
+    trainer, _, _ = fit(tmp_path, [callback], model_class=frozen_classifier,
                         logger=TensorBoardLogger(tmp_path, name="tb"), max_epochs=3)
     events = read_events(trainer.logger.log_dir)
     drift_tags = [tag for tag in events.Tags()["scalars"] if tag.endswith("/drift")]
@@ -93,7 +92,7 @@ def test_concepts_callback_drift_is_exactly_zero_when_the_model_does_not_change(
     assert torch.equal(restored.samples.inputs, callback.samples.inputs)
 
 
-def test_concepts_callback_csv_and_no_logger_fallbacks(tmp_path):
+def test_concepts_callback_csv_and_no_logger_fallbacks(tmp_path, fit):
     trainer, _, _ = fit(tmp_path / "csv", [concept_callback()], logger=CSVLogger(tmp_path / "csv", name="csv"))
     with open(f"{trainer.logger.log_dir}/metrics.csv") as handle:
         columns = next(csv.reader(handle))
@@ -104,7 +103,7 @@ def test_concepts_callback_csv_and_no_logger_fallbacks(tmp_path):
     assert pictures and all("epoch=001" in picture.name for picture in pictures)
 
 
-def test_concepts_callback_bad_arguments_name_the_fix(tmp_path):
+def test_concepts_callback_bad_arguments_name_the_fix(tmp_path, fit):
     with pytest.raises(ValueError, match=r"no layer 'net.9'.*'net\.0'"):
         fit(tmp_path / "a", [ConceptCallback("epsilon_plus", layers=["net.9"])])
     with pytest.raises(IndexError, match="layer 'net.0' has 4 concepts"):

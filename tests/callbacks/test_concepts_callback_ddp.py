@@ -13,7 +13,6 @@ import torch
 
 from lrp_lightning import canonizers, composites
 from lrp_lightning.concepts import relmax
-from test_callback_helpers import TinyClassifier, image_data, read_events
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
 PORT_ATTEMPTS = 3
@@ -26,7 +25,7 @@ SCRIPT = textwrap.dedent(
     from lightning.pytorch import Callback, Trainer, seed_everything
     from lightning.pytorch.loggers import TensorBoardLogger
     from lrp_lightning.callbacks import ConceptCallback
-    from test_callback_helpers import TinyClassifier, TinyData
+    from _support.lightning_runs import TinyClassifier, TinyData
 
 
     class SaveSummary(Callback):
@@ -57,7 +56,9 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.large  # two processes: ~25 s
-def test_concepts_callback_under_ddp_shards_the_search_and_draws_figures_once(tmp_path):
+def test_concepts_callback_under_ddp_shards_the_search_and_draws_figures_once(
+    tmp_path, image_data, read_events, tiny_classifier
+):
     script = tmp_path / "ddp_concepts.py"
     script.write_text(SCRIPT.format(tests_dir=str(TESTS_DIR)))
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -79,7 +80,7 @@ def test_concepts_callback_under_ddp_shards_the_search_and_draws_figures_once(tm
     assert torch.equal(ranks[0]["indices"], ranks[1]["indices"])
     assert torch.equal(ranks[0]["shares"]["net.0"], ranks[1]["shares"]["net.0"])
     # the gathered references are those of one search over all 13 reference samples
-    model = TinyClassifier()
+    model = tiny_classifier()
     model.load_state_dict(ranks[0]["state"])
     reference = torch.utils.data.TensorDataset(*(tensor[:13] for tensor in image_data(24, seed=1).tensors))
     composite = composites.EpsilonPlus(canonizers=[canonizers.SequentialMergeBatchNorm()])

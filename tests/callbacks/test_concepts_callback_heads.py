@@ -14,18 +14,16 @@ from torch.utils.data import DataLoader, TensorDataset
 from lrp_lightning import composites
 from lrp_lightning.callbacks import ConceptCallback
 from lrp_lightning.concepts import CondAttribution, HeadDimensionConcept, class_concept_relevance
-from test_callback_helpers import make_trainer
-from transformer_models import load_golden, torchvision_vit
 
 VALUES = "vit.encoder.layers.encoder_layer_1.self_attention.canonizer_v_proj"
 
 
 class ViTClassifier(LightningModule):
-    """The golden torchvision ViT (2 heads of 8 dimensions, 16x16 images, 5 classes) in float32."""
+    """A classifier around ``vit``, trained in float32."""
 
-    def __init__(self) -> None:
+    def __init__(self, vit: torch.nn.Module) -> None:
         super().__init__()
-        self.vit = torchvision_vit(load_golden("vit_cp_lrp")).float().train()
+        self.vit = vit.float().train()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.vit(x)
@@ -48,12 +46,12 @@ def loader(seed: int) -> DataLoader:
     return DataLoader(TensorDataset(images, labels), batch_size=6)
 
 
-def test_concepts_callback_tracks_value_dimensions_of_attention_heads(tmp_path):
+def test_concepts_callback_tracks_value_dimensions_of_attention_heads(tmp_path, make_trainer, load_golden, torchvision_vit):
     seed_everything(0)
     concept = HeadDimensionConcept(heads=2, head_dim=8)
     callback = ConceptCallback("cp_lrp", layers={VALUES: concept}, top_k_concepts=3, reference_size=12,
                                references_per_concept=2, num_samples=2)
-    model = ViTClassifier()
+    model = ViTClassifier(torchvision_vit(load_golden("vit_cp_lrp")))  # 2 heads of 8 dimensions, 16x16 images, 5 classes
     trainer = make_trainer(tmp_path, [callback], logger=CSVLogger(tmp_path, name="csv"), max_epochs=1)
     trainer.fit(model, train_dataloaders=loader(0), val_dataloaders=loader(1))
     with open(f"{trainer.logger.log_dir}/metrics.csv") as handle:

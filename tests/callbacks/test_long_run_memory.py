@@ -15,7 +15,6 @@ from lightning.pytorch import Callback, seed_everything
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lrp_lightning.callbacks import AttributionCallback
-from test_callback_helpers import TinyClassifier, TinyData, make_trainer
 
 EPOCHS = 12
 WARM_UP = 3
@@ -47,7 +46,7 @@ class MemoryProbe(Callback):
         self.resident.append(resident_bytes())
 
 
-def test_many_epochs_with_three_explainers_keep_memory_steady(tmp_path):
+def test_many_epochs_with_three_explainers_keep_memory_steady(tmp_path, make_trainer, tiny_classifier, tiny_data):
     seed_everything(0)
     probe = MemoryProbe()
     # written on the training thread: an image still queued for the background writer when the probe counts
@@ -56,7 +55,7 @@ def test_many_epochs_with_three_explainers_keep_memory_steady(tmp_path):
                                    write_in_background=False)
     trainer = make_trainer(tmp_path, [callback, probe], logger=TensorBoardLogger(tmp_path, name="tb"),
                            max_epochs=EPOCHS, limit_train_batches=1, limit_val_batches=1, num_sanity_val_steps=0)
-    trainer.fit(TinyClassifier(), datamodule=TinyData())
+    trainer.fit(tiny_classifier(), datamodule=tiny_data())
     assert len(probe.tensors) == EPOCHS
     assert "attribution/gradient/sparseness" in trainer.callback_metrics
     steady = probe.tensors[WARM_UP:]

@@ -20,7 +20,6 @@ from lrp_lightning.metrics import (
     SensitivityN,
     Sufficiency,
 )
-from test_callback_helpers import TinyClassifier, TinyData, make_trainer, read_events
 
 EXPECTED_TAGS = [
     "faithfulness_estimate", "irof", "infidelity", "monotonicity", "monotonicity_correlation", "selectivity",
@@ -28,7 +27,9 @@ EXPECTED_TAGS = [
 ]
 
 
-def test_attribution_callback_logs_the_quantus_faithfulness_complexity_and_axiomatic_metrics(tmp_path):
+def test_attribution_callback_logs_the_quantus_faithfulness_complexity_and_axiomatic_metrics(
+    tmp_path, make_trainer, read_events, tiny_classifier, tiny_data
+):
     metrics = [
         FaithfulnessEstimate(features_in_step=4), IROF(), Infidelity(perturb_patch_sizes=[4]), Monotonicity(features_in_step=8),
         MonotonicityCorrelation(nr_samples=2, features_in_step=8), Selectivity(patch_size=4),
@@ -38,7 +39,7 @@ def test_attribution_callback_logs_the_quantus_faithfulness_complexity_and_axiom
     callback = AttributionCallback(["gradient"], num_samples=4, metrics=metrics)
     seed_everything(0)
     trainer = make_trainer(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"), max_epochs=1)
-    trainer.fit(TinyClassifier(), datamodule=TinyData())
+    trainer.fit(tiny_classifier(), datamodule=tiny_data())
     events = read_events(trainer.logger.log_dir)
     for explainer in ("gradient", "random"):
         for name in EXPECTED_TAGS:

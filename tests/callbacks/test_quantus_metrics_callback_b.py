@@ -24,30 +24,30 @@ from lrp_lightning.metrics import (
     SmoothMPRT,
     TopKIntersection,
 )
-from test_callback_helpers import NUM_CLASSES, image_data, read_events
-from test_callback_trainer import fit
 
 LOCALISATION = {"pointing_game": PointingGame(), "attribution_localisation": AttributionLocalisation(),
                 "top_kintersection": TopKIntersection(k=20), "auc": AUC()}
 
 
-def metrics():
+def metrics(num_classes: int):
     return [
         *LOCALISATION.values(),
         AvgSensitivity(nr_samples=2), MaxSensitivity(nr_samples=2), LocalLipschitzEstimate(nr_samples=2),
         RelativeInputStability(nr_samples=2, return_nan_when_prediction_changes=False),
         RelativeOutputStability(nr_samples=2, return_nan_when_prediction_changes=False),
         RelativeRepresentationStability(nr_samples=2, return_nan_when_prediction_changes=False),
-        MPRT(), SmoothMPRT(nr_samples=2), EfficientMPRT(), RandomLogit(num_classes=NUM_CLASSES),
+        MPRT(), SmoothMPRT(nr_samples=2), EfficientMPRT(), RandomLogit(num_classes=num_classes),
     ]
 
 
-def test_every_metric_is_logged_each_epoch_with_a_random_baseline_for_localisation(tmp_path):
+def test_every_metric_is_logged_each_epoch_with_a_random_baseline_for_localisation(
+    tmp_path, image_data, read_events, seeded_fit, num_classes
+):
     images, labels = image_data(4, seed=3).tensors
     masks = torch.zeros(4, 1, 8, 8, dtype=torch.bool)
     masks[:, :, 2:6, 1:5] = True
-    callback = AttributionCallback("epsilon_plus_flat", samples=(images, labels, masks), metrics=metrics())
-    trainer, _, _ = fit(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"))
+    callback = AttributionCallback("epsilon_plus_flat", samples=(images, labels, masks), metrics=metrics(num_classes))
+    trainer, _, _ = seeded_fit(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"))
     events = read_events(trainer.logger.log_dir)
     names = [*LOCALISATION, "avg_sensitivity", "max_sensitivity", "local_lipschitz_estimate", "relative_input_stability",
              "relative_output_stability", "relative_representation_stability", "mprt_average", "mprt_last",

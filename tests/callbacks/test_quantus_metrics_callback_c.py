@@ -7,15 +7,16 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from lrp_lightning.callbacks import AttributionCallback
 from lrp_lightning.metrics import ROAD, Consistency, Continuity
-from test_callback_helpers import TinyClassifier, TinyData, make_trainer, read_events
 
 
-def test_attribution_callback_logs_road_consistency_and_continuity(tmp_path):
+def test_attribution_callback_logs_road_consistency_and_continuity(
+    tmp_path, tiny_classifier, tiny_data, make_trainer, read_events
+):
     metrics = [ROAD(percentages=[20, 60]), Consistency(), Continuity(nr_steps=2)]
     callback = AttributionCallback(["gradient"], num_samples=4, metrics=metrics)
     seed_everything(0)
     trainer = make_trainer(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"), max_epochs=1)
-    trainer.fit(TinyClassifier(), datamodule=TinyData())
+    trainer.fit(tiny_classifier(), datamodule=tiny_data())
     events = read_events(trainer.logger.log_dir)
     for explainer, names in (("gradient", ["road", "consistency", "continuity"]), ("random", ["road", "consistency"])):
         for name in names:

@@ -18,7 +18,6 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lrp_lightning.callbacks.revise import ClArCCallback
 from lrp_lightning.callbacks.revise.artifact_labels import flagged_cluster, flags_from_user
 from lrp_lightning.revise import ClArC
-from test_callback_helpers import TinyClassifier, TinyData, image_data, make_trainer, read_events
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 LAYER = "net.2"
@@ -43,12 +42,14 @@ def _hook_counts(model):
     return [len(module._forward_hooks) for module in model.modules()]
 
 
-def test_tensorboard_gets_the_reevaluation_every_epoch_and_clean_acc_is_the_corrected_models(tmp_path):
+def test_tensorboard_gets_the_reevaluation_every_epoch_and_clean_acc_is_the_corrected_models(
+    tmp_path, image_data, make_trainer, read_events, tiny_classifier, tiny_data
+):
     seed_everything(0)
     callback = _callback()
-    model = TinyClassifier()
+    model = tiny_classifier()
     trainer = make_trainer(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"), max_epochs=2)
-    trainer.fit(model, datamodule=TinyData())
+    trainer.fit(model, datamodule=tiny_data())
     events = read_events(trainer.logger.log_dir)
     for tag in TAGS:
         values = [event.value for event in events.Scalars(f"revision/{tag}")]
@@ -66,24 +67,24 @@ def test_tensorboard_gets_the_reevaluation_every_epoch_and_clean_acc_is_the_corr
     assert events.Scalars("revision/attacked_acc")[-1].value == pytest.approx(expected, abs=1e-6)
 
 
-def test_csv_logger_and_no_logger(tmp_path):
+def test_csv_logger_and_no_logger(tmp_path, make_trainer, tiny_classifier, tiny_data):
     seed_everything(0)
     trainer = make_trainer(tmp_path, [_callback()], logger=CSVLogger(tmp_path, name="csv"), max_epochs=1)
-    trainer.fit(TinyClassifier(), datamodule=TinyData())
+    trainer.fit(tiny_classifier(), datamodule=tiny_data())
     with open(Path(trainer.logger.log_dir) / "metrics.csv") as handle:
         rows = [row for row in csv.DictReader(handle) if row.get("revision/clean_acc")]
     assert len(rows) == 1 and all(rows[0][f"revision/{tag}"] != "" for tag in TAGS)
     callback = _callback()
-    make_trainer(tmp_path, [callback], logger=False, max_epochs=1).fit(TinyClassifier(), datamodule=TinyData())
+    make_trainer(tmp_path, [callback], logger=False, max_epochs=1).fit(tiny_classifier(), datamodule=tiny_data())
     assert callback.cav is not None and callback.separability is not None
 
 
-def test_p_clarc_leaves_training_bitwise_unchanged(tmp_path):
+def test_p_clarc_leaves_training_bitwise_unchanged(tmp_path, make_trainer, tiny_classifier, tiny_data):
     weights = []
     for callbacks in ([], [_callback()]):
         seed_everything(0)
-        model = TinyClassifier()
-        make_trainer(tmp_path, callbacks, max_epochs=2).fit(model, datamodule=TinyData())
+        model = tiny_classifier()
+        make_trainer(tmp_path, callbacks, max_epochs=2).fit(model, datamodule=tiny_data())
         weights.append({name: value.clone() for name, value in model.state_dict().items()})
     for name, value in weights[0].items():
         assert torch.equal(value, weights[1][name]), name
@@ -104,11 +105,11 @@ class HookProbe(Callback):
 
 
 @pytest.mark.parametrize("mode, train, val", [("p", {0}, {1}), ("a", {1}, {0})])
-def test_the_hook_is_attached_where_the_mode_says(tmp_path, mode, train, val):
+def test_the_hook_is_attached_where_the_mode_says(tmp_path, mode, train, val, make_trainer, tiny_classifier, tiny_data):
     seed_everything(0)
     probe = HookProbe()
-    model = TinyClassifier()
-    make_trainer(tmp_path, [_callback(mode=mode), probe], max_epochs=2).fit(model, datamodule=TinyData())
+    model = tiny_classifier()
+    make_trainer(tmp_path, [_callback(mode=mode), probe], max_epochs=2).fit(model, datamodule=tiny_data())
     assert probe.train == train and probe.val == val
     assert _hook_counts(model) == [0] * len(_hook_counts(model))
 
@@ -118,20 +119,20 @@ class FailInTraining(Callback):
         raise KeyError("training fails")
 
 
-def test_an_exception_leaves_no_hook_behind(tmp_path):
+def test_an_exception_leaves_no_hook_behind(tmp_path, make_trainer, tiny_classifier, tiny_data):
     seed_everything(0)
-    model = TinyClassifier()
+    model = tiny_classifier()
     with pytest.raises(KeyError):
-        make_trainer(tmp_path, [_callback(mode="a"), FailInTraining()], max_epochs=1).fit(model, datamodule=TinyData())
+        make_trainer(tmp_path, [_callback(mode="a"), FailInTraining()], max_epochs=1).fit(model, datamodule=tiny_data())
     assert _hook_counts(model) == [0] * len(_hook_counts(model))
 
 
-def test_bad_input_raises_naming_the_fix(tmp_path):
+def test_bad_input_raises_naming_the_fix(tmp_path, make_trainer, tiny_classifier, tiny_data):
     with pytest.raises(ValueError, match=r"no layer 'features'.*'net.2'"):
         make_trainer(tmp_path, [ClArCCallback("features", ARTIFACT_ROWS)], max_epochs=1).fit(
-            TinyClassifier(), datamodule=TinyData())
+            tiny_classifier(), datamodule=tiny_data())
     with pytest.raises(ValueError, match="at least one artifact and one clean sample"):
-        make_trainer(tmp_path, [ClArCCallback(LAYER, [])], max_epochs=1).fit(TinyClassifier(), datamodule=TinyData())
+        make_trainer(tmp_path, [ClArCCallback(LAYER, [])], max_epochs=1).fit(tiny_classifier(), datamodule=tiny_data())
     with pytest.raises(ValueError, match="one entry per collected validation sample"):
         flags_from_user(torch.zeros(5, dtype=torch.bool), 24)
     with pytest.raises(ValueError, match="'p' \\(P-ClArC\\) or 'a'"):
@@ -166,7 +167,7 @@ DDP_SCRIPT = textwrap.dedent(
     import torch
     from lightning.pytorch import Callback, Trainer, seed_everything
     from lrp_lightning.callbacks.revise import ClArCCallback
-    from test_callback_helpers import TinyClassifier, TinyData
+    from _support.lightning_runs import TinyClassifier, TinyData
 
 
     class SaveCav(Callback):
@@ -210,11 +211,13 @@ def test_ddp_two_cpu_ranks_hold_one_identical_cav(tmp_path):
     assert torch.equal(torch.load(root / "tcav_rank0.pt"), torch.load(root / "tcav_rank1.pt"))
 
 
-def test_validate_alone_fits_in_inference_mode_and_logs_the_reevaluation(tmp_path):
+def test_validate_alone_fits_in_inference_mode_and_logs_the_reevaluation(
+    tmp_path, make_trainer, tiny_classifier, tiny_data
+):
     seed_everything(0)
     callback = _callback()
     trainer = make_trainer(tmp_path, [callback], logger=CSVLogger(tmp_path, name="validate"))
-    trainer.validate(TinyClassifier(), datamodule=TinyData(), verbose=False)
+    trainer.validate(tiny_classifier(), datamodule=tiny_data(), verbose=False)
     with open(Path(trainer.logger.log_dir) / "metrics.csv") as handle:
         rows = [row for row in csv.DictReader(handle) if row.get("revision/tcav")]
     assert len(rows) == 1 and all(rows[0][f"revision/{tag}"] != "" for tag in TAGS)

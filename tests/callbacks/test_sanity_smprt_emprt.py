@@ -5,8 +5,6 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from lrp_lightning.attribution import ATTRIBUTORS, Attributor, register_attributor
 from lrp_lightning.callbacks import SanityCheckCallback
-from test_callback_helpers import read_events
-from test_callback_trainer import fit
 
 
 @pytest.fixture
@@ -23,10 +21,12 @@ def model_blind_attributor():
     del ATTRIBUTORS["input_copy"]
 
 
-def test_smprt_and_emprt_logged_and_separate_a_model_blind_explainer(tmp_path, model_blind_attributor):
+def test_smprt_and_emprt_logged_and_separate_a_model_blind_explainer(
+    tmp_path, model_blind_attributor, read_events, seeded_fit
+):
     callback = SanityCheckCallback(["gradient", model_blind_attributor], every_n_epochs=1, num_samples=4, smprt_samples=2,
                                    log_images=False)
-    trainer, _, _ = fit(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"))
+    trainer, _, _ = seeded_fit(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"))
     events = read_events(trainer.logger.log_dir)
     for name in ("gradient", model_blind_attributor):
         for key in ("smprt_last", "smprt_average", "emprt"):
@@ -38,9 +38,9 @@ def test_smprt_and_emprt_logged_and_separate_a_model_blind_explainer(tmp_path, m
     assert events.Scalars("sanity/gradient/smprt_last")[-1].value < 0.9
 
 
-def test_smprt_and_emprt_can_be_switched_off_and_bad_values_raise(tmp_path):
+def test_smprt_and_emprt_can_be_switched_off_and_bad_values_raise(tmp_path, read_events, seeded_fit):
     callback = SanityCheckCallback("gradient", num_samples=3, smprt_samples=0, emprt=False, log_images=False)
-    trainer, _, _ = fit(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"))
+    trainer, _, _ = seeded_fit(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"))
     tags = read_events(trainer.logger.log_dir).Tags()["scalars"]
     assert "sanity/gradient/mprt_spearman" in tags
     assert not [tag for tag in tags if "smprt" in tag or "emprt" in tag]

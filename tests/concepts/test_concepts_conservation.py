@@ -6,22 +6,27 @@ import torch
 from lrp_lightning import canonizers, composites
 from lrp_lightning.concepts import ChannelConcept, CondAttribution
 
-from concept_models import ResidualCNN
-from engine_models import assert_same_state, cnn_with_batch_norm, model_state, randomize_batch_norms
 
 pytestmark = pytest.mark.usefixtures("float64_default")
 
 
-def residual_setup():
-    torch.manual_seed(2)
-    model = randomize_batch_norms(ResidualCNN()).eval()
-    composite = composites.EpsilonPlus(canonizers=[canonizers.NamedMergeBatchNorm(ResidualCNN.merge_pairs())])
-    inputs = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(1))
-    return model, composite, inputs
+@pytest.fixture
+def residual_setup(randomize_batch_norms, residual_cnn):
+    """Call ``residual_setup()`` for the residual CNN (randomised BatchNorms), an EpsilonPlus composite merging
+    its BatchNorms and three inputs."""
+
+    def residual_setup():
+        torch.manual_seed(2)
+        model = randomize_batch_norms(residual_cnn()).eval()
+        composite = composites.EpsilonPlus(canonizers=[canonizers.NamedMergeBatchNorm(residual_cnn.merge_pairs())])
+        inputs = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+        return model, composite, inputs
+
+    return residual_setup
 
 
 @pytest.mark.parametrize("layer", ["block1.conv2", "block2.sum", "fc"])
-def test_concepts_concept_relevances_sum_to_the_layer_relevance(layer):
+def test_concepts_concept_relevances_sum_to_the_layer_relevance(layer, residual_setup):
     model, composite, inputs = residual_setup()
     attribution = CondAttribution(model)
     plain = attribution(inputs, [{"y": [1]}], composite, record_layer=[layer])
@@ -41,7 +46,7 @@ def test_concepts_concept_relevances_sum_to_the_layer_relevance(layer):
 
 
 @pytest.mark.parametrize("exclude_parallel", [True, False])
-def test_concepts_condition_on_all_channels_is_the_plain_attribution(exclude_parallel):
+def test_concepts_condition_on_all_channels_is_the_plain_attribution(exclude_parallel, cnn_with_batch_norm):
     model = cnn_with_batch_norm()
     composite = composites.EpsilonGammaBox(low=-3.0, high=3.0, canonizers=[canonizers.SequentialMergeBatchNorm()])
     inputs = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(3))
@@ -59,7 +64,7 @@ def test_concepts_condition_on_all_channels_is_the_plain_attribution(exclude_par
     torch.testing.assert_close(plain.heatmap, gradient.sum(1), rtol=1e-12, atol=1e-15)
 
 
-def test_concepts_attribution_leaves_model_and_random_state_unchanged():
+def test_concepts_attribution_leaves_model_and_random_state_unchanged(assert_same_state, model_state, residual_setup):
     model, composite, inputs = residual_setup()
     model.fc.weight.grad = torch.ones_like(model.fc.weight)
     before, rng = model_state(model), torch.get_rng_state()
@@ -70,7 +75,7 @@ def test_concepts_attribution_leaves_model_and_random_state_unchanged():
     assert torch.equal(rng, torch.get_rng_state())
 
 
-def test_concepts_bad_conditions_name_the_fix():
+def test_concepts_bad_conditions_name_the_fix(residual_setup):
     model, composite, inputs = residual_setup()
     attribution = CondAttribution(model)
     with pytest.raises(ValueError, match="no layer 'block3.conv1'.*block1.conv1"):

@@ -17,38 +17,44 @@ zennit_layer = pytest.importorskip("zennit.layer")
 from lrp_lightning import canonizers, composites  # noqa: E402
 from lrp_lightning.concepts import AttributionResults, ChannelConcept, CondAttribution  # noqa: E402
 
-from concept_models import ResidualCNN, residual_sum_class  # noqa: E402
-from engine_models import cnn_with_batch_norm, mlp, randomize_batch_norms  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("float64_default")
 TOLERANCE = 1e-6
 COMPOSITES = ["epsilon_plus", "epsilon_plus_flat", "epsilon_gamma_box"]
 
 
-def residual_cnn():
-    torch.manual_seed(3)
-    return randomize_batch_norms(ResidualCNN(residual_sum_class(zennit_layer.Sum))).eval()
+@pytest.fixture
+def crp_residual_cnn(randomize_batch_norms, residual_cnn, residual_sum_class):
+    """Call for the residual CNN with sums that both composites map (ours and zennit's), randomised BatchNorms."""
+
+    def build():
+        torch.manual_seed(3)
+        return randomize_batch_norms(residual_cnn(residual_sum_class(zennit_layer.Sum))).eval()
+
+    return build
 
 
-# model, input shape, record layers, conditions (zennit-crp wants the layers of a condition last to first),
-# BatchNorm canonizers (zennit's, ours)
+# model fixture, input shape, record layers, conditions (zennit-crp wants the layers of a condition last to
+# first), BatchNorm canonizers for the model (zennit's, ours)
 CASES = {
     "cnn_bn": (
-        cnn_with_batch_norm, (3, 12, 12), ["0", "3", "6", "11", "13"],
+        "cnn_with_batch_norm", (3, 12, 12), ["0", "3", "6", "11", "13"],
         [{"y": [1], "6": [0, 2]}, {"y": [3], "6": [3], "3": [1, 4, 5]}, {"y": [0]}, {"y": [2, 4], "11": [7]}],
-        lambda: [zennit_canonizers.SequentialMergeBatchNorm()], lambda: [canonizers.SequentialMergeBatchNorm()],
+        lambda model: [zennit_canonizers.SequentialMergeBatchNorm()],
+        lambda model: [canonizers.SequentialMergeBatchNorm()],
     ),
     "residual": (
-        residual_cnn, (3, 8, 8), ["stem", "block1.conv1", "block1.conv2", "block1.sum", "block2.conv2", "block2.shortcut", "fc"],
+        "crp_residual_cnn", (3, 8, 8),
+        ["stem", "block1.conv1", "block1.conv2", "block1.sum", "block2.conv2", "block2.shortcut", "fc"],
         [{"y": [2], "block2.conv2": [1, 4]}, {"y": [0], "block2.conv2": [0], "block1.conv1": [2, 3]},
          {"y": [1], "block1.sum": [5]}, {"y": [3]}],
-        lambda: [zennit_canonizers.NamedMergeBatchNorm(ResidualCNN.merge_pairs())],
-        lambda: [canonizers.NamedMergeBatchNorm(ResidualCNN.merge_pairs())],
+        lambda model: [zennit_canonizers.NamedMergeBatchNorm(model.merge_pairs())],
+        lambda model: [canonizers.NamedMergeBatchNorm(model.merge_pairs())],
     ),
     "mlp": (
-        mlp, (10,), ["0", "2", "4"],
+        "mlp", (10,), ["0", "2", "4"],
         [{"y": [1], "2": [0, 5, 7]}, {"y": [3], "2": [11], "0": [1, 2, 3]}, {"y": [0, 2]}],
-        lambda: [], lambda: [],
+        lambda model: [], lambda model: [],
     ),
 }
 
@@ -59,8 +65,8 @@ def composite_pair(name, inputs, zennit_canonizer, our_canonizer):
         reduce = (0, *range(2, inputs.dim()))
         kwargs = {"low": inputs.amin(dim=reduce, keepdim=True).expand_as(inputs[:1]) - 0.5,
                   "high": inputs.amax(dim=reduce, keepdim=True).expand_as(inputs[:1]) + 0.5}
-    return (zennit_composites.COMPOSITES[name](canonizers=zennit_canonizer(), **kwargs),
-            composites.COMPOSITES[name](canonizers=our_canonizer(), **kwargs))
+    return (zennit_composites.COMPOSITES[name](canonizers=zennit_canonizer, **kwargs),
+            composites.COMPOSITES[name](canonizers=our_canonizer, **kwargs))
 
 
 def assert_close(actual, expected):
@@ -69,12 +75,12 @@ def assert_close(actual, expected):
     assert error < TOLERANCE, f"relative max error {error:.3e}"
 
 
-def run_both(case, composite_name, exclude_parallel, samples=2):
-    build, shape, record, conditions, zennit_canonizer, our_canonizer = CASES[case]
-    model = build()
+def run_both(request, case, composite_name, exclude_parallel, samples=2):
+    model_fixture, shape, record, conditions, zennit_canonizer, our_canonizer = CASES[case]
+    model = request.getfixturevalue(model_fixture)()
     generator = torch.Generator().manual_seed(11)
     inputs = torch.randn(samples, *shape, generator=generator)
-    theirs, ours = composite_pair(composite_name, inputs, zennit_canonizer, our_canonizer)
+    theirs, ours = composite_pair(composite_name, inputs, zennit_canonizer(model), our_canonizer(model))
     oracle = crp_attribution.CondAttribution(copy.deepcopy(model))
     if exclude_parallel:
         # zennit-crp runs the conditions of each set of layers on their own and returns them set by set
@@ -118,8 +124,8 @@ def oracle_relevance(expected, conditions, layer, exclude_parallel):
 @pytest.mark.parametrize("exclude_parallel", [True, False], ids=["exclude_parallel", "single_pass"])
 @pytest.mark.parametrize("composite_name", COMPOSITES)
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_concepts_conditional_attribution_matches_zennit_crp(case, composite_name, exclude_parallel):
-    conditions, record, expected, actual = run_both(case, composite_name, exclude_parallel)
+def test_concepts_conditional_attribution_matches_zennit_crp(request, case, composite_name, exclude_parallel):
+    conditions, record, expected, actual = run_both(request, case, composite_name, exclude_parallel)
     assert actual.heatmap.shape == expected.heatmap.shape == (2 * len(conditions), *expected.heatmap.shape[1:])
     assert_close(actual.heatmap, expected.heatmap)
     assert_close(actual.prediction, expected.prediction)
@@ -135,19 +141,20 @@ def test_concepts_conditional_attribution_matches_zennit_crp(case, composite_nam
                              oracle_concept.attribute(relevance, abs_norm=abs_norm))
 
 
-def test_concepts_one_sample_under_several_conditions_matches_zennit_crp():
-    conditions, _, expected, actual = run_both("residual", "epsilon_plus", True, samples=1)
+def test_concepts_one_sample_under_several_conditions_matches_zennit_crp(request):
+    conditions, _, expected, actual = run_both(request, "residual", "epsilon_plus", True, samples=1)
     assert actual.heatmap.shape[0] == len(conditions)
     assert_close(actual.heatmap, expected.heatmap)
 
 
 @pytest.mark.parametrize("samples", [2, 3], ids=["every_sample_every_condition", "paired"])
-def test_concepts_conditions_broadcast_over_the_batch_as_zennit_crp(samples):
+def test_concepts_conditions_broadcast_over_the_batch_as_zennit_crp(samples, crp_residual_cnn):
     # one set of conditioned layers: zennit-crp answers all conditions in one call
-    model = residual_cnn()
+    model = crp_residual_cnn()
     conditions = [{"y": [0], "block2.conv2": [1]}, {"y": [2], "block2.conv2": [0, 3]}, {"y": [1], "block2.conv2": [5]}]
     inputs = torch.randn(samples, 3, 8, 8, generator=torch.Generator().manual_seed(5))
-    theirs, ours = composite_pair("epsilon_plus", inputs, *CASES["residual"][-2:])
+    zennit_canonizer, our_canonizer = CASES["residual"][-2:]
+    theirs, ours = composite_pair("epsilon_plus", inputs, zennit_canonizer(model), our_canonizer(model))
     expected = crp_attribution.CondAttribution(copy.deepcopy(model))(inputs.clone().requires_grad_(True), conditions, theirs)
     actual = CondAttribution(model)(inputs, conditions, ours)
     assert actual.heatmap.shape[0] == (3 if samples == 3 else 6)

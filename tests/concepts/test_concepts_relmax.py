@@ -15,7 +15,6 @@ from lrp_lightning.concepts import (
     relmax,
 )
 
-from engine_models import cnn_with_batch_norm
 
 pytestmark = pytest.mark.usefixtures("float64_default")
 LAYERS = ["3", "6"]
@@ -32,7 +31,7 @@ def our_composite():
 
 
 @pytest.mark.large  # zennit-crp's FeatureVisualization takes ~15 s whatever the data size
-def test_concepts_relmax_references_match_zennit_crp(tmp_path):
+def test_concepts_relmax_references_match_zennit_crp(tmp_path, cnn_with_batch_norm):
     crp_attribution = pytest.importorskip("crp.attribution")
     crp_concepts = pytest.importorskip("crp.concepts")
     crp_visualization = pytest.importorskip("crp.visualization")
@@ -59,7 +58,7 @@ def test_concepts_relmax_references_match_zennit_crp(tmp_path):
         assert (~tied).sum() > tied.numel() // 2
 
 
-def test_concepts_sharded_relmax_merges_to_the_full_search():
+def test_concepts_sharded_relmax_merges_to_the_full_search(cnn_with_batch_norm):
     model, dataset = cnn_with_batch_norm(), reference_data(17)
     full = relmax(model, our_composite(), dataset, LAYERS, top_k=6, batch_size=4)
     shards = [relmax(model, our_composite(), dataset, LAYERS, top_k=6, batch_size=3, shard=(rank, 3)) for rank in range(3)]
@@ -69,7 +68,7 @@ def test_concepts_sharded_relmax_merges_to_the_full_search():
         torch.testing.assert_close(merged[layer].scores, full[layer].scores, rtol=1e-12, atol=0)
 
 
-def test_concepts_relmax_is_the_brute_force_ranking():
+def test_concepts_relmax_is_the_brute_force_ranking(cnn_with_batch_norm):
     model, dataset = cnn_with_batch_norm(), reference_data(15)
     found = relmax(model, our_composite(), dataset, ["6"], top_k=4, batch_size=4, abs_norm=False)
     inputs, labels = dataset.tensors
@@ -79,7 +78,7 @@ def test_concepts_relmax_is_the_brute_force_ranking():
     assert torch.equal(found["6"].indices, expected)
 
 
-def test_concepts_reference_patches_are_cropped_where_the_conditional_heatmap_is():
+def test_concepts_reference_patches_are_cropped_where_the_conditional_heatmap_is(cnn_with_batch_norm):
     model, dataset = cnn_with_batch_norm(), reference_data(12)
     found = relmax(model, our_composite(), dataset, ["6"], top_k=3)
     patches = reference_patches(model, our_composite(), dataset, found["6"], "6", [0, 2], patch_size=5, batch_size=4)

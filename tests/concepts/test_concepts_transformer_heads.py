@@ -9,7 +9,6 @@ from lrp_lightning.attribution import Gradient
 from lrp_lightning.composites import CPLRP, AttnLRP
 from lrp_lightning.concepts import ChannelConcept, CondAttribution, GroupConcept, HeadDimensionConcept
 
-from transformer_models import golden_language_model, load_golden, torchvision_vit  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("float64_default")
 COMPOSITES = {"cp_lrp": CPLRP, "attn_lrp": AttnLRP}
@@ -29,30 +28,45 @@ class LastPositionLogits(torch.nn.Module):
         return self.model(inputs_embeds=embeddings).logits[:, -1]
 
 
-def vit_case():
-    model = torchvision_vit(load_golden("vit_cp_lrp"))
-    attention = model.encoder.layers.encoder_layer_1.self_attention
-    images = torch.randn(2, 3, *[model.image_size] * 2, generator=torch.Generator().manual_seed(0))
-    return model, attention.out_proj, "encoder.layers.encoder_layer_1.self_attention.out_proj", \
-        attention.num_heads, attention.head_dim, images
+@pytest.fixture
+def vit_case(load_golden, torchvision_vit):
+    """Call ``vit_case()`` for the golden ViT, its second attention's output projection (module and name), the
+    number and size of its heads and two images."""
+
+    def vit_case():
+        model = torchvision_vit(load_golden("vit_cp_lrp"))
+        attention = model.encoder.layers.encoder_layer_1.self_attention
+        images = torch.randn(2, 3, *[model.image_size] * 2, generator=torch.Generator().manual_seed(0))
+        return model, attention.out_proj, "encoder.layers.encoder_layer_1.self_attention.out_proj", \
+            attention.num_heads, attention.head_dim, images
+
+    return vit_case
 
 
-def gpt2_case():
-    language_model = golden_language_model(load_golden("gpt2_cp_lrp"), "eager")
-    model = LastPositionLogits(language_model).eval()
-    attention = language_model.transformer.h[1].attn
-    tokens = torch.randint(0, language_model.config.vocab_size, (2, 6), generator=torch.Generator().manual_seed(0))
-    embeddings = language_model.transformer.wte(tokens).detach()
-    return model, attention.c_proj, "model.transformer.h.1.attn.c_proj", attention.num_heads, attention.head_dim, embeddings
+@pytest.fixture
+def gpt2_case(golden_language_model, load_golden):
+    """Call ``gpt2_case()`` for the golden GPT-2 explained by its last position's logits, its second attention's
+    output projection (module and name), the number and size of its heads and two token embeddings."""
+
+    def gpt2_case():
+        language_model = golden_language_model(load_golden("gpt2_cp_lrp"), "eager")
+        model = LastPositionLogits(language_model).eval()
+        attention = language_model.transformer.h[1].attn
+        tokens = torch.randint(0, language_model.config.vocab_size, (2, 6), generator=torch.Generator().manual_seed(0))
+        embeddings = language_model.transformer.wte(tokens).detach()
+        projection_name = "model.transformer.h.1.attn.c_proj"
+        return model, attention.c_proj, projection_name, attention.num_heads, attention.head_dim, embeddings
+
+    return gpt2_case
 
 
-CASES = {"vit": vit_case, "gpt2": gpt2_case}
+CASES = {"vit": "vit_case", "gpt2": "gpt2_case"}  # the fixtures building each case
 
 
-def bias_free_case(case, composite_name):
+def bias_free_case(make_case, composite_name):
     """The case's model with its attention's output projection made bias-free (a bias-free projection passes all
     relevance from its output to its input), the composite, and the names of the heads' output and the layer."""
-    model, projection, projection_name, heads, head_dim, inputs = CASES[case]()
+    model, projection, projection_name, heads, head_dim, inputs = make_case()
     with torch.no_grad():
         projection.bias.zero_()
     composite = COMPOSITES[composite_name](epsilon=1e-12)
@@ -61,8 +75,9 @@ def bias_free_case(case, composite_name):
 
 @pytest.mark.parametrize("composite_name", sorted(COMPOSITES))
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_concepts_head_concepts_sum_to_the_attention_layer_relevance(case, composite_name):
-    model, heads, head_dim, inputs, composite, heads_in, attention_out = bias_free_case(case, composite_name)
+def test_concepts_head_concepts_sum_to_the_attention_layer_relevance(request, case, composite_name):
+    model, heads, head_dim, inputs, composite, heads_in, attention_out = bias_free_case(
+        request.getfixturevalue(CASES[case]), composite_name)
     attribution = CondAttribution(model)
     target = 1
     plain = attribution(inputs, {"y": [target]}, composite, record_layer=[heads_in, attention_out])
@@ -87,7 +102,7 @@ def test_concepts_head_concepts_sum_to_the_attention_layer_relevance(case, compo
     torch.testing.assert_close(conditional.heatmap.sum(dim=0), through.heatmap[0], rtol=1e-8, atol=1e-12)
 
 
-def test_concepts_head_conditions_leave_the_transformer_unchanged():
+def test_concepts_head_conditions_leave_the_transformer_unchanged(vit_case):
     model, _, projection_name, heads, head_dim, inputs = vit_case()
     before = copy.deepcopy(model.state_dict())
     with pytest.raises(IndexError, match=f"with {heads} concepts"):
@@ -106,8 +121,9 @@ VALUES = {
 
 @pytest.mark.parametrize("composite_name", sorted(COMPOSITES))
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_concepts_value_dimension_concepts_split_the_heads_and_the_layer(case, composite_name):
-    model, heads, head_dim, inputs, composite, heads_in, attention_out = bias_free_case(case, composite_name)
+def test_concepts_value_dimension_concepts_split_the_heads_and_the_layer(request, case, composite_name):
+    model, heads, head_dim, inputs, composite, heads_in, attention_out = bias_free_case(
+        request.getfixturevalue(CASES[case]), composite_name)
     values, offset = VALUES[case](heads, head_dim)
     value_concept, output_concept = HeadDimensionConcept(heads, head_dim, offset=offset), HeadDimensionConcept(heads, head_dim)
     attribution = CondAttribution(model)
@@ -150,7 +166,7 @@ def test_concepts_value_dimension_concepts_split_the_heads_and_the_layer(case, c
 
 
 @pytest.mark.parametrize("composite_name", sorted(COMPOSITES))
-def test_concepts_gradient_view_attribution_is_the_attributors(composite_name):
+def test_concepts_gradient_view_attribution_is_the_attributors(composite_name, vit_case):
     model, _, _, _, _, images = vit_case()
     composite = COMPOSITES[composite_name](epsilon=1e-12)
     result = CondAttribution(model)(images, {"y": [1]}, composite)
@@ -159,7 +175,7 @@ def test_concepts_gradient_view_attribution_is_the_attributors(composite_name):
     torch.testing.assert_close(result.heatmap, relevance.sum(dim=1), rtol=1e-12, atol=1e-15)
 
 
-def test_concepts_value_dimension_errors_name_the_fix():
+def test_concepts_value_dimension_errors_name_the_fix(vit_case):
     model, _, _, heads, head_dim, images = vit_case()
     values = VALUES["vit"](heads, head_dim)[0]
     before = copy.deepcopy(model.state_dict())

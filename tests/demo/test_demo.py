@@ -1,7 +1,6 @@
 """The demo's model, mask metrics, event-file summary and command line (end to end, tiny)."""
 import io
 import json
-import os
 import queue
 import random
 import re
@@ -11,10 +10,9 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from contextlib import contextmanager, redirect_stdout, suppress
+from contextlib import redirect_stdout, suppress
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -27,21 +25,6 @@ from lrp_lightning.demo.model import ShapesCNN
 from lrp_lightning.demo.summary import epoch_table, read_scalars
 
 
-@contextmanager
-def restored_global_state():
-    """Undo what a script run in-process changes globally: RNG states and environment variables."""
-    rng = (torch.get_rng_state(), np.random.get_state(), random.getstate())
-    environment = dict(os.environ)
-    try:
-        yield
-    finally:
-        torch.set_rng_state(rng[0])
-        np.random.set_state(rng[1])
-        random.setstate(rng[2])
-        os.environ.clear()
-        os.environ.update(environment)
-
-
 def test_cnn_maps_images_to_logits_and_pairs_every_conv_with_a_batchnorm():
     model = ShapesCNN(num_classes=5, width=4)
     assert model(torch.rand(2, 3, 64, 64)).shape == (2, 5)
@@ -51,7 +34,7 @@ def test_cnn_maps_images_to_logits_and_pairs_every_conv_with_a_batchnorm():
     assert all(isinstance(layers[i + 1], torch.nn.BatchNorm2d) for i in conv_positions)
 
 
-def test_learning_rate_decays_from_the_configured_value_to_zero_over_the_fit():
+def test_learning_rate_decays_from_the_configured_value_to_zero_over_the_fit(restored_global_state):
     import lightning.pytorch as pl
 
     from lrp_lightning.demo.data import ShapesDataModule
@@ -154,7 +137,7 @@ def test_report_points_to_make_board_only_for_the_default_log_dir(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_demo(tmp_path_factory):
+def tiny_demo(tmp_path_factory, restored_global_state):
     """A two-epoch demo run on tiny data: (log root, run directory, printed report)."""
     root = tmp_path_factory.mktemp("demo_logs")
     output = io.StringIO()
@@ -262,7 +245,7 @@ def test_make_figures_crops_each_grid_and_stacks_one_line_per_run(tmp_path):
     assert figure.size == (2 * (3 * 8 + 4) + make_figures.GAP, 2 * line_height + make_figures.GAP)
 
 
-def test_demo_defaults_show_the_confounder_on_and_not_off(tmp_path):
+def test_demo_defaults_show_the_confounder_on_and_not_off(tmp_path, restored_global_state):
     """The README's acceptance figures: ``make demo``'s settings with the confounder on and off.
 
     README ("What `make demo` shows"): with the confounder on, the watermark gets far more than its
@@ -304,7 +287,9 @@ def test_demo_defaults_show_the_confounder_on_and_not_off(tmp_path):
     assert f"random {aopc['--confounder']['random']:.2f}" in printed["--confounder"]
 
 
-def test_vit_demo_attn_lrp_and_cp_lrp_show_the_confounder_on_and_not_off_and_beat_gradient_and_random(tmp_path):
+def test_vit_demo_attn_lrp_and_cp_lrp_show_the_confounder_on_and_not_off_and_beat_gradient_and_random(
+    tmp_path, restored_global_state
+):
     """``--model vit`` at its defaults: the ViT explanations find the watermark only when it was a shortcut."""
     area_share = WATERMARK_SIZE**2 / IMAGE_SIZE**2
     scalars = {}

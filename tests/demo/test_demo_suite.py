@@ -10,7 +10,6 @@ from lrp_lightning.callbacks import RelevanceClusterCallback
 from lrp_lightning.demo.__main__ import parse_args, train
 from lrp_lightning.demo.data import IMAGE_SIZE, WATERMARK_SIZE, ShapesDataModule
 from lrp_lightning.demo.summary import read_scalars
-from test_demo import restored_global_state
 
 
 def watermark_clusters(callback: RelevanceClusterCallback, val_split) -> dict:
@@ -35,7 +34,7 @@ def watermark_clusters(callback: RelevanceClusterCallback, val_split) -> dict:
 
 
 @pytest.fixture(scope="module")
-def demo_runs(tmp_path_factory):
+def demo_runs(tmp_path_factory, restored_global_state):
     """The demo with the suite at its default length (6 epochs), confounder on and off."""
     root = tmp_path_factory.mktemp("demo_suite")
     runs = {}

@@ -11,18 +11,24 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lrp_lightning.composites import COMPOSITES
-from test_demo import restored_global_state
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def run_example(name, *args, monkeypatch):
-    """Run ``examples/<name>`` as ``__main__`` with ``args``; return what it printed."""
-    monkeypatch.setattr(sys, "argv", [name, *map(str, args)])
-    output = io.StringIO()
-    with restored_global_state(), redirect_stdout(output):
-        runpy.run_path(str(EXAMPLES / name), run_name="__main__")
-    return output.getvalue()
+@pytest.fixture
+def run_example(restored_global_state):
+    """Call ``run_example(name, *args, monkeypatch=monkeypatch)`` to run ``examples/<name>`` as ``__main__``;
+    returns what it printed."""
+
+    def run_example(name, *args, monkeypatch):
+        """Run ``examples/<name>`` as ``__main__`` with ``args``; return what it printed."""
+        monkeypatch.setattr(sys, "argv", [name, *map(str, args)])
+        output = io.StringIO()
+        with restored_global_state(), redirect_stdout(output):
+            runpy.run_path(str(EXAMPLES / name), run_name="__main__")
+        return output.getvalue()
+
+    return run_example
 
 
 def event_tags(log_dir):
@@ -38,7 +44,7 @@ def test_every_example_has_a_test():
 
 
 @pytest.mark.parametrize("composite", ["epsilon_plus_flat", "epsilon_gamma_box"])
-def test_resnet_heatmap_saves_an_input_heatmap_overlay_png(tmp_path, monkeypatch, composite):
+def test_resnet_heatmap_saves_an_input_heatmap_overlay_png(tmp_path, monkeypatch, composite, run_example):
     target = tmp_path / "heatmap.png"
     run_example("resnet_heatmap.py", "--size", 32, "--composite", composite, "--output", target,
                 monkeypatch=monkeypatch)
@@ -47,7 +53,7 @@ def test_resnet_heatmap_saves_an_input_heatmap_overlay_png(tmp_path, monkeypatch
         assert height == 32 and 3 * 32 <= width < 4 * 32 and picture.mode == "RGB"  # three panels
 
 
-def test_custom_composite_registers_and_applies_the_name_map(monkeypatch):
+def test_custom_composite_registers_and_applies_the_name_map(monkeypatch, run_example):
     saved = dict(COMPOSITES)
     try:
         printed = run_example("custom_composite.py", monkeypatch=monkeypatch)
@@ -61,7 +67,7 @@ def test_custom_composite_registers_and_applies_the_name_map(monkeypatch):
     assert "relevance (2, 3, 16, 16)" in printed
 
 
-def test_lightning_callback_script_logs_heatmaps_and_metrics(tmp_path, monkeypatch):
+def test_lightning_callback_script_logs_heatmaps_and_metrics(tmp_path, monkeypatch, run_example):
     run_example("lightning_callback.py", "--epochs", 1, "--n-train", 32, "--log-dir", tmp_path,
                 monkeypatch=monkeypatch)
     tags = event_tags(tmp_path / "lightning_callback" / "version_0")
@@ -70,7 +76,7 @@ def test_lightning_callback_script_logs_heatmaps_and_metrics(tmp_path, monkeypat
         assert f"attribution/{name}/deletion" in tags["scalars"]
 
 
-def test_lightning_cli_yaml_adds_the_callback(tmp_path, monkeypatch):
+def test_lightning_cli_yaml_adds_the_callback(tmp_path, monkeypatch, run_example):
     run_example(
         "lightning_cli.py", "fit", "--config", EXAMPLES / "lightning_cli.yaml", "--trainer.max_epochs", 1,
         "--data.n_train", 32, "--data.n_val", 8, "--trainer.enable_progress_bar", "false",
@@ -82,7 +88,7 @@ def test_lightning_cli_yaml_adds_the_callback(tmp_path, monkeypatch):
         assert f"attribution/{name}/aopc" in tags["scalars"]
 
 
-def test_metrics_standalone_prints_every_metric_for_both_explainers(monkeypatch):
+def test_metrics_standalone_prints_every_metric_for_both_explainers(monkeypatch, run_example):
     printed = run_example("metrics_standalone.py", "--train-steps", 1, "--samples", 3, "--steps", 4,
                           monkeypatch=monkeypatch)
     lines = printed.splitlines()
@@ -95,7 +101,7 @@ def test_metrics_standalone_prints_every_metric_for_both_explainers(monkeypatch)
     assert torch.isfinite(torch.tensor(list(values.values()))).all()
 
 
-def test_text_shortcut_attn_lrp_finds_the_deciding_keyword_in_the_logged_tables(tmp_path, monkeypatch):
+def test_text_shortcut_attn_lrp_finds_the_deciding_keyword_in_the_logged_tables(tmp_path, monkeypatch, run_example):
     """The tag is right for 90 % of the training data and random in validation; the model reads the keyword."""
     from lrp_lightning.callbacks.tokens import TOKEN_IMAGE_WIDTH
     from lrp_lightning.demo.text_data import KEYWORDS, SOURCE_TAGS
@@ -120,7 +126,7 @@ def test_text_shortcut_attn_lrp_finds_the_deciding_keyword_in_the_logged_tables(
 
 
 @pytest.mark.large
-def test_text_shortcut_at_the_readme_settings_gives_the_readme_counts(tmp_path, monkeypatch):
+def test_text_shortcut_at_the_readme_settings_gives_the_readme_counts(tmp_path, monkeypatch, run_example):
     """README: in the run with the example's defaults (4 epochs, seed 0, validation accuracy 1.00) AttnLRP
     and CP-LRP put the most relevance on the keyword in 32 of 32 explained validation sequences, the
     plain gradient x input in 1 of 32."""

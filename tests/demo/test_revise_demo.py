@@ -5,22 +5,29 @@ from __future__ import annotations
 import io
 from contextlib import redirect_stdout
 
+import pytest
+
 from lrp_lightning.demo.__main__ import main
 from lrp_lightning.demo.summary import read_scalars
-from test_demo import restored_global_state
 
 TINY = ["--n-train", "96", "--n-val", "48", "--epochs", "1", "--batch-size", "32", "--accelerator", "cpu"]
 
 
-def _run(tmp_path, *options):
-    output = io.StringIO()
-    with restored_global_state(), redirect_stdout(output):
-        main([*TINY, "--log-dir", str(tmp_path), *options])
-    return output.getvalue()
+@pytest.fixture
+def run(restored_global_state):
+    """Call ``run(tmp_path, *options)`` to run the tiny demo in-process; returns what it printed."""
+
+    def run(tmp_path, *options):
+        output = io.StringIO()
+        with restored_global_state(), redirect_stdout(output):
+            main([*TINY, "--log-dir", str(tmp_path), *options])
+        return output.getvalue()
+
+    return run
 
 
-def test_revise_rrr_prints_both_models_with_figures_from_the_event_files(tmp_path):
-    printed = _run(tmp_path, "--revise", "rrr")
+def test_revise_rrr_prints_both_models_with_figures_from_the_event_files(tmp_path, run):
+    printed = run(tmp_path, "--revise", "rrr")
     runs = sorted({path.parent for path in tmp_path.glob("revise_rrr/seed0/*/version_0/events.out.tfevents.*")})
     assert [run.parent.name for run in runs] == ["confounded", "right_reasons"]
     for run, row in zip(runs, ("| confounded |", "| RightReasonsLoss (gradient) |")):

@@ -1,6 +1,5 @@
 """Tests for lrp_lightning.attribution: attributors, target handling, registry, side effects."""
 import importlib.util
-import random
 
 import numpy as np
 import pytest
@@ -10,6 +9,7 @@ from torch import nn
 from lrp_lightning.attribution import (ATTRIBUTORS, Attributor, Gradient, IntegratedGradients,
                                        Occlusion, SmoothGrad, get_attributor, grad_outputs,
                                        register_attributor)
+
 
 HAS_LRP_COMPOSITES = importlib.util.find_spec("lrp_lightning.composites") is not None
 
@@ -51,46 +51,6 @@ def reference_gradient(model: nn.Module, x: torch.Tensor, weights: torch.Tensor)
 
 def one_hot(indices, classes=5):
     return torch.nn.functional.one_hot(torch.as_tensor(indices), classes).float()
-
-
-def module_state(model: nn.Module) -> dict:
-    """Everything of the model that an attributor must leave as it was."""
-    hook_dicts = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
-                  "_state_dict_hooks", "_load_state_dict_pre_hooks")
-    return {
-        "tensors": {name: value.detach().clone() for name, value in model.state_dict(keep_vars=True).items()},
-        "tensor_ids": [id(value) for value in model.state_dict(keep_vars=True).values()],
-        "requires_grad": [p.requires_grad for p in model.parameters()],
-        "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
-        "training": [m.training for m in model.modules()],
-        "hooks": [len(getattr(m, name, {})) for m in model.modules() for name in hook_dicts],
-        "param_hooks": [len(p._backward_hooks or {}) if hasattr(p, "_backward_hooks") else 0
-                        for p in model.parameters()],
-    }
-
-
-def random_state() -> tuple:
-    """Global RNG states; NumPy's in full (a draw moves its position, rarely its key array)."""
-    name, keys, position, has_gauss, cached = np.random.get_state()
-    return torch.get_rng_state(), (name, keys.copy(), position, has_gauss, cached), random.getstate()
-
-
-def assert_same_module_state(before: dict, after: dict) -> None:
-    assert before["tensors"].keys() == after["tensors"].keys()
-    for name in before["tensors"]:
-        assert torch.equal(before["tensors"][name], after["tensors"][name]), name
-    for key in ("tensor_ids", "requires_grad", "training", "hooks", "param_hooks"):
-        assert before[key] == after[key], key
-    for grad_before, grad_after in zip(before["grads"], after["grads"]):
-        assert (grad_before is None) == (grad_after is None)
-        if grad_before is not None:
-            assert torch.equal(grad_before, grad_after)
-
-
-def assert_same_random_state(before: tuple, after: tuple) -> None:
-    assert torch.equal(before[0], after[0])
-    assert before[1][0] == after[1][0] and np.array_equal(before[1][1], after[1][1]) and before[1][2:] == after[1][2:]
-    assert before[2] == after[2]
 
 
 def make_attributor(name: str, model: nn.Module, composite=None) -> Attributor:
@@ -377,7 +337,9 @@ def test_occlusion_ignores_the_composite():
 
 @pytest.mark.parametrize("name", sorted(ATTRIBUTORS))
 @pytest.mark.parametrize("with_composite", [False, True])
-def test_model_and_random_state_are_left_unchanged(name, with_composite):
+def test_model_and_random_state_are_left_unchanged(
+    name, with_composite, assert_rng_equal, assert_same_module_state, module_state, random_state
+):
     model, x = training_model(), inputs()
     composite = zennit_composite() if with_composite else None
     model_before, random_before = module_state(model), random_state()
@@ -386,18 +348,20 @@ def test_model_and_random_state_are_left_unchanged(name, with_composite):
         attributor(x, 1)
         attributor(x, None)
     assert_same_module_state(model_before, module_state(model))
-    assert_same_random_state(random_before, random_state())
+    assert_rng_equal(random_before, random_state())
 
 
 @pytest.mark.parametrize("name", sorted(ATTRIBUTORS))
-def test_model_is_restored_when_the_call_raises(name):
+def test_model_is_restored_when_the_call_raises(
+    name, assert_rng_equal, assert_same_module_state, module_state, random_state
+):
     model, x = training_model(), inputs()
     model_before, random_before = module_state(model), random_state()
     with pytest.raises(ValueError):
         with make_attributor(name, model, zennit_composite()) as attributor:
             attributor(x, 7)
     assert_same_module_state(model_before, module_state(model))
-    assert_same_random_state(random_before, random_state())
+    assert_rng_equal(random_before, random_state())
 
 
 def test_inputs_are_not_modified_and_inference_mode_is_handled():
@@ -455,7 +419,9 @@ def test_bad_settings_raise(cls, kwargs):
 @pytest.mark.skipif(not HAS_LRP_COMPOSITES, reason="lrp_lightning.composites not in the tree yet")
 @pytest.mark.parametrize("name", sorted(ATTRIBUTORS))
 @pytest.mark.parametrize("train", [False, True])
-def test_lrp_lightning_composite_with_canonizer_leaves_model_unchanged(name, train):
+def test_lrp_lightning_composite_with_canonizer_leaves_model_unchanged(
+    name, train, assert_rng_equal, assert_same_module_state, module_state, random_state
+):
     from lrp_lightning.canonizers import SequentialMergeBatchNorm
     from lrp_lightning.composites import get_composite
 
@@ -469,7 +435,7 @@ def test_lrp_lightning_composite_with_canonizer_leaves_model_unchanged(name, tra
     with pytest.raises(ValueError):
         make_attributor(name, model, composite)(x, 9)
     assert_same_module_state(model_before, module_state(model))
-    assert_same_random_state(random_before, random_state())
+    assert_rng_equal(random_before, random_state())
 
 
 @pytest.mark.skipif(not HAS_LRP_COMPOSITES, reason="lrp_lightning.composites not in the tree yet")

@@ -6,7 +6,6 @@ import inspect
 
 import pytest
 import torch
-from engine_models import cnn_with_batch_norm, randomize_batch_norms, resnet18
 
 from lrp_lightning import auto_canonizers as registry
 from lrp_lightning.attribution import Gradient
@@ -53,20 +52,26 @@ def resolved(composite, model):
         return [type(canonizer) for canonizer in composite.canonizers]
 
 
-def vgg16():
-    build = pytest.importorskip("torchvision.models").vgg16_bn
-    torch.manual_seed(1)
-    return randomize_batch_norms(build(num_classes=5)).eval()
+@pytest.fixture
+def vgg16(randomize_batch_norms):
+    """Call for a torchvision VGG16-BN (5 classes) with randomised BatchNorms."""
+
+    def build():
+        vgg16_bn = pytest.importorskip("torchvision.models").vgg16_bn
+        torch.manual_seed(1)
+        return randomize_batch_norms(vgg16_bn(num_classes=5)).eval()
+
+    return build
 
 
-@pytest.mark.parametrize("build, explicit, shape", [
-    (resnet18, lambda: [pytest.importorskip("lrp_lightning.torchvision").ResNetCanonizer()], (2, 3, 32, 32)),
-    (vgg16, lambda: [pytest.importorskip("lrp_lightning.torchvision").VGGCanonizer()], (1, 3, 32, 32)),
-    (cnn_with_batch_norm, lambda: [SequentialMergeBatchNorm()], (2, 3, 12, 12)),
+@pytest.mark.parametrize("model_fixture, explicit, shape", [
+    ("resnet18", lambda: [pytest.importorskip("lrp_lightning.torchvision").ResNetCanonizer()], (2, 3, 32, 32)),
+    ("vgg16", lambda: [pytest.importorskip("lrp_lightning.torchvision").VGGCanonizer()], (1, 3, 32, 32)),
+    ("cnn_with_batch_norm", lambda: [SequentialMergeBatchNorm()], (2, 3, 12, 12)),
 ], ids=["resnet18", "vgg16_bn", "conv_bn"])
-def test_epsilon_gamma_box_auto_equals_the_explicit_canonizers_bitwise(build, explicit, shape):
+def test_epsilon_gamma_box_auto_equals_the_explicit_canonizers_bitwise(request, model_fixture, explicit, shape):
     torch.manual_seed(0)
-    model = build()
+    model = request.getfixturevalue(model_fixture)()
     x = torch.rand(shape) * 2 - 1
     target = torch.tensor([1, 3][: shape[0]])
     automatic = relevance(model, box("auto"), x, target)
@@ -99,9 +104,8 @@ def test_transformer_composites_auto_is_what_it_was(composite):
                        relevance(model, composite(canonizers=[MultiheadAttentionCanonizer()]), x, target))
 
 
-def test_attn_lrp_auto_on_a_hugging_face_model_is_its_three_canonizers():
+def test_attn_lrp_auto_on_a_hugging_face_model_is_its_three_canonizers(tiny_language_model, token_relevance):
     pytest.importorskip("transformers")
-    from transformer_models import tiny_language_model, token_relevance
 
     from lrp_lightning.transformer.huggingface import GatedMLPCanonizer, HuggingFaceAttentionCanonizer, RMSNormCanonizer
 
@@ -115,7 +119,7 @@ def test_attn_lrp_auto_on_a_hugging_face_model_is_its_three_canonizers():
     assert torch.equal(automatic, named)
 
 
-def test_zennit_defaults_stay_and_auto_is_opt_in():
+def test_zennit_defaults_stay_and_auto_is_opt_in(cnn_with_batch_norm):
     for name, cls in COMPOSITES.items():
         default = inspect.signature(cls).parameters["canonizers"].default
         assert default == ("auto" if name in ("attn_lrp", "cp_lrp") else None), name
@@ -129,7 +133,7 @@ def test_zennit_defaults_stay_and_auto_is_opt_in():
     (lambda cls: lambda canonizers: cls(low=-1.0, high=1.0, canonizers=canonizers) if cls is EpsilonGammaBox
      else cls(canonizers=canonizers))(cls) for cls in COMPOSITES.values()
 ]], ids=[cls.__name__ for cls in GENERIC] + list(COMPOSITES))
-def test_every_composite_accepts_auto_and_rejects_another_string(make):
+def test_every_composite_accepts_auto_and_rejects_another_string(make, cnn_with_batch_norm):
     model = cnn_with_batch_norm()
     assert resolved(make("auto"), model) == [SequentialMergeBatchNorm]
     with pytest.raises(ValueError, match='canonizers must be "auto", None or a list of canonizers'):
@@ -175,7 +179,7 @@ def test_a_user_registered_entry_is_picked_up_by_every_composite_and_the_callbac
         registry.register_auto_canonizer("bad", bool, Pass, scope="layer")
 
 
-def models_for_resolution():
+def models_for_resolution(cnn_with_batch_norm):
     tvm = pytest.importorskip("torchvision.models")
     with torch.device("meta"):  # only the architecture matters here
         resnet, vgg = tvm.resnet18(), tvm.vgg11_bn()
@@ -184,11 +188,11 @@ def models_for_resolution():
 
 
 @pytest.mark.parametrize("name", ["epsilon_gamma_box", "epsilon_plus", "attn_lrp"])
-def test_the_callback_and_the_engine_resolve_the_same_canonizers(name):
+def test_the_callback_and_the_engine_resolve_the_same_canonizers(name, cnn_with_batch_norm):
     expected = {"resnet18": ["ResNetCanonizer"], "vgg11_bn": ["VGGCanonizer"], "conv_bn": ["SequentialMergeBatchNorm"],
                 "plain": [], "vit": ["MultiheadAttentionCanonizer"]}
     kwargs = {"low": -1.0, "high": 1.0} if name == "epsilon_gamma_box" else {}
-    for model_name, model in models_for_resolution().items():
+    for model_name, model in models_for_resolution(cnn_with_batch_norm).items():
         samples = torch.zeros(1, 3) if model_name == "plain" else torch.zeros(1, 3, 8, 8)
         explainer = build_explainer("lrp", name, model, samples, low=-1.0, high=1.0, canonizers="auto")
         from_callback = [type(c).__name__ for c in explainer.composite.canonizers]

@@ -6,22 +6,22 @@ import torch
 from lrp_lightning import canonizers
 from lrp_lightning.torchvision import ResNetCanonizer, VGGCanonizer
 
-from engine_models import assert_same_state, cnn_with_batch_norm, model_state, randomize_batch_norms, resnet18, small_vgg_bn
-
 pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 @pytest.mark.parametrize(
-    "build_model, canonizer, shape",
+    "model_fixture, canonizer, shape",
     [
-        (cnn_with_batch_norm, canonizers.SequentialMergeBatchNorm, (3, 12, 12)),
-        (small_vgg_bn, VGGCanonizer, (3, 32, 32)),
-        (resnet18, ResNetCanonizer, (3, 32, 32)),
+        ("cnn_with_batch_norm", canonizers.SequentialMergeBatchNorm, (3, 12, 12)),
+        ("small_vgg_bn", VGGCanonizer, (3, 32, 32)),
+        ("resnet18", ResNetCanonizer, (3, 32, 32)),
     ],
 )
-def test_canonized_forward_equals_original_and_is_undone_exactly(build_model, canonizer, shape):
+def test_canonized_forward_equals_original_and_is_undone_exactly(
+    request, model_fixture, canonizer, shape, assert_same_state, model_state, randomize_batch_norms
+):
     torch.manual_seed(2)
-    model = randomize_batch_norms(build_model(), eps=1e-5)
+    model = randomize_batch_norms(request.getfixturevalue(model_fixture)(), eps=1e-5)
     input = torch.randn(2, *shape)
     before = model_state(model)
     expected = model(input)
@@ -35,7 +35,7 @@ def test_canonized_forward_equals_original_and_is_undone_exactly(build_model, ca
     assert torch.equal(model(input), expected)
 
 
-def test_merge_batch_norm_works_with_default_eps_and_bias_free_convolution():
+def test_merge_batch_norm_works_with_default_eps_and_bias_free_convolution(randomize_batch_norms):
     torch.manual_seed(3)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, bias=False), torch.nn.BatchNorm2d(4)).eval()
     randomize_batch_norms(model, eps=1e-5)
@@ -49,7 +49,7 @@ def test_merge_batch_norm_works_with_default_eps_and_bias_free_convolution():
     assert model[0].bias is None and "forward" not in model[1].__dict__
 
 
-def test_named_merge_batch_norm_and_unknown_names():
+def test_named_merge_batch_norm_and_unknown_names(cnn_with_batch_norm):
     model = cnn_with_batch_norm()
     input = torch.randn(2, 3, 12, 12)
     expected = model(input)

@@ -6,7 +6,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from lrp_lightning import closed_form, composites, rules
 from lrp_lightning.core import Stabilizer, fast_path
 
-from engine_models import attribute
 
 
 pytestmark = pytest.mark.usefixtures("float64_default")
@@ -98,8 +97,7 @@ def test_unsupported_layers_take_the_generic_path():
     )
 
 
-def test_composites_agree_between_paths_on_a_resnet():
-    from engine_models import resnet18
+def test_composites_agree_between_paths_on_a_resnet(attribute, resnet18):
     from lrp_lightning.torchvision import ResNetCanonizer
 
     torch.manual_seed(3)
@@ -137,7 +135,7 @@ def test_closed_form_with_a_callable_stabilizer_equals_generic(rule, sign):
 
 
 @pytest.mark.parametrize("name", ["epsilon_gamma_box", "epsilon_alpha2_beta1", "epsilon_plus_flat"])
-def test_cached_derived_weights_follow_in_place_weight_updates(name):
+def test_cached_derived_weights_follow_in_place_weight_updates(name, attribute):
     torch.manual_seed(5)
     model = torch.nn.Sequential(
         torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3), torch.nn.ReLU(),
@@ -340,7 +338,7 @@ def test_gamma_with_the_plain_stabilizer_folded_into_its_denominators_is_bitwise
     torch.testing.assert_close(folded, generic, rtol=1e-5 if dtype == torch.float32 else 1e-10, atol=1e-7)
 
 
-def test_gamma_runs_one_transposed_map_where_no_relevance_reaches_its_negative_outputs():
+def test_gamma_runs_one_transposed_map_where_no_relevance_reaches_its_negative_outputs(attribute):
     """``s_n = 0`` after a ReLU: ``(W + gamma W+)^T s_p`` (the layer's width) instead of the stacked map of
     ``[W; W+]`` (twice the width); where relevance reaches negative outputs the stacked map remains. Both equal the
     generic path."""

@@ -13,14 +13,6 @@ from lrp_lightning.composites import COMPOSITES, get_composite
 from lrp_lightning.core import Composite
 from lrp_lightning.torchvision import ResNetCanonizer
 
-from engine_models import (
-    assert_same_state,
-    attribute,
-    cnn_with_batch_norm,
-    mlp,
-    model_state,
-    resnet18,
-)
 
 NAMES = sorted(COMPOSITES)
 
@@ -54,7 +46,7 @@ def test_unknown_composite_name_lists_registered_names():
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_context_restores_model_bitwise(name):
+def test_context_restores_model_bitwise(name, assert_same_state, attribute, cnn_with_batch_norm, model_state):
     torch.manual_seed(4)
     model = cnn_with_batch_norm()
     model.train()
@@ -70,7 +62,7 @@ def test_context_restores_model_bitwise(name):
 
 
 @pytest.mark.parametrize("name", ["epsilon_gamma_box", "guided_backprop"])
-def test_context_restores_model_after_exception(name):
+def test_context_restores_model_after_exception(name, assert_same_state, model_state, resnet18):
     model = resnet18()
     before = model_state(model)
     input = torch.randn(1, 3, 32, 32, requires_grad=True)
@@ -83,7 +75,7 @@ def test_context_restores_model_after_exception(name):
     assert composite.rule_map == {} and not composite.handles
 
 
-def test_register_twice_is_refused_and_remove_is_idempotent():
+def test_register_twice_is_refused_and_remove_is_idempotent(mlp):
     model = mlp()
     composite = composites.EpsilonPlus()
     composite.register(model)
@@ -95,7 +87,7 @@ def test_register_twice_is_refused_and_remove_is_idempotent():
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_inplace_relus_give_the_same_relevance_as_out_of_place(name):
+def test_inplace_relus_give_the_same_relevance_as_out_of_place(name, attribute, cnn_with_batch_norm):
     torch.manual_seed(5)
     inplace, out_of_place = cnn_with_batch_norm(inplace=True), cnn_with_batch_norm(inplace=False)
     out_of_place.load_state_dict(inplace.state_dict())
@@ -122,7 +114,7 @@ class _TwiceUsed(torch.nn.Module):
 
 
 @pytest.mark.parametrize("name", ["epsilon_plus", "epsilon_alpha2_beta1", "excitation_backprop", "beta_smooth"])
-def test_module_called_twice_is_attributed_per_call(name):
+def test_module_called_twice_is_attributed_per_call(name, attribute):
     torch.manual_seed(6)
     shared = _TwiceUsed(shared=True).eval()
     unrolled = _TwiceUsed(shared=False).eval()
@@ -143,7 +135,7 @@ def test_uncovered_layers_are_named_in_a_warning():
             assert composite.uncovered == ["1"]
 
 
-def test_relu_only_composites_do_not_warn_about_linear_layers():
+def test_relu_only_composites_do_not_warn_about_linear_layers(mlp):
     model = mlp()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -151,7 +143,7 @@ def test_relu_only_composites_do_not_warn_about_linear_layers():
             pass
 
 
-def test_inactive_gives_plain_gradient():
+def test_inactive_gives_plain_gradient(mlp):
     torch.manual_seed(7)
     model = mlp()
     input = torch.randn(3, 10, requires_grad=True)
@@ -165,7 +157,7 @@ def test_inactive_gives_plain_gradient():
     assert not torch.allclose(modified, plain)
 
 
-def test_rule_map_names_every_hooked_layer():
+def test_rule_map_names_every_hooked_layer(resnet18):
     model = resnet18()
     composite = composites.EpsilonPlusFlat(canonizers=[ResNetCanonizer()])
     with composite.context(model):
@@ -180,7 +172,7 @@ def test_rule_map_names_every_hooked_layer():
     assert repr(rule_map["fc"]) == "Epsilon(epsilon=1e-06, zero_params=None)"
 
 
-def test_composite_without_grad_leaves_forward_unchanged():
+def test_composite_without_grad_leaves_forward_unchanged(mlp):
     model = mlp()
     input = torch.randn(2, 10)
     expected = model(input)
@@ -190,7 +182,7 @@ def test_composite_without_grad_leaves_forward_unchanged():
         assert torch.equal(model(input.requires_grad_()).detach(), expected)
 
 
-def test_custom_composite_subclass_with_mapping():
+def test_custom_composite_subclass_with_mapping(mlp):
     class OnlyLinear(Composite):
         def mapping(self, ctx, name, module):
             return rules.Epsilon(0.25) if isinstance(module, torch.nn.Linear) else None

@@ -14,15 +14,6 @@ from lrp_lightning import canonizers, composites, rules, torchvision as lrp_torc
 from lrp_lightning.core import fast_path  # noqa: E402
 from lrp_lightning.types import Convolution  # noqa: E402
 
-from engine_models import (  # noqa: E402
-    attribute,
-    cnn_with_batch_norm,
-    conv1d_net,
-    mlp,
-    resnet18,
-    resnet_bottleneck,
-    small_vgg_bn,
-)
 
 RTOL = 1e-5
 LRP_NAMES = [
@@ -64,18 +55,19 @@ def both(name, zennit_canonizer, our_canonizer, input, zero_params=None):
 
 
 MODELS = {
-    "cnn_bn": (cnn_with_batch_norm, (3, 12, 12), lambda: [zennit_canonizers.SequentialMergeBatchNorm()],
+    "cnn_bn": ("cnn_with_batch_norm", (3, 12, 12), lambda: [zennit_canonizers.SequentialMergeBatchNorm()],
                lambda: [canonizers.SequentialMergeBatchNorm()]),
-    "mlp": (mlp, (10,), lambda: [], lambda: []),
-    "conv1d": (conv1d_net, (2, 20), lambda: [], lambda: []),
+    "mlp": ("mlp", (10,), lambda: [], lambda: []),
+    "conv1d": ("conv1d_net", (2, 20), lambda: [], lambda: []),
 }
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["closed_form", "generic"])
 @pytest.mark.parametrize("name", ALL_NAMES)
 @pytest.mark.parametrize("model_name", sorted(MODELS))
-def test_registered_composites_match_zennit(model_name, name, fast):
-    build, shape, zennit_canonizer, our_canonizer = MODELS[model_name]
+def test_registered_composites_match_zennit(request, model_name, name, fast, attribute):
+    model_fixture, shape, zennit_canonizer, our_canonizer = MODELS[model_name]
+    build = request.getfixturevalue(model_fixture)
     torch.manual_seed(0)
     # zennit applies BetaSmooth to the already-overwritten input of in-place ReLUs; compare without them
     model = build(inplace=False) if model_name == "cnn_bn" else build()
@@ -90,16 +82,17 @@ def test_registered_composites_match_zennit(model_name, name, fast):
 
 
 TORCHVISION = {
-    "vgg11_bn": (small_vgg_bn, zennit_torchvision.VGGCanonizer, lrp_torchvision.VGGCanonizer),
-    "resnet18": (resnet18, zennit_torchvision.ResNetCanonizer, lrp_torchvision.ResNetCanonizer),
-    "resnet_bottleneck": (resnet_bottleneck, zennit_torchvision.ResNetCanonizer, lrp_torchvision.ResNetCanonizer),
+    "vgg11_bn": ("small_vgg_bn", zennit_torchvision.VGGCanonizer, lrp_torchvision.VGGCanonizer),
+    "resnet18": ("resnet18", zennit_torchvision.ResNetCanonizer, lrp_torchvision.ResNetCanonizer),
+    "resnet_bottleneck": ("resnet_bottleneck", zennit_torchvision.ResNetCanonizer, lrp_torchvision.ResNetCanonizer),
 }
 
 
 @pytest.mark.parametrize("name", ["epsilon_gamma_box", "epsilon_plus_flat", "epsilon_alpha2_beta1", "guided_backprop"])
 @pytest.mark.parametrize("model_name", sorted(TORCHVISION))
-def test_torchvision_models_with_canonizers_match_zennit(model_name, name):
-    build, zennit_canonizer, our_canonizer = TORCHVISION[model_name]
+def test_torchvision_models_with_canonizers_match_zennit(request, model_name, name, attribute):
+    model_fixture, zennit_canonizer, our_canonizer = TORCHVISION[model_name]
+    build = request.getfixturevalue(model_fixture)
     torch.manual_seed(0)
     model = build()
     input = torch.rand(2, 3, 32, 32)
@@ -109,7 +102,7 @@ def test_torchvision_models_with_canonizers_match_zennit(model_name, name):
 
 
 @pytest.mark.parametrize("name", LRP_NAMES)
-def test_zero_params_bias_matches_zennit(name):
+def test_zero_params_bias_matches_zennit(name, attribute, cnn_with_batch_norm):
     torch.manual_seed(1)
     model = cnn_with_batch_norm()
     input = torch.randn(3, 3, 12, 12)
@@ -120,7 +113,7 @@ def test_zero_params_bias_matches_zennit(name):
     assert_close(attribute(theirs, model, input, target), attribute(ours, model, input, target))
 
 
-def test_custom_layer_map_and_first_map_are_prepended():
+def test_custom_layer_map_and_first_map_are_prepended(attribute, cnn_with_batch_norm):
     torch.manual_seed(2)
     model = cnn_with_batch_norm()
     input = torch.randn(2, 3, 12, 12)
@@ -146,7 +139,7 @@ def test_custom_layer_map_and_first_map_are_prepended():
         assert isinstance(ours.rule_map["11"], rules.Epsilon) and ours.rule_map["11"].epsilon == 0.5
 
 
-def test_name_map_composite_matches_zennit():
+def test_name_map_composite_matches_zennit(attribute, mlp):
     torch.manual_seed(3)
     model = mlp()
     input = torch.randn(4, 10)
@@ -158,7 +151,7 @@ def test_name_map_composite_matches_zennit():
     assert_close(attribute(theirs, model, input, target), attribute(ours, model, input, target))
 
 
-def test_mixed_and_name_layer_map_composites_match_zennit():
+def test_mixed_and_name_layer_map_composites_match_zennit(attribute, conv1d_net):
     torch.manual_seed(4)
     model = conv1d_net()
     input = torch.randn(3, 2, 20)
@@ -195,7 +188,7 @@ def test_mixed_and_name_layer_map_composites_match_zennit():
      ("Flat", ()), ("WSquare", ())],
 )
 @pytest.mark.parametrize("zero_params", [None, "bias"])
-def test_single_rules_match_zennit_on_convolutions(rule_name, args, zero_params):
+def test_single_rules_match_zennit_on_convolutions(rule_name, args, zero_params, attribute):
     torch.manual_seed(5)
     model = torch.nn.Sequential(
         torch.nn.Conv2d(3, 5, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(5, 4, 3, stride=2),

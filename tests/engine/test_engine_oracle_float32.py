@@ -18,7 +18,6 @@ torchvision_models = pytest.importorskip("torchvision.models")
 from lrp_lightning import canonizers, composites  # noqa: E402
 from lrp_lightning import torchvision as lrp_torchvision  # noqa: E402
 
-from engine_models import attribute, randomize_batch_norms  # noqa: E402
 
 # the composites zennit has (the transformer composites have their own oracle, LXT)
 NAMES = sorted(set(composites.COMPOSITES) & set(zennit_composites.COMPOSITES))
@@ -50,7 +49,7 @@ def composite_pair(name: str, inputs: torch.Tensor, zennit_canonizer: list, our_
     return theirs, ours
 
 
-def cnn(activation: str) -> nn.Module:
+def cnn(activation: str, randomize_batch_norms) -> nn.Module:
     """Conv-BN-act blocks with default BatchNorm eps, pooling and a two-layer head (3x16x16, 5 classes)."""
     act = ACTIVATIONS[activation]
     torch.manual_seed(0)
@@ -63,7 +62,7 @@ def cnn(activation: str) -> nn.Module:
     return randomize_batch_norms(model, eps=1e-5).eval()
 
 
-def compare(name, model, inputs, target, zennit_canonizer, our_canonizer) -> float:
+def compare(attribute, name, model, inputs, target, zennit_canonizer, our_canonizer) -> float:
     theirs, ours = composite_pair(name, inputs, zennit_canonizer, our_canonizer)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -77,11 +76,13 @@ CASES = [(name, activation) for name in NAMES for activation in sorted(ACTIVATIO
 
 
 @pytest.mark.parametrize("name, activation", CASES)
-def test_float32_cnn_with_default_batch_norm_eps_and_other_activations_matches_zennit(name, activation):
-    model = cnn(activation)
+def test_float32_cnn_with_default_batch_norm_eps_and_other_activations_matches_zennit(
+    name, activation, attribute, randomize_batch_norms
+):
+    model = cnn(activation, randomize_batch_norms)
     inputs = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     target = torch.tensor([0, 4, 2, 1])
-    error = compare(name, model, inputs, target, [zennit_canonizers.SequentialMergeBatchNorm()],
+    error = compare(attribute, name, model, inputs, target, [zennit_canonizers.SequentialMergeBatchNorm()],
                     [canonizers.SequentialMergeBatchNorm()])
     assert error < RTOL, f"relative max error {error:.2e}"
 
@@ -95,14 +96,14 @@ def without_inplace_relus(model: nn.Module) -> nn.Module:
     return model
 
 
-def vgg16() -> nn.Module:
+def vgg16(randomize_batch_norms) -> nn.Module:
     torch.manual_seed(0)
     model = torchvision_models.vgg16_bn(num_classes=5)
     model.classifier = nn.Sequential(nn.Linear(512 * 7 * 7, 32), nn.ReLU(), nn.Dropout(), nn.Linear(32, 5))
     return without_inplace_relus(randomize_batch_norms(model, eps=1e-5).eval())
 
 
-def resnet50() -> nn.Module:
+def resnet50(randomize_batch_norms) -> nn.Module:
     torch.manual_seed(0)
     return without_inplace_relus(randomize_batch_norms(torchvision_models.resnet50(num_classes=5), eps=1e-5).eval())
 
@@ -114,8 +115,8 @@ TORCHVISION = {
 
 
 @pytest.fixture(scope="module")
-def torchvision_models_built():
-    return {name: build() for name, (build, _, _) in TORCHVISION.items()}
+def torchvision_models_built(randomize_batch_norms):
+    return {name: build(randomize_batch_norms) for name, (build, _, _) in TORCHVISION.items()}
 
 
 # a 50-layer float32 gradient path accumulates more rounding than the small CNN
@@ -135,10 +136,12 @@ def torchvision_case(model_name: str, name: str):
 
 
 @pytest.mark.parametrize("model_name, name", [torchvision_case(m, n) for m in sorted(TORCHVISION) for n in NAMES])
-def test_float32_vgg16_and_resnet50_at_small_resolution_match_zennit(torchvision_models_built, model_name, name):
+def test_float32_vgg16_and_resnet50_at_small_resolution_match_zennit(
+    torchvision_models_built, model_name, name, attribute
+):
     _, zennit_canonizer, our_canonizer = TORCHVISION[model_name]
     model = torchvision_models_built[model_name]
     inputs = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     target = torch.tensor([1, 3])
-    error = compare(name, model, inputs, target, [zennit_canonizer()], [our_canonizer()])
+    error = compare(attribute, name, model, inputs, target, [zennit_canonizer()], [our_canonizer()])
     assert error < RTOL_DEEP, f"relative max error {error:.2e}"

@@ -21,10 +21,6 @@ from lrp_lightning.canonizers import SequentialMergeBatchNorm
 from lrp_lightning.composites import COMPOSITES
 from lrp_lightning.core import Composite
 from lrp_lightning.metrics import Sparseness
-from test_attribution import assert_same_module_state, assert_same_random_state, module_state, random_state
-from test_callback_helpers import TinyClassifier, TinyData, assert_rng_equal, make_trainer, rng_states
-from test_callback_trainer import ExplodingComposite
-from test_callback_units import assert_same_state, full_state
 
 
 class Interrupt(nn.Module):
@@ -66,13 +62,25 @@ def composite(name: str) -> Composite:
     return COMPOSITES[name](canonizers=[SequentialMergeBatchNorm()], **bounds)
 
 
-def everything(model: nn.Module) -> tuple:
-    return module_state(model), random_state()
+@pytest.fixture
+def everything(module_state, random_state):
+    """Call ``everything(model)`` for the model's state and the global RNG states."""
+
+    def everything(model: nn.Module) -> tuple:
+        return module_state(model), random_state()
+
+    return everything
 
 
-def assert_everything_equal(before: tuple, after: tuple) -> None:
-    assert_same_module_state(before[0], after[0])
-    assert_same_random_state(before[1], after[1])
+@pytest.fixture
+def assert_everything_equal(assert_same_module_state, assert_rng_equal):
+    """Call ``assert_everything_equal(before, after)`` to compare two ``everything`` snapshots."""
+
+    def assert_everything_equal(before: tuple, after: tuple) -> None:
+        assert_same_module_state(before[0], after[0])
+        assert_rng_equal(before[1], after[1])
+
+    return assert_everything_equal
 
 
 X = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
@@ -81,7 +89,9 @@ X = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
 @pytest.mark.parametrize("phase", ["forward", "backward"])
 @pytest.mark.parametrize("name", sorted(ATTRIBUTORS))
 @pytest.mark.parametrize("error", [KeyboardInterrupt, SystemExit])
-def test_attributors_restore_everything_and_propagate_an_interrupt(name, phase, error):
+def test_attributors_restore_everything_and_propagate_an_interrupt(
+    name, phase, error, everything, assert_everything_equal
+):
     if name == "occlusion" and phase == "backward":
         pytest.skip("occlusion runs no backward pass")
     model = interrupted_model(phase, error)
@@ -97,7 +107,9 @@ def test_attributors_restore_everything_and_propagate_an_interrupt(name, phase, 
 
 @pytest.mark.parametrize("name", sorted(COMPOSITES))
 @pytest.mark.parametrize("phase", ["forward", "backward"])
-def test_composite_context_removes_hooks_and_canonizers_on_an_interrupt(name, phase):
+def test_composite_context_removes_hooks_and_canonizers_on_an_interrupt(
+    name, phase, assert_same_module_state, module_state
+):
     model = interrupted_model(phase)
     before = module_state(model)
     x = X.clone().requires_grad_(True)
@@ -109,34 +121,42 @@ def test_composite_context_removes_hooks_and_canonizers_on_an_interrupt(name, ph
     assert_same_module_state(before, module_state(model))
 
 
-def test_callback_explanation_propagates_an_interrupt_and_restores_everything():
+def test_callback_explanation_propagates_an_interrupt_and_restores_everything(
+    assert_rng_equal, rng_states, assert_same_preserved_state, preserved_model_state
+):
     model = interrupted_model("backward")
     samples = Samples(X, torch.tensor([0, 1]))
     explainer = build_explainer("ep", "epsilon_plus", model, samples.inputs)
     metric_set = MetricSet({"sparseness": Sparseness()}, torch.device("cpu"), conservation=True)
     model[3].armed = True
-    before, rng = full_state(model), rng_states()
+    before, rng = preserved_model_state(model), rng_states()
     with pytest.raises(KeyboardInterrupt):
         explain(model, samples, "label", [explainer], [metric_set], torch.device("cpu"), "coldnhot", lambda n: True)
-    assert_same_state(before, full_state(model))
+    assert_same_preserved_state(before, preserved_model_state(model))
     assert_rng_equal(rng, rng_states())
 
 
-class InterruptingComposite(ExplodingComposite):
-    """Fine at fit start; at the first epoch's explanation sabotages the model, then Ctrl-C."""
+@pytest.fixture(scope="session")
+def interrupting_composite(exploding_composite):
+    """A composite fine at fit start that, at the first epoch's explanation, sabotages the model, then Ctrl-C."""
 
-    error = KeyboardInterrupt
+    class InterruptingComposite(exploding_composite):
+        error = KeyboardInterrupt
+
+    return InterruptingComposite
 
 
-def test_ctrl_c_during_the_callback_stops_training_with_the_model_as_before(tmp_path):
+def test_ctrl_c_during_the_callback_stops_training_with_the_model_as_before(
+    tmp_path, interrupting_composite, make_trainer, tiny_classifier, tiny_data
+):
     seed_everything(3)
-    reference = TinyClassifier()
-    make_trainer(tmp_path / "ref", [], max_epochs=1).fit(reference, datamodule=TinyData())
+    reference = tiny_classifier()
+    make_trainer(tmp_path / "ref", [], max_epochs=1).fit(reference, datamodule=tiny_data())
     seed_everything(3)
-    model = TinyClassifier()
-    trainer = make_trainer(tmp_path, [AttributionCallback({"stop": InterruptingComposite()}, num_samples=2)])
+    model = tiny_classifier()
+    trainer = make_trainer(tmp_path, [AttributionCallback({"stop": interrupting_composite()}, num_samples=2)])
     with pytest.raises(SystemExit):  # Lightning turns the KeyboardInterrupt into a graceful exit
-        trainer.fit(model, datamodule=TinyData())
+        trainer.fit(model, datamodule=tiny_data())
     assert trainer.interrupted and model.training_steps == trainer.num_training_batches
     for key, value in reference.state_dict().items():
         assert torch.equal(value, model.state_dict()[key]), key

@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine_models import assert_same_state, model_state
 from lrp_lightning.attribution import Gradient, IntegratedGradients, Occlusion, SmoothGrad
 from lrp_lightning.composites import EpsilonGammaBox, EpsilonPlus, LayerMapComposite, NameMapComposite
 from lrp_lightning.core import Hook, fast_path
@@ -269,7 +268,9 @@ def test_a_zennit_protocol_hook_gets_the_gradients_of_all_inputs():
     torch.testing.assert_close(grad_b, 0.5 * a.detach() * scale)
 
 
-def test_a_one_input_rule_on_a_module_called_with_two_tensors_raises_and_the_model_is_restored():
+def test_a_one_input_rule_on_a_module_called_with_two_tensors_raises_and_the_model_is_restored(
+    assert_same_state, model_state
+):
     model, inputs = two_input_net(), two_inputs()
     before = model_state(model)
     composite = LayerMapComposite([((nn.Conv2d, nn.Linear), Epsilon()), ((nn.ReLU, Add), Pass())])
@@ -397,7 +398,9 @@ def test_a_single_tensor_input_still_gives_a_single_relevance():
     (lambda image, vector: (image.long(), vector.long()), TypeError, "none of the inputs is floating point"),
     (lambda image, vector: {"image": image}, TypeError, "a tensor or a tuple of tensors"),
 ])
-def test_bad_input_tuples_raise_the_documented_error_and_leave_the_model_as_it_was(inputs, error, message):
+def test_bad_input_tuples_raise_the_documented_error_and_leave_the_model_as_it_was(
+    inputs, error, message, assert_same_state, model_state
+):
     model = two_input_net()
     before = model_state(model)
     for attributor in (Gradient(model, epsilon_composite()), SmoothGrad(model), IntegratedGradients(model), Occlusion(model)):
@@ -412,7 +415,7 @@ def test_a_tuple_of_baselines_needs_a_tuple_of_as_many_inputs():
         IntegratedGradients(model, baseline=(None, None))((x1, x2, index), 0)
 
 
-def test_attributors_leave_model_and_random_state_as_they_were():
+def test_attributors_leave_model_and_random_state_as_they_were(assert_same_state, model_state):
     model, inputs = two_input_net(), two_inputs()
     before, rng = model_state(model), torch.get_rng_state()
     for attributor in (Gradient(model, epsilon_composite()), SmoothGrad(model, epsilon_composite(), n_iter=2),

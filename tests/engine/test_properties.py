@@ -23,7 +23,6 @@ from lrp_lightning.composites import COMPOSITES, get_composite, layer_map_base
 from lrp_lightning.core import fast_path
 from lrp_lightning.types import Convolution
 
-from engine_models import assert_same_state, attribute, model_state
 
 pytestmark = pytest.mark.usefixtures("float64_default")
 # derandomized: the same examples on every run, so CI cannot fail by chance
@@ -124,7 +123,7 @@ def build_composite(name: str, inputs: torch.Tensor, merge_batch_norm: bool) -> 
 @BOUNDED
 @given(architecture=architectures(), merge_batch_norm=st.booleans())
 def test_every_composite_restores_the_model_bitwise_and_both_paths_agree_on_finite_relevance(
-    architecture, merge_batch_norm
+    architecture, merge_batch_norm, assert_same_state, attribute, model_state
 ):
     model, inputs = architecture
     target = torch.tensor([0, 2])
@@ -154,7 +153,7 @@ CONSERVING_RULES = {
 
 @BOUNDED
 @given(architecture=architectures(relu_only=True, bias=False, norms=False), rule=st.sampled_from(sorted(CONSERVING_RULES)))
-def test_conservative_rules_conserve_relevance_on_bias_free_relu_nets(architecture, rule):
+def test_conservative_rules_conserve_relevance_on_bias_free_relu_nets(architecture, rule, attribute):
     model, inputs = architecture
     with torch.no_grad():
         logits = model(inputs)

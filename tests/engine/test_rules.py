@@ -7,7 +7,6 @@ from lrp_lightning import composites, rules
 from lrp_lightning.layer import Sum
 from lrp_lightning.types import Convolution
 
-from engine_models import attribute, cnn_with_batch_norm, conv1d_net, mlp
 
 pytestmark = pytest.mark.usefixtures("float64_default")
 
@@ -38,7 +37,7 @@ def test_lrp0_equals_gradient_times_input_on_relu_net():
                                   rules.Gamma(0.25, 1e-12, zero_params="bias")],
                          ids=lambda rule: type(rule).__name__)
 @pytest.mark.parametrize("net", ["mlp", "cnn"])
-def test_rules_conserve_relevance_on_bias_free_relu_nets(rule, net):
+def test_rules_conserve_relevance_on_bias_free_relu_nets(rule, net, attribute, conv1d_net, mlp):
     torch.manual_seed(1)
     if net == "mlp":
         model, input = mlp(bias=False), torch.randn(5, 10)
@@ -66,7 +65,7 @@ def test_zbox_bounds_that_do_not_broadcast_raise_in_forward():
             model(torch.randn(1, 3, 5, 5, requires_grad=True))
 
 
-def test_zbox_per_channel_bounds_equal_full_size_bounds():
+def test_zbox_per_channel_bounds_equal_full_size_bounds(attribute, cnn_with_batch_norm):
     torch.manual_seed(8)
     model = cnn_with_batch_norm()
     input = torch.rand(2, 3, 12, 12)

@@ -18,7 +18,6 @@ zennit_rules = pytest.importorskip("zennit.rules")
 
 from lrp_lightning import attribution, canonizers, cmap, composites, core, image, rules, torchvision, types  # noqa: E402
 
-from engine_models import attribute  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("float64_default")
 
@@ -43,7 +42,7 @@ def pixel_box(input: torch.Tensor) -> dict:
 
 # --- the three semantic fixes -------------------------------------------------------------------
 
-def test_mixed_composite_offers_every_module_to_every_sub_composite():
+def test_mixed_composite_offers_every_module_to_every_sub_composite(attribute):
     model, input = conv_net(), torch.randn(2, 3, 6, 6)
     target = torch.tensor([1, 3])
 
@@ -69,7 +68,7 @@ def activation_net() -> nn.Module:
     )
 
 
-def test_excitation_backprop_keeps_the_plain_gradient_of_activations_and_batch_norm():
+def test_excitation_backprop_keeps_the_plain_gradient_of_activations_and_batch_norm(attribute):
     model, input = activation_net(), torch.randn(3, 3, 6, 6)
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):

@@ -8,12 +8,8 @@ from lightning.pytorch import seed_everything
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lrp_lightning.callbacks import RelevanceClusterCallback, SanityCheckCallback
-from test_callback_helpers import NUM_CLASSES, TinyClassifier, TinyData, make_trainer, read_events
 
 SEED = 1234
-IMAGE_TAGS = ["sanity/gradient/mprt"] + [
-    f"clusters/{label}/{figure}" for label in range(NUM_CLASSES) for figure in ("eigenvalues", "prototypes")
-]
 SCALAR_TAGS = ["sanity/gradient/mprt_spearman", "clusters/0/count"]
 
 
@@ -24,9 +20,15 @@ SCALAR_TAGS = ["sanity/gradient/mprt_spearman", "clusters/0/count"]
         (2, 3, [2, 3]),  # epoch 2 ran them, the final step (epoch 3) did not: the fit-end run logs it
     ],
 )
-def test_logger_at_fit_end_logs_the_final_step_once(tmp_path, every_n_epochs, epochs, runs_at_epoch_ends):
+def test_logger_at_fit_end_logs_the_final_step_once(
+    tmp_path, every_n_epochs, epochs, runs_at_epoch_ends, num_classes, tiny_classifier, tiny_data, make_trainer,
+    read_events,
+):
+    image_tags = ["sanity/gradient/mprt"] + [
+        f"clusters/{label}/{figure}" for label in range(num_classes) for figure in ("eigenvalues", "prototypes")
+    ]
     seed_everything(SEED)
-    model, data = TinyClassifier(), TinyData()
+    model, data = tiny_classifier(), tiny_data()
     callbacks = [
         SanityCheckCallback("gradient", num_samples=3, every_n_epochs=every_n_epochs, at_fit_end=True),
         RelevanceClusterCallback("gradient", num_samples=4, knn=2, every_n_epochs=every_n_epochs, at_fit_end=True),
@@ -36,7 +38,7 @@ def test_logger_at_fit_end_logs_the_final_step_once(tmp_path, every_n_epochs, ep
     trainer.fit(model, datamodule=data)
     events = read_events(logger.log_dir)
     expected_steps = [trainer.num_training_batches * epoch for epoch in runs_at_epoch_ends]
-    for tag in IMAGE_TAGS:
+    for tag in image_tags:
         assert [event.step for event in events.Images(tag)] == expected_steps, tag
     for tag in SCALAR_TAGS:
         assert len(events.Scalars(tag)) == len(runs_at_epoch_ends), tag

@@ -22,19 +22,6 @@ from lrp_lightning.callbacks.attribution.dashboard import CURVE_FIGURE_INCHES
 from lrp_lightning.callbacks.drawn import FIGURE_DPI
 from lrp_lightning.callbacks.logger_guard import GUARDED_METHODS
 
-from logger_runs import (
-    PLOTS,
-    SCALARS,
-    assert_everything_once,
-    assert_same_weights,
-    fit,
-    free_port,
-    mlflow_artifacts,
-    mlflow_logged,
-    plain_fit,
-    validation_steps,
-)
-
 mlflow = pytest.importorskip("mlflow")
 from lightning.pytorch.loggers import MLFlowLogger  # noqa: E402  (after the skip: needs mlflow)
 
@@ -44,12 +31,7 @@ SERVER_START_SECONDS = 180
 
 
 @pytest.fixture(scope="module")
-def plain_weights(tmp_path_factory):
-    return plain_fit(tmp_path_factory.mktemp("plain"))
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
+def mlflow_server(tmp_path_factory, free_port):
     """``mlflow server`` on a free 127.0.0.1 port with a SQLite store and proxied artifacts (no job runner:
     nothing here needs it); its URL and process.
     Stopped (its whole process group) after the module; the last test of the module stops it itself."""
@@ -90,36 +72,43 @@ def stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def assert_run_complete(logger: MLFlowLogger, trainer, tracking_uri: str, download_dir: Path) -> None:
-    """Every picture and table once per validation epoch at its step, the plots as ``log_figure`` artifacts
-    (not stepped images) of the figure's own size, every scalar once per epoch, the rule map a table of
-    layers."""
-    client = mlflow.MlflowClient(tracking_uri)
-    download_dir.mkdir(exist_ok=True)
-    steps = validation_steps(trainer)
-    assert_everything_once(mlflow_logged(client, logger.run_id), steps)
-    artifacts = mlflow_artifacts(client, logger.run_id)
-    figures = [path for path in artifacts if path.startswith("figures/")]
-    assert sorted({path.split("/", 1)[1].rsplit("/", 1)[0] for path in figures}) == sorted(PLOTS)
-    curve = next(path for path in figures if "curves" in path)
-    with Image.open(client.download_artifacts(logger.run_id, curve, str(download_dir))) as picture:
-        assert picture.size == tuple(round(inches * FIGURE_DPI) for inches in CURVE_FIGURE_INCHES)
-    for scalar in SCALARS:
-        assert len(client.get_metric_history(logger.run_id, scalar)) == len(steps), scalar
-    table = next(path for path in mlflow_artifacts(client, logger.run_id) if "rule_map" in path)
-    content = json.loads(Path(client.download_artifacts(logger.run_id, table, str(download_dir))).read_text())
-    assert content["columns"] == ["layer", "type", "rule"] and "net.0" in [row[0] for row in content["data"]]
+@pytest.fixture
+def assert_run_complete(plots, scalars, assert_everything_once, mlflow_artifacts, mlflow_logged, validation_steps):
+    """Call ``assert_run_complete(logger, trainer, tracking_uri, download_dir)`` to assert the MLflow run holds
+    everything once (read back with ``MlflowClient``)."""
+
+    def assert_run_complete(logger: MLFlowLogger, trainer, tracking_uri: str, download_dir: Path) -> None:
+        """Every picture and table once per validation epoch at its step, the plots as ``log_figure`` artifacts
+        (not stepped images) of the figure's own size, every scalar once per epoch, the rule map a table of
+        layers."""
+        client = mlflow.MlflowClient(tracking_uri)
+        download_dir.mkdir(exist_ok=True)
+        steps = validation_steps(trainer)
+        assert_everything_once(mlflow_logged(client, logger.run_id), steps)
+        artifacts = mlflow_artifacts(client, logger.run_id)
+        figures = [path for path in artifacts if path.startswith("figures/")]
+        assert sorted({path.split("/", 1)[1].rsplit("/", 1)[0] for path in figures}) == sorted(plots)
+        curve = next(path for path in figures if "curves" in path)
+        with Image.open(client.download_artifacts(logger.run_id, curve, str(download_dir))) as picture:
+            assert picture.size == tuple(round(inches * FIGURE_DPI) for inches in CURVE_FIGURE_INCHES)
+        for scalar in scalars:
+            assert len(client.get_metric_history(logger.run_id, scalar)) == len(steps), scalar
+        table = next(path for path in mlflow_artifacts(client, logger.run_id) if "rule_map" in path)
+        content = json.loads(Path(client.download_artifacts(logger.run_id, table, str(download_dir))).read_text())
+        assert content["columns"] == ["layer", "type", "rule"] and "net.0" in [row[0] for row in content["data"]]
+
+    return assert_run_complete
 
 
 def test_logger_mlflow_sqlite_store_and_server_each_get_every_picture_and_table_once_training_bitwise(
-    tmp_path, mlflow_server, plain_weights
+    tmp_path, mlflow_server, plain_weights, assert_same_weights, logged_fit, assert_run_complete
 ):
     """One run with two MLflow loggers (one fit for both): a local SQLite store and the local server."""
     url, _ = mlflow_server
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     local = MLFlowLogger(experiment_name="sqlite", tracking_uri=uri, artifact_location=str(tmp_path / "artifacts"))
     served = MLFlowLogger(experiment_name="server", tracking_uri=url)
-    trainer, model = fit(tmp_path, [local, served])
+    trainer, model = logged_fit(tmp_path, [local, served])
     assert_run_complete(local, trainer, uri, tmp_path / "local")
     assert_run_complete(served, trainer, url, tmp_path / "served")
     assert_same_weights(plain_weights, model)
@@ -128,9 +117,9 @@ def test_logger_mlflow_sqlite_store_and_server_each_get_every_picture_and_table_
 DDP_SCRIPT = textwrap.dedent(
     """
     import sys
-    sys.path[:0] = [{tests_dir!r}, {loggers_dir!r}]
+    sys.path.insert(0, {tests_dir!r})
     from lightning.pytorch.loggers import MLFlowLogger
-    from logger_runs import fit
+    from _support.logger_runs import fit
 
     if __name__ == "__main__":
         root = sys.argv[1]
@@ -143,9 +132,9 @@ DDP_SCRIPT = textwrap.dedent(
 )
 
 
-def test_logger_mlflow_under_ddp_two_cpu_ranks_logs_every_picture_once(tmp_path):
+def test_logger_mlflow_under_ddp_two_cpu_ranks_logs_every_picture_once(tmp_path, assert_everything_once, mlflow_logged):
     script = tmp_path / "ddp_mlflow.py"
-    script.write_text(DDP_SCRIPT.format(tests_dir=str(TESTS_DIR), loggers_dir=str(Path(__file__).parent)))
+    script.write_text(DDP_SCRIPT.format(tests_dir=str(TESTS_DIR)))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("MASTER_PORT", None)
     result = subprocess.run([sys.executable, str(script), str(tmp_path)], cwd=tmp_path, env=env,
@@ -169,7 +158,7 @@ class StopServerAfterFirstEpoch(Callback):
 
 
 def test_logger_mlflow_server_gone_mid_run_warns_once_per_sink_training_goes_on_logger_restored(
-    tmp_path, mlflow_server, plain_weights, monkeypatch
+    tmp_path, mlflow_server, plain_weights, monkeypatch, assert_same_weights, logged_fit, scalars
 ):
     """Runs last in the module: it stops the module's server, after the first epoch. Two MLflow loggers:
     ``tracked`` has its run on the server (metrics, parameters and artifacts: Lightning's own calls on it
@@ -187,7 +176,7 @@ def test_logger_mlflow_server_gone_mid_run_warns_once_per_sink_training_goes_on_
                          artifact_location=f"{url}/api/2.0/mlflow-artifacts/artifacts/remote")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer, model = fit(tmp_path, [tracked, local], extra_callbacks=(StopServerAfterFirstEpoch(process),))
+        trainer, model = logged_fit(tmp_path, [tracked, local], extra_callbacks=(StopServerAfterFirstEpoch(process),))
     messages = [str(w.message) for w in caught]
     sink_failures = [message for message in messages if message.startswith("lrp_lightning could not log")]
     dropped = [message for message in messages if "its calls are dropped for the rest of this fit" in message]
@@ -198,5 +187,5 @@ def test_logger_mlflow_server_gone_mid_run_warns_once_per_sink_training_goes_on_
         assert not set(GUARDED_METHODS) & set(vars(logger)), "the logger's own methods are back"
         assert logger.log_metrics.__func__ is MLFlowLogger.log_metrics
     client = mlflow.MlflowClient(uri)
-    assert len(client.get_metric_history(local.run_id, SCALARS[0])) == 2
+    assert len(client.get_metric_history(local.run_id, scalars[0])) == 2
     assert_same_weights(plain_weights, model)

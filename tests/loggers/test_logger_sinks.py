@@ -17,15 +17,8 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 
 from lrp_lightning.callbacks.logger_guard import GUARDED_METHODS
 from lrp_lightning.callbacks.sinks import Sink, register_sink, unregister_sink
-from logger_runs import assert_everything_once, assert_same_weights, fit, plain_fit, validation_steps
-from test_callback_helpers import image_data
 
 LOGGER_PACKAGES = ("wandb", "mlflow", "comet_ml")
-
-
-@pytest.fixture(scope="module")
-def plain_weights(tmp_path_factory):
-    return plain_fit(tmp_path_factory.mktemp("plain"))
 
 
 def test_logger_packages_are_not_imported_by_the_core():
@@ -96,10 +89,13 @@ def fake_sink_registered():
     unregister_sink(FakeLogger)
 
 
-def test_logger_a_registered_sink_gets_every_picture_and_table_once(tmp_path, plain_weights, fake_sink_registered):
+def test_logger_a_registered_sink_gets_every_picture_and_table_once(
+    tmp_path, plain_weights, fake_sink_registered, assert_everything_once, assert_same_weights, logged_fit,
+    validation_steps,
+):
     assert isinstance(FakeSink(FakeLogger(FakeClient())), Sink)
     logger = FakeLogger(FakeClient())
-    trainer, model = fit(tmp_path, logger)
+    trainer, model = logged_fit(tmp_path, logger)
     steps = validation_steps(trainer)
     assert_everything_once(Counter((name, step) for _, name, step, _ in logger.client.calls), steps)
     grids = [payload for kind, name, _, payload in logger.client.calls if name == "attribution/gradient/grid"]
@@ -111,18 +107,22 @@ def test_logger_a_registered_sink_gets_every_picture_and_table_once(tmp_path, pl
     assert_same_weights(plain_weights, model)
 
 
-def test_logger_a_failing_sink_warns_once_and_training_goes_on(tmp_path, plain_weights, fake_sink_registered):
+def test_logger_a_failing_sink_warns_once_and_training_goes_on(
+    tmp_path, plain_weights, fake_sink_registered, assert_same_weights, logged_fit
+):
     logger = FakeLogger(FakeClient(broken=True))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer, model = fit(tmp_path, logger)
+        trainer, model = logged_fit(tmp_path, logger)
     failures = [str(w.message) for w in caught if "could not log" in str(w.message)]
     assert len(failures) == 1 and "FakeLogger" in failures[0] and "tracking service unreachable" in failures[0]
     assert trainer.current_epoch == 2 and len(logger.metrics) > 0
     assert_same_weights(plain_weights, model)
 
 
-def test_logger_a_directory_that_cannot_be_written_warns_once_and_training_goes_on(tmp_path, plain_weights):
+def test_logger_a_directory_that_cannot_be_written_warns_once_and_training_goes_on(
+    tmp_path, plain_weights, assert_same_weights, logged_fit
+):
     # a file where the sink's directory belongs: it cannot be created (permission bits would not
     # stop root, who runs CI containers); the CSV logger's own metrics are unaffected
     logger = CSVLogger(tmp_path, name="csv")
@@ -130,7 +130,7 @@ def test_logger_a_directory_that_cannot_be_written_warns_once_and_training_goes_
     (Path(logger.log_dir) / "attribution").write_text("in the way")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer, model = fit(tmp_path, logger)
+        trainer, model = logged_fit(tmp_path, logger)
     failures = [str(w.message) for w in caught if "could not log" in str(w.message)]
     assert len(failures) == 1 and "CSVLogger" in failures[0]
     assert trainer.current_epoch == 2
@@ -139,7 +139,7 @@ def test_logger_a_directory_that_cannot_be_written_warns_once_and_training_goes_
 
 
 def test_logger_whose_own_files_cannot_be_written_warns_once_is_dropped_and_ends_with_its_own_methods(
-    tmp_path, plain_weights
+    tmp_path, plain_weights, logged_fit, validation_steps, image_data, assert_same_weights
 ):
     # a directory where the CSV logger's metrics.csv belongs: Lightning's own save() on it raises
     # IsADirectoryError (an OSError) at the first epoch end, which would stop training
@@ -154,7 +154,7 @@ def test_logger_whose_own_files_cannot_be_written_warns_once_is_dropped_and_ends
     logger.save = users_save
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer, model = fit(tmp_path, logger)
+        trainer, model = logged_fit(tmp_path, logger)
     dropped = [str(w.message) for w in caught if "its calls are dropped for the rest of this fit" in str(w.message)]
     assert len(dropped) == 1 and "CSVLogger.save" in dropped[0] and "IsADirectoryError" in dropped[0], dropped
     assert not [w for w in caught if "could not log" in str(w.message)]  # the file sink's directory is fine
@@ -200,16 +200,18 @@ class FailingMetricsLogger(FakeLogger):
         super().log_metrics(metrics, step)
 
 
-def test_logger_failure_not_of_reach_is_raised_as_before_and_the_logger_ends_with_its_own_methods(tmp_path):
+def test_logger_failure_not_of_reach_is_raised_as_before_and_the_logger_ends_with_its_own_methods(tmp_path, logged_fit):
     logger = FailingMetricsLogger(FakeClient())
     error = ValueError("a metric the backend refuses")  # the user's error, not an unreachable backend
     with pytest.raises(ValueError, match="a metric the backend refuses"):
-        fit(tmp_path, logger, extra_callbacks=(FailAtSecondEpoch(logger, error),))
+        logged_fit(tmp_path, logger, extra_callbacks=(FailAtSecondEpoch(logger, error),))
     assert not set(GUARDED_METHODS) & set(vars(logger))
     assert logger.log_metrics.__func__ is FailingMetricsLogger.log_metrics
 
 
-def test_logger_unreachable_mid_run_warns_once_per_sink_and_for_its_own_calls(tmp_path, plain_weights, fake_sink_registered):
+def test_logger_unreachable_mid_run_warns_once_per_sink_and_for_its_own_calls(
+    tmp_path, plain_weights, fake_sink_registered, logged_fit, assert_same_weights
+):
     logger = FailingMetricsLogger(FakeClient())
     # both the logger's metrics and its sink's client fail from the second epoch on
     failure = ConnectionError("tracking service unreachable")
@@ -221,7 +223,7 @@ def test_logger_unreachable_mid_run_warns_once_per_sink_and_for_its_own_calls(tm
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer, model = fit(tmp_path, logger, extra_callbacks=(BreakBoth(logger, failure),))
+        trainer, model = logged_fit(tmp_path, logger, extra_callbacks=(BreakBoth(logger, failure),))
     messages = [str(w.message) for w in caught]
     assert len([m for m in messages if m.startswith("lrp_lightning could not log")]) == 1
     assert len([m for m in messages if m.startswith("lrp_lightning: FailingMetricsLogger.log_metrics failed")]) == 1

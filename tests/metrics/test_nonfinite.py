@@ -36,7 +36,6 @@ from lrp_lightning.metrics import (
 )
 from lrp_lightning.rules import Epsilon
 from lrp_lightning.types import Linear
-from test_callback_helpers import TinyClassifier, TinyData, make_trainer, read_events
 
 NAN, INF = float("nan"), float("inf")
 
@@ -115,14 +114,16 @@ class PoisonWeights(Callback):
                 pl_module.net[5].weight.fill_(NAN)
 
 
-def test_nan_weights_warn_once_log_no_nan_image_or_scalar_and_training_goes_on(tmp_path):
+def test_nan_weights_warn_once_log_no_nan_image_or_scalar_and_training_goes_on(
+    tmp_path, make_trainer, read_events, tiny_classifier, tiny_data
+):
     callback = AttributionCallback(["epsilon_plus", "gradient"], num_samples=2)
-    model = TinyClassifier()
+    model = tiny_classifier()
     trainer = make_trainer(tmp_path, [callback, PoisonWeights()], logger=TensorBoardLogger(tmp_path, name="tb"),
                            max_epochs=3)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer.fit(model, datamodule=TinyData())
+        trainer.fit(model, datamodule=tiny_data())
     messages = [str(w.message) for w in caught if "is not finite" in str(w.message)]
     for name in ("epsilon_plus", "gradient"):
         mine = [m for m in messages if m.startswith(f"AttributionCallback: {name}'s explanation")]

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import quantus
 import torch
-from quantus_oracle import quantus_scores
 from torch import nn
 
 from lrp_lightning.metrics import Completeness
@@ -59,7 +58,7 @@ SETTINGS = [{}, {"normalise": False, "perturb_baseline": 0.5}, {"abs": True, "no
 
 @pytest.mark.parametrize("setting", SETTINGS)
 @pytest.mark.parametrize("kind", ["cnn", "mlp"])
-def test_completeness_matches_quantus_on_exact_arithmetic(kind, setting):
+def test_completeness_matches_quantus_on_exact_arithmetic(kind, setting, quantus_scores):
     model, inputs, attributions, target, change = exact_data(kind, setting)
     if setting.get("normalise", True):
         assert change.abs().max() <= 1  # the construction needs it

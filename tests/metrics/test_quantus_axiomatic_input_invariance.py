@@ -8,7 +8,6 @@ the construction (the shifted copy maps x + s to f(x), the user's model untouche
 """
 import pytest
 import torch
-from quantus_oracle import small_cnn, small_mlp
 from torch import nn
 
 from lrp_lightning.attribution import Gradient
@@ -19,8 +18,14 @@ from lrp_lightning.metrics.input_invariance import shift_absorbing_copy
 pytestmark = pytest.mark.usefixtures("float64_default")
 
 
-def padded_cnn() -> nn.Module:
-    return small_cnn(2, 5, 5)
+@pytest.fixture
+def padded_cnn(small_cnn):
+    """Call ``padded_cnn()`` for the small CNN on 2x5x5 inputs."""
+
+    def padded_cnn() -> nn.Module:
+        return small_cnn(2, 5, 5)
+
+    return padded_cnn
 
 
 def data(kind: str):
@@ -36,7 +41,9 @@ def explain(model, inputs, target, composite=None):
 
 @pytest.mark.parametrize("kind", ["cnn", "mlp"])
 @pytest.mark.parametrize("shift", [-1.0, 2.5])
-def test_the_shifted_copy_maps_shifted_inputs_to_the_original_scores_and_leaves_the_model_alone(kind, shift):
+def test_the_shifted_copy_maps_shifted_inputs_to_the_original_scores_and_leaves_the_model_alone(
+    kind, shift, small_mlp, padded_cnn
+):
     model = padded_cnn() if kind == "cnn" else small_mlp()
     before = {key: value.clone() for key, value in model.state_dict().items()}
     inputs, _ = data(kind)
@@ -48,7 +55,7 @@ def test_the_shifted_copy_maps_shifted_inputs_to_the_original_scores_and_leaves_
 
 
 @pytest.mark.parametrize("kind", ["cnn", "mlp"])
-def test_gradient_is_input_invariant_and_lrp_epsilon_is_not(kind):
+def test_gradient_is_input_invariant_and_lrp_epsilon_is_not(kind, small_mlp, padded_cnn):
     model = padded_cnn() if kind == "cnn" else small_mlp()
     inputs, target = data(kind)
     gradient = InputInvariance("gradient", input_shift=-1.0)
@@ -59,7 +66,7 @@ def test_gradient_is_input_invariant_and_lrp_epsilon_is_not(kind):
     assert epsilon.compute().item() == 0.0
 
 
-def test_input_invariance_rejects_bad_arguments():
+def test_input_invariance_rejects_bad_arguments(small_mlp):
     with pytest.raises(KeyError, match="unknown composite"):
         InputInvariance("no_such_explainer")
     with pytest.raises(ValueError, match="one explainer"):
@@ -72,7 +79,7 @@ def test_input_invariance_rejects_bad_arguments():
                                  torch.zeros(2, dtype=torch.long))
 
 
-def test_input_invariance_is_nan_for_nan_attributions():
+def test_input_invariance_is_nan_for_nan_attributions(small_mlp):
     model = small_mlp()
     inputs, target = data("mlp")
     attributions = explain(model, inputs, target)

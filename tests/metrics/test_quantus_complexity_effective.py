@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 import quantus
 import torch
-from quantus_oracle import image_batch, quantus_scores, small_cnn, small_mlp, vector_batch
 
 from lrp_lightning.metrics import EffectiveComplexity
 
@@ -14,7 +13,9 @@ SETTINGS = [{}, {"eps": 0.3, "abs": False}, {"eps": 0.5, "normalise": False}]
 
 @pytest.mark.parametrize("setting", SETTINGS)
 @pytest.mark.parametrize("kind", ["cnn", "mlp"])
-def test_effective_complexity_matches_quantus(setting, kind):
+def test_effective_complexity_matches_quantus(
+    setting, kind, image_batch, quantus_scores, small_cnn, small_mlp, vector_batch
+):
     if kind == "cnn":
         inputs, attributions, target = image_batch((4, 2, 5, 5), attribution_channels=2)
         model = small_cnn(2, 5, 5)

@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 import quantus
 import torch
-from quantus_oracle import image_batch, quantus_scores, small_cnn, small_mlp, vector_batch
 
 from lrp_lightning.metrics import FaithfulnessEstimate
 
@@ -21,14 +20,20 @@ def ours(setting: dict) -> FaithfulnessEstimate:
     return FaithfulnessEstimate(baseline=setting.get("perturb_baseline", "black"), softmax=setting.get("softmax", False), **options)
 
 
-def oracle_value(setting, model, inputs, attributions, target):
-    options = {key: value for key, value in setting.items() if key != "softmax"}
-    oracle = quantus.FaithfulnessEstimate(disable_warnings=True, **options)
-    return quantus_scores(oracle, model, inputs, attributions, target, softmax=setting.get("softmax", False))
+@pytest.fixture
+def oracle_value(quantus_scores):
+    """Call ``oracle_value(setting, model, inputs, attributions, target)`` for Quantus' value."""
+
+    def oracle_value(setting, model, inputs, attributions, target):
+        options = {key: value for key, value in setting.items() if key != "softmax"}
+        oracle = quantus.FaithfulnessEstimate(disable_warnings=True, **options)
+        return quantus_scores(oracle, model, inputs, attributions, target, softmax=setting.get("softmax", False))
+
+    return oracle_value
 
 
 @pytest.mark.parametrize("setting", SETTINGS)
-def test_faithfulness_estimate_matches_quantus_on_cnn(setting):
+def test_faithfulness_estimate_matches_quantus_on_cnn(setting, image_batch, small_cnn, oracle_value):
     inputs, attributions, target = image_batch()
     model = small_cnn()
     metric = ours(setting)
@@ -38,7 +43,7 @@ def test_faithfulness_estimate_matches_quantus_on_cnn(setting):
 
 
 @pytest.mark.parametrize("setting", SETTINGS)
-def test_faithfulness_estimate_matches_quantus_on_mlp(setting):
+def test_faithfulness_estimate_matches_quantus_on_mlp(setting, small_mlp, vector_batch, oracle_value):
     # Quantus 0.6.0 asserts features_in_step divides "1.0" for (N, D) inputs: only steps of 1 run there
     setting = {**setting, "features_in_step": 1}
     inputs, attributions, target = vector_batch()
@@ -49,7 +54,7 @@ def test_faithfulness_estimate_matches_quantus_on_mlp(setting):
     np.testing.assert_allclose(metric.compute().item(), expected.mean(), rtol=1e-6)
 
 
-def test_faithfulness_estimate_rejects_a_step_that_does_not_divide():
+def test_faithfulness_estimate_rejects_a_step_that_does_not_divide(image_batch, small_cnn):
     inputs, attributions, target = image_batch()
     with pytest.raises(ValueError, match="features_in_step=5 does not divide the 36 locations"):
         FaithfulnessEstimate(features_in_step=5).update(small_cnn(), inputs, attributions, target)
@@ -57,7 +62,7 @@ def test_faithfulness_estimate_rejects_a_step_that_does_not_divide():
         FaithfulnessEstimate(features_in_step=0)
 
 
-def test_faithfulness_estimate_is_nan_for_a_sample_with_nan_attributions():
+def test_faithfulness_estimate_is_nan_for_a_sample_with_nan_attributions(image_batch, small_cnn):
     inputs, attributions, target = image_batch()
     attributions[1, 0, 2, 2] = float("nan")
     metric = FaithfulnessEstimate(normalise=False)

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import quantus
 import torch
-from quantus_oracle import image_batch, quantus_scores, small_cnn
 
 from lrp_lightning.metrics import Infidelity
 
@@ -21,7 +20,9 @@ CASES = [
 
 
 @pytest.mark.parametrize("shape, attribution_channels, setting", CASES)
-def test_infidelity_matches_quantus_on_cnn(shape, attribution_channels, setting):
+def test_infidelity_matches_quantus_on_cnn(
+    shape, attribution_channels, setting, image_batch, quantus_scores, small_cnn
+):
     inputs, attributions, target = image_batch(shape, attribution_channels)
     model = small_cnn(*shape[1:])
     softmax = setting.get("softmax", False)
@@ -43,7 +44,7 @@ def test_infidelity_rejects_bad_arguments_and_token_ids():
                                       torch.zeros(2, dtype=torch.long))
 
 
-def test_infidelity_is_nan_when_an_input_is_infinite():
+def test_infidelity_is_nan_when_an_input_is_infinite(image_batch, small_cnn):
     inputs, attributions, target = image_batch((2, 1, 8, 8))
     inputs[0, 0, 3, 3] = float("inf")
     metric = Infidelity(baseline=0.0)

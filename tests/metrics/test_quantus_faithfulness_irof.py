@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import quantus
 import torch
-from quantus_oracle import image_batch, quantus_scores, small_cnn
 
 from lrp_lightning.metrics import IROF
 
@@ -30,7 +29,7 @@ def numpy_trapz(monkeypatch):
 
 
 @pytest.mark.parametrize("setting", SETTINGS)
-def test_irof_matches_quantus_on_cnn(setting, numpy_trapz):
+def test_irof_matches_quantus_on_cnn(setting, numpy_trapz, image_batch, quantus_scores, small_cnn):
     inputs, attributions, target = image_batch((3, 1, 16, 16))
     model = small_cnn(1, 16, 16)
     softmax = setting.get("softmax", True)
@@ -43,7 +42,7 @@ def test_irof_matches_quantus_on_cnn(setting, numpy_trapz):
     np.testing.assert_allclose(metric.compute().item(), expected.mean(), rtol=1e-6)
 
 
-def test_irof_takes_segments_from_a_callable():
+def test_irof_takes_segments_from_a_callable(image_batch, small_cnn):
     inputs, attributions, target = image_batch((2, 1, 4, 4))
     model = small_cnn(1, 4, 4)
 
@@ -66,7 +65,7 @@ def test_irof_takes_segments_from_a_callable():
     torch.testing.assert_close(metric.compute(), torch.stack(expected).mean())
 
 
-def test_irof_refuses_non_images_and_bad_segmentations():
+def test_irof_refuses_non_images_and_bad_segmentations(image_batch, small_cnn):
     with pytest.raises(ValueError, match="segmentation_method"):
         IROF(segmentation_method="felzenszwalb")
     with pytest.raises(ValueError, match="needs images"):
@@ -76,7 +75,7 @@ def test_irof_refuses_non_images_and_bad_segmentations():
         IROF(segmentation_method=lambda x: torch.zeros(2, 3, 3)).update(small_cnn(1, 4, 4), inputs, attributions, target)
 
 
-def test_irof_is_nan_for_a_nan_attribution():
+def test_irof_is_nan_for_a_nan_attribution(image_batch, small_cnn):
     inputs, attributions, target = image_batch((2, 1, 16, 16))
     attributions[1, 0, 5, 5] = float("nan")
     metric = IROF(normalise=False)

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import quantus
 import torch
-from quantus_oracle import image_batch, small_cnn, small_mlp, vector_batch
 
 from lrp_lightning.metrics import Monotonicity
 
@@ -35,7 +34,7 @@ def reference(model, inputs, attributions, target, features_in_step=1, abs=True,
     return np.mean(outcomes)
 
 
-def test_quantus_monotonicity_is_true_where_the_definition_is_false():
+def test_quantus_monotonicity_is_true_where_the_definition_is_false(image_batch, small_cnn):
     inputs, attributions, target = image_batch((4, 1, 4, 4))
     model = small_cnn(1, 4, 4)
     oracle = quantus.Monotonicity(disable_warnings=True)(model, inputs.numpy(), target.numpy(),
@@ -50,7 +49,7 @@ SETTINGS = [{}, {"features_in_step": 3, "abs": False, "baseline": 0.5}, {"normal
 
 @pytest.mark.parametrize("setting", SETTINGS)
 @pytest.mark.parametrize("kind", ["cnn", "mlp"])
-def test_monotonicity_matches_the_definition(kind, setting):
+def test_monotonicity_matches_the_definition(kind, setting, image_batch, small_cnn, small_mlp, vector_batch):
     if kind == "cnn":
         inputs, attributions, target = image_batch((6, 1, 3, 3), seed=7)
         model = small_cnn(1, 3, 3)
@@ -80,7 +79,7 @@ def test_monotonicity_counts_an_ordering_that_follows_a_linear_model_as_monotoni
     assert metric.compute().item() == 1.0  # constant scores never fall
 
 
-def test_monotonicity_rejects_a_bad_step_and_is_nan_for_nan_attributions():
+def test_monotonicity_rejects_a_bad_step_and_is_nan_for_nan_attributions(image_batch, small_cnn):
     with pytest.raises(ValueError, match="features_in_step"):
         Monotonicity(features_in_step=-2)
     inputs, attributions, target = image_batch((2, 1, 3, 3))

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import quantus
 import torch
-from quantus_oracle import image_batch, quantus_scores, small_cnn, small_mlp, vector_batch
 
 from lrp_lightning.metrics import MonotonicityCorrelation
 
@@ -34,20 +33,27 @@ def replaying_perturb_func(draws: np.ndarray, low: float, high: float):
     return perturb
 
 
-def compare(model, inputs, attributions, target, setting, seed=3):
-    nr_samples = setting.get("nr_samples", 100)
-    features_in_step = setting.get("features_in_step", 1)
-    low, high = setting.get("uniform_low", 0.0), setting.get("uniform_high", 1.0)
-    metric = MonotonicityCorrelation(seed=seed, **setting)
-    metric.update(model, inputs, attributions, target)
-    steps = inputs[0].numel() // features_in_step
-    draws = torch.rand((inputs.shape[0], steps, nr_samples, 1), generator=torch.Generator().manual_seed(seed))
-    oracle_options = {key: value for key, value in setting.items() if key not in ("uniform_low", "uniform_high", "softmax")}
-    oracle = quantus.MonotonicityCorrelation(
-        perturb_func=replaying_perturb_func(draws.numpy(), low, high), disable_warnings=True, **oracle_options
-    )
-    expected = quantus_scores(oracle, model, inputs, attributions, target, softmax=setting.get("softmax", True))
-    np.testing.assert_allclose(metric.compute().item(), expected.mean(), rtol=1e-6)
+@pytest.fixture
+def compare(quantus_scores):
+    """Call ``compare(model, inputs, attributions, target, setting, seed)`` to compare ours with Quantus."""
+
+    def compare(model, inputs, attributions, target, setting, seed=3):
+        nr_samples = setting.get("nr_samples", 100)
+        features_in_step = setting.get("features_in_step", 1)
+        low, high = setting.get("uniform_low", 0.0), setting.get("uniform_high", 1.0)
+        metric = MonotonicityCorrelation(seed=seed, **setting)
+        metric.update(model, inputs, attributions, target)
+        steps = inputs[0].numel() // features_in_step
+        draws = torch.rand((inputs.shape[0], steps, nr_samples, 1), generator=torch.Generator().manual_seed(seed))
+        oracle_options = {key: value for key, value in setting.items()
+                          if key not in ("uniform_low", "uniform_high", "softmax")}
+        oracle = quantus.MonotonicityCorrelation(
+            perturb_func=replaying_perturb_func(draws.numpy(), low, high), disable_warnings=True, **oracle_options
+        )
+        expected = quantus_scores(oracle, model, inputs, attributions, target, softmax=setting.get("softmax", True))
+        np.testing.assert_allclose(metric.compute().item(), expected.mean(), rtol=1e-6)
+
+    return compare
 
 
 SETTINGS = [
@@ -58,19 +64,19 @@ SETTINGS = [
 
 
 @pytest.mark.parametrize("setting", SETTINGS)
-def test_monotonicity_correlation_matches_quantus_on_cnn(setting):
+def test_monotonicity_correlation_matches_quantus_on_cnn(setting, image_batch, small_cnn, compare):
     inputs, attributions, target = image_batch((3, 1, 3, 3))
     compare(small_cnn(1, 3, 3), inputs, attributions, target, setting)
 
 
 @pytest.mark.parametrize("setting", SETTINGS)
-def test_monotonicity_correlation_matches_quantus_on_mlp(setting):
+def test_monotonicity_correlation_matches_quantus_on_mlp(setting, small_mlp, vector_batch, compare):
     setting = {**setting, "features_in_step": 1}  # Quantus 0.6.0 takes steps of 1 only for (N, D) inputs
     inputs, attributions, target = vector_batch((3, 6))
     compare(small_mlp(6), inputs, attributions, target, setting)
 
 
-def test_monotonicity_correlation_is_reproducible_and_leaves_the_global_generator_alone():
+def test_monotonicity_correlation_is_reproducible_and_leaves_the_global_generator_alone(image_batch, small_cnn):
     inputs, attributions, target = image_batch((2, 1, 3, 3))
     model = small_cnn(1, 3, 3)
     state = torch.get_rng_state()
@@ -93,7 +99,7 @@ def test_monotonicity_correlation_rejects_bad_arguments():
                                          torch.zeros(2, dtype=torch.long))
 
 
-def test_monotonicity_correlation_is_nan_for_nan_attributions():
+def test_monotonicity_correlation_is_nan_for_nan_attributions(image_batch, small_cnn):
     inputs, attributions, target = image_batch((2, 1, 3, 3))
     attributions[0, 0, 1, 1] = float("nan")
     metric = MonotonicityCorrelation(nr_samples=2, normalise=False)

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import quantus
 import torch
-from quantus_oracle import image_batch, quantus_scores, small_cnn
 
 from lrp_lightning.metrics import Selectivity
 
@@ -21,7 +20,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("shape, setting", CASES)
-def test_selectivity_matches_quantus_on_cnn(shape, setting):
+def test_selectivity_matches_quantus_on_cnn(shape, setting, image_batch, quantus_scores, small_cnn):
     inputs, attributions, target = image_batch(shape)
     model = small_cnn(*shape[1:])
     softmax = setting.get("softmax", True)
@@ -35,7 +34,7 @@ def test_selectivity_matches_quantus_on_cnn(shape, setting):
     np.testing.assert_allclose(result["auc"].item(), np.trapezoid(expected), rtol=1e-6)
 
 
-def test_selectivity_rejects_a_bad_patch_size_and_a_changed_curve_length():
+def test_selectivity_rejects_a_bad_patch_size_and_a_changed_curve_length(image_batch, small_cnn):
     with pytest.raises(ValueError, match="patch_size"):
         Selectivity(patch_size=0)
     metric = Selectivity(patch_size=2)
@@ -46,7 +45,7 @@ def test_selectivity_rejects_a_bad_patch_size_and_a_changed_curve_length():
         metric.update(small_cnn(1, 8, 8), inputs, attributions, target)
 
 
-def test_selectivity_curve_is_nan_once_a_sample_has_infinite_attributions():
+def test_selectivity_curve_is_nan_once_a_sample_has_infinite_attributions(image_batch, small_cnn):
     inputs, attributions, target = image_batch((2, 1, 6, 6))
     attributions[0, 0, 0, 0] = float("inf")
     metric = Selectivity(patch_size=3, normalise=False)

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import quantus
 import torch
-from quantus_oracle import image_batch, quantus_scores, small_cnn, small_mlp, vector_batch
 
 from lrp_lightning.metrics import Sufficiency
 
@@ -26,7 +25,7 @@ def clustered(attributions: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("setting", SETTINGS)
 @pytest.mark.parametrize("kind", ["cnn", "mlp"])
-def test_sufficiency_matches_quantus(kind, setting):
+def test_sufficiency_matches_quantus(kind, setting, image_batch, quantus_scores, small_cnn, small_mlp, vector_batch):
     if kind == "cnn":
         inputs, attributions, target = image_batch((10, 1, 3, 3))
         model = small_cnn(1, 3, 3)
@@ -48,7 +47,7 @@ def test_sufficiency_rejects_bad_arguments():
         Sufficiency(threshold=-0.1)
 
 
-def test_sufficiency_is_nan_for_a_sample_with_nan_attributions():
+def test_sufficiency_is_nan_for_a_sample_with_nan_attributions(image_batch, small_cnn):
     inputs, attributions, _ = image_batch((4, 1, 3, 3))
     attributions[3, 0, 0, 0] = float("nan")
     metric = Sufficiency(normalise=False)

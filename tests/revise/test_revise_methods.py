@@ -6,7 +6,6 @@ import pytest
 import torch
 from torch import nn
 
-from engine_models import assert_same_state, model_state
 from lrp_lightning.revise import ClArC, ConceptActivationVector, RightReasonsLoss, RRClArCLoss, concept_masks
 
 ACTIVATIONS = np.array(
@@ -88,7 +87,7 @@ def test_clarc_projection_matches_numpy_at_every_position(mode):
     assert np.allclose(np.einsum("nchw,c->nhw", moved, v), z @ v)  # every position now scores as the reference
 
 
-def test_clarc_flattened_cav_and_restoration_after_an_exception():
+def test_clarc_flattened_cav_and_restoration_after_an_exception(assert_same_state, model_state):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2))
     inputs = torch.rand(6, 1, 4, 4)
@@ -171,7 +170,7 @@ def test_ross_penalty_matches_numpy_for_a_linear_softmax_model():
     assert RightReasonsLoss()(model, inputs, masks).requires_grad
 
 
-def test_lrp_penalty_matches_numpy_epsilon_on_a_linear_model():
+def test_lrp_penalty_matches_numpy_epsilon_on_a_linear_model(assert_same_state, model_state):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 3)).double()
     inputs = torch.randn(6, 4, dtype=torch.float64)
@@ -203,7 +202,7 @@ def test_right_reasons_loss_rejects_bad_masks_and_names():
         RightReasonsLoss(target="label")(model, torch.randn(2, 4), torch.ones(2, 4))
 
 
-def test_concept_masks_find_the_artifact_the_cav_points_at():
+def test_concept_masks_find_the_artifact_the_cav_points_at(assert_same_state, model_state):
     conv = nn.Conv2d(1, 2, 1, bias=False)
     with torch.no_grad():
         conv.weight.copy_(torch.tensor([1.0, 0.5]).reshape(2, 1, 1, 1))

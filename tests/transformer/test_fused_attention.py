@@ -9,7 +9,6 @@ from lrp_lightning.attribution import Gradient
 from lrp_lightning.composites import AttnLRP, CPLRP
 from lrp_lightning.layer import ScaledDotProductAttention
 
-from transformer_models import tiny_language_model, token_relevance
 
 pytestmark = pytest.mark.usefixtures("float64_default")
 
@@ -123,7 +122,7 @@ def test_constant_attention_weights_with_attention_dropout_uses_the_kernel_backw
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama", "bert"])
-def test_fused_and_explicit_attention_agree_on_language_models(kind):
+def test_fused_and_explicit_attention_agree_on_language_models(kind, tiny_language_model, token_relevance):
     """CP-LRP: the same rules either way (to rounding). AttnLRP: the same up to the ratio at Q K^T, which the
     fused kernel does not apply; with a tiny epsilon that is below 1e-9."""
     inputs = {"input_ids": torch.randint(0, 48, (2, 7), generator=torch.Generator().manual_seed(3)),
@@ -162,7 +161,7 @@ def test_multihead_attention_with_and_without_weights_gives_the_same_relevance()
 
 
 @pytest.mark.parametrize("composite", [AttnLRP, CPLRP])
-def test_fused_attention_keeps_no_sequence_by_sequence_tensor(composite):
+def test_fused_attention_keeps_no_sequence_by_sequence_tensor(composite, tiny_language_model):
     """With SDPA attention nothing of shape (..., T, T) is kept for the backward pass (the explicit path keeps the
     scores and the attention weights)."""
     length = 12

@@ -14,32 +14,16 @@ import torch
 
 from lrp_lightning.attribution import Gradient
 from lrp_lightning.composites import AttnLRP, CPLRP
-from transformer_models import (
-    GOLDEN_CASES,
-    golden_language_model,
-    image_relevance,
-    load_golden,
-    relative_error,
-    timm_vit_from_torchvision,
-    token_relevance,
-    torchvision_vit,
-)
 
 COMPOSITES = {"attn_lrp": AttnLRP, "cp_lrp": CPLRP}
-LANGUAGE_CASES = [
-    (name, implementation)
-    for name in GOLDEN_CASES
-    if not name.startswith("vit")
-    for implementation in load_golden(name)["results"]
-]
 
 
-def test_golden_files_cover_the_issue():
+def test_golden_files_cover_the_issue(golden_cases, load_golden):
     """Every model/method pair the issue names has a golden file, with both attention implementations."""
-    assert set(GOLDEN_CASES) == {
+    assert set(golden_cases) == {
         "vit_cp_lrp", "bert_attn_lrp", "gpt2_attn_lrp", "gpt2_cp_lrp", "llama_attn_lrp", "llama_cp_lrp",
     }
-    for name in GOLDEN_CASES:
+    for name in golden_cases:
         golden = load_golden(name)
         assert golden["versions"]["transformers"] == "4.52.4" and golden["versions"]["lxt"] == "2.1"
         expected = {"torchvision"} if name.startswith("vit") else {"eager", "sdpa"}
@@ -48,8 +32,10 @@ def test_golden_files_cover_the_issue():
     assert llama["num_key_value_heads"] < llama["num_attention_heads"], "grouped-query attention is covered"
 
 
-@pytest.mark.parametrize("name, implementation", LANGUAGE_CASES)
-def test_language_model_matches_lxt(name, implementation):
+def test_language_model_matches_lxt(
+    golden_language_case, golden_language_model, load_golden, relative_error, token_relevance
+):
+    name, implementation = golden_language_case
     golden = load_golden(name)
     expected = golden["results"][implementation]
     model = golden_language_model(golden, implementation)
@@ -72,7 +58,7 @@ def test_language_model_matches_lxt(name, implementation):
         assert relative_error(output, explained) < 1e-12
 
 
-def test_torchvision_vit_matches_lxt():
+def test_torchvision_vit_matches_lxt(image_relevance, load_golden, relative_error, torchvision_vit):
     golden = load_golden("vit_cp_lrp")
     expected = golden["results"]["torchvision"]
     logits, relevance = image_relevance(
@@ -83,7 +69,9 @@ def test_torchvision_vit_matches_lxt():
 
 
 @pytest.mark.parametrize("fused_attn", [True, False])
-def test_timm_vit_with_the_same_weights_matches_lxt(fused_attn):
+def test_timm_vit_with_the_same_weights_matches_lxt(
+    fused_attn, image_relevance, load_golden, relative_error, timm_vit_from_torchvision
+):
     """timm's ViT holding the torchvision ViT's weights gets LXT's relevance of the torchvision ViT."""
     golden = load_golden("vit_cp_lrp")
     expected = golden["results"]["torchvision"]

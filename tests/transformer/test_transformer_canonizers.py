@@ -13,13 +13,6 @@ from lrp_lightning.canonizers import CompositeCanonizer
 from lrp_lightning.composites import AttnLRP, CPLRP
 from lrp_lightning.transformer.eager_attention import ExplicitAttentionCanonizer
 from lrp_lightning.layer import GatedMul, MatMul, ScaledDotProductAttention
-from transformer_models import (
-    language_model,
-    load_golden,
-    timm_vit_from_torchvision,
-    tiny_language_model,
-    token_relevance,
-)
 
 LANGUAGE_MODELS = [(kind, implementation) for kind in ("bert", "gpt2", "llama", "qwen2", "mistral") for implementation in ("eager", "sdpa")]
 LLAMA_STYLE = ("llama", "qwen2", "mistral")
@@ -87,7 +80,9 @@ def assert_restored(model: torch.nn.Module, before: dict) -> None:
 
 
 @pytest.mark.parametrize("kind, implementation", LANGUAGE_MODELS)
-def test_canonized_model_computes_the_same_outputs(float64_default, kind, implementation):
+def test_canonized_model_computes_the_same_outputs(
+    float64_default, kind, implementation, language_model, tiny_language_model
+):
     """float64: equal to the original to float64 precision (Llama-style: to the SDPA path, as eager and the
     original RMSNorm round-trip through float32); float32: bitwise equal to the original (the canonized
     model keeps its attention implementation, SDPA's fused kernel included)."""
@@ -109,7 +104,7 @@ def test_canonized_model_computes_the_same_outputs(float64_default, kind, implem
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
-def test_rms_norm_forward(dtype):
+def test_rms_norm_forward(dtype, tiny_language_model):
     """Same operations as the original for float32 and bfloat16; float64 without the float32 round trip."""
     model = tiny_language_model("llama").to(dtype)
     norm = model.model.norm
@@ -130,7 +125,9 @@ def test_rms_norm_forward(dtype):
 
 @pytest.mark.parametrize("kind, implementation", LANGUAGE_MODELS)
 @pytest.mark.parametrize("composite", [AttnLRP, CPLRP])
-def test_composite_restores_the_model_exactly(float64_default, kind, implementation, composite):
+def test_composite_restores_the_model_exactly(
+    float64_default, kind, implementation, composite, tiny_language_model, token_relevance
+):
     model = tiny_language_model(kind, implementation)
     inputs = _inputs(kind)
     before = snapshot(model)
@@ -152,7 +149,7 @@ def test_composite_restores_the_model_exactly(float64_default, kind, implementat
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama", "bert"])
-def test_restored_after_an_exception_inside_attention(float64_default, kind):
+def test_restored_after_an_exception_inside_attention(float64_default, kind, tiny_language_model):
     """An error raised in the middle of a canonized attention forward leaves nothing behind."""
     model = tiny_language_model(kind, "sdpa")
     before = snapshot(model)
@@ -193,7 +190,7 @@ def test_unsupported_attention_raises_a_clear_error_and_restores(attention):
     assert_restored(model, before)
 
 
-def test_auto_canonizers_find_the_library_canonizers():
+def test_auto_canonizers_find_the_library_canonizers(load_golden, timm_vit_from_torchvision, tiny_language_model):
     kinds = {type(c) for c in auto_canonizers(tiny_language_model("llama"))}
     assert kinds == {huggingface.HuggingFaceAttentionCanonizer, huggingface.GatedMLPCanonizer, huggingface.RMSNormCanonizer}
     assert {type(c) for c in auto_canonizers(tiny_language_model("gpt2"))} == {huggingface.HuggingFaceAttentionCanonizer}
@@ -202,7 +199,7 @@ def test_auto_canonizers_find_the_library_canonizers():
 
 
 @pytest.mark.parametrize("fused_attn", [True, False])
-def test_timm_canonizer_same_outputs_and_exact_restoration(fused_attn):
+def test_timm_canonizer_same_outputs_and_exact_restoration(fused_attn, load_golden, timm_vit_from_torchvision):
     golden = load_golden("vit_cp_lrp")
     model = timm_vit_from_torchvision(golden, fused_attn=fused_attn)
     image = golden["inputs"]["image"]

@@ -9,14 +9,6 @@ import pytest
 import torch
 
 from lrp_lightning.composites import AttnLRP, CPLRP
-from transformer_models import (
-    golden_language_model,
-    image_relevance,
-    load_golden,
-    timm_vit_from_torchvision,
-    token_relevance,
-    torchvision_vit,
-)
 
 
 def _without_biases(model: torch.nn.Module) -> torch.nn.Module:
@@ -27,41 +19,50 @@ def _without_biases(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def _language_balance(name: str, implementation: str, composite) -> tuple:
-    """(explained logits summed over the batch, relevance of tokens and position embeddings summed)."""
-    golden = load_golden(name)
-    target = golden["results"][implementation]["target"]
-    model = _without_biases(golden_language_model(golden, implementation))
-    logits, relevance, positions = token_relevance(model, composite, golden["inputs"], target, last_position=True)
-    explained = logits[:, -1].gather(1, target[:, None]).sum().item()
-    return explained, relevance.sum().item() + positions
+@pytest.fixture
+def language_balance(golden_language_model, load_golden, token_relevance):
+    """Call ``language_balance(name, implementation, composite)`` for the explained logits and the relevance of
+    tokens and position embeddings, each summed over the batch."""
+
+    def language_balance(name: str, implementation: str, composite) -> tuple:
+        """(explained logits summed over the batch, relevance of tokens and position embeddings summed)."""
+        golden = load_golden(name)
+        target = golden["results"][implementation]["target"]
+        model = _without_biases(golden_language_model(golden, implementation))
+        logits, relevance, positions = token_relevance(model, composite, golden["inputs"], target, last_position=True)
+        explained = logits[:, -1].gather(1, target[:, None]).sum().item()
+        return explained, relevance.sum().item() + positions
+
+    return language_balance
 
 
 @pytest.mark.parametrize("implementation", ["eager", "sdpa"])
 @pytest.mark.parametrize("name", ["gpt2_cp_lrp", "llama_cp_lrp"])
-def test_cp_lrp_conserves_on_bias_free_language_models(name, implementation):
-    explained, total = _language_balance(name, implementation, CPLRP(epsilon=1e-10))
+def test_cp_lrp_conserves_on_bias_free_language_models(name, implementation, language_balance):
+    explained, total = language_balance(name, implementation, CPLRP(epsilon=1e-10))
     assert abs(total - explained) < 1e-6 * abs(explained)
 
 
 @pytest.mark.parametrize("name", ["gpt2_attn_lrp", "llama_attn_lrp"])
-def test_attn_lrp_absorbs_a_share_in_the_softmax(name):
+def test_attn_lrp_absorbs_a_share_in_the_softmax(name, language_balance):
     """AttnLRP does not conserve: the absorbed share is far above the tolerance to which CP-LRP conserves on
     the same model (1e-6 of the logit), and it is a property of the model, not of the attention code:
     the eager and the SDPA implementations absorb the same share. (How much the softmax absorbs is
     derived from its bias term on the tiny ViTs, tests/transformer/test_transformer_vit.py.)"""
-    explained, total = _language_balance(name, "sdpa", AttnLRP(epsilon=1e-10))
+    explained, total = language_balance(name, "sdpa", AttnLRP(epsilon=1e-10))
     absorbed = (explained - total) / explained
     assert abs(absorbed) > 1e-6
-    explained_eager, total_eager = _language_balance(name, "eager", AttnLRP(epsilon=1e-10))
+    explained_eager, total_eager = language_balance(name, "eager", AttnLRP(epsilon=1e-10))
     assert explained_eager == pytest.approx(explained, rel=1e-9)
     assert (explained_eager - total_eager) / explained_eager == pytest.approx(absorbed, rel=1e-6)
-    explained_cp, total_cp = _language_balance(name, "sdpa", CPLRP(epsilon=1e-10))
+    explained_cp, total_cp = language_balance(name, "sdpa", CPLRP(epsilon=1e-10))
     assert explained_cp == explained and abs(total_cp - explained) < 1e-6 * abs(explained)
 
 
 @pytest.mark.parametrize("library", ["torchvision", "timm"])
-def test_cp_lrp_conserves_on_bias_free_vits(library):
+def test_cp_lrp_conserves_on_bias_free_vits(
+    library, image_relevance, load_golden, timm_vit_from_torchvision, torchvision_vit
+):
     golden = load_golden("vit_cp_lrp")
     model = torchvision_vit(golden) if library == "torchvision" else timm_vit_from_torchvision(golden)
     _without_biases(model)

@@ -4,7 +4,7 @@ Each case explains a tiny random model twelve times, as a user's loop does (ente
 the composite's context, explain, drop everything), with the garbage collector switched off: after
 two warm-up calls the live tensor bytes may grow by at most 5 % of one call's saved activations over
 ten calls, no per-call rule object may survive its call, and every rule attached during a call must
-be gone after it (see ``memory_probe.assert_memory_flat``). The default run takes every attention
+be gone after it (see the ``assert_memory_flat`` fixture). The default run takes every attention
 implementation, composite, mask and ``create_graph`` setting at least once per model; the full
 product is ``large``.
 """
@@ -16,8 +16,6 @@ import torch
 from lrp_lightning.attribution import Gradient
 from lrp_lightning.composites import AttnLRP, CPLRP
 from lrp_lightning.core import differentiable
-from memory_probe import assert_memory_flat, rule_references
-from transformer_models import load_golden, timm_vit_from_torchvision, tiny_language_model, torchvision_vit
 
 COMPOSITES = {"attn_lrp": AttnLRP, "cp_lrp": CPLRP}
 LANGUAGE_MODELS = ("bert", "gpt2", "llama")
@@ -36,9 +34,9 @@ def _tokens(model: torch.nn.Module, masked: bool) -> dict:
     return ids, kwargs
 
 
-def _explain_tokens(model, composite_class, ids, kwargs, create_graph):
+def _explain_tokens(model, composite_class, ids, kwargs, create_graph, rule_references):
     """One explanation of token ids: with the attributor, or (``create_graph``) through the composite's
-    context on the input embeddings, the relevance a function of them."""
+    context on the input embeddings, the relevance a function of them (``rule_references``: the fixture)."""
     target = torch.tensor([1, 2])
 
     def explain_once(rule_refs):
@@ -75,29 +73,42 @@ def _case_id(case):
     return f"{kind}-{implementation}-{name}-{'mask' if masked else 'nomask'}-{'graph' if graph else 'nograph'}"
 
 
-def _check_language_model(kind, implementation, name, masked, graph):
-    model = tiny_language_model(kind, implementation)
-    ids, kwargs = _tokens(model, masked)
-    assert_memory_flat(model, _explain_tokens(model, COMPOSITES[name], ids, kwargs, graph))
+@pytest.fixture
+def check_language_model(tiny_language_model, assert_memory_flat, rule_references):
+    """Call ``check_language_model(kind, implementation, name, masked, graph)`` to assert that repeated
+    explanations of a tiny language model keep memory flat."""
+
+    def check_language_model(kind, implementation, name, masked, graph):
+        model = tiny_language_model(kind, implementation)
+        ids, kwargs = _tokens(model, masked)
+        assert_memory_flat(model, _explain_tokens(model, COMPOSITES[name], ids, kwargs, graph, rule_references))
+
+    return check_language_model
 
 
 @pytest.mark.parametrize("case", _language_cases(full=False), ids=_case_id)
-def test_language_model_explanations_keep_memory_flat(case):
-    _check_language_model(*case)
+def test_language_model_explanations_keep_memory_flat(case, check_language_model):
+    check_language_model(*case)
 
 
 @pytest.mark.large
 @pytest.mark.parametrize("case", sorted(set(_language_cases(full=True)) - set(_language_cases(full=False))), ids=_case_id)
-def test_language_model_explanations_keep_memory_flat_all_settings(case):
-    _check_language_model(*case)
+def test_language_model_explanations_keep_memory_flat_all_settings(case, check_language_model):
+    check_language_model(*case)
 
 
-def _vit(library: str, fused: bool) -> torch.nn.Module:
-    golden = load_golden("vit_cp_lrp")
-    if library == "timm":
-        return timm_vit_from_torchvision(golden, fused_attn=fused)
-    assert not fused, "torchvision's ViT runs nn.MultiheadAttention (its canonizer makes the attention explicit)"
-    return torchvision_vit(golden)
+@pytest.fixture
+def vit(load_golden, timm_vit_from_torchvision, torchvision_vit):
+    """Call ``vit(library, fused)`` for the golden ViT in torchvision or timm (``fused``: timm's fused attention)."""
+
+    def vit(library: str, fused: bool) -> torch.nn.Module:
+        golden = load_golden("vit_cp_lrp")
+        if library == "timm":
+            return timm_vit_from_torchvision(golden, fused_attn=fused)
+        assert not fused, "torchvision's ViT runs nn.MultiheadAttention (its canonizer makes the attention explicit)"
+        return torchvision_vit(golden)
+
+    return vit
 
 
 VIT_CASES = [
@@ -111,28 +122,35 @@ VIT_DEFAULT_CASES = [case for case in VIT_CASES if (case[2] == "attn_lrp") != ca
 
 
 @pytest.mark.parametrize("library, fused, name, create_graph", VIT_DEFAULT_CASES)
-def test_vit_explanations_keep_memory_flat(library, fused, name, create_graph):
-    _check_vit(library, fused, name, create_graph)
+def test_vit_explanations_keep_memory_flat(library, fused, name, create_graph, check_vit):
+    check_vit(library, fused, name, create_graph)
 
 
 @pytest.mark.large
 @pytest.mark.parametrize("library, fused, name, create_graph", sorted(set(VIT_CASES) - set(VIT_DEFAULT_CASES)))
-def test_vit_explanations_keep_memory_flat_all_settings(library, fused, name, create_graph):
-    _check_vit(library, fused, name, create_graph)
+def test_vit_explanations_keep_memory_flat_all_settings(library, fused, name, create_graph, check_vit):
+    check_vit(library, fused, name, create_graph)
 
 
-def _check_vit(library, fused, name, create_graph):
-    model = _vit(library, fused)
-    shape = (2, *load_golden("vit_cp_lrp")["inputs"]["image"].shape[1:])
-    image = torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    parameters = list(model.parameters())
+@pytest.fixture
+def check_vit(vit, load_golden, rule_references, assert_memory_flat):
+    """Call ``check_vit(library, fused, name, create_graph)`` to assert that repeated ViT explanations keep
+    memory flat."""
 
-    def explain_once(rule_refs):
-        composite = COMPOSITES[name]()
-        with Gradient(model, composite, create_graph=create_graph) as attributor:
-            rule_refs.extend(rule_references(composite))
-            _, relevance = attributor(image, torch.tensor([0, 1]))
-            if create_graph:  # the relevance is a function of the parameters: differentiate it once more
-                torch.autograd.grad(relevance.sum(), parameters, allow_unused=True)
+    def check_vit(library, fused, name, create_graph):
+        model = vit(library, fused)
+        shape = (2, *load_golden("vit_cp_lrp")["inputs"]["image"].shape[1:])
+        image = torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        parameters = list(model.parameters())
 
-    assert_memory_flat(model, explain_once)
+        def explain_once(rule_refs):
+            composite = COMPOSITES[name]()
+            with Gradient(model, composite, create_graph=create_graph) as attributor:
+                rule_refs.extend(rule_references(composite))
+                _, relevance = attributor(image, torch.tensor([0, 1]))
+                if create_graph:  # the relevance is a function of the parameters: differentiate it once more
+                    torch.autograd.grad(relevance.sum(), parameters, allow_unused=True)
+
+        assert_memory_flat(model, explain_once)
+
+    return check_vit

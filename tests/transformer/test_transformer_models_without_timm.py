@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("transformers")
 
-HELPERS = Path(__file__).resolve().parents[1] / "transformer_models.py"
+HELPERS = Path(__file__).resolve().parents[1] / "_support" / "transformer_models.py"
 
 
 def test_language_models_load_without_timm_and_only_the_timm_helper_skips(monkeypatch):

@@ -1,17 +1,15 @@
 """Attributors on token inputs (and on images with gradient-view composites), on tiny pure-torch
 transformers: embedding -> encoder layer -> head."""
-import math
 from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from lrp_lightning.attribution import Gradient, SmoothGrad
 from lrp_lightning.composites import AttnLRP, CPLRP
 from lrp_lightning.transformer.tokens import explained_logits, input_embedding
 
-from engine_models import assert_same_state, model_state
+
 
 pytestmark = pytest.mark.usefixtures("float64_default")
 
@@ -52,68 +50,20 @@ def tokens(batch=3, length=5, seed=1):
     return torch.randint(0, VOCABULARY, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
-# --- the rules of DESIGN's gradient view, written out independently of the library (epsilon -> 0) ---
-# linear layers and embeddings: the plain gradient; LayerNorm: its standard deviation held constant;
-# element-wise activations: the identity rule, f(x) = x * (f(x) / x) with the ratio held constant;
-# attention: CP-LRP holds the softmax weights constant, AttnLRP passes the softmax's plain gradient and
-# splits each product uniformly (half of the gradient to each factor of Q K^T and of A V).
+@pytest.fixture
+def text_model_by_hand(attention_by_hand, identity_rule, layer_norm_by_hand):
+    """Call ``text_model_by_hand(model, embedded, rule)`` for TinyTextModel's forward (post-norm encoder layer,
+    ReLU) under the gradient-view rules written out by hand."""
 
+    def text_model_by_hand(model, embedded, rule):
+        layer = model.encoder
+        x = embedded + model.positions[:, : embedded.shape[1]] if model.positions is not None else embedded
+        x = layer_norm_by_hand(x + attention_by_hand(x, layer.self_attn, rule), layer.norm1)
+        hidden = identity_rule(torch.relu, layer.linear1(x))
+        x = layer_norm_by_hand(x + layer.linear2(hidden), layer.norm2)
+        return model.head(x[:, 0] if model.pool == "first" else x)
 
-def gradient_share(tensor, share):
-    """``tensor`` unchanged, its gradient multiplied by ``share``."""
-    return tensor * share + (tensor * (1 - share)).detach()
-
-
-def layer_norm_by_hand(x, norm):
-    sigma = (x.var(-1, unbiased=False, keepdim=True) + norm.eps).sqrt().detach()
-    return (x - x.mean(-1, keepdim=True)) / sigma * norm.weight + norm.bias
-
-
-def identity_rule(function, x):
-    return x * (function(x) / x).detach()
-
-
-def attention_by_hand(x, attention, rule, softmaxes=None):
-    """``nn.MultiheadAttention`` (batch first, no mask) under the rule; appends ``(scores, weights)`` of
-    the softmax, their gradients retained, to ``softmaxes`` if given."""
-    n, t, d = x.shape
-    heads = attention.num_heads
-    q, k, v = (u.reshape(n, t, heads, d // heads).transpose(1, 2)
-               for u in F.linear(x, attention.in_proj_weight, attention.in_proj_bias).chunk(3, dim=-1))
-    if rule == "attn_lrp":  # uniform at Q K^T and at A V
-        q, k, v = gradient_share(q, 0.5), gradient_share(k, 0.5), gradient_share(v, 0.5)
-    scores = q @ k.transpose(-2, -1) / math.sqrt(d // heads)
-    weights = scores.softmax(-1)
-    if softmaxes is not None and weights.requires_grad:
-        scores.retain_grad()
-        weights.retain_grad()
-        softmaxes.append((scores, weights))
-    weights = gradient_share(weights, 0.5) if rule == "attn_lrp" else weights.detach()
-    mixed = (weights @ v).transpose(1, 2).reshape(n, t, d)
-    return F.linear(mixed, attention.out_proj.weight, attention.out_proj.bias)
-
-
-def text_model_by_hand(model, embedded, rule):
-    """TinyTextModel's forward (post-norm encoder layer, ReLU) under the rules written out above."""
-    layer = model.encoder
-    x = embedded + model.positions[:, : embedded.shape[1]] if model.positions is not None else embedded
-    x = layer_norm_by_hand(x + attention_by_hand(x, layer.self_attn, rule), layer.norm1)
-    hidden = identity_rule(torch.relu, layer.linear1(x))
-    x = layer_norm_by_hand(x + layer.linear2(hidden), layer.norm2)
-    return model.head(x[:, 0] if model.pool == "first" else x)
-
-
-def vit_by_hand(model, image, rule, softmaxes=None):
-    """torchvision's VisionTransformer forward (pre-norm blocks, GELU) under the rules written out above
-    (``softmaxes`` as for :func:`attention_by_hand`)."""
-    n = image.shape[0]
-    x = model.conv_proj(image).reshape(n, model.hidden_dim, -1).permute(0, 2, 1)
-    x = torch.cat([model.class_token.expand(n, -1, -1), x], dim=1) + model.encoder.pos_embedding
-    for block in model.encoder.layers:
-        x = x + attention_by_hand(layer_norm_by_hand(x, block.ln_1), block.self_attention, rule, softmaxes)
-        y = layer_norm_by_hand(x, block.ln_2)
-        x = x + block.mlp[3](identity_rule(F.gelu, block.mlp[0](y)))
-    return model.heads(layer_norm_by_hand(x, model.encoder.ln)[:, 0])
+    return text_model_by_hand
 
 
 RULE_NAMES = {CPLRP: "cp_lrp", AttnLRP: "attn_lrp"}
@@ -131,7 +81,7 @@ def test_cp_lrp_token_relevance_conserves_the_logit():
 
 
 @pytest.mark.parametrize("composite", [CPLRP, AttnLRP])
-def test_token_relevance_is_embedding_times_modified_gradient(composite):
+def test_token_relevance_is_embedding_times_modified_gradient(composite, text_model_by_hand):
     model = TinyTextModel(positions=True, bias=True)
     ids = tokens()
     target = torch.tensor([2, 0, 1])
@@ -141,8 +91,8 @@ def test_token_relevance_is_embedding_times_modified_gradient(composite):
         output = model.forward_embedded(embedded)
         gradient, = torch.autograd.grad(output[torch.arange(3), target].sum(), embedded)
     torch.testing.assert_close(relevance, (embedded * gradient).sum(-1).detach(), rtol=1e-12, atol=1e-14)
-    # independently: the rules written out in this file, at epsilon 1e-12 (where the stabilizers change
-    # nothing the float64 comparison sees)
+    # independently: the rules written out by hand (tests/_support/rules_by_hand.py), at epsilon 1e-12 (where
+    # the stabilizers change nothing the float64 comparison sees)
     _, relevance = Gradient(model, composite(epsilon=1e-12))(ids, target)
     embedded = model.embedding(ids).detach().requires_grad_(True)
     output = text_model_by_hand(model, embedded, RULE_NAMES[composite])
@@ -216,7 +166,7 @@ def test_model_outputs_with_logits_are_explained_through_their_logits():
         torch.testing.assert_close(ours, theirs)
 
 
-def test_token_attribution_leaves_the_model_as_it_was_also_when_it_raises():
+def test_token_attribution_leaves_the_model_as_it_was_also_when_it_raises(assert_same_state, model_state):
     model = TinyTextModel(positions=True)
     before = model_state(model)
     ids = tokens()
@@ -240,8 +190,7 @@ def test_bad_token_inputs_get_clear_errors():
         explained_logits(torch.zeros(3, 5, 2, 2), ids, None, None)
 
 
-def test_image_relevance_under_gradient_view_composites_is_input_times_gradient():
-    from test_transformer_vit import tiny_vit
+def test_image_relevance_under_gradient_view_composites_is_input_times_gradient(tiny_vit, vit_by_hand):
 
     model = tiny_vit()
     x = torch.randn(2, 3, 8, 8)
@@ -253,7 +202,7 @@ def test_image_relevance_under_gradient_view_composites_is_input_times_gradient(
     torch.testing.assert_close(relevance, x * gradient)
     _, smooth = SmoothGrad(model, composite, noise_level=0.0, n_iter=2)(x, torch.tensor([0, 2]))
     torch.testing.assert_close(smooth, relevance)
-    # independently: the rules written out in this file, for both composites
+    # independently: the rules written out by hand (tests/_support/rules_by_hand.py), for both composites
     for cls in (CPLRP, AttnLRP):
         _, relevance = Gradient(model, cls(epsilon=1e-12))(x, torch.tensor([0, 2]))
         inputs = x.clone().requires_grad_(True)

@@ -15,7 +15,7 @@ from lrp_lightning.auto_canonizers import auto_canonizers, register_auto_canoniz
 from lrp_lightning.composites import AttnLRP, CPLRP
 from lrp_lightning.torchvision import VisionTransformerCanonizer
 
-from engine_models import assert_same_state, model_state
+
 
 pytestmark = pytest.mark.usefixtures("float64_default")
 
@@ -25,18 +25,27 @@ def remove_all(instances):
         instance.remove()
 
 
-def full_state(model):
-    """model_state plus the identity of every instance attribute (forward methods, activations)."""
-    state = model_state(model)
-    state["instance_values"] = [{key: id(value) for key, value in m.__dict__.items()} for m in model.modules()]
-    return state
+@pytest.fixture
+def full_state(model_state):
+    """Call ``full_state(model)`` for ``model_state`` plus the identity of every instance attribute (forward
+    methods, activations)."""
+
+    def full_state(model):
+        """model_state plus the identity of every instance attribute (forward methods, activations)."""
+        state = model_state(model)
+        state["instance_values"] = [{key: id(value) for key, value in m.__dict__.items()} for m in model.modules()]
+        return state
+
+    return full_state
 
 
 MHA_CASES = list(itertools.product([True, False], [True, False], ["none", "bool", "float", "3d"], [False, True]))
 
 
 @pytest.mark.parametrize("batch_first, need_weights, mask, padding", MHA_CASES)
-def test_canonized_multihead_attention_computes_the_same(batch_first, need_weights, mask, padding):
+def test_canonized_multihead_attention_computes_the_same(
+    batch_first, need_weights, mask, padding, assert_same_state, full_state
+):
     torch.manual_seed(0)
     attention = torch.nn.MultiheadAttention(8, 2, batch_first=batch_first).eval()
     attention.in_proj_bias.data.normal_()
@@ -132,18 +141,6 @@ def test_projections_are_views_of_the_packed_weights_and_nothing_is_copied_or_wr
     assert not hasattr(attention, "canonizer_q_proj")
 
 
-def tiny_vit(bias=True, seed=0):
-    from torchvision.models.vision_transformer import VisionTransformer
-
-    torch.manual_seed(seed)
-    model = VisionTransformer(image_size=8, patch_size=4, num_layers=2, num_heads=2, hidden_dim=8, mlp_dim=16, num_classes=3)
-    for name, parameter in model.named_parameters():
-        parameter.data.normal_(0, 0.5)
-        if not bias and name.endswith("bias"):
-            parameter.data.zero_()
-    return model.eval()
-
-
 def relevance_of_vit(composite, model, x, target):
     """Relevance of the pixels and of the class-token and position-embedding parameters."""
     x = x.clone().requires_grad_(True)
@@ -157,7 +154,7 @@ def relevance_of_vit(composite, model, x, target):
     return score.detach(), pixels.detach(), additive.detach()
 
 
-def test_cp_lrp_conserves_the_target_logit_on_a_bias_free_vision_transformer():
+def test_cp_lrp_conserves_the_target_logit_on_a_bias_free_vision_transformer(tiny_vit):
     model = tiny_vit(bias=False)
     x = torch.randn(3, 3, 8, 8)
     target = torch.tensor([0, 1, 2])
@@ -166,14 +163,13 @@ def test_cp_lrp_conserves_the_target_logit_on_a_bias_free_vision_transformer():
     assert additive.abs() > 1e-3 * score.abs().sum()  # the additive embeddings do take a share
 
 
-def test_attn_lrp_absorbs_relevance_in_the_softmax():
+def test_attn_lrp_absorbs_relevance_in_the_softmax(tiny_vit, vit_by_hand):
     """AttnLRP's softmax rule drops the softmax's bias term, so it does not conserve: on the bias-free
     tiny ViT (2 layers, hidden size 8, weights N(0, 0.5), seeds 0-7, four images) the logit minus the
     relevance of the pixels and the additive embeddings is exactly the sum over the softmax calls of
     ``sum(A * g_A) - sum(S * g_S)`` (relevance at the weights minus relevance at the scores), computed
-    from a forward written out in the test (test_transformer_tokens.vit_by_hand). It is far above the
+    from a forward written out by hand (the ``vit_by_hand`` fixture). It is far above the
     tolerance to which CP-LRP conserves on the same models (1e-6 of the logit)."""
-    from test_transformer_tokens import vit_by_hand
 
     x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     target = torch.tensor([0, 1, 2, 0])
@@ -191,7 +187,7 @@ def test_attn_lrp_absorbs_relevance_in_the_softmax():
         torch.testing.assert_close(pixels.sum() + additive, score.sum(), rtol=1e-6, atol=0)
 
 
-def test_vit_under_both_composites_is_restored_bitwise_also_after_an_exception():
+def test_vit_under_both_composites_is_restored_bitwise_also_after_an_exception(assert_same_state, full_state, tiny_vit):
     model = tiny_vit()
     model.heads.head.weight.grad = torch.randn_like(model.heads.head.weight)
     before = full_state(model)
@@ -211,7 +207,7 @@ def test_vit_under_both_composites_is_restored_bitwise_also_after_an_exception()
         assert composite.rule_map == {} and not composite.handles and not composite.canonizer_instances
 
 
-def test_canonizer_failing_midway_undoes_what_it_did():
+def test_canonizer_failing_midway_undoes_what_it_did(assert_same_state, full_state):
     model = torch.nn.Sequential(torch.nn.MultiheadAttention(4, 2), torch.nn.MultiheadAttention(4, 2))
     model[1].in_proj_weight = None  # a broken second module: building its projections fails
     before = full_state(model)
@@ -232,7 +228,7 @@ def tiny_encoder(norm_first, activation, batch_first=True, bias=False, seed=0):
 
 
 @pytest.mark.parametrize("norm_first, activation", [(True, "gelu"), (False, "relu"), (True, torch.nn.SiLU())])
-def test_transformer_encoder_layers_are_canonized_and_restored(norm_first, activation):
+def test_transformer_encoder_layers_are_canonized_and_restored(norm_first, activation, assert_same_state, full_state):
     encoder = tiny_encoder(norm_first, activation, bias=True)
     x = torch.randn(2, 5, 8)
     mask = torch.zeros(2, 5, dtype=torch.bool)
@@ -319,7 +315,7 @@ def test_importing_lrp_lightning_changes_no_class():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_transformer_decoder_layer_with_cross_attention_is_canonized():
+def test_transformer_decoder_layer_with_cross_attention_is_canonized(assert_same_state, full_state):
     torch.manual_seed(2)
     layer = torch.nn.TransformerDecoderLayer(8, 2, 16, dropout=0.0, batch_first=True).eval()
     target, memory = torch.randn(2, 4, 8), torch.randn(2, 6, 8)
@@ -335,7 +331,7 @@ def test_transformer_decoder_layer_with_cross_attention_is_canonized():
     assert_same_state(before, full_state(layer))
 
 
-def test_composites_warn_about_attention_their_canonizers_left_fused():
+def test_composites_warn_about_attention_their_canonizers_left_fused(tiny_vit):
     model = tiny_vit()
     with pytest.warns(UserWarning, match=r"not canonized.*encoder_layer_0.self_attention \(torch.nn.MultiheadAttention\)"):
         with CPLRP(canonizers=[]).context(model):

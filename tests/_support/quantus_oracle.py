@@ -3,13 +3,9 @@
 Images are single-channel by default: Quantus perturbs every value on its own, our metrics perturb
 locations (all channels at once, relevance summed over channels); the two coincide for one channel.
 """
-import warnings
-
 import numpy as np
 import torch
 from torch import nn
-
-warnings.filterwarnings("ignore", module="quantus")
 
 NUM_CLASSES = 4
 

@@ -1,7 +1,4 @@
-"""Small models and helpers shared by the attribution-engine tests."""
-import copy
-import functools
-
+"""Small models and helpers shared by the attribution-engine tests (exposed as fixtures by ``tests/conftest.py``)."""
 import pytest
 import torch
 
@@ -71,22 +68,6 @@ def conv1d_net(bias: bool = True) -> torch.nn.Module:
     ).eval()
 
 
-def cached(build):
-    """Build a model once per test session and default dtype (a test may run under float64) and hand out
-    independent copies."""
-
-    @functools.lru_cache(maxsize=None)
-    def build_once(default_dtype: torch.dtype) -> torch.nn.Module:
-        return build()
-
-    @functools.wraps(build)
-    def copy_of_cached():
-        return copy.deepcopy(build_once(torch.get_default_dtype()))
-
-    return copy_of_cached
-
-
-@cached
 def small_vgg_bn() -> torch.nn.Module:
     """torchvision VGG11-BN (features as in torchvision) with a small classifier, input 3x32x32, 5 classes."""
     vgg11_bn = pytest.importorskip("torchvision.models").vgg11_bn
@@ -98,7 +79,6 @@ def small_vgg_bn() -> torch.nn.Module:
     return randomize_batch_norms(model).eval()
 
 
-@cached
 def resnet18() -> torch.nn.Module:
     """torchvision ResNet18 (BasicBlock), 5 classes."""
     build = pytest.importorskip("torchvision.models").resnet18
@@ -106,7 +86,6 @@ def resnet18() -> torch.nn.Module:
     return randomize_batch_norms(build(num_classes=5)).eval()
 
 
-@cached
 def resnet_bottleneck() -> torch.nn.Module:
     """A torchvision ResNet of Bottleneck blocks, one per stage, 5 classes."""
     resnet = pytest.importorskip("torchvision.models.resnet")

@@ -1,7 +1,7 @@
-"""Shared pieces of the callback tests: tiny models, data modules, trainers and event readers.
+"""Shared pieces of the Trainer tests: tiny models, data modules, trainers, seeded fits and event readers.
 
-No tests live here; the module is imported by the other ``test_callback*`` files and by the
-scripts the DDP test runs in subprocesses.
+``tests/conftest.py`` hands them to the tests as fixtures; the scripts the DDP tests run in subprocesses
+(where fixtures do not reach) import this module.
 """
 from __future__ import annotations
 
@@ -12,13 +12,16 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer, seed_everything
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from lrp_lightning.core import Composite
+
 IMAGE_SIZE = 8
 NUM_CLASSES = 3
+SEED = 1234
 
 
 class TinyClassifier(LightningModule):
@@ -78,6 +81,18 @@ class TinyClassifier(LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """SGD with momentum."""
         return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
+
+
+class FrozenClassifier(TinyClassifier):
+    """Learning rate 0 and BatchNorm statistics frozen (momentum 0): the model never changes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net[1].momentum = 0.0
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """SGD with learning rate 0."""
+        return torch.optim.SGD(self.parameters(), lr=0.0)
 
 
 def image_data(n: int = 24, seed: int = 0, channels: int = 3) -> TensorDataset:
@@ -174,3 +189,49 @@ def assert_rng_equal(before: tuple, after: tuple) -> None:
     assert torch.equal(before[0], after[0])
     assert before[1][0] == after[1][0] and np.array_equal(before[1][1], after[1][1]) and before[1][2:] == after[1][2:]
     assert before[2] == after[2]
+
+
+def seeded_fit(root: Path, callbacks: list, seed: int = SEED, **kwargs: Any) -> tuple:
+    """Seeded fit of the tiny classifier (``make_trainer`` options in ``kwargs``); returns (trainer, model,
+    global RNG states after the fit)."""
+    seed_everything(seed)
+    model, data = TinyClassifier(), TinyData()
+    trainer = make_trainer(root, callbacks, **kwargs)
+    trainer.fit(model, datamodule=data)
+    return trainer, model, rng_states()
+
+
+def assert_same_weights(expected: dict, model: torch.nn.Module) -> None:
+    """Bitwise equality of every parameter and buffer."""
+    actual = model.state_dict()
+    assert expected.keys() == actual.keys()
+    for key, value in expected.items():
+        assert torch.equal(value, actual[key]), key
+
+
+def gini(values: torch.Tensor) -> torch.Tensor:
+    """Gini index of each row of |values| (Chalasani et al. 2020), written out independently."""
+    a = values.abs().flatten(1).double().sort(dim=1).values
+    n = a.shape[1]
+    i = torch.arange(1, n + 1, dtype=torch.float64)
+    return ((2 * i - n - 1) * a).sum(dim=1) / (n * a.sum(dim=1))
+
+
+class ExplodingComposite(Composite):
+    """Works at fit start; from then on changes the model, hooks a layer and raises while registering."""
+
+    registrations = 0
+    error: type = RuntimeError
+
+    def register(self, module: torch.nn.Module) -> None:
+        """Sabotage the model and fail (after the first registration)."""
+        self.registrations += 1
+        if self.registrations == 1:
+            return super().register(module)
+        with torch.no_grad():
+            module.net[0].weight.mul_(2)
+        module.net[0].register_forward_hook(lambda *args: None)
+        module.net[5].weight.requires_grad_(False)
+        module.train()
+        torch.rand(5)
+        raise self.error("composite exploded")

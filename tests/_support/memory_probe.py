@@ -98,7 +98,9 @@ def collector_off() -> Iterator[None]:
             gc.enable()
 
 
-def assert_memory_flat(model: torch.nn.Module, explain_once: Callable[[list], None], calls: int = 10, warm_up: int = 2) -> None:
+def assert_memory_flat(
+    model: torch.nn.Module, explain_once: Callable[[list], None], calls: int = 10, warm_up: int = 2
+) -> None:
     """Run ``explain_once(rule_refs)`` ``warm_up + calls`` times with the garbage collector off and assert
     that nothing of the calls stays alive.
 

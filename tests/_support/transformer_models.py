@@ -1,4 +1,5 @@
-"""Tiny transformer models for the transformer tests: rebuilt from the LXT golden files or made from scratch."""
+"""Tiny transformer models for the transformer tests: rebuilt from the LXT golden files or made from scratch
+(exposed as fixtures by ``tests/conftest.py``)."""
 from __future__ import annotations
 
 import functools
@@ -9,7 +10,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-GOLDEN_DIR = Path(__file__).parent / "golden"
+GOLDEN_DIR = Path(__file__).parents[1] / "golden"
 GOLDEN_CASES = sorted(path.stem for path in GOLDEN_DIR.glob("*.pt"))
 
 _LANGUAGE_MODELS = {

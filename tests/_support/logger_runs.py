@@ -2,7 +2,7 @@
 of each logger's own records (MLflow through MlflowClient, W&B from its offline run directory,
 Comet from its offline archive).
 
-No tests live here; the test modules of this folder import it.
+No tests live here; ``tests/loggers/conftest.py`` hands it to the logger tests as fixtures.
 """
 from __future__ import annotations
 
@@ -15,11 +15,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
 from lightning.pytorch import seed_everything
 
+from _support.lightning_runs import TinyClassifier, TinyData, make_trainer
 from lrp_lightning.callbacks import AttributionCallback, RelevanceClusterCallback, SanityCheckCallback
-from test_callback_helpers import TinyClassifier, TinyData, make_trainer
 
 SEED = 1234
 EPOCHS = 2
@@ -68,14 +67,6 @@ def plain_fit(root: Path) -> dict:
 def validation_steps(trainer: Any) -> list[int]:
     """``trainer.global_step`` at each validation epoch end of the run."""
     return [trainer.num_training_batches * (epoch + 1) for epoch in range(EPOCHS)]
-
-
-def assert_same_weights(expected: dict, model: torch.nn.Module) -> None:
-    """Bitwise equality of every parameter and buffer."""
-    actual = model.state_dict()
-    assert expected.keys() == actual.keys()
-    for key, value in expected.items():
-        assert torch.equal(value, actual[key]), key
 
 
 def assert_everything_once(logged: Counter, steps: list[int]) -> None:
