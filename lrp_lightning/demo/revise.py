@@ -14,11 +14,9 @@ that stamped watermark), all read back from the event files.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -148,7 +146,8 @@ def run_clarc(args: argparse.Namespace) -> dict:
                                      low=low, high=high, log_images=False)
     pl.seed_everything(args.seed, verbose=False)
     model = ShapesCNN()
-    _trainer(args, f"{name}/confounded", args.epochs, [spray]).fit(model, datamodule=mixed)
+    confounded = _trainer(args, f"{name}/confounded", args.epochs, [spray])
+    confounded.fit(model, datamodule=mixed)
 
     def clarc_callback(mode: str) -> ClArCCallback:
         callback = ClArCCallback(CLARC_LAYER, spray, mode=mode, num_samples=args.n_val, composite="epsilon_plus_flat")
@@ -158,14 +157,17 @@ def run_clarc(args: argparse.Namespace) -> dict:
     projective = clarc_callback("p")
     validator = _trainer(args, f"{name}/p_clarc", 1, [projective])
     validator.validate(model, datamodule=random_split, verbose=False)
-    before = projective.reevaluate(model)  # the uncorrected model: no hook is attached outside validation
+    # the uncorrected model (no hook is attached outside validation), logged beside its training curves
+    confounded.logger.log_metrics(projective.reevaluate(model), step=confounded.global_step)
+    confounded.logger.save()
+    before = read_scalars(confounded.logger.log_dir)
     p_clarc = read_scalars(validator.logger.log_dir)
     augmentative = clarc_callback("a")
     tuner = _trainer(args, f"{name}/a_clarc", args.finetune_epochs, [augmentative])
     model.hparams.lr = args.finetune_lr
     tuner.fit(model, datamodule=random_split)
     a_clarc = read_scalars(tuner.logger.log_dir)
-    rows = {"confounded": before,
+    rows = {"confounded": {tag: values[-1] for tag, values in before.items()},
             "P-ClArC (training-free)": {tag: values[-1] for tag, values in p_clarc.items()},
             "A-ClArC fine-tuned": {tag: values[-1] for tag, values in a_clarc.items()}}
     return rows

@@ -41,6 +41,18 @@ def concentration(mean_map: torch.Tensor, share: float = 0.05) -> float:
     return float(flat.topk(top).values.sum() / flat.sum().clamp(min=torch.finfo(flat.dtype).tiny))
 
 
+def class_flagged_clusters(results: Sequence[Any]) -> list:
+    """Return ``(concentration, class result, cluster index)`` for every class SpRAy split in two or more, in the order
+    of ``results``: the class's cluster whose mean heatmap is the most concentrated (:func:`concentration`)."""
+    flagged = []
+    for result in results:
+        if result.clustering.count > 1 and result.mean_maps is not None:
+            scores = [concentration(result.mean_maps[index]) for index in range(result.clustering.count)]
+            index = max(range(len(scores)), key=scores.__getitem__)
+            flagged.append((scores[index], result, index))
+    return flagged
+
+
 def flagged_cluster(results: Sequence[Any], choice: ClusterChoice) -> tuple:
     """Return ``(class result, cluster index)``: ``choice = (class name, cluster)``, or by default the cluster whose
     mean heatmap is the most concentrated (:func:`concentration`) among the classes SpRAy split in two or more.
@@ -58,14 +70,12 @@ def flagged_cluster(results: Sequence[Any], choice: ClusterChoice) -> tuple:
                     raise ValueError(f"class {name!r} has {result.clustering.count} clusters, no cluster {index}")
                 return result, int(index)
         raise ValueError(f"SpRAy found no class {name!r}; classes: {', '.join(result.name for result in results)}")
-    candidates = [(concentration(result.mean_maps[index]), position, index)
-                  for position, result in enumerate(results) if result.clustering.count > 1 and result.mean_maps is not None
-                  for index in range(result.clustering.count)]
+    candidates = class_flagged_clusters(results)
     if not candidates:
         raise ValueError("RelevanceClusterCallback found no class with two or more clusters (no strategy to revise); "
                          "pass the artifact samples instead (indices, flags or masks)")
-    _, position, index = max(candidates)
-    return results[position], index
+    _, result, index = max(candidates, key=lambda candidate: candidate[0])
+    return result, index
 
 
 def cluster_flags(results: Sequence[Any], choice: ClusterChoice) -> tuple:
