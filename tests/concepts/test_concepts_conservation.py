@@ -90,7 +90,7 @@ def test_concepts_bad_conditions_name_the_fix(residual_setup):
         attribution(inputs, [{"y": [0]}], composite, record_layer=["nope"])
 
 
-def test_concepts_start_layer_init_rel_and_on_device():
+def test_concepts_start_layer_init_rel_and_on_device(residual_setup):
     model, composite, inputs = residual_setup()
     attribution = CondAttribution(model)
     # begun at the last layer with the relevance of class 1 there, the pass is the plain attribution of class 1
@@ -113,7 +113,7 @@ def test_concepts_start_layer_init_rel_and_on_device():
     assert moved.heatmap.shape == plain.heatmap.shape
 
 
-def test_concepts_start_layer_and_init_rel_errors_name_the_fix():
+def test_concepts_start_layer_and_init_rel_errors_name_the_fix(residual_setup, model_state, assert_same_state):
     model, composite, inputs = residual_setup()
     before = model_state(model)
     attribution = CondAttribution(model)

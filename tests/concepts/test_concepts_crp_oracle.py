@@ -187,12 +187,13 @@ def oracle_rows(init_rel, condition, conditions):
     return init_rel
 
 
-def run_both_from(case, start_layer, conditions, record, composite_name, init_rel, exclude_parallel, samples=2):
-    build, shape, _, _, zennit_canonizer, our_canonizer = CASES[case]
+def run_both_from(request, case, start_layer, conditions, record, composite_name, init_rel, exclude_parallel,
+                  samples=2):
+    model_fixture, shape, _, _, zennit_canonizer, our_canonizer = CASES[case]
     torch.manual_seed(0)  # the same model in every call
-    model = build()
+    model = request.getfixturevalue(model_fixture)()
     inputs = torch.randn(samples, *shape, generator=torch.Generator().manual_seed(11))
-    theirs, ours = composite_pair(composite_name, inputs, zennit_canonizer, our_canonizer)
+    theirs, ours = composite_pair(composite_name, inputs, zennit_canonizer(model), our_canonizer(model))
     oracle = crp_attribution.CondAttribution(copy.deepcopy(model))
     call = dict(record_layer=record, start_layer=start_layer, exclude_parallel=exclude_parallel)
     if exclude_parallel:
@@ -221,46 +222,48 @@ def assert_same_results(expected, actual, conditions, record, start_layer, exclu
 @pytest.mark.parametrize("exclude_parallel", [True, False], ids=["exclude_parallel", "single_pass"])
 @pytest.mark.parametrize("init_kind", ["none", "callable", "tensor", "number"])
 @pytest.mark.parametrize("case", sorted(START_CASES))
-def test_concepts_start_layer_and_init_rel_match_zennit_crp(case, init_kind, exclude_parallel):
+def test_concepts_start_layer_and_init_rel_match_zennit_crp(request, case, init_kind, exclude_parallel):
     start_layer, conditions, record, composite_name = START_CASES[case]
-    build, shape = CASES[case][:2]
+    model_fixture, shape = CASES[case][:2]
+    build = request.getfixturevalue(model_fixture)
     start_shape = CondAttribution(build())(torch.zeros(1, *shape), {"y": [0]}, record_layer=[start_layer]) \
         .activations[start_layer].shape[1:]
     init_rel = init_rel_of(init_kind, start_shape, 2 * len(conditions))
-    expected, actual = run_both_from(case, start_layer, conditions, record, composite_name, init_rel, exclude_parallel)
+    expected, actual = run_both_from(request, case, start_layer, conditions, record, composite_name, init_rel,
+                                     exclude_parallel)
     assert actual.heatmap.shape[0] == 2 * len(conditions)
     assert_same_results(expected, actual, conditions, record, start_layer, exclude_parallel)
 
 
 @pytest.mark.parametrize("init_kind", ["callable", "tensor", "number"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_concepts_init_rel_at_the_output_matches_zennit_crp(case, init_kind):
+def test_concepts_init_rel_at_the_output_matches_zennit_crp(request, case, init_kind):
     _, _, record, conditions, _, _ = CASES[case]
     classes = {"cnn_bn": 5, "residual": 4, "mlp": 4}[case]
     # with "y" the initial relevance is kept on those classes; without, on every class
     conditions = conditions + [{key: value for key, value in conditions[0].items() if key != "y"}]
     init_rel = init_rel_of(init_kind, (classes,), 2 * len(conditions))
-    expected, actual = run_both_from(case, None, conditions, record, "epsilon_plus", init_rel, True)
+    expected, actual = run_both_from(request, case, None, conditions, record, "epsilon_plus", init_rel, True)
     assert_same_results(expected, actual, conditions, record, None, True)
 
 
-def test_concepts_y_with_start_layer_has_no_effect_and_warns_as_zennit_crp():
+def test_concepts_y_with_start_layer_has_no_effect_and_warns_as_zennit_crp(request):
     start_layer, conditions, record, composite_name = START_CASES["mlp"]
     with_y = [{"y": [3], **condition} for condition in conditions]
     with pytest.warns(UserWarning, match="'y' has no effect"):
-        expected, actual = run_both_from("mlp", start_layer, with_y, record, composite_name, None, True)
+        expected, actual = run_both_from(request, "mlp", start_layer, with_y, record, composite_name, None, True)
     assert_same_results(expected, actual, with_y, record, start_layer, True)
-    _, plain = run_both_from("mlp", start_layer, conditions, record, composite_name, None, True)
+    _, plain = run_both_from(request, "mlp", start_layer, conditions, record, composite_name, None, True)
     torch.testing.assert_close(actual.heatmap, plain.heatmap, rtol=0, atol=0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_concepts_on_device_moves_the_results_as_zennit_crp():
+def test_concepts_on_device_moves_the_results_as_zennit_crp(request):
     start_layer, conditions, record, composite_name = START_CASES["residual"]
-    build, shape, _, _, zennit_canonizer, our_canonizer = CASES["residual"]
-    model = build().cuda()
+    model_fixture, shape, _, _, zennit_canonizer, our_canonizer = CASES["residual"]
+    model = request.getfixturevalue(model_fixture)().cuda()
     inputs = torch.randn(2, *shape, generator=torch.Generator().manual_seed(11)).cuda()
-    theirs, ours = composite_pair(composite_name, inputs, zennit_canonizer, our_canonizer)
+    theirs, ours = composite_pair(composite_name, inputs, zennit_canonizer(model), our_canonizer(model))
     expected = crp_attribution.CondAttribution(copy.deepcopy(model))(
         inputs.clone().requires_grad_(True), conditions[:1], theirs, record_layer=record, start_layer=start_layer,
         on_device="cpu")
