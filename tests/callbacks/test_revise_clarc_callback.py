@@ -79,6 +79,23 @@ def test_csv_logger_and_no_logger(tmp_path, make_trainer, tiny_classifier, tiny_
     assert callback.cav is not None and callback.separability is not None
 
 
+def test_a_logger_whose_files_cannot_be_written_warns_once_and_training_goes_on(
+    tmp_path, make_trainer, tiny_classifier, tiny_data
+):
+    """The CSV logger's metrics.csv is a directory: Lightning's own save() raises IsADirectoryError (an OSError) at
+    the first epoch end; with ClArCCallback alone the logger is guarded, warns once, and ends with its own methods."""
+    seed_everything(0)
+    logger = CSVLogger(tmp_path, name="csv")
+    (Path(logger.log_dir) / "metrics.csv").mkdir(parents=True)
+    callback = _callback()
+    trainer = make_trainer(tmp_path, [callback], logger=logger, max_epochs=2)
+    with pytest.warns(RuntimeWarning, match="its calls are dropped for the rest of this fit") as caught:
+        trainer.fit(tiny_classifier(), datamodule=tiny_data())
+    assert len([w for w in caught if "its calls are dropped" in str(w.message)]) == 1
+    assert trainer.current_epoch == 2 and callback.cav is not None
+    assert not {"log_metrics", "save", "finalize"} & set(vars(logger))
+
+
 def test_p_clarc_leaves_training_bitwise_unchanged(tmp_path, make_trainer, tiny_classifier, tiny_data):
     weights = []
     for callbacks in ([], [_callback()]):

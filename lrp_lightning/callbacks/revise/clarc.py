@@ -10,6 +10,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lrp_lightning.attribution import Gradient
 from lrp_lightning.callbacks.common import log_scalars, positive_int
 from lrp_lightning.callbacks.hygiene import attribution_mode, preserved_state
+from lrp_lightning.callbacks.logger_guard import guard_loggers
 from lrp_lightning.callbacks.revise.artifact_labels import ClusterChoice, cluster_flags, flags_from_user
 from lrp_lightning.callbacks.samples import BatchToInput, Samples, collect_samples, first_dataloader
 from lrp_lightning.composites import get_composite
@@ -111,7 +112,9 @@ class ClArCCallback(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Collect the validation samples held for fitting and re-evaluation, and fit if ``fit_epoch`` is 0 (when the
         validation loader was passed to ``fit`` directly, Lightning loads it only for the first validation, the
-        sanity check by default: both happen then)."""
+        sanity check by default: both happen then); guard the loggers for this fit
+        (:mod:`~lrp_lightning.callbacks.logger_guard`)."""
+        guard_loggers(trainer)
         self.samples, self._fitted_epoch = None, None
         self._prepare(trainer, pl_module)
 
