@@ -123,8 +123,10 @@ def test_csv_and_tensorboard_loggers_each_get_what_they_support(tmp_path, read_e
         rows = [row for row in csv.DictReader(handle) if row.get(monitor)]
     assert len(rows) == 2
     assert float(checkpoint.best_model_score) == pytest.approx(max(float(row[monitor]) for row in rows))
-    pngs = sorted(p.name for p in (tmp_path / "csv" / "version_0" / "attribution" / "epsilon_plus_flat" / "grid").iterdir())
-    assert pngs == [f"epoch={e:03d}-step={trainer.num_training_batches * (e + 1):06d}.png" for e in range(2)]
+    files = sorted(p.name for p in (tmp_path / "csv" / "version_0" / "attribution" / "epsilon_plus_flat" / "grid").iterdir())
+    # each grid with its caption beside it
+    assert files == [f"epoch={e:03d}-step={trainer.num_training_batches * (e + 1):06d}{suffix}"
+                     for e in range(2) for suffix in (".png", ".txt")]
     assert len(list((tmp_path / "csv/version_0/attribution/curves/aopc_morf").glob("*.png"))) == 2
     assert len(list((tmp_path / "csv/version_0/attribution/epsilon_plus_flat/rule_map").glob("*.md"))) == 1
     events = read_events(loggers[0].log_dir)
@@ -134,8 +136,8 @@ def test_csv_and_tensorboard_loggers_each_get_what_they_support(tmp_path, read_e
 def test_without_logger_pngs_go_under_default_root_dir_and_every_n_epochs_is_honoured(tmp_path, seeded_fit):
     callback = AttributionCallback("epsilon_plus", num_samples=2, every_n_epochs=2)
     trainer, _, _ = seeded_fit(tmp_path, [callback], logger=False, max_epochs=3)
-    pngs = sorted(p.name for p in (tmp_path / "attribution" / "epsilon_plus" / "grid").iterdir())
-    assert pngs == [f"epoch=001-step={trainer.num_training_batches * 2:06d}.png"]
+    files = sorted(p.name for p in (tmp_path / "attribution" / "epsilon_plus" / "grid").iterdir())
+    assert files == [f"epoch=001-step={trainer.num_training_batches * 2:06d}{suffix}" for suffix in (".png", ".txt")]
 
 
 def test_resume_from_checkpoint_explains_the_same_samples(
