@@ -8,12 +8,8 @@ the union of the shards must equal that of one process updated with both shards.
 draws per update from a generator seeded afresh on each rank, so its synced value must equal the
 sample-weighted mean of the shards evaluated on their own.
 """
-import time
 
-import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from lrp_lightning.attribution import Gradient
@@ -85,28 +81,8 @@ def evaluate(shards) -> dict:
     return results
 
 
-def worker(rank: int, store_path: str, result_path: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank, world_size=2)
-    try:
-        results = evaluate([SHARDS[rank]])
-        if rank == 0:
-            torch.save(results, result_path)
-    finally:
-        dist.destroy_process_group()
-
-
-def test_two_process_sync_equals_one_process_updated_shard_by_shard(tmp_path):
-    result_path = str(tmp_path / "rank0.pt")
-    context = mp.start_processes(worker, args=(str(tmp_path / "store"), result_path), nprocs=2, join=False,
-                                 start_method="spawn")
-    deadline = time.monotonic() + JOIN_TIMEOUT_S
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"the two DDP workers did not finish within {JOIN_TIMEOUT_S} s")
-    synced = torch.load(result_path)
+def test_two_process_sync_equals_one_process_updated_shard_by_shard(tmp_path, rank_zero_results):
+    synced = rank_zero_results(evaluate, [[shard] for shard in SHARDS], tmp_path, JOIN_TIMEOUT_S)
     single = evaluate(SHARDS)
     # each rank's generator starts from the seed; one process continues its stream into the second shard
     weights = [(shard.stop - shard.start) / 5 for shard in SHARDS]

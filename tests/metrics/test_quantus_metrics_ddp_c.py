@@ -6,12 +6,9 @@ draws per update, Consistency groups the samples of an update and Continuity's n
 an update, so for those the synced value must equal the sample-weighted mean of the two shards
 evaluated on their own.
 """
-import time
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from lrp_lightning.metrics import ROAD, Consistency, Continuity
@@ -51,29 +48,9 @@ def evaluate(shard: slice) -> dict:
     return results
 
 
-def worker(rank: int, store_path: str, result_path: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank, world_size=2)
-    try:
-        results = evaluate(SHARDS[rank])
-        if rank == 0:
-            torch.save(results, result_path)
-    finally:
-        dist.destroy_process_group()
-
-
 @pytest.mark.large  # two spawned interpreters: a minute on a loaded 2-core machine
-def test_two_process_sync_equals_single_process(tmp_path):
-    result_path = str(tmp_path / "rank0.pt")
-    context = mp.start_processes(worker, args=(str(tmp_path / "store"), result_path), nprocs=2, join=False,
-                                 start_method="spawn")
-    deadline = time.monotonic() + JOIN_TIMEOUT_S
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"the two DDP workers did not finish within {JOIN_TIMEOUT_S} s")
-    synced = torch.load(result_path)
+def test_two_process_sync_equals_single_process(tmp_path, rank_zero_results):
+    synced = rank_zero_results(evaluate, SHARDS, tmp_path, JOIN_TIMEOUT_S)
     single = evaluate(slice(0, 5))
     shards = [evaluate(shard) for shard in SHARDS]
     weights = [(shard.stop - shard.start) / 5 for shard in SHARDS]
