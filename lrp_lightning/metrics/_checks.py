@@ -57,6 +57,14 @@ def check_inputs(inputs: Any) -> Tensor:
     return inputs
 
 
+def check_images(inputs: Any, needs: str) -> None:
+    """Check that ``inputs`` are images (N, C, H, W), not vectors or token ids; ``needs`` says why, e.g.
+    ``"IROF segments images into superpixels"``."""
+    if not isinstance(inputs, Tensor) or inputs.ndim != 4 or is_token_ids(inputs):
+        shape = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
+        raise ValueError(f"{needs} and needs images (N, C, H, W), got {shape}")
+
+
 def location_relevance(inputs: Tensor, attributions: Tensor) -> Tensor:
     """Relevance per input location (channels summed): (N, H, W) for images, (N, D) for vectors.
 

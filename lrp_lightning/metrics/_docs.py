@@ -75,6 +75,13 @@ attention_mask : Tensor, optional
     For token ids: the mask (N, T) passed to the model as ``attention_mask=`` with every
     perturbed copy of its sample.""",
 }
+FRAGMENTS["image_update"] = FRAGMENTS["perturbed_model"].replace("a batch of inputs", "a batch of images") + """
+inputs : Tensor
+    Images (N, C, H, W).
+attributions : Tensor
+    The inputs' shape, or (N, 1, H, W) / (N, H, W); channels are summed.
+target : Tensor
+    Class indices (N,)."""
 FRAGMENTS["perturbed_update"] = FRAGMENTS["perturbed_model"] + "\n" + FRAGMENTS["perturbed_arguments"]
 FRAGMENTS["quantus_perturbation"] = "\n".join(
     FRAGMENTS[name] for name in ("relevance_options", "quantus_baseline", "softmax_by_default", "images_per_call")

@@ -5,12 +5,11 @@ import torch
 from torch import Tensor
 
 from lrp_lightning.metrics._base import SampleMeanMetric
-from lrp_lightning.metrics._checks import Baseline
+from lrp_lightning.metrics._checks import Baseline, check_images
 from lrp_lightning.metrics._docs import fill_doc
 from lrp_lightning.metrics._model import Model
 from lrp_lightning.metrics._perturbation import cumulative_masks, perturbed_scores, resolve_fill
 from lrp_lightning.metrics._quantus_steps import QuantusRelevanceMixin
-from lrp_lightning.transformer.tokens import is_token_ids
 
 Segmentation = Union[str, Callable[[Tensor], Tensor]]
 SEGMENTATION_METHODS = ("slic",)
@@ -87,19 +86,9 @@ class IROF(QuantusRelevanceMixin, SampleMeanMetric):
 
         Parameters
         ----------
-        model : callable
-            Maps a batch of images to class scores (B, classes); an ``nn.Module`` runs in eval mode
-            under ``torch.no_grad()`` and gets its training flags back.
-        inputs : Tensor
-            Images (N, C, H, W).
-        attributions : Tensor
-            The inputs' shape, or (N, 1, H, W) / (N, H, W); channels are summed.
-        target : Tensor
-            Class indices (N,).
+        {image_update}
         """
-        if not isinstance(inputs, Tensor) or inputs.ndim != 4 or is_token_ids(inputs):
-            shape = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
-            raise ValueError(f"IROF segments images into superpixels and needs images (N, C, H, W), got {shape}")
+        check_images(inputs, "IROF segments images into superpixels")
         inputs, relevance, target, _ = self._prepare_relevance(inputs, attributions, target)
         labels = self._segments(inputs)
         ranks, num_segments = segment_ranks(relevance, labels)

@@ -6,12 +6,12 @@ from torch import Tensor
 
 from lrp_lightning._arguments import boolean, integer, real_number
 from lrp_lightning.metrics._base import CurveMeanMetric, SeededGenerators
-from lrp_lightning.metrics._checks import check_positive_int
+from lrp_lightning.metrics._checks import check_images, check_positive_int
+from lrp_lightning.metrics._docs import fill_doc
 from lrp_lightning.metrics._imputation import linear_imputation
 from lrp_lightning.metrics._model import Model, check_classes, evaluation_mode
 from lrp_lightning.metrics._perturbation import chunk_bounds, region_ranks
 from lrp_lightning.metrics._quantus_steps import QuantusRelevanceMixin
-from lrp_lightning.transformer.tokens import is_token_ids
 
 # Quantus 0.6.0's default: 1, 3, ..., 99 percent
 DEFAULT_PERCENTAGES = tuple(range(1, 100, 2))
@@ -27,6 +27,7 @@ def check_percentages(percentages: Any) -> tuple[float, ...]:
     return values
 
 
+@fill_doc
 class ROAD(QuantusRelevanceMixin, CurveMeanMetric):
     """Accuracy after removing the most relevant pixels with noisy linear imputation (Rong et al. 2022).
 
@@ -87,19 +88,9 @@ class ROAD(QuantusRelevanceMixin, CurveMeanMetric):
 
         Parameters
         ----------
-        model : callable
-            Maps a batch of images to class scores (B, classes); an ``nn.Module`` runs in eval mode
-            under ``torch.no_grad()`` and gets its training flags back.
-        inputs : Tensor
-            Images (N, C, H, W).
-        attributions : Tensor
-            The inputs' shape, or (N, 1, H, W) / (N, H, W); channels are summed.
-        target : Tensor
-            Class indices (N,).
+        {image_update}
         """
-        if not isinstance(inputs, Tensor) or inputs.ndim != 4 or is_token_ids(inputs):
-            shape = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
-            raise ValueError(f"ROAD imputes pixels from their image neighbours and needs images (N, C, H, W), got {shape}")
+        check_images(inputs, "ROAD imputes pixels from their image neighbours")
         if inputs.shape[2] * inputs.shape[3] < 2:
             raise ValueError(f"ROAD needs images of at least two pixels, got {tuple(inputs.shape)}")
         inputs, relevance, target, _ = self._prepare_relevance(inputs, attributions, target)
