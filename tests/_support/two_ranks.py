@@ -42,3 +42,18 @@ def rank_zero_results(evaluate: Callable[[Any], dict], per_rank: Sequence[Any], 
                 process.kill()
             pytest.fail(f"the two DDP workers did not finish within {timeout_s} s")
     return torch.load(result_path)
+
+
+def one_process_expectation(evaluate: Callable[[slice], dict], shards: Sequence[slice],
+                            per_update: Sequence[str]) -> dict:
+    """What the two ranks' synced metrics must give: ``evaluate`` on all samples in one process, except the metrics
+    named in ``per_update`` (their value depends on the batch an update sees: noise drawn per update, samples grouped
+    within an update), which take the sample-weighted mean of the shards evaluated on their own."""
+    single = evaluate(slice(shards[0].start, shards[-1].stop))
+    by_shard = [evaluate(shard) for shard in shards]
+    total = sum(shard.stop - shard.start for shard in shards)
+    weights = [(shard.stop - shard.start) / total for shard in shards]
+    for key in single:
+        if key.split("/")[0] in per_update:
+            single[key] = sum(weight * results[key] for weight, results in zip(weights, by_shard))
+    return single

@@ -65,12 +65,9 @@ def evaluate(shard: slice) -> dict:
     return results
 
 
-def test_two_process_sync_equals_single_process(tmp_path, rank_zero_results):
+def test_two_process_sync_equals_single_process(tmp_path, rank_zero_results, one_process_expectation):
     synced = rank_zero_results(evaluate, SHARDS, tmp_path, JOIN_TIMEOUT_S)
-    single = evaluate(slice(0, 5))
-    shards = [evaluate(shard) for shard in SHARDS]
-    weights = [(shard.stop - shard.start) / 5 for shard in SHARDS]
-    single["faithfulness"] = sum(w * shard["faithfulness"] for w, shard in zip(weights, shards))
+    single = one_process_expectation(evaluate, SHARDS, ("faithfulness",))
     assert synced.keys() == single.keys()
     assert len({key.split("/")[0] for key in single}) == 10
     for key, value in single.items():

@@ -78,14 +78,9 @@ def evaluate(shard: slice) -> dict:
 
 
 @pytest.mark.large  # two spawned interpreters plus four evaluations: minutes on a loaded 2-core machine
-def test_two_process_sync_equals_single_process(tmp_path, rank_zero_results):
+def test_two_process_sync_equals_single_process(tmp_path, rank_zero_results, one_process_expectation):
     synced = rank_zero_results(evaluate, SHARDS, tmp_path, JOIN_TIMEOUT_S)
-    single = evaluate(slice(0, 5))
-    shards = [evaluate(shard) for shard in SHARDS]
-    weights = [(shard.stop - shard.start) / 5 for shard in SHARDS]
-    for key in single:
-        if key.split("/")[0] in DRAWING:
-            single[key] = sum(w * shard[key] for w, shard in zip(weights, shards))
+    single = one_process_expectation(evaluate, SHARDS, DRAWING)
     assert synced.keys() == single.keys()
     assert len({key.split("/")[0] for key in single}) == 15
     for key, value in single.items():
