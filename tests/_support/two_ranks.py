@@ -57,3 +57,12 @@ def one_process_expectation(evaluate: Callable[[slice], dict], shards: Sequence[
         if key.split("/")[0] in per_update:
             single[key] = sum(weight * results[key] for weight, results in zip(weights, by_shard))
     return single
+
+
+def assert_same_results(synced: dict, expected: dict, metrics: int) -> None:
+    """``synced`` holds the same ``metrics`` metrics' results as ``expected``, each finite and equal to it."""
+    assert synced.keys() == expected.keys()
+    assert len({key.split("/")[0] for key in expected}) == metrics
+    for key, value in expected.items():
+        assert torch.isfinite(value).all(), key
+        torch.testing.assert_close(synced[key], value, msg=key)

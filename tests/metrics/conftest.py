@@ -9,4 +9,6 @@ warnings.filterwarnings("ignore", module="quantus")  # the oracle's own warnings
 expose(globals(), "quantus_oracle", {name: name for name in (
     "small_cnn", "small_mlp", "image_batch", "vector_batch", "quantus_scores",
 )})
-expose(globals(), "two_ranks", {name: name for name in ("rank_zero_results", "one_process_expectation")})
+expose(globals(), "two_ranks", {name: name for name in (
+    "rank_zero_results", "one_process_expectation", "assert_same_results",
+)})
