@@ -18,6 +18,11 @@ def check_positive_int(name: str, value: Any) -> int:
     return value
 
 
+def optional_batch_size(max_batch_size: Any) -> Optional[int]:
+    """``max_batch_size`` checked: ``None`` (chunks sized to the device) or a positive int."""
+    return None if max_batch_size is None else check_positive_int("max_batch_size", max_batch_size)
+
+
 def check_order(order: Any) -> str:
     """Return ``order`` if it is one of ``ORDERS``, else raise ``ValueError``."""
     if order not in ORDERS:

@@ -10,9 +10,9 @@ from lrp_lightning.metrics._checks import (
     check_attention_mask,
     check_baseline,
     check_inputs,
-    check_positive_int,
     check_target,
     location_relevance,
+    optional_batch_size,
 )
 
 
@@ -23,7 +23,7 @@ class ModelPerturbationMixin:
     def _configure(self, baseline: Baseline, softmax: bool, max_batch_size: Optional[int], seed: int) -> None:
         self.baseline = check_baseline(baseline)
         self.softmax = boolean("softmax", softmax)
-        self.max_batch_size = None if max_batch_size is None else check_positive_int("max_batch_size", max_batch_size)
+        self.max_batch_size = optional_batch_size(max_batch_size)
         self._generators = SeededGenerators(integer("seed", seed))
 
     def _prepare(

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from lrp_lightning._arguments import boolean, integer, real_number
 from lrp_lightning.metrics._base import SampleMeanMetric, SeededGenerators
-from lrp_lightning.metrics._checks import check_inputs, check_positive_int, check_target
+from lrp_lightning.metrics._checks import check_inputs, check_positive_int, check_target, optional_batch_size
 from lrp_lightning.metrics._explainer import BatchExplainer, ExplainerArg, check_explainer, explain_in_chunks
 from lrp_lightning.metrics._model import Model, check_classes
 from lrp_lightning.transformer.tokens import is_token_ids
@@ -105,7 +105,7 @@ class RobustnessMetric(SampleMeanMetric):
         self.return_nan_when_prediction_changes = boolean(
             "return_nan_when_prediction_changes", return_nan_when_prediction_changes
         )
-        self.max_batch_size = None if max_batch_size is None else check_positive_int("max_batch_size", max_batch_size)
+        self.max_batch_size = optional_batch_size(max_batch_size)
         self._generators = SeededGenerators(integer("seed", seed))
 
     def _noise(self, shape: tuple, generator: torch.Generator, dtype: torch.dtype) -> Tensor:

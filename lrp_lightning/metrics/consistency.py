@@ -9,9 +9,9 @@ from lrp_lightning.metrics._base import SampleMeanMetric
 from lrp_lightning.metrics._checks import (
     check_attention_mask,
     check_inputs,
-    check_positive_int,
     check_same_batch,
     flat_attributions,
+    optional_batch_size,
 )
 from lrp_lightning.metrics._model import Model, evaluation_mode
 from lrp_lightning.metrics._perturbation import chunk_bounds
@@ -111,7 +111,7 @@ class Consistency(SampleMeanMetric):
         self.discretise_func = discretise_func
         self.abs = boolean("abs", abs)
         self.normalise = boolean("normalise", normalise)
-        self.max_batch_size = None if max_batch_size is None else check_positive_int("max_batch_size", max_batch_size)
+        self.max_batch_size = optional_batch_size(max_batch_size)
 
     def update(
         self, model: Model, inputs: Tensor, attributions: Tensor, attention_mask: Optional[Tensor] = None

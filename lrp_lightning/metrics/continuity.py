@@ -7,7 +7,7 @@ from torch import Tensor
 
 from lrp_lightning._arguments import boolean
 from lrp_lightning.metrics._base import SampleMeanMetric
-from lrp_lightning.metrics._checks import Baseline, check_baseline, check_positive_int, check_target
+from lrp_lightning.metrics._checks import Baseline, check_baseline, check_positive_int, check_target, optional_batch_size
 from lrp_lightning.metrics._explainer import BatchExplainer, ExplainerArg, check_explainer, explain_in_chunks
 from lrp_lightning.metrics._model import Model, check_classes
 from lrp_lightning.metrics._perturbation import resolve_fill
@@ -105,7 +105,7 @@ class Continuity(SampleMeanMetric):
         self.return_nan_when_prediction_changes = boolean(
             "return_nan_when_prediction_changes", return_nan_when_prediction_changes
         )
-        self.max_batch_size = None if max_batch_size is None else check_positive_int("max_batch_size", max_batch_size)
+        self.max_batch_size = optional_batch_size(max_batch_size)
 
     def update(self, model: Model, inputs: Tensor, target: Tensor) -> None:
         """Explain ``inputs`` and ``nr_steps`` translated copies of them; accumulate one value per sample.

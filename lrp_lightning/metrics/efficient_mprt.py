@@ -6,7 +6,7 @@ from torch import Tensor
 
 from lrp_lightning._arguments import boolean, integer
 from lrp_lightning.metrics._base import SampleMeanMetric
-from lrp_lightning.metrics._checks import check_inputs, check_positive_int, check_target
+from lrp_lightning.metrics._checks import check_inputs, check_positive_int, check_target, optional_batch_size
 from lrp_lightning.metrics._explainer import BatchExplainer, ExplainerArg, check_explainer
 from lrp_lightning.metrics._model import Model
 from lrp_lightning.metrics._randomisation import check_layer_order, explain_all, model_copy, prepared, randomised_states
@@ -80,7 +80,7 @@ class EfficientMPRT(SampleMeanMetric):
         self.n_bins = check_positive_int("n_bins", n_bins)
         self.abs = boolean("abs", abs)
         self.normalise = boolean("normalise", normalise)
-        self.max_batch_size = None if max_batch_size is None else check_positive_int("max_batch_size", max_batch_size)
+        self.max_batch_size = optional_batch_size(max_batch_size)
 
     def update(self, model: Model, inputs: Tensor, target: Tensor) -> None:
         """Explain ``inputs`` with the original and the fully randomised copy; accumulate the complexity rise.

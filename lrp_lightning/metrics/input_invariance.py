@@ -1,6 +1,6 @@
 """Input invariance (Kindermans et al. 2019): the explanation ignores a constant shift the model absorbs."""
 import copy
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import torch
 import torch.nn.functional as F

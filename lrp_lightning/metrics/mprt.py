@@ -6,7 +6,7 @@ from torch import Tensor
 
 from lrp_lightning._arguments import boolean, integer
 from lrp_lightning.metrics._base import CurveMeanMetric
-from lrp_lightning.metrics._checks import check_inputs, check_positive_int, check_target
+from lrp_lightning.metrics._checks import check_inputs, check_target, optional_batch_size
 from lrp_lightning.metrics._docs import fill_doc
 from lrp_lightning.metrics._explainer import BatchExplainer, ExplainerArg, check_explainer
 from lrp_lightning.metrics._model import Model
@@ -72,7 +72,7 @@ class MPRT(CurveMeanMetric):
         self.skip_layers = boolean("skip_layers", skip_layers)
         self.abs = boolean("abs", abs)
         self.normalise = boolean("normalise", normalise)
-        self.max_batch_size = None if max_batch_size is None else check_positive_int("max_batch_size", max_batch_size)
+        self.max_batch_size = optional_batch_size(max_batch_size)
         self.layers: list[str] = []
 
     def _begin(self, inputs: Tensor) -> None:

@@ -6,7 +6,7 @@ from torch import Tensor
 
 from lrp_lightning._arguments import boolean, integer
 from lrp_lightning.metrics._base import SampleMeanMetric, SeededGenerators
-from lrp_lightning.metrics._checks import check_inputs, check_positive_int, check_target
+from lrp_lightning.metrics._checks import check_inputs, check_positive_int, check_target, optional_batch_size
 from lrp_lightning.metrics._docs import fill_doc
 from lrp_lightning.metrics._explainer import BatchExplainer, ExplainerArg, check_explainer
 from lrp_lightning.metrics._model import Model
@@ -60,7 +60,7 @@ class RandomLogit(SampleMeanMetric):
         self.num_classes = num_classes
         self.abs = boolean("abs", abs)
         self.normalise = boolean("normalise", normalise)
-        self.max_batch_size = None if max_batch_size is None else check_positive_int("max_batch_size", max_batch_size)
+        self.max_batch_size = optional_batch_size(max_batch_size)
         self._generators = SeededGenerators(integer("seed", seed))
 
     def _other_classes(self, target: Tensor) -> Tensor:

@@ -6,7 +6,7 @@ from torch import Tensor
 
 from lrp_lightning._arguments import boolean, integer, real_number
 from lrp_lightning.metrics._base import CurveMeanMetric, SeededGenerators
-from lrp_lightning.metrics._checks import check_images, check_positive_int
+from lrp_lightning.metrics._checks import check_images, optional_batch_size
 from lrp_lightning.metrics._docs import fill_doc
 from lrp_lightning.metrics._imputation import linear_imputation
 from lrp_lightning.metrics._model import Model, check_classes, evaluation_mode
@@ -80,7 +80,7 @@ class ROAD(QuantusRelevanceMixin, CurveMeanMetric):
         self.percentages = check_percentages(DEFAULT_PERCENTAGES if percentages is None else percentages)
         self.noise = real_number("noise", noise, minimum=0.0)
         self.abs, self.normalise = boolean("abs", abs), boolean("normalise", normalise)
-        self.max_batch_size = None if max_batch_size is None else check_positive_int("max_batch_size", max_batch_size)
+        self.max_batch_size = optional_batch_size(max_batch_size)
         self._generators = SeededGenerators(integer("seed", seed))
 
     def update(self, model: Model, inputs: Tensor, attributions: Tensor, target: Tensor) -> None:

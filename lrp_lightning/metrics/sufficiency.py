@@ -6,7 +6,12 @@ from torch import Tensor
 
 from lrp_lightning._arguments import boolean, real_number
 from lrp_lightning.metrics._base import SampleMeanMetric
-from lrp_lightning.metrics._checks import check_attention_mask, check_inputs, check_positive_int, location_relevance
+from lrp_lightning.metrics._checks import (
+    check_attention_mask,
+    check_inputs,
+    location_relevance,
+    optional_batch_size,
+)
 from lrp_lightning.metrics._docs import fill_doc
 from lrp_lightning.metrics._model import Model, evaluation_mode
 from lrp_lightning.metrics._perturbation import chunk_bounds
@@ -62,7 +67,7 @@ class Sufficiency(SampleMeanMetric):
         self.distance_func = distance_func
         self.abs = boolean("abs", abs)
         self.normalise = boolean("normalise", normalise)
-        self.max_batch_size = None if max_batch_size is None else check_positive_int("max_batch_size", max_batch_size)
+        self.max_batch_size = optional_batch_size(max_batch_size)
 
     def update(
         self, model: Model, inputs: Tensor, attributions: Tensor, attention_mask: Optional[Tensor] = None
