@@ -475,7 +475,7 @@ class _CallState:
     ``slots`` (positional indices, keyword names); :meth:`forward_with` then re-evaluates the module.
     """
 
-    __slots__ = ("hook", "module", "extra_args", "kwargs", "output", "probe", "slots", "parameter_map", "parameters")
+    __slots__ = ("hook", "module", "extra_args", "kwargs", "output", "probe", "slots", "parameter_map")
 
     def __init__(
         self,
@@ -500,7 +500,6 @@ class _CallState:
         self.parameter_map = {
             name: parameter for name, parameter in module.named_parameters(recurse=False) if parameter.requires_grad
         } if differentiable.enabled_now() else {}
-        self.parameters = list(self.parameter_map.values())
 
     def forward_with(self, *inputs: torch.Tensor) -> Any:
         """Return ``module.forward`` of this call with ``inputs`` in the places of its tensor inputs."""
@@ -546,7 +545,7 @@ class _RuleFunction(torch.autograd.Function):
         keeps_output = state.hook.saves_output_of(state.module)
         ctx.output = output.detach() if keeps_output else None
         ctx.output_version = output._version
-        ctx.parameter_count = len(state.parameters)
+        ctx.parameter_count = len(state.parameter_map)
         inputs = tensors[:len(tensors) - ctx.parameter_count]
         ctx.input_count = len(inputs)
         ctx.relevance_done = False
@@ -593,14 +592,14 @@ class _RuleFunction(torch.autograd.Function):
 
 def _true_gradients(state: _CallState, inputs: tuple, grad_output: torch.Tensor) -> tuple:
     """The module's plain gradients ``J^T grad_output`` of one call's tensor inputs and of its parameters
-    (``state.parameters``), recomputed from the saved inputs and those parameters without hooks."""
+    (``state.parameter_map``), recomputed from the saved inputs and those parameters without hooks."""
     forward = state.forward_with if state.slots is not None else (
         lambda input: forward_of(state.module, input, state.extra_args, state.kwargs)
     )
     keep_graph = torch.is_grad_enabled()
     with torch.enable_grad(), _hooks_suspended(), swapped_parameters(state.module, state.parameter_map):
         leaves = [_graph_leaf(input, keep_graph) for input in inputs]
-        gradients = torch.autograd.grad(forward(*leaves), [*leaves, *state.parameters], grad_output,
+        gradients = torch.autograd.grad(forward(*leaves), [*leaves, *state.parameter_map.values()], grad_output,
                                         allow_unused=True, create_graph=keep_graph)
     return tuple(torch.zeros_like(leaf) if gradient is None else gradient
                  for leaf, gradient in zip(leaves, gradients[:len(leaves)])) + tuple(gradients[len(leaves):])
@@ -833,7 +832,7 @@ class Hook:
             return replaced
         # a detached alias is returned (never the input object itself, which autograd would treat as a view)
         state = _CallState(self, module, tuple(args[1:]), kwargs, output.detach(), self.probe(input))
-        return _RuleFunction.apply(state, input, *state.parameters)
+        return _RuleFunction.apply(state, input, *state.parameter_map.values())
 
     def _keep_grad_output(self, output: torch.Tensor) -> None:
         """For a hook whose backward leaves the module's gradient alone: put the gradient arriving at
@@ -870,7 +869,7 @@ class Hook:
             )
         inputs = [args[slot] if isinstance(slot, int) else kwargs[slot] for slot in slots]
         state = _CallState(self, module, tuple(args), kwargs, output.detach(), None, slots)
-        return _RuleFunction.apply(state, *inputs, *state.parameters)
+        return _RuleFunction.apply(state, *inputs, *state.parameter_map.values())
 
     def _tensor_input_slots(self, args: tuple, kwargs: dict) -> list:
         """Where the call's tensor inputs are (positional indices, then keyword names); empty when the
