@@ -36,7 +36,7 @@ from lrp_lightning.demo.data import (
 from lrp_lightning.demo.loggers import add_logger_argument, demo_loggers
 from lrp_lightning.demo.metrics import OBJECT, WATERMARK, RegionRelevanceMass, stack_masks
 from lrp_lightning.demo.model import ShapesCNN, ShapesViT
-from lrp_lightning.demo.revise import add_revise_arguments, run_revise
+from lrp_lightning.demo.revise import CLARC_TRAIN_WATERMARKED, RRR_EPOCHS, add_revise_arguments, run_revise
 from lrp_lightning.demo.progress import EpochProgressBar
 from lrp_lightning.demo.run_name import run_name
 from lrp_lightning.demo.suite import add_suite_arguments, suite_callbacks, suite_report
@@ -98,7 +98,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--model", choices=sorted(MODELS), default="cnn", help="the classifier: a small CNN or a small ViT"
     )
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: cnn 6, vit 6)")
+    parser.add_argument("--epochs", type=int, default=None, help=f"training epochs (default: cnn 6, vit 6; --revise rrr {RRR_EPOCHS})")
     parser.add_argument(
         "--confounder",
         action=argparse.BooleanOptionalAction,
@@ -110,6 +110,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=float,
         default=1.0,
         help="share of training images whose watermark marks the class",
+    )
+    parser.add_argument(
+        "--train-watermarked",
+        type=float,
+        default=None,
+        help=f"share of training images that carry a watermark at all (default: 1; --revise clarc "
+        f"{CLARC_TRAIN_WATERMARKED}, the partly confounded split of the ClArC papers)",
     )
     parser.add_argument(
         "--watermark-opacity",
@@ -148,6 +155,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add_logger_argument(parser)
     add_revise_arguments(parser)
     args = parser.parse_args(argv)
+    if args.revise == "rrr" and args.epochs is None:
+        args.epochs = RRR_EPOCHS
+    if args.train_watermarked is None:
+        args.train_watermarked = CLARC_TRAIN_WATERMARKED if args.revise == "clarc" else 1.0
     for setting, value in MODELS[args.model].items():
         if setting != "model" and getattr(args, setting) is None:
             setattr(args, setting, list(value) if setting == "composites" else value)
@@ -230,6 +241,7 @@ def train(args: argparse.Namespace) -> pl.Trainer:
         seed=args.seed,
         val_watermark=args.val_watermark,
         watermark_opacity=args.watermark_opacity,
+        train_watermarked=args.train_watermarked,
     )
     datamodule.setup()
     callback = build_callback(datamodule, args)

@@ -121,9 +121,24 @@ def _watermark_pattern() -> torch.Tensor:
     return checker.expand(3, -1, -1)
 
 
-def _corner_origin(corner: int) -> tuple[int, int]:
+def _corner_patch(corner: int) -> tuple[slice, slice]:
+    """Rows and columns of the watermark patch in ``corner`` (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right)."""
     far = IMAGE_SIZE - WATERMARK_MARGIN - WATERMARK_SIZE
-    return (WATERMARK_MARGIN if corner < 2 else far, WATERMARK_MARGIN if corner % 2 == 0 else far)
+    top = WATERMARK_MARGIN if corner < 2 else far
+    left = WATERMARK_MARGIN if corner % 2 == 0 else far
+    return slice(top, top + WATERMARK_SIZE), slice(left, left + WATERMARK_SIZE)
+
+
+def watermark_regions() -> torch.Tensor:
+    """Bool mask of the four corner patches where a watermark can sit, shape (64, 64).
+
+    A model can read the class from the watermark's corner and equally from the other corners being empty, so a
+    penalty that must remove the shortcut covers all four regions (what ``--revise rrr`` penalises).
+    """
+    regions = torch.zeros(IMAGE_SIZE, IMAGE_SIZE, dtype=torch.bool)
+    for corner in range(4):
+        regions[_corner_patch(corner)] = True
+    return regions
 
 
 def generate_split(
@@ -219,9 +234,7 @@ def stamp_watermarks(
     pattern = _watermark_pattern()
     for corner in range(4):
         selected = corners == corner
-        top, left = _corner_origin(corner)
-        rows = slice(top, top + WATERMARK_SIZE)
-        cols = slice(left, left + WATERMARK_SIZE)
+        rows, cols = _corner_patch(corner)
         background = images[selected, :, rows, cols]
         images[selected, :, rows, cols] = torch.lerp(background, pattern, opacity)
         masks[selected, rows, cols] = True
@@ -282,6 +295,9 @@ class ShapesDataModule(pl.LightningDataModule):
         half carry it in the corner that marks their class in training, half carry none.
     watermark_opacity : float
         Opacity of the watermark in both splits.
+    train_watermarked : float
+        Fraction of training samples that carry a watermark at all (the rest carry none): below 1 the shortcut
+        covers part of the data and the shapes must be learned for the rest, the setting of the ClArC papers.
     """
 
     def __init__(
@@ -294,6 +310,7 @@ class ShapesDataModule(pl.LightningDataModule):
         seed: int = 0,
         val_watermark: str = "random",
         watermark_opacity: float = WATERMARK_OPACITY,
+        train_watermarked: float = 1.0,
     ) -> None:
         super().__init__()
         if val_watermark not in VAL_WATERMARKS:
@@ -304,6 +321,7 @@ class ShapesDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.confounder = confounder
         self.confounder_strength = confounder_strength
+        self.train_watermarked = train_watermarked
         self.seed = seed
         self.watermark_opacity = watermark_opacity
         self.train_split: ShapesSplit | None = None
@@ -313,7 +331,7 @@ class ShapesDataModule(pl.LightningDataModule):
         """Generate both splits (idempotent)."""
         if self.train_split is None:
             self.train_split = generate_split(
-                self.n_train, self.seed, self.confounder, self.confounder_strength,
+                self.n_train, self.seed, self.confounder, self.confounder_strength, self.train_watermarked,
                 watermark_opacity=self.watermark_opacity,
             )
             if self.val_watermark == "mixed":
@@ -344,6 +362,7 @@ class ShapesDataModule(pl.LightningDataModule):
             "n_val": self.n_val,
             "confounder": self.confounder,
             "confounder_strength": self.confounder_strength,
+            "train_watermarked": self.train_watermarked,
             "seed": self.seed,
             "val_watermark": self.val_watermark,
             "watermark_opacity": self.watermark_opacity,

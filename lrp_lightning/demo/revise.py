@@ -1,13 +1,16 @@
 """``python -m lrp_lightning.demo --revise rrr|clarc``: reveal the watermark shortcut, revise it, re-evaluate.
 
 ``rrr``: the confounded CNN and a CNN trained with :class:`~lrp_lightning.revise.RightReasonsLoss` (Ross et al.'s
-input-gradient penalty on the built-in watermark masks), each trained from scratch; the table gives their
-validation accuracy (watermarks in random corners) and the watermark's share of positive relevance.
+input-gradient penalty, of the label's logit, on the four corner regions where the built-in watermark can sit),
+each trained from scratch for :data:`RRR_EPOCHS` epochs; the table gives their validation accuracy (watermarks in
+random corners) and the watermark's share of positive relevance.
 
-``clarc`` (no masks): the confounded CNN is trained with SpRAy (:class:`~lrp_lightning.callbacks.
-RelevanceClusterCallback`) on a validation split where half the images carry the watermark in their class's
-corner; the CAV comes from the cluster SpRAy finds; :class:`~lrp_lightning.callbacks.revise.ClArCCallback` then
-reports P-ClArC (training-free) and fine-tunes with A-ClArC. Rows: clean and attacked accuracy (the watermark of
+``clarc`` (no masks): the confounded CNN is trained — on a split where :data:`CLARC_TRAIN_WATERMARKED` of the
+images carry their class's watermark and the rest none, the ClArC papers' setting — with SpRAy
+(:class:`~lrp_lightning.callbacks.RelevanceClusterCallback`) on a validation split where half the images carry the
+watermark in their class's corner; the CAV comes from the cluster SpRAy finds;
+:class:`~lrp_lightning.callbacks.revise.ClArCCallback` then reports P-ClArC (training-free), and the model is
+fine-tuned with RR-ClArC (:class:`~lrp_lightning.revise.RRClArCLoss`) and, separately, with A-ClArC. Rows: clean and attacked accuracy (the watermark of
 the artifact's class stamped into every other class's image) and ``R_bias`` (the positive relevance share inside
 that stamped watermark), all read back from the event files.
 """
@@ -26,18 +29,27 @@ from lrp_lightning.callbacks.revise import ClArCCallback
 from lrp_lightning.canonizers import SequentialMergeBatchNorm
 from lrp_lightning.composites import EpsilonGammaBox
 from lrp_lightning.demo.data import (CLASS_NAMES, IMAGE_SIZE, MEAN, STD, WATERMARK_SIZE, ShapesDataModule, input_bounds,
-                                     normalize, stamp_watermarks)
+                                     normalize, stamp_watermarks, watermark_regions)
 from lrp_lightning.demo.model import ShapesCNN
 from lrp_lightning.demo.summary import read_scalars
-from lrp_lightning.revise import RightReasonsLoss
+from lrp_lightning.revise import RightReasonsLoss, RRClArCLoss
 
 MODES = ("rrr", "clarc")
 CLARC_LAYER = "net.14"  # the last block's ReLU (8x8 maps, 64 channels)
 SHARE_TAG = "revision/watermark_share"
+# share of training images with a watermark for --revise clarc: the rest teach the shapes, which ClArC can only
+# bring forward if the model learned them (at 1.0 no correction gets above chance: docs/revise.md)
+CLARC_TRAIN_WATERMARKED = 0.5
+# the penalised model learns the shapes more slowly than the shortcut model learns the watermark
+RRR_EPOCHS = 10
 
 
 class RightReasonsCNN(ShapesCNN):
     """The demo CNN whose training loss adds ``RightReasonsLoss`` on the watermark masks (batches ``(x, y, mask)``).
+
+    The explained score is the label's logit: Ross et al.'s ``Σ_k log p_k`` has the input gradient
+    ``Σ_k (1 − K p_k) ∇z_k``, which vanishes at uniform predictions, so its penalty pulls against the task loss
+    (measured in docs/revise.md).
 
     Parameters
     ----------
@@ -47,9 +59,9 @@ class RightReasonsCNN(ShapesCNN):
         Of :class:`~lrp_lightning.demo.model.ShapesCNN`.
     """
 
-    def __init__(self, weight: float = 1000.0, **kwargs) -> None:
+    def __init__(self, weight: float = 100.0, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.penalty = RightReasonsLoss("gradient", weight=weight, reduction="mean")
+        self.penalty = RightReasonsLoss("gradient", target="label", weight=weight, reduction="mean")
 
     def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
         """Cross-entropy plus the right-reasons penalty; logs ``train/rrr``."""
@@ -60,10 +72,36 @@ class RightReasonsCNN(ShapesCNN):
         return loss + penalty
 
 
+class RRClArCCNN(ShapesCNN):
+    """The demo CNN whose training loss adds an :class:`~lrp_lightning.revise.RRClArCLoss` (RR-ClArC fine-tuning).
+
+    The loss is set as :attr:`penalty` once the CAV is known (a module attribute, not a hyperparameter).
+
+    Parameters
+    ----------
+    **kwargs
+        Of :class:`~lrp_lightning.demo.model.ShapesCNN`.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.penalty: RRClArCLoss | None = None
+
+    def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
+        """Cross-entropy plus the RR-ClArC penalty; logs ``train/rr_clarc``."""
+        if self.penalty is None:
+            raise ValueError("set RRClArCCNN.penalty to an RRClArCLoss before fitting")
+        loss = super().training_step(batch, batch_idx)
+        penalty = self.penalty(self, batch[0], batch[1])
+        self.log("train/rr_clarc", penalty)
+        return loss + penalty
+
+
 def _masked_train_loader(datamodule: ShapesDataModule) -> DataLoader:
-    """The training split as ``(image, label, watermark mask over the channels)``, shuffled by a seeded generator."""
+    """The training split as ``(image, label, mask)``, shuffled by a seeded generator; the mask covers the four
+    corner regions where a watermark can sit (:func:`~lrp_lightning.demo.data.watermark_regions`), over the channels."""
     split = datamodule.train_split
-    masks = split.watermark_masks.unsqueeze(1).expand(-1, 3, -1, -1)
+    masks = watermark_regions().expand(split.labels.shape[0], 3, -1, -1)
     data = TensorDataset(normalize(split.images), split.labels, masks)
     return DataLoader(data, datamodule.batch_size, shuffle=True, generator=torch.Generator().manual_seed(datamodule.seed))
 
@@ -94,7 +132,8 @@ def _trainer(args: argparse.Namespace, name: str, epochs: int, callbacks: list =
 
 def _datamodule(args: argparse.Namespace, val_watermark: str = "random") -> ShapesDataModule:
     datamodule = ShapesDataModule(n_train=args.n_train, n_val=args.n_val, batch_size=args.batch_size, confounder=True,
-                                  seed=args.seed, val_watermark=val_watermark, watermark_opacity=args.watermark_opacity)
+                                  seed=args.seed, val_watermark=val_watermark, watermark_opacity=args.watermark_opacity,
+                                  train_watermarked=args.train_watermarked)
     datamodule.setup()
     return datamodule
 
@@ -138,7 +177,8 @@ def watermark_inserter(callback: ClArCCallback, opacity: float):
 
 
 def run_clarc(args: argparse.Namespace) -> dict:
-    """Confounded training with SpRAy, P-ClArC alone, then A-ClArC fine-tuning; figures by name."""
+    """Confounded training with SpRAy, P-ClArC alone, then RR-ClArC and A-ClArC fine-tuning from the CAV of SpRAy's
+    cluster; figures by name."""
     name = f"revise_clarc/seed{args.seed}"
     mixed, random_split = _datamodule(args, "mixed"), _datamodule(args, "random")
     low, high = (bound.flatten().tolist() for bound in input_bounds())
@@ -149,7 +189,7 @@ def run_clarc(args: argparse.Namespace) -> dict:
     confounded = _trainer(args, f"{name}/confounded", args.epochs, [spray])
     confounded.fit(model, datamodule=mixed)
 
-    def clarc_callback(mode: str) -> ClArCCallback:
+    def clarc_callback(mode: str | None) -> ClArCCallback:
         callback = ClArCCallback(CLARC_LAYER, spray, mode=mode, num_samples=args.n_val, composite="epsilon_plus_flat")
         callback.insert_artifact = watermark_inserter(callback, args.watermark_opacity)
         return callback
@@ -160,17 +200,23 @@ def run_clarc(args: argparse.Namespace) -> dict:
     # the uncorrected model (no hook is attached outside validation), logged beside its training curves
     confounded.logger.log_metrics(projective.reevaluate(model), step=confounded.global_step)
     confounded.logger.save()
-    before = read_scalars(confounded.logger.log_dir)
-    p_clarc = read_scalars(validator.logger.log_dir)
-    augmentative = clarc_callback("a")
-    tuner = _trainer(args, f"{name}/a_clarc", args.finetune_epochs, [augmentative])
+    rows = {"confounded": read_scalars(confounded.logger.log_dir),
+            "P-ClArC (training-free)": read_scalars(validator.logger.log_dir)}
+    tuned = RRClArCCNN(lr=args.finetune_lr)
+    tuned.load_state_dict(model.state_dict())
+    tuned.penalty = RRClArCLoss(projective.cav, CLARC_LAYER, weight=args.rr_clarc_weight)
+    rows["RR-ClArC fine-tuned"] = _fine_tune(args, f"{name}/rr_clarc", tuned, clarc_callback(None), random_split)
     model.hparams.lr = args.finetune_lr
-    tuner.fit(model, datamodule=random_split)
-    a_clarc = read_scalars(tuner.logger.log_dir)
-    rows = {"confounded": {tag: values[-1] for tag, values in before.items()},
-            "P-ClArC (training-free)": {tag: values[-1] for tag, values in p_clarc.items()},
-            "A-ClArC fine-tuned": {tag: values[-1] for tag, values in a_clarc.items()}}
-    return rows
+    rows["A-ClArC fine-tuned"] = _fine_tune(args, f"{name}/a_clarc", model, clarc_callback("a"), random_split)
+    return {row: {tag: values[-1] for tag, values in scalars.items()} for row, scalars in rows.items()}
+
+
+def _fine_tune(args: argparse.Namespace, name: str, model: ShapesCNN, callback: ClArCCallback,
+               datamodule: ShapesDataModule) -> dict:
+    """Fine-tune for ``--finetune-epochs`` epochs on the confounded training split; the run's scalars."""
+    tuner = _trainer(args, name, args.finetune_epochs, [callback])
+    tuner.fit(model, datamodule=datamodule)
+    return read_scalars(tuner.logger.log_dir)
 
 
 def report(mode: str, rows: dict) -> str:
@@ -194,9 +240,12 @@ def add_revise_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--revise", choices=MODES, default=None,
                         help="instead of the suite: correct the watermark shortcut with RightReasonsLoss (rrr) or, "
                              "without masks, with a CAV from SpRAy and ClArC (clarc); prints a before/after table")
-    parser.add_argument("--rrr-weight", type=float, default=1000.0, help="lambda of RightReasonsLoss (--revise rrr)")
-    parser.add_argument("--finetune-epochs", type=int, default=2, help="A-ClArC fine-tuning epochs (--revise clarc)")
-    parser.add_argument("--finetune-lr", type=float, default=1e-3, help="A-ClArC fine-tuning learning rate")
+    parser.add_argument("--rrr-weight", type=float, default=100.0, help="lambda of RightReasonsLoss (--revise rrr)")
+    parser.add_argument("--rr-clarc-weight", type=float, default=1.0, help="lambda of RRClArCLoss (--revise clarc)")
+    parser.add_argument("--finetune-epochs", type=int, default=2,
+                        help="RR-ClArC and A-ClArC fine-tuning epochs (--revise clarc)")
+    parser.add_argument("--finetune-lr", type=float, default=1e-3,
+                        help="RR-ClArC and A-ClArC fine-tuning learning rate (--revise clarc)")
 
 
 def run_revise(args: argparse.Namespace) -> tuple[dict, str]:

@@ -67,6 +67,26 @@ def test_tensorboard_gets_the_reevaluation_every_epoch_and_clean_acc_is_the_corr
     assert events.Scalars("revision/attacked_acc")[-1].value == pytest.approx(expected, abs=1e-6)
 
 
+def test_without_a_hook_the_reevaluation_is_the_uncorrected_models(
+    tmp_path, image_data, make_trainer, read_events, tiny_classifier, tiny_data
+):
+    seed_everything(0)
+    callback = _callback(mode=None)
+    model = tiny_classifier()
+    trainer = make_trainer(tmp_path, [callback], logger=TensorBoardLogger(tmp_path, name="tb"), max_epochs=1)
+    trainer.fit(model, datamodule=tiny_data())
+    events = read_events(trainer.logger.log_dir)
+    images, labels = image_data(24, seed=1).tensors
+    model.eval()
+    with torch.no_grad():
+        expected = float((model(images).argmax(1) == labels).float().mean())
+        attacked, _ = insert_corner(images[labels != 0])
+        expected_attacked = float((model(attacked).argmax(1) == labels[labels != 0]).float().mean())
+    assert callback.cav is not None
+    assert events.Scalars("revision/clean_acc")[-1].value == pytest.approx(expected, abs=1e-6)
+    assert events.Scalars("revision/attacked_acc")[-1].value == pytest.approx(expected_attacked, abs=1e-6)
+
+
 def test_csv_logger_and_no_logger(tmp_path, make_trainer, tiny_classifier, tiny_data):
     seed_everything(0)
     trainer = make_trainer(tmp_path, [_callback()], logger=CSVLogger(tmp_path, name="csv"), max_epochs=1)
@@ -96,9 +116,10 @@ def test_a_logger_whose_files_cannot_be_written_warns_once_and_training_goes_on(
     assert not {"log_metrics", "save", "finalize"} & set(vars(logger))
 
 
-def test_p_clarc_leaves_training_bitwise_unchanged(tmp_path, make_trainer, tiny_classifier, tiny_data):
+@pytest.mark.parametrize("mode", ["p", None])
+def test_p_clarc_and_no_hook_leave_training_bitwise_unchanged(tmp_path, mode, make_trainer, tiny_classifier, tiny_data):
     weights = []
-    for callbacks in ([], [_callback()]):
+    for callbacks in ([], [_callback(mode=mode)]):
         seed_everything(0)
         model = tiny_classifier()
         make_trainer(tmp_path, callbacks, max_epochs=2).fit(model, datamodule=tiny_data())
@@ -121,7 +142,7 @@ class HookProbe(Callback):
             self.val.add(len(pl_module.net[2]._forward_hooks))
 
 
-@pytest.mark.parametrize("mode, train, val", [("p", {0}, {1}), ("a", {1}, {0})])
+@pytest.mark.parametrize("mode, train, val", [("p", {0}, {1}), ("a", {1}, {0}), (None, {0}, {0})])
 def test_the_hook_is_attached_where_the_mode_says(tmp_path, mode, train, val, make_trainer, tiny_classifier, tiny_data):
     seed_everything(0)
     probe = HookProbe()
@@ -152,7 +173,7 @@ def test_bad_input_raises_naming_the_fix(tmp_path, make_trainer, tiny_classifier
         make_trainer(tmp_path, [ClArCCallback(LAYER, [])], max_epochs=1).fit(tiny_classifier(), datamodule=tiny_data())
     with pytest.raises(ValueError, match="one entry per collected validation sample"):
         flags_from_user(torch.zeros(5, dtype=torch.bool), 24)
-    with pytest.raises(ValueError, match="'p' \\(P-ClArC\\) or 'a'"):
+    with pytest.raises(ValueError, match="'p' \\(P-ClArC\\), 'a' \\(A-ClArC\\) or None"):
         ClArCCallback(LAYER, ARTIFACT_ROWS, mode="x")
 
 

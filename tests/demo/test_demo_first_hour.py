@@ -18,7 +18,7 @@ def test_help_names_each_default_once(capsys):
         parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: None)" not in text
-    assert "training epochs (default: cnn 6, vit 6)" in text
+    assert "training epochs (default: cnn 6, vit 6; --revise rrr 10)" in text
     assert "(default: demo_logs)" in text  # options with a plain default still show it
 
 

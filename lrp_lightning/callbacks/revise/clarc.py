@@ -35,8 +35,11 @@ class ClArCCallback(Callback):
 
     ``mode="p"``: P-ClArC (``a ← a − v vᵀ(a − z̄₀)``) is applied during validation, test and predict — a
     training-free correction. ``mode="a"``: A-ClArC (``a ← a + v vᵀ(z̄₁ − a)``) is applied during training
-    epochs, so fine-tuning unlearns the artifact; evaluation runs without it. The hook is removed at the end of
-    each stage and on an exception: the model is then bitwise as before.
+    epochs, so fine-tuning unlearns the artifact; evaluation runs without it. ``mode=None``: no hook — the
+    callback fits the CAV (its ``cav`` attribute) and re-evaluates, while the correction is a loss in the
+    user's ``training_step`` (:class:`~lrp_lightning.revise.RRClArCLoss`), or none, to monitor an uncorrected
+    model. The hook is removed at the end of each stage and on an exception: the model is then bitwise as
+    before.
 
     Logged every validation epoch end through ``pl_module.log`` (so every logger, or none, works):
     ``revision/clean_acc`` (accuracy on the held samples), ``revision/attacked_acc`` and ``revision/r_bias``
@@ -51,8 +54,8 @@ class ClArCCallback(Callback):
         The layer's name in the LightningModule (``pl_module.named_modules()``).
     artifact : sequence of int, torch.Tensor or RelevanceClusterCallback
         Which samples carry the artifact (see above).
-    mode : {"p", "a"}
-        P-ClArC at evaluation or A-ClArC in training.
+    mode : {"p", "a", None}
+        P-ClArC at evaluation, A-ClArC in training, or no hook (fit and re-evaluate only).
     every_n_epochs : int, optional
         Refit the CAV every n training epochs; None: once.
     fit_epoch : int
@@ -82,13 +85,13 @@ class ClArCCallback(Callback):
         An unknown layer (listing the known ones) or mode at fit start; labels of one class only.
     """
 
-    def __init__(self, layer: str, artifact: Any, mode: str = "p", every_n_epochs: Optional[int] = None, *,
+    def __init__(self, layer: str, artifact: Any, mode: Optional[str] = "p", every_n_epochs: Optional[int] = None, *,
                  fit_epoch: int = 0, method: str = "signal", pool: bool = True,
                  insert_artifact: Optional[InsertArtifact] = None, artifact_class: Optional[int] = None,
                  composite: str = "epsilon_plus_flat", num_samples: int = 128,
                  batch_to_input: Optional[BatchToInput] = None, cluster: ClusterChoice = None) -> None:
-        if mode not in ("p", "a"):
-            raise ValueError(f"unknown mode {mode!r}; pass 'p' (P-ClArC) or 'a' (A-ClArC)")
+        if mode not in ("p", "a", None):
+            raise ValueError(f"unknown mode {mode!r}; pass 'p' (P-ClArC), 'a' (A-ClArC) or None (no hook)")
         get_composite(composite)
         self.layer, self.artifact, self.mode = layer, artifact, mode
         self.every_n_epochs = None if every_n_epochs is None else positive_int("every_n_epochs", every_n_epochs)
