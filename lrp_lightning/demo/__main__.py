@@ -36,7 +36,7 @@ from lrp_lightning.demo.data import (
 from lrp_lightning.demo.loggers import add_logger_argument, demo_loggers
 from lrp_lightning.demo.metrics import OBJECT, WATERMARK, RegionRelevanceMass, stack_masks
 from lrp_lightning.demo.model import ShapesCNN, ShapesViT
-from lrp_lightning.demo.revise import CLARC_TRAIN_WATERMARKED, RRR_EPOCHS, add_revise_arguments, run_revise
+from lrp_lightning.demo.revise import REVISE_DEFAULTS, add_revise_arguments, run_revise
 from lrp_lightning.demo.progress import EpochProgressBar
 from lrp_lightning.demo.run_name import run_name
 from lrp_lightning.demo.suite import add_suite_arguments, suite_callbacks, suite_report
@@ -51,9 +51,9 @@ VIT_COMPOSITES = ("attn_lrp", "cp_lrp", "gradient")
 # its perturbation curves vary more from image to image, so its AOPC averages over more images)
 MODELS = {
     "cnn": {"model": ShapesCNN, "composites": DEFAULT_COMPOSITES, "epochs": 6, "n_train": 3000,
-            "watermark_opacity": WATERMARK_OPACITY, "cluster_composite": "epsilon_gamma_box", "num_samples": 16},
+            "train_watermarked": 1.0, "watermark_opacity": WATERMARK_OPACITY, "cluster_composite": "epsilon_gamma_box", "num_samples": 16},
     "vit": {"model": ShapesViT, "composites": VIT_COMPOSITES, "epochs": 6, "n_train": 1500,
-            "watermark_opacity": 0.5, "cluster_composite": "attn_lrp", "num_samples": 64},
+            "train_watermarked": 1.0, "watermark_opacity": 0.5, "cluster_composite": "attn_lrp", "num_samples": 64},
 }
 TABLE_METRICS = {"object_mass": "object", "watermark_mass": "watermark"}
 # the faithfulness figure printed under the table, for every explainer and the random attribution
@@ -98,7 +98,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--model", choices=sorted(MODELS), default="cnn", help="the classifier: a small CNN or a small ViT"
     )
-    parser.add_argument("--epochs", type=int, default=None, help=f"training epochs (default: cnn 6, vit 6; --revise rrr {RRR_EPOCHS})")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: cnn 6, vit 6; --revise rrr 10)")
     parser.add_argument(
         "--confounder",
         action=argparse.BooleanOptionalAction,
@@ -115,14 +115,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--train-watermarked",
         type=float,
         default=None,
-        help=f"share of training images that carry a watermark at all (default: 1; --revise clarc "
-        f"{CLARC_TRAIN_WATERMARKED}, the partly confounded split of the ClArC papers)",
+        help="share of training images that carry a watermark at all (default: 1; --revise clarc 0.5, the partly "
+        "confounded split of the ClArC papers)",
     )
     parser.add_argument(
         "--watermark-opacity",
         type=float,
         default=None,
-        help=f"opacity of the watermark (default: cnn {WATERMARK_OPACITY}, vit 0.5)",
+        help=f"opacity of the watermark (default: cnn {WATERMARK_OPACITY}, vit 0.5; --revise clarc 0.5)",
     )
     parser.add_argument(
         "--composites",
@@ -155,10 +155,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add_logger_argument(parser)
     add_revise_arguments(parser)
     args = parser.parse_args(argv)
-    if args.revise == "rrr" and args.epochs is None:
-        args.epochs = RRR_EPOCHS
-    if args.train_watermarked is None:
-        args.train_watermarked = CLARC_TRAIN_WATERMARKED if args.revise == "clarc" else 1.0
+    for setting, value in REVISE_DEFAULTS.get(args.revise, {}).items():
+        if getattr(args, setting) is None:
+            setattr(args, setting, value)
     for setting, value in MODELS[args.model].items():
         if setting != "model" and getattr(args, setting) is None:
             setattr(args, setting, list(value) if setting == "composites" else value)

@@ -2,11 +2,11 @@
 
 ``rrr``: the confounded CNN and a CNN trained with :class:`~lrp_lightning.revise.RightReasonsLoss` (Ross et al.'s
 input-gradient penalty, of the label's logit, on the four corner regions where the built-in watermark can sit),
-each trained from scratch for :data:`RRR_EPOCHS` epochs; the table gives their validation accuracy (watermarks in
+each trained from scratch for 10 epochs (:data:`REVISE_DEFAULTS`); the table gives their validation accuracy (watermarks in
 random corners) and the watermark's share of positive relevance.
 
-``clarc`` (no masks): the confounded CNN is trained — on a split where :data:`CLARC_TRAIN_WATERMARKED` of the
-images carry their class's watermark and the rest none, the ClArC papers' setting — with SpRAy
+``clarc`` (no masks): the confounded CNN is trained — on a split where half the images carry their class's
+watermark (opacity 0.5) and the rest none, the ClArC papers' setting (:data:`REVISE_DEFAULTS`) — with SpRAy
 (:class:`~lrp_lightning.callbacks.RelevanceClusterCallback`) on a validation split where half the images carry the
 watermark in their class's corner; the CAV comes from the cluster SpRAy finds;
 :class:`~lrp_lightning.callbacks.revise.ClArCCallback` then reports P-ClArC (training-free), and the model is
@@ -37,11 +37,14 @@ from lrp_lightning.revise import RightReasonsLoss, RRClArCLoss
 MODES = ("rrr", "clarc")
 CLARC_LAYER = "net.14"  # the last block's ReLU (8x8 maps, 64 channels)
 SHARE_TAG = "revision/watermark_share"
-# share of training images with a watermark for --revise clarc: the rest teach the shapes, which ClArC can only
-# bring forward if the model learned them (at 1.0 no correction gets above chance: docs/revise.md)
-CLARC_TRAIN_WATERMARKED = 0.5
-# the penalised model learns the shapes more slowly than the shortcut model learns the watermark
-RRR_EPOCHS = 10
+# the settings each mode changes unless given on the command line: the penalised model learns the shapes more slowly
+# than the shortcut model learns the watermark (rrr); ClArC needs a model that learned the shapes on the images
+# without the watermark, and SpRAy a watermark visible enough to split each class (clarc; at the fully confounded
+# split no correction gets above chance: docs/revise.md)
+REVISE_DEFAULTS = {
+    "rrr": {"epochs": 10},
+    "clarc": {"train_watermarked": 0.5, "watermark_opacity": 0.5},
+}
 
 
 class RightReasonsCNN(ShapesCNN):
@@ -241,10 +244,10 @@ def add_revise_arguments(parser: argparse.ArgumentParser) -> None:
                         help="instead of the suite: correct the watermark shortcut with RightReasonsLoss (rrr) or, "
                              "without masks, with a CAV from SpRAy and ClArC (clarc); prints a before/after table")
     parser.add_argument("--rrr-weight", type=float, default=100.0, help="lambda of RightReasonsLoss (--revise rrr)")
-    parser.add_argument("--rr-clarc-weight", type=float, default=1.0, help="lambda of RRClArCLoss (--revise clarc)")
-    parser.add_argument("--finetune-epochs", type=int, default=2,
+    parser.add_argument("--rr-clarc-weight", type=float, default=30.0, help="lambda of RRClArCLoss (--revise clarc)")
+    parser.add_argument("--finetune-epochs", type=int, default=4,
                         help="RR-ClArC and A-ClArC fine-tuning epochs (--revise clarc)")
-    parser.add_argument("--finetune-lr", type=float, default=1e-3,
+    parser.add_argument("--finetune-lr", type=float, default=3e-4,
                         help="RR-ClArC and A-ClArC fine-tuning learning rate (--revise clarc)")
 
 

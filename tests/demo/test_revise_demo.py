@@ -10,13 +10,13 @@ import pytest
 
 from lrp_lightning.demo.__main__ import main, parse_args
 from lrp_lightning.demo.data import IMAGE_SIZE, WATERMARK_SIZE, generate_split, watermark_regions
-from lrp_lightning.demo.revise import CLARC_TRAIN_WATERMARKED, RRR_EPOCHS
+from lrp_lightning.demo.revise import REVISE_DEFAULTS
 from lrp_lightning.demo.summary import read_scalars
 
 TINY = ["--n-train", "96", "--n-val", "48", "--epochs", "1", "--batch-size", "32", "--accelerator", "cpu"]
 # SpRAy needs a model that has picked the watermark up, and enough images per class, to find two clusters
 CLARC_SMALL = ["--n-train", "900", "--n-val", "240", "--epochs", "3", "--finetune-epochs", "1", "--cluster-samples", "64",
-               "--train-watermarked", "1", "--accelerator", "cpu"]
+               "--accelerator", "cpu"]
 SEEDS = (0, 1, 2)
 AREA_SHARE = WATERMARK_SIZE**2 / IMAGE_SIZE**2
 # issue #24, "Done when": RightReasonsLoss reaches 0.90 validation accuracy with the watermark's relevance share at
@@ -48,10 +48,12 @@ def _last(run_dir, tag):
 
 def test_revise_defaults_follow_the_mode_and_yield_to_the_command_line():
     plain, rrr, clarc = parse_args([]), parse_args(["--revise", "rrr"]), parse_args(["--revise", "clarc"])
-    assert (plain.epochs, rrr.epochs, clarc.epochs) == (6, RRR_EPOCHS, 6)
-    assert (plain.train_watermarked, rrr.train_watermarked, clarc.train_watermarked) == (1.0, 1.0, CLARC_TRAIN_WATERMARKED)
-    chosen = parse_args(["--revise", "clarc", "--epochs", "3", "--train-watermarked", "0.8"])
-    assert (chosen.epochs, chosen.train_watermarked) == (3, 0.8)
+    for setting in ("epochs", "train_watermarked", "watermark_opacity"):
+        assert getattr(rrr, setting) == REVISE_DEFAULTS["rrr"].get(setting, getattr(plain, setting)), setting
+        assert getattr(clarc, setting) == REVISE_DEFAULTS["clarc"].get(setting, getattr(plain, setting)), setting
+    assert (plain.epochs, plain.train_watermarked) == (6, 1.0)
+    chosen = parse_args(["--revise", "clarc", "--epochs", "3", "--train-watermarked", "0.8", "--watermark-opacity", "0.3"])
+    assert (chosen.epochs, chosen.train_watermarked, chosen.watermark_opacity) == (3, 0.8, 0.3)
     assert parse_args(["--revise", "rrr", "--epochs", "2"]).epochs == 2
 
 
