@@ -98,7 +98,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--model", choices=sorted(MODELS), default="cnn", help="the classifier: a small CNN or a small ViT"
     )
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: cnn 6, vit 6; --revise rrr 10)")
+    parser.add_argument("--epochs", type=int, default=None, help=f"training epochs (default: cnn 6, vit 6; --revise rrr {REVISE_DEFAULTS['rrr']['epochs']})")
     parser.add_argument(
         "--confounder",
         action=argparse.BooleanOptionalAction,
@@ -115,14 +115,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--train-watermarked",
         type=float,
         default=None,
-        help="share of training images that carry a watermark at all (default: 1; --revise clarc 0.5, the partly "
-        "confounded split of the ClArC papers)",
+        help="share of training images that carry a watermark at all (default: 1; --revise clarc "
+        f"{REVISE_DEFAULTS['clarc']['train_watermarked']}, the partly confounded split of the ClArC papers)",
     )
     parser.add_argument(
         "--watermark-opacity",
         type=float,
         default=None,
-        help=f"opacity of the watermark (default: cnn {WATERMARK_OPACITY}, vit 0.5; --revise clarc 0.5)",
+        help=f"opacity of the watermark (default: cnn {WATERMARK_OPACITY}, vit 0.5; --revise clarc "
+        f"{REVISE_DEFAULTS['clarc']['watermark_opacity']})",
     )
     parser.add_argument(
         "--composites",

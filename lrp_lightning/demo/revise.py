@@ -21,7 +21,6 @@ import argparse
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
-from torch.utils.data import DataLoader, TensorDataset
 
 from lrp_lightning.attribution import Gradient
 from lrp_lightning.callbacks import RelevanceClusterCallback
@@ -47,8 +46,25 @@ REVISE_DEFAULTS = {
 }
 
 
-class RightReasonsCNN(ShapesCNN):
-    """The demo CNN whose training loss adds ``RightReasonsLoss`` on the watermark masks (batches ``(x, y, mask)``).
+class _PenalisedCNN(ShapesCNN):
+    """The demo CNN whose training loss adds a penalty of the batch's inputs and labels, logged as ``train/<tag>``."""
+
+    tag = "penalty"
+
+    def _penalty(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
+        """Cross-entropy plus the penalty; logs ``train/<tag>``."""
+        loss = super().training_step(batch, batch_idx)
+        penalty = self._penalty(batch[0], batch[1])
+        self.log(f"train/{self.tag}", penalty)
+        return loss + penalty
+
+
+class RightReasonsCNN(_PenalisedCNN):
+    """The demo CNN whose training loss adds ``RightReasonsLoss`` on the four corner regions where a watermark can
+    sit (:func:`~lrp_lightning.demo.data.watermark_regions`, over the channels); logs ``train/rrr``.
 
     The explained score is the label's logit: Ross et al.'s ``Σ_k log p_k`` has the input gradient
     ``Σ_k (1 − K p_k) ∇z_k``, which vanishes at uniform predictions, so its penalty pulls against the task loss
@@ -62,21 +78,20 @@ class RightReasonsCNN(ShapesCNN):
         Of :class:`~lrp_lightning.demo.model.ShapesCNN`.
     """
 
+    tag = "rrr"
+
     def __init__(self, weight: float = 100.0, **kwargs) -> None:
         super().__init__(**kwargs)
         self.penalty = RightReasonsLoss("gradient", target="label", weight=weight, reduction="mean")
+        self.register_buffer("regions", watermark_regions(), persistent=False)
 
-    def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
-        """Cross-entropy plus the right-reasons penalty; logs ``train/rrr``."""
-        inputs, labels, masks = batch
-        loss = super().training_step((inputs, labels), batch_idx)
-        penalty = self.penalty(self, inputs, masks, labels)
-        self.log("train/rrr", penalty)
-        return loss + penalty
+    def _penalty(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.penalty(self, inputs, self.regions.expand_as(inputs), labels)
 
 
-class RRClArCCNN(ShapesCNN):
-    """The demo CNN whose training loss adds an :class:`~lrp_lightning.revise.RRClArCLoss` (RR-ClArC fine-tuning).
+class RRClArCCNN(_PenalisedCNN):
+    """The demo CNN whose training loss adds an :class:`~lrp_lightning.revise.RRClArCLoss` (RR-ClArC fine-tuning);
+    logs ``train/rr_clarc``.
 
     The loss is set as :attr:`penalty` once the CAV is known (a module attribute, not a hyperparameter).
 
@@ -86,27 +101,16 @@ class RRClArCCNN(ShapesCNN):
         Of :class:`~lrp_lightning.demo.model.ShapesCNN`.
     """
 
+    tag = "rr_clarc"
+
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.penalty: RRClArCLoss | None = None
 
-    def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
-        """Cross-entropy plus the RR-ClArC penalty; logs ``train/rr_clarc``."""
+    def _penalty(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.penalty is None:
             raise ValueError("set RRClArCCNN.penalty to an RRClArCLoss before fitting")
-        loss = super().training_step(batch, batch_idx)
-        penalty = self.penalty(self, batch[0], batch[1])
-        self.log("train/rr_clarc", penalty)
-        return loss + penalty
-
-
-def _masked_train_loader(datamodule: ShapesDataModule) -> DataLoader:
-    """The training split as ``(image, label, mask)``, shuffled by a seeded generator; the mask covers the four
-    corner regions where a watermark can sit (:func:`~lrp_lightning.demo.data.watermark_regions`), over the channels."""
-    split = datamodule.train_split
-    masks = watermark_regions().expand(split.labels.shape[0], 3, -1, -1)
-    data = TensorDataset(normalize(split.images), split.labels, masks)
-    return DataLoader(data, datamodule.batch_size, shuffle=True, generator=torch.Generator().manual_seed(datamodule.seed))
+        return self.penalty(self, inputs, labels)
 
 
 def watermark_share(model: torch.nn.Module, datamodule: ShapesDataModule, count: int = 128) -> float:
@@ -141,12 +145,10 @@ def _datamodule(args: argparse.Namespace, val_watermark: str = "random") -> Shap
     return datamodule
 
 
-def _fit_and_measure(args: argparse.Namespace, name: str, model: ShapesCNN, datamodule: ShapesDataModule,
-                     train_loader: DataLoader | None = None) -> dict:
+def _fit_and_measure(args: argparse.Namespace, name: str, model: ShapesCNN, datamodule: ShapesDataModule) -> dict:
     """Train, log the watermark share after training, read both figures back from the event files."""
     trainer = _trainer(args, name, args.epochs)
-    trainer.fit(model, train_dataloaders=train_loader or datamodule.train_dataloader(),
-                val_dataloaders=datamodule.val_dataloader())
+    trainer.fit(model, datamodule=datamodule)
     trainer.logger.log_metrics({SHARE_TAG: watermark_share(model, datamodule)}, step=trainer.global_step)
     trainer.logger.save()
     scalars = read_scalars(trainer.logger.log_dir)
@@ -160,7 +162,7 @@ def run_rrr(args: argparse.Namespace) -> dict:
     plain = _fit_and_measure(args, f"revise_rrr/seed{args.seed}/confounded", ShapesCNN(), datamodule)
     pl.seed_everything(args.seed, verbose=False)
     corrected = _fit_and_measure(args, f"revise_rrr/seed{args.seed}/right_reasons", RightReasonsCNN(args.rrr_weight),
-                                 datamodule, _masked_train_loader(datamodule))
+                                 datamodule)
     return {"confounded": plain, "RightReasonsLoss (gradient)": corrected}
 
 
